@@ -1,0 +1,85 @@
+# Ferrite: build, run, test.
+#
+#   make run                 boot Ferrite in QEMU virt (4 CPUs, GICv3); Ctrl-A X quits
+#   make run GIC=2 CPUS=2 MEM=2G    other virt shapes;  make run BOARD=rpi4   QEMU raspi4b
+#   make build               build/<board>/ferrite.bin (and ferrite.elf for gdb)
+#   make debug               QEMU waiting for gdb on :1234
+#   make test                host unit tests + system tests booting the image in QEMU
+#
+# A fresh Debian machine needs nothing else: missing tools are installed by tools/setup-host.sh.
+
+BOARD ?= qemu-virt
+BOARDS := qemu-virt rpi4
+ifeq ($(filter $(BOARD),$(BOARDS)),)
+$(error unknown BOARD '$(BOARD)': choose one of $(BOARDS))
+endif
+include boards/$(BOARD)/board.mk
+
+PROFILE ?= release
+BOOTARGS ?= loglevel=info
+TARGET := aarch64-unknown-none
+HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+BUILD := build/$(BOARD)
+IMAGE := $(BUILD)/ferrite.bin
+ELF := $(BUILD)/ferrite.elf
+# One cargo target directory per board: each board's image differs only in its early console
+# (FERRITE_EARLY_UART), and separate directories keep switching boards from rebuilding.
+CARGO_TARGET := target/boards/$(BOARD)
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+OBJCOPY = $(shell rustc --print sysroot)/lib/rustlib/$(HOST)/bin/llvm-objcopy
+QEMU := qemu-system-aarch64
+QEMU_ARGS = $(QEMU_BOARD_ARGS) -nographic -no-reboot -semihosting-config enable=on,target=native \
+	-kernel $(IMAGE) -append "$(BOOTARGS)" $(QEMU_EXTRA)
+
+.PHONY: all build run debug test unit-test system-test bench setup setup-rust setup-qemu \
+	clippy fmt clean FORCE
+all: build
+
+setup: setup-rust setup-qemu
+setup-rust:
+	@tools/setup-host.sh rust
+setup-qemu:
+	@tools/setup-host.sh qemu
+
+build: setup-rust
+	@mkdir -p $(BUILD)
+	FERRITE_EARLY_UART=$(EARLY_UART) cargo build -p ferrite --target $(TARGET) \
+		$(CARGO_PROFILE_FLAG) --target-dir $(CARGO_TARGET)
+	cp $(CARGO_TARGET)/$(TARGET)/$(PROFILE)/ferrite $(ELF)
+	$(OBJCOPY) -O binary $(ELF) $(IMAGE)
+	@echo "built $(IMAGE) ($$(stat -c %s $(IMAGE)) bytes)"
+
+build/debian/%: FORCE
+	@tools/fetch-debian.sh build/debian
+
+run: build setup-qemu $(QEMU_BOARD_DEPS)
+	$(QEMU) $(QEMU_ARGS)
+
+debug: build setup-qemu $(QEMU_BOARD_DEPS)
+	@echo "QEMU is waiting for gdb. In another terminal:"
+	@echo "  gdb-multiarch $(ELF) -ex 'target remote :1234'"
+	@echo "(Ferrite relocates itself: for symbols, add-symbol-file $(ELF) -o <load address>;"
+	@echo " the load address is printed on the console, 0x40080000 on virt, 0x80000 on rpi4)"
+	$(QEMU) $(QEMU_ARGS) -S -gdb tcp::1234
+
+unit-test: setup-rust
+	cargo test -p ferrite --target $(HOST)
+
+system-test: setup
+	$(MAKE) --no-print-directory build BOARD=qemu-virt
+	$(MAKE) --no-print-directory build BOARD=rpi4
+	tools/fetch-debian.sh build/debian
+	cargo test -p ferrite-systests --target $(HOST) -- --test-threads=2
+
+test: unit-test system-test
+
+clippy: setup-rust
+	cargo clippy -p ferrite --target $(TARGET) --release -- -D warnings
+	cargo clippy -p ferrite --target $(HOST) --tests -- -D warnings
+	cargo clippy -p ferrite-systests --target $(HOST) --tests -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	rm -rf build target

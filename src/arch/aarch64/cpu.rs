@@ -1,0 +1,106 @@
+//! The current CPU: identity, exception level, caches, interrupt masking, waiting.
+
+use aarch64_cpu::registers::{CurrentEL, ID_AA64MMFR0_EL1, MPIDR_EL1, TPIDR_EL2};
+use core::arch::asm;
+use tock_registers::interfaces::{Readable, Writeable};
+
+use super::boot::MPIDR_AFFINITY_MASK;
+
+pub fn current_el() -> u64 {
+    CurrentEL.read(CurrentEL::EL)
+}
+
+/// This CPU's affinity (Aff3..Aff0), as the device tree's `cpu` nodes name it.
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & MPIDR_AFFINITY_MASK
+}
+
+/// Ferrite's index of this CPU (0 = the boot CPU), kept in TPIDR_EL2.
+pub fn index() -> usize {
+    TPIDR_EL2.get() as usize
+}
+
+pub fn set_index(i: usize) {
+    TPIDR_EL2.set(i as u64);
+}
+
+/// ID_AA64MMFR0_EL1.PARange: 0 = 32 bits ... 5 = 48 bits, 6 = 52 bits.
+pub fn pa_range_field() -> u64 {
+    ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange)
+}
+
+pub fn pa_bits() -> u32 {
+    match pa_range_field() {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        5 => 48,
+        _ => 52,
+    }
+}
+
+pub fn dcache_line_size() -> u64 {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+pub fn tlb_flush_el2() {
+    // SAFETY: invalidating EL2 TLB entries only makes later walks re-read the tables.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi alle2is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+pub fn irq_enable() {
+    // SAFETY: unmasking IRQs at EL2; the vectors are installed before this is called.
+    unsafe { asm!("msr daifclr, #2", options(nomem, nostack, preserves_flags)) };
+}
+
+pub fn irq_disable() {
+    // SAFETY: masking IRQs only delays them.
+    unsafe { asm!("msr daifset, #2", options(nomem, nostack, preserves_flags)) };
+}
+
+pub fn wfi() {
+    // SAFETY: waits for an interrupt; no memory effects.
+    unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
+}
+
+pub fn wfe() {
+    // SAFETY: waits for an event; no memory effects.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+}
+
+pub fn sev() {
+    // SAFETY: signals an event to all CPUs; no memory effects.
+    unsafe { asm!("dsb sy", "sev", options(nostack, preserves_flags)) };
+}
+
+/// Stops this CPU for good, with interrupts masked.
+pub fn park() -> ! {
+    irq_disable();
+    loop {
+        wfe();
+    }
+}
+
+/// Per-CPU EL2 configuration: physical interrupts are taken at EL2 (HCR_EL2.IMO/FMO/AMO; without
+/// them an IRQ would target EL1 and stay masked while Ferrite runs), lower ELs are AArch64.
+pub fn init_el2() {
+    use aarch64_cpu::registers::HCR_EL2;
+    HCR_EL2.write(
+        HCR_EL2::RW::EL1IsAarch64 + HCR_EL2::IMO::SET + HCR_EL2::FMO::SET + HCR_EL2::AMO::SET,
+    );
+    // SAFETY: barrier only.
+    unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
+}

@@ -1,0 +1,12 @@
+//! aarch64 at EL2: boot, exceptions, the MMU, the GIC, the generic timer, PSCI and SMP.
+
+pub mod boot;
+pub mod cpu;
+pub mod esr;
+pub mod exceptions;
+pub mod gic;
+pub mod mmu;
+pub mod psci;
+pub mod semihosting;
+pub mod smp;
+pub mod timer;

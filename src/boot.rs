@@ -1,0 +1,315 @@
+//! The boot sequence: from the first Rust instruction to the `ferrite: ready:` line.
+//!
+//! Order matters: console before anything can fail loudly, heap before the device tree (its
+//! results are vectors), the real memory map before any device beyond the early console, the
+//! GIC and timer before the other CPUs (they report through both).
+
+use crate::arch::{boot as entry, cpu, gic, mmu, psci, semihosting, smp, timer};
+use crate::dt::{self, MachineInfo};
+use crate::mm::frames::FrameAllocator;
+use crate::mm::{heap, region::Region};
+use crate::{cmdline, console, logger, panic::SEMIHOSTING, println};
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use spin::{Mutex, Once};
+
+pub static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
+static MACHINE: Once<MachineInfo> = Once::new();
+static ADDRESS_SPACE: Mutex<Option<mmu::AddressSpace>> = Mutex::new(None);
+
+const MIB: u64 = 1 << 20;
+
+fn fatal(args: core::fmt::Arguments) -> ! {
+    console::write_raw(format_args!("ferrite: fatal: {args}\n"));
+    console::write_raw(format_args!("ferrite: halted\n"));
+    cpu::park();
+}
+
+/// Reads the blob's header first, so a bad pointer or a non-DTB gives a message, not a fault
+/// beyond the header.
+fn device_tree(dtb: usize) -> &'static [u8] {
+    if dtb == 0 {
+        fatal(format_args!(
+            "no device tree: the loader passed x0 = 0. Boot Ferrite as a raw Image (QEMU -kernel \
+             with the .bin, U-Boot booti, the Pi firmware) so that x0 points at the DTB"
+        ));
+    }
+    if !dtb.is_multiple_of(8) {
+        fatal(format_args!(
+            "device tree pointer {dtb:#x} is not 8-byte aligned"
+        ));
+    }
+    // SAFETY: the early map covers the GiB holding the blob; 40 bytes is the FDT header.
+    let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 40) };
+    let size = match dt::total_size(header) {
+        Ok(s) => s,
+        Err(e) => fatal(format_args!("the device tree at {dtb:#x} is unusable: {e}")),
+    };
+    // SAFETY: the loader placed `size` bytes of device tree at dtb; the blob stays untouched
+    // (its region is reserved from the frame allocator).
+    unsafe { core::slice::from_raw_parts(dtb as *const u8, size) }
+}
+
+/// The boot CPU's Rust entry, with the MMU on (when entered at EL2).
+pub extern "C" fn primary_main(dtb: usize) -> ! {
+    if let Some(uart) = mmu::early_uart() {
+        // SAFETY: the board's console UART, mapped as device memory by the early map (or, with
+        // the MMU off at a wrong EL, accessed as device memory anyway).
+        unsafe { console::init(uart) };
+    }
+    // SAFETY: ENTRY_EL was written by the boot code before this function.
+    let el = unsafe { *entry::ENTRY_EL.get() };
+    if el == 2 {
+        cpu::set_index(0);
+        cpu::init_el2();
+        timer::mark_boot();
+    } else {
+        fatal(format_args!(
+            "entered at EL{el}; Ferrite needs EL2 (its firmware must not drop to EL1, and at EL3 \
+             it would have to be told how to reach EL2)"
+        ));
+    }
+    heap::init();
+    let blob = device_tree(dtb);
+    let info = match dt::parse(blob) {
+        Ok(i) => MACHINE.call_once(|| i),
+        Err(e) => fatal(format_args!(
+            "the device tree at {dtb:#x} is malformed: {e}"
+        )),
+    };
+    let opts = cmdline::parse(&info.bootargs);
+    logger::init(opts.loglevel);
+    SEMIHOSTING.store(opts.semihosting, Ordering::Relaxed);
+
+    // The real map: RAM, the console, the GIC.
+    let mut devices = Vec::new();
+    if let Some(u) = &info.uart {
+        devices.push(Region::new(u.base, u.size.max(0x1000)));
+    } else if let Some(u) = mmu::early_uart() {
+        devices.push(Region::new(u as u64, 0x1000));
+    }
+    if let Some(g) = &info.gic {
+        devices.extend(gic::regions(g));
+    }
+    let mut space = match mmu::AddressSpace::build(&info.memory, &devices) {
+        Ok(s) => s,
+        Err(e) => fatal(format_args!("cannot map {} at {}", e.what, e.region)),
+    };
+    space.activate();
+    *ADDRESS_SPACE.lock() = Some(space);
+    match &info.uart {
+        // SAFETY: the UART the device tree names, just mapped as device memory.
+        Some(u) => unsafe { console::init(u.base as usize) },
+        None => {
+            log::warn!("no PL011 console in the device tree; keeping the board's early console")
+        }
+    }
+
+    let (img_start, img_end) = entry::image_region();
+    println!(
+        "ferrite: Ferrite {} starting on cpu0 at EL2 (image at {:#x}, {} KiB loaded, {} KiB with BSS)",
+        env!("CARGO_PKG_VERSION"),
+        img_start,
+        entry::file_size() / 1024,
+        (img_end - img_start) / 1024
+    );
+    log::info!(
+        "machine: {}",
+        if info.model.is_empty() {
+            "(no model)"
+        } else {
+            &info.model
+        }
+    );
+    log::info!(
+        "device tree at {dtb:#x}, {} bytes; bootargs \"{}\"",
+        blob.len(),
+        info.bootargs
+    );
+    for w in &info.warnings {
+        log::warn!("device tree: {w}");
+    }
+    for (word, why) in &opts.rejected {
+        log::warn!("bootargs: ignoring \"{word}\": {why}");
+    }
+    log::info!("cpu: {} physical address bits", cpu::pa_bits());
+
+    init_memory(info, dtb as u64, blob.len() as u64, img_start, img_end);
+    timer::init(info.timer.as_ref().and_then(|t| t.clock_frequency));
+    log::info!(
+        "timer: {} Hz counter, {} Hz tick on EL2 physical timer",
+        timer::frequency(),
+        timer::TICK_HZ
+    );
+    if psci::init(info.psci.as_ref().map(|p| p.conduit)) {
+        match psci::version() {
+            Some((maj, min)) => log::info!("psci: version {maj}.{min} via smc"),
+            None => log::warn!("psci: the firmware did not answer PSCI_VERSION"),
+        }
+    } else if info.psci.is_some() {
+        log::warn!(
+            "psci: conduit is hvc, which from EL2 would call Ferrite itself; not using PSCI"
+        );
+    } else {
+        log::info!("psci: none (power off needs semihosting or a board method)");
+    }
+
+    let gic_info = info
+        .gic
+        .as_ref()
+        .unwrap_or_else(|| fatal(format_args!("no supported GIC in the device tree")));
+    let ncpus = info.cpus.len().max(1);
+    // SAFETY: the GIC's frames are mapped as device memory above and used by nothing else.
+    match unsafe { gic::init(gic_info, ncpus) } {
+        Ok(desc) => log::info!("gic: {desc}"),
+        Err(e) => fatal(format_args!("GIC: {e}")),
+    }
+    let tick_irq = info.timer.as_ref().map(|t| t.hyp_phys).unwrap_or(26);
+    TICK_IRQ.store(tick_irq, Ordering::Relaxed);
+    cpu_interrupts_on(0);
+    log::info!("cpu0 online (mpidr {:#x})", cpu::mpidr());
+    smp::mark_online(0);
+
+    let up = smp::start_secondaries(&info.cpus);
+    check_cpus(up);
+
+    let free = FRAMES
+        .lock()
+        .as_ref()
+        .map(|f| f.free_frames() as u64 * 4096 / MIB)
+        .unwrap_or(0);
+    println!("ferrite: ready: {up} cpus, {free} MiB free");
+    if opts.poweroff {
+        power_off();
+    }
+    if opts.reboot {
+        reboot();
+    }
+    idle();
+}
+
+static TICK_IRQ: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(26);
+
+fn on_tick(_intid: u32) {
+    timer::handle_tick();
+}
+
+/// Enables this CPU's tick and IPI and unmasks interrupts.
+fn cpu_interrupts_on(index: usize) {
+    let tick = TICK_IRQ.load(Ordering::Relaxed);
+    if let Err(e) = gic::enable(tick, true, on_tick) {
+        log::error!("cpu{index}: cannot enable the timer interrupt {tick}: {e}");
+    }
+    if let Err(e) = gic::enable(gic::IPI_SGI, false, smp::handle_ipi) {
+        log::error!("cpu{index}: cannot enable the IPI: {e}");
+    }
+    timer::start_tick();
+    cpu::irq_enable();
+}
+
+fn init_memory(info: &MachineInfo, dtb: u64, dtb_size: u64, img_start: u64, img_end: u64) {
+    for r in &info.memory {
+        log::info!("memory: {r}");
+    }
+    let mut reserved: Vec<(Region, &str)> =
+        info.reserved.iter().map(|r| (*r, "firmware")).collect();
+    reserved.push((Region::new(img_start, img_end - img_start), "ferrite image"));
+    reserved.push((Region::new(dtb, dtb_size), "device tree"));
+    if let Some(r) = info.initrd {
+        reserved.push((r, "initrd"));
+    }
+    for m in &info.modules {
+        reserved.push((m.region, "boot module"));
+    }
+    for (r, what) in &reserved {
+        log::info!("reserved: {r} {what}");
+    }
+    for name in &info.ignored_reserved {
+        log::warn!(
+            "reserved-memory: {name} has no static reg (dynamic pools are not supported); ignored"
+        );
+    }
+    let holes: Vec<Region> = reserved.iter().map(|(r, _)| *r).collect();
+    let frames = FrameAllocator::new(&info.memory, &holes);
+    log::info!(
+        "frames: {} MiB free of {} MiB",
+        frames.free_frames() as u64 * 4096 / MIB,
+        info.memory.iter().map(|r| r.size).sum::<u64>() / MIB
+    );
+    let (used, total) = heap::usage();
+    log::debug!("heap: {} KiB used of {} KiB", used / 1024, total / 1024);
+    *FRAMES.lock() = Some(frames);
+}
+
+/// Each CPU must be online, ticking and answering IPIs before Ferrite calls itself ready.
+fn check_cpus(up: usize) {
+    let n = smp::cpu_count();
+    let mut ticking = 0;
+    let mut answered = 0;
+    for i in 0..n {
+        if !smp::online(i) {
+            continue;
+        }
+        if smp::wait_for(500_000, || timer::ticks(i) > 0) {
+            ticking += 1;
+        } else {
+            log::error!("timer: no tick on cpu{i} within 500 ms");
+        }
+        if i != cpu::index() {
+            let before = smp::ipis(i);
+            gic::send_ipi(i);
+            if smp::wait_for(500_000, || smp::ipis(i) > before) {
+                answered += 1;
+            } else {
+                log::error!("ipi: cpu{i} did not answer within 500 ms");
+            }
+        }
+    }
+    log::info!(
+        "timer: ticking on {ticking}/{up} cpus; ipi: {answered}/{} cpus answered",
+        up - 1
+    );
+}
+
+/// A secondary CPU's Rust entry, with the MMU on and its own stack.
+pub extern "C" fn secondary_main(index: usize) -> ! {
+    cpu::set_index(index);
+    cpu::init_el2();
+    if let Err(e) = gic::init_secondary(index, smp::cpu_count()) {
+        log::error!("cpu{index}: GIC: {e}; parking");
+        cpu::park();
+    }
+    cpu_interrupts_on(index);
+    log::info!("cpu{index} online (mpidr {:#x})", cpu::mpidr());
+    smp::mark_online(index);
+    idle();
+}
+
+fn idle() -> ! {
+    loop {
+        cpu::wfi();
+    }
+}
+
+/// Resets the machine through PSCI; parks if there is no PSCI.
+pub fn reboot() -> ! {
+    println!("ferrite: reboot");
+    smp::stop_others();
+    console::flush();
+    psci::system_reset();
+    println!("ferrite: cannot reboot (no PSCI); halted");
+    cpu::park();
+}
+
+/// Switches the machine off: PSCI, else semihosting (when allowed), else park.
+pub fn power_off() -> ! {
+    println!("ferrite: power off");
+    smp::stop_others();
+    console::flush();
+    psci::system_off();
+    if SEMIHOSTING.load(Ordering::Relaxed) {
+        semihosting::exit(0);
+    }
+    println!("ferrite: cannot power off (no PSCI); halted");
+    cpu::park();
+}

@@ -1,0 +1,71 @@
+//! Ferrite's console: the UART the device tree names, shared by every CPU.
+//!
+//! Normal output takes a lock so lines from different CPUs do not interleave. The panic path
+//! uses [`write_raw`], which does not lock: the lock may be held by the CPU that panicked.
+
+use crate::drivers::pl011::Pl011;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use spin::Mutex;
+
+/// Base address of the console UART, or 0 before there is one.
+static BASE: AtomicUsize = AtomicUsize::new(0);
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Points the console at a PL011. Callable more than once (the early console is replaced by the
+/// one the device tree names).
+///
+/// # Safety
+/// `base` must be a PL011 register frame mapped as device memory for the rest of Ferrite's life.
+pub unsafe fn init(base: usize) {
+    // SAFETY: forwarded from the caller.
+    let uart = unsafe { Pl011::new(base) };
+    uart.enable_tx();
+    BASE.store(base, Ordering::Release);
+}
+
+fn uart() -> Option<Pl011> {
+    match BASE.load(Ordering::Acquire) {
+        0 => None,
+        // SAFETY: `init` established that this base is a mapped PL011.
+        base => Some(unsafe { Pl011::new(base) }),
+    }
+}
+
+struct Raw<'a>(&'a Pl011);
+
+impl Write for Raw<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write_bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Writes formatted text as one unit, under the console lock.
+pub fn write_fmt(args: fmt::Arguments) {
+    if let Some(uart) = uart() {
+        let _guard = LOCK.lock();
+        let _ = Raw(&uart).write_fmt(args);
+    }
+}
+
+/// Writes without the lock: only for the panic and fatal-exception paths.
+pub fn write_raw(args: fmt::Arguments) {
+    if let Some(uart) = uart() {
+        let _ = Raw(&uart).write_fmt(args);
+    }
+}
+
+/// Drains the UART before the machine is switched off.
+pub fn flush() {
+    if let Some(uart) = uart() {
+        uart.flush();
+    }
+}
+
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::console::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
