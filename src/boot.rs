@@ -4,7 +4,7 @@
 //! results are vectors), the real memory map before any device beyond the early console, the
 //! GIC and timer before the other CPUs (they report through both).
 
-use crate::arch::{boot as entry, cpu, gic, mmu, psci, semihosting, smp, timer};
+use crate::arch::{boot as entry, cpu, gic, mmu, pmu, psci, semihosting, smp, timer};
 use crate::dt::{self, MachineInfo};
 use crate::mm::frames::FrameAllocator;
 use crate::mm::{heap, region::Region};
@@ -60,6 +60,7 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
     // SAFETY: ENTRY_EL was written by the boot code before this function.
     let el = unsafe { *entry::ENTRY_EL.get() };
     if el == 2 {
+        pmu::start();
         cpu::set_index(0);
         cpu::init_el2();
         timer::mark_boot();
@@ -173,12 +174,27 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
     let up = smp::start_secondaries(&info.cpus);
     check_cpus(up);
 
+    log::info!(
+        "boot: ready {} us after entry, {} instructions at EL2 on cpu0",
+        timer::uptime_us(),
+        pmu::instructions()
+    );
     let free = FRAMES
         .lock()
         .as_ref()
         .map(|f| f.free_frames() as u64 * 4096 / MIB)
         .unwrap_or(0);
     println!("ferrite: ready: {up} cpus, {free} MiB free");
+    match opts.selftest {
+        Some(cmdline::SelfTest::Panic) => panic!("selftest=panic: panicking on purpose"),
+        Some(cmdline::SelfTest::Fault) => {
+            // Nothing is mapped at the top of the 48-bit space: this read is a translation fault.
+            // SAFETY: not safe, on purpose: the point is to take the fault.
+            let v = unsafe { core::ptr::read_volatile(0xffff_ffff_f000 as *const u64) };
+            log::error!("selftest=fault: the read returned {v:#x} instead of faulting");
+        }
+        None => {}
+    }
     if opts.poweroff {
         power_off();
     }

@@ -18,8 +18,19 @@ pub struct Options {
     /// `semihosting`: Ferrite may exit QEMU through Arm semihosting, so a panic ends the run with
     /// a failure status and a power-off works on boards without PSCI. Never set on hardware.
     pub semihosting: bool,
+    /// `selftest=panic|fault`: fail on purpose after boot, to prove the failure paths (the
+    /// panic report, the exception dump, the exit status) on a new board or rig.
+    pub selftest: Option<SelfTest>,
     /// Words Ferrite did not recognise, and the reason, for a warning at boot.
     pub rejected: Vec<(String, &'static str)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfTest {
+    /// A Rust panic.
+    Panic,
+    /// A data abort in Ferrite (a read of an unmapped address).
+    Fault,
 }
 
 impl Default for Options {
@@ -29,6 +40,7 @@ impl Default for Options {
             poweroff: false,
             reboot: false,
             semihosting: false,
+            selftest: None,
             rejected: Vec::new(),
         }
     }
@@ -61,6 +73,11 @@ pub fn parse(bootargs: &str) -> Options {
             ("poweroff", None) => o.poweroff = true,
             ("reboot", None) => o.reboot = true,
             ("semihosting", None) => o.semihosting = true,
+            ("selftest", Some("panic")) => o.selftest = Some(SelfTest::Panic),
+            ("selftest", Some("fault")) => o.selftest = Some(SelfTest::Fault),
+            ("selftest", _) => o
+                .rejected
+                .push((word.to_string(), "selftest takes panic or fault")),
             _ => o.rejected.push((word.to_string(), "unknown option")),
         }
     }
@@ -80,6 +97,9 @@ mod tests {
     #[test]
     fn known_options() {
         assert!(parse("reboot").reboot);
+        assert_eq!(parse("selftest=fault").selftest, Some(SelfTest::Fault));
+        assert_eq!(parse("selftest=panic").selftest, Some(SelfTest::Panic));
+        assert_eq!(parse("selftest=oops").rejected.len(), 1);
         let o = parse("loglevel=debug  poweroff semihosting");
         assert_eq!(o.loglevel, LevelFilter::Debug);
         assert!(o.poweroff && o.semihosting);

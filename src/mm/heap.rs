@@ -12,6 +12,7 @@ const ARENA_SIZE: usize = 4 << 20;
 #[repr(C, align(4096))]
 struct Arena([u8; ARENA_SIZE]);
 
+#[unsafe(link_section = ".noinit.heap")]
 static ARENA: crate::arch::boot::BootShared<Arena> =
     crate::arch::boot::BootShared::new(Arena([0; ARENA_SIZE]));
 

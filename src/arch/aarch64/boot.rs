@@ -90,12 +90,12 @@ _head:
     .global ferrite_primary_entry
 ferrite_primary_entry:
     mov     x19, x0                 // the device tree
-    // Drop whatever the caches hold for our image and BSS: we write them with the MMU off,
+    // Drop whatever the caches hold for our image and BSS (not .noinit): we write them with the MMU off,
     // and a stale line written back later would undo that.
     adrp    x0, __image_start
     add     x0, x0, :lo12:__image_start
-    adrp    x1, __image_end
-    add     x1, x1, :lo12:__image_end
+    adrp    x1, __bss_end
+    add     x1, x1, :lo12:__bss_end
     mrs     x2, ctr_el0
     ubfx    x2, x2, #16, #4
     mov     x3, #4

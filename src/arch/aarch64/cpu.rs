@@ -101,6 +101,15 @@ pub fn init_el2() {
     HCR_EL2.write(
         HCR_EL2::RW::EL1IsAarch64 + HCR_EL2::IMO::SET + HCR_EL2::FMO::SET + HCR_EL2::AMO::SET,
     );
+    // An event stream from counter bit 9 (every 1024 ticks: 16 us at 62.5 MHz) bounds every
+    // `wfe` wait, so waits sleep instead of spinning and still see timeouts.
+    let cnthctl: u64;
+    // SAFETY: read-modify-write of this CPU's CNTHCTL_EL2: EVNTI = 9, EVNTDIR = 0, EVNTEN = 1.
+    unsafe {
+        asm!("mrs {}, cnthctl_el2", out(reg) cnthctl, options(nomem, nostack));
+        let v = (cnthctl & !((0xf << 4) | (1 << 3))) | (9 << 4) | (1 << 2);
+        asm!("msr cnthctl_el2, {}", in(reg) v, options(nomem, nostack));
+    }
     // SAFETY: barrier only.
     unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
 }

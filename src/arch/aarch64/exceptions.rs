@@ -129,13 +129,15 @@ extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
         core::arch::asm!("mrs {}, far_el2", out(reg) far, options(nomem, nostack));
     }
     crate::console::write_raw(format_args!(
-        "ferrite: unexpected exception: {} from {} on cpu{}\n  ESR_EL2 {:#018x}: {}\n  FAR_EL2 {:#018x}\n{}",
+        "ferrite: unexpected exception: {} from {} on cpu{}\n  ESR_EL2 {:#018x}: {}\n  FAR_EL2 {:#018x}\n  ELR_EL2 {:#018x} = ferrite.elf {:#x} (for addr2line)\n{}",
         KIND_NAMES[what],
         ORIGIN_NAMES[origin],
         super::cpu::index(),
         esr,
         esr::Syndrome(esr),
         far,
+        frame.elr,
+        frame.elr.wrapping_sub(super::boot::image_region().0),
         frame
     ));
     panic!(

@@ -189,19 +189,15 @@ impl AddressSpace {
     ///
     /// The switch from the early map runs with the MMU briefly off: the two maps translate the
     /// same addresses with different block sizes, and holding both in the TLB at once could
-    /// raise a TLB-conflict abort on real hardware. Turning the MMU off needs the caches cleaned
-    /// first, since data accesses become non-cacheable.
+    /// raise a TLB-conflict abort on real hardware.
     pub fn activate(&mut self) {
         let root = self.map.root_address().0 as u64;
         // SAFETY: MMU_REGS is read by secondaries that are not started yet.
         unsafe { (*MMU_REGS.get()).ttbr0 = root };
-        let (start, end) = image_region();
-        let heap = crate::mm::heap::arena();
         // SAFETY: the new map covers everything the old one did (image, heap, stack, console),
-        // with the same attributes; the sequence below uses no stack while the MMU is off.
+        // with the same attributes. While the MMU is off the sequence makes no data access, so
+        // dirty cache lines need no cleaning: the table walks after it are cacheable.
         unsafe {
-            clean_dcache(start, end);
-            clean_dcache(heap.start, heap.end());
             asm!(
                 "dsb sy",
                 "mrs {tmp}, sctlr_el2",

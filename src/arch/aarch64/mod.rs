@@ -6,6 +6,7 @@ pub mod esr;
 pub mod exceptions;
 pub mod gic;
 pub mod mmu;
+pub mod pmu;
 pub mod psci;
 pub mod semihosting;
 pub mod smp;

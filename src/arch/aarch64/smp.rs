@@ -25,11 +25,13 @@ pub fn ipis(i: usize) -> u64 {
 
 pub fn mark_online(i: usize) {
     ONLINE[i].store(true, Ordering::Release);
+    cpu::sev();
 }
 
 /// The IPI handler: count it, and stop if the system is going down.
 pub fn handle_ipi(_intid: u32) {
     IPIS[cpu::index()].fetch_add(1, Ordering::AcqRel);
+    cpu::sev();
     if STOP.load(Ordering::Acquire) {
         cpu::park();
     }
@@ -51,7 +53,7 @@ pub fn wait_for(us: u64, mut done: impl FnMut() -> bool) -> bool {
         if timer::uptime_us() > deadline {
             return false;
         }
-        core::hint::spin_loop();
+        cpu::wfe(); // woken by `sev` from the CPU that changes the state, or the event stream
     }
     true
 }

@@ -53,9 +53,10 @@ fn period() -> u64 {
     frequency() / TICK_HZ
 }
 
-/// Starts this CPU's tick. The interrupt must be enabled at the GIC by the caller.
+/// Starts this CPU's tick. The interrupt must be enabled at the GIC by the caller. The first
+/// tick comes after a hundredth of a period, so the boot self-check does not wait a whole one.
 pub fn start_tick() {
-    let cval = counter() + period();
+    let cval = counter() + period() / 100;
     // SAFETY: programming this CPU's EL2 physical timer compare value.
     unsafe { asm!("msr cnthp_cval_el2, {}", in(reg) cval, options(nostack, preserves_flags)) };
     CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::CLEAR);
