@@ -1,8 +1,10 @@
 # Ferrite: build, run, test.
 #
-#   make run                 boot Ferrite in QEMU virt (4 CPUs, GICv3); Ctrl-A X quits
+#   make run                 boot Ferrite and its dom0 in QEMU virt (4 CPUs, GICv3); Ctrl-A X quits
 #   make run GIC=2 CPUS=2 MEM=2G    other virt shapes;  make run BOARD=rpi4   QEMU raspi4b
-#   make build               build/<board>/ferrite.bin (and ferrite.elf for gdb)
+#   make run DOM0=none       Ferrite alone
+#   make build               build/<board>/ferrite.bin (Ferrite alone, and ferrite.elf for gdb)
+#                            and build/<board>/ferrite-dom0.bin (Ferrite with dom0 packed in)
 #   make debug               QEMU waiting for gdb on :1234
 #   make test                host unit tests + system tests booting the image in QEMU
 #
@@ -17,11 +19,18 @@ include boards/$(BOARD)/board.mk
 
 PROFILE ?= release
 BOOTARGS ?= loglevel=info
+# dom0: `ferrite` (guest/dom0, packed into the image) or `none`.
+DOM0 ?= ferrite
+DOM0_CMDLINE ?= loglevel=info
 TARGET := aarch64-unknown-none
 HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 BUILD := build/$(BOARD)
 IMAGE := $(BUILD)/ferrite.bin
 ELF := $(BUILD)/ferrite.elf
+DOM0_IMAGE := build/guest/dom0.bin
+FIRMWARE_DOM0 := $(BUILD)/ferrite-dom0.bin
+DISK := $(BUILD)/disk.img
+RUN_IMAGE := $(if $(filter none,$(DOM0)),$(IMAGE),$(FIRMWARE_DOM0))
 # One cargo target directory per board: each board's image differs only in its early console
 # (FERRITE_EARLY_UART), and separate directories keep switching boards from rebuilding.
 CARGO_TARGET := target/boards/$(BOARD)
@@ -29,9 +38,9 @@ CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 OBJCOPY = $(shell rustc --print sysroot)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 QEMU := qemu-system-aarch64
 QEMU_ARGS = $(QEMU_BOARD_ARGS) -nographic -no-reboot -semihosting-config enable=on,target=native \
-	-kernel $(IMAGE) -append "$(BOOTARGS)" $(QEMU_EXTRA)
+	-kernel $(RUN_IMAGE) -append "$(BOOTARGS)" $(QEMU_DEVICES) $(QEMU_EXTRA)
 
-.PHONY: all build run debug test unit-test system-test bench setup setup-rust setup-qemu \
+.PHONY: all build dom0-guest run debug test unit-test system-test bench setup setup-rust setup-qemu \
 	clippy fmt clean FORCE
 all: build
 
@@ -48,14 +57,31 @@ build: setup-rust
 	cp $(CARGO_TARGET)/$(TARGET)/$(PROFILE)/ferrite $(ELF)
 	$(OBJCOPY) -O binary $(ELF) $(IMAGE)
 	@echo "built $(IMAGE) ($$(stat -c %s $(IMAGE)) bytes)"
+	$(MAKE) --no-print-directory dom0-guest
+	FERRITE_EARLY_UART=$(EARLY_UART) FERRITE_DOM0_KERNEL=$(abspath $(DOM0_IMAGE)) \
+		FERRITE_DOM0_CMDLINE="$(DOM0_CMDLINE)" cargo build -p ferrite --target $(TARGET) \
+		$(CARGO_PROFILE_FLAG) --target-dir $(CARGO_TARGET)-dom0
+	$(OBJCOPY) -O binary $(CARGO_TARGET)-dom0/$(TARGET)/$(PROFILE)/ferrite $(FIRMWARE_DOM0)
+	@echo "built $(FIRMWARE_DOM0) ($$(stat -c %s $(FIRMWARE_DOM0)) bytes, dom0 packed in)"
+
+# Ferrite's own dom0 (guest/dom0): one image for every board.
+dom0-guest: setup-rust
+	@mkdir -p build/guest
+	cargo build -p ferrite-dom0 --target $(TARGET) --release --target-dir target/guest
+	$(OBJCOPY) -O binary target/guest/$(TARGET)/release/ferrite-dom0 $(DOM0_IMAGE)
+
+# dom0's disk: a file QEMU gives it as a virtio-mmio block device.
+$(DISK):
+	@mkdir -p $(BUILD)
+	truncate -s 16M $@
 
 build/debian/%: FORCE
 	@tools/fetch-debian.sh build/debian
 
-run: build setup-qemu $(QEMU_BOARD_DEPS)
+run: build setup-qemu $(QEMU_BOARD_DEPS) $(if $(filter none,$(DOM0)),,$(DISK))
 	$(QEMU) $(QEMU_ARGS)
 
-debug: build setup-qemu $(QEMU_BOARD_DEPS)
+debug: build setup-qemu $(QEMU_BOARD_DEPS) $(if $(filter none,$(DOM0)),,$(DISK))
 	@echo "QEMU is waiting for gdb. In another terminal:"
 	@echo "  gdb-multiarch $(ELF) -ex 'target remote :1234'"
 	@echo "(Ferrite relocates itself: for symbols, add-symbol-file $(ELF) -o <load address>;"

@@ -165,6 +165,9 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
         Ok(desc) => log::info!("gic: {desc}"),
         Err(e) => fatal(format_args!("GIC: {e}")),
     }
+    if let dt::GicInfo::V2 { hyp: Some(h), .. } = gic_info {
+        crate::arch::vgic_hw::init_v2(h.start);
+    }
     let tick_irq = info.timer.as_ref().map(|t| t.hyp_phys).unwrap_or(26);
     TICK_IRQ.store(tick_irq, Ordering::Relaxed);
     cpu_interrupts_on(0);
@@ -195,13 +198,40 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
         }
         None => {}
     }
+    OPTIONS.call_once(|| opts);
+    start_dom0(info, blob, up);
+    all_domains_gone();
+    crate::vm::idle_loop();
+}
+
+static OPTIONS: Once<cmdline::Options> = Once::new();
+
+/// Builds dom0 and runs its first vCPU on this CPU; returns only if there is no dom0 to run.
+fn start_dom0(info: &MachineInfo, blob: &[u8], cpus: usize) {
+    let opts = OPTIONS.get().expect("options are parsed before dom0");
+    if crate::vm::modules::dom0(info, opts.dom0_args.as_deref()).is_none() {
+        log::info!("dom0: none to start (none packed into the image, no multiboot,kernel module)");
+        return;
+    }
+    let built = match FRAMES.lock().as_mut() {
+        Some(frames) => crate::vm::build::dom0(info, blob, opts, frames, cpus),
+        None => return,
+    };
+    match built {
+        Ok(vm) => crate::vm::run(vm, 0, vm.entry, vm.dtb),
+        Err(e) => log::error!("dom0: cannot start it: {e}"),
+    }
+}
+
+/// No domain is left running: what the `poweroff` and `reboot` options ask for then.
+pub fn all_domains_gone() {
+    let Some(opts) = OPTIONS.get() else { return };
     if opts.poweroff {
         power_off();
     }
     if opts.reboot {
         reboot();
     }
-    idle();
 }
 
 static TICK_IRQ: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(26);
@@ -298,13 +328,7 @@ pub extern "C" fn secondary_main(index: usize) -> ! {
     cpu_interrupts_on(index);
     log::info!("cpu{index} online (mpidr {:#x})", cpu::mpidr());
     smp::mark_online(index);
-    idle();
-}
-
-fn idle() -> ! {
-    loop {
-        cpu::wfi();
-    }
+    crate::vm::idle_loop();
 }
 
 /// Resets the machine through PSCI; parks if there is no PSCI.

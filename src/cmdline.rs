@@ -21,6 +21,12 @@ pub struct Options {
     /// `selftest=panic|fault`: fail on purpose after boot, to prove the failure paths (the
     /// panic report, the exception dump, the exit status) on a new board or rig.
     pub selftest: Option<SelfTest>,
+    /// `dom0_mem=<size>[K|M|G]`: dom0's RAM (default: see docs/dom0.md).
+    pub dom0_mem: Option<u64>,
+    /// `dom0_vcpus=<n>`: dom0's vCPUs (default and maximum: one per CPU).
+    pub dom0_vcpus: Option<usize>,
+    /// Everything after a lone `--`: dom0's own command line, replacing the built-in one.
+    pub dom0_args: Option<String>,
     /// Words Ferrite did not recognise, and the reason, for a warning at boot.
     pub rejected: Vec<(String, &'static str)>,
 }
@@ -41,6 +47,9 @@ impl Default for Options {
             reboot: false,
             semihosting: false,
             selftest: None,
+            dom0_mem: None,
+            dom0_vcpus: None,
+            dom0_args: None,
             rejected: Vec::new(),
         }
     }
@@ -58,9 +67,28 @@ fn parse_level(v: &str) -> Option<LevelFilter> {
     })
 }
 
+/// `512M`, `1G`, `65536K`, or bytes.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let (num, mult) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 1u64 << 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 1 << 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult).filter(|&n| n > 0)
+}
+
 pub fn parse(bootargs: &str) -> Options {
     let mut o = Options::default();
-    for word in bootargs.split_ascii_whitespace() {
+    let (ours, theirs) = match bootargs.split_once(" -- ") {
+        Some((a, b)) => (a, Some(b.trim())),
+        None => match bootargs.strip_suffix(" --").or((bootargs.trim() == "--").then_some("")) {
+            Some(a) => (a, Some("")),
+            None => (bootargs, None),
+        },
+    };
+    o.dom0_args = theirs.map(String::from);
+    for word in ours.split_ascii_whitespace() {
         let (key, value) = match word.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (word, None),
@@ -75,6 +103,14 @@ pub fn parse(bootargs: &str) -> Options {
             ("semihosting", None) => o.semihosting = true,
             ("selftest", Some("panic")) => o.selftest = Some(SelfTest::Panic),
             ("selftest", Some("fault")) => o.selftest = Some(SelfTest::Fault),
+            ("dom0_mem", Some(v)) => match parse_size(v) {
+                Some(n) => o.dom0_mem = Some(n),
+                None => o.rejected.push((word.to_string(), "dom0_mem takes a size like 512M or 1G")),
+            },
+            ("dom0_vcpus", Some(v)) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => o.dom0_vcpus = Some(n),
+                _ => o.rejected.push((word.to_string(), "dom0_vcpus takes a number from 1")),
+            },
             ("selftest", _) => o
                 .rejected
                 .push((word.to_string(), "selftest takes panic or fault")),
@@ -105,6 +141,24 @@ mod tests {
         assert!(o.poweroff && o.semihosting);
         assert!(o.rejected.is_empty());
         assert_eq!(parse("loglevel=1").loglevel, LevelFilter::Error);
+    }
+
+    #[test]
+    fn dom0_options_and_its_command_line() {
+        let o = parse("loglevel=debug dom0_mem=512M dom0_vcpus=2 -- console=ttyAMA0 poweroff");
+        assert_eq!(o.dom0_mem, Some(512 << 20));
+        assert_eq!(o.dom0_vcpus, Some(2));
+        assert_eq!(o.dom0_args.as_deref(), Some("console=ttyAMA0 poweroff"));
+        assert!(!o.poweroff, "words after -- are dom0's");
+        assert!(o.rejected.is_empty());
+        assert_eq!(parse("poweroff --").dom0_args.as_deref(), Some(""));
+        assert_eq!(parse("--").dom0_args.as_deref(), Some(""));
+        assert_eq!(parse("poweroff").dom0_args, None);
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("65536K"), Some(64 << 20));
+        assert_eq!(parse_size("0M"), None);
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse("dom0_mem=lots dom0_vcpus=0").rejected.len(), 2);
     }
 
     #[test]

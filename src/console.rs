@@ -49,6 +49,15 @@ pub fn write_fmt(args: fmt::Arguments) {
     }
 }
 
+/// A whole line a guest printed (its emulated UART buffers to newlines), under the lock so it
+/// does not interleave with Ferrite's log.
+pub fn write_guest_line(line: &[u8]) {
+    if let Some(uart) = uart() {
+        let _guard = LOCK.lock();
+        uart.write_bytes(line);
+    }
+}
+
 /// Writes without the lock: only for the panic and fatal-exception paths.
 pub fn write_raw(args: fmt::Arguments) {
     if let Some(uart) = uart() {

@@ -13,7 +13,10 @@ extern crate alloc;
 // Portable: builds and unit-tests on the host.
 pub mod cmdline;
 pub mod dt;
+pub mod domain;
 pub mod mm;
+pub mod vdev;
+pub mod vgic;
 
 #[cfg(all(target_arch = "aarch64", not(test)))]
 mod arch;
@@ -27,3 +30,5 @@ mod drivers;
 mod logger;
 #[cfg(all(target_arch = "aarch64", not(test)))]
 mod panic;
+#[cfg(all(target_arch = "aarch64", not(test)))]
+mod vm;

@@ -5,3 +5,6 @@ GIC ?= 3
 CPUS ?= 4
 MEM ?= 1G
 QEMU_BOARD_ARGS = -M virt,virtualization=on,gic-version=$(GIC) -cpu $(CPU) -smp $(CPUS) -m $(MEM)
+# dom0's devices: a virtio-mmio disk (build/qemu-virt/disk.img) and NIC (QEMU user networking).
+QEMU_DEVICES = $(if $(filter none,$(DOM0)),,-drive file=$(DISK),if=none,format=raw,id=d0 \
+	-device virtio-blk-device,drive=d0 -netdev user,id=n0 -device virtio-net-device,netdev=n0)

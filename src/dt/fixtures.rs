@@ -76,6 +76,14 @@ fn qemu_common(w: &mut FdtWriter) {
         &[0x0, 0x0900_0000, 0x0, 0x1000],
         &[0, 1, 4],
     );
+    for (i, spi) in [(0u32, 16u32), (1, 17)] {
+        w.begin_node(&alloc::format!("virtio_mmio@{:x}", 0x0a00_0000 + i * 0x200));
+        w.property_empty("dma-coherent");
+        w.property_cells("interrupts", &[0, spi, 1]);
+        w.property_cells("reg", &[0x0, 0x0a00_0000 + i * 0x200, 0x0, 0x200]);
+        w.property_string("compatible", "virtio,mmio");
+        w.end_node();
+    }
 }
 
 fn qemu_tail(w: &mut FdtWriter) {

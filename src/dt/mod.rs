@@ -7,6 +7,7 @@
 //! are a [`DtError`]; a node that cannot be understood is skipped with a line in
 //! [`MachineInfo::warnings`].
 
+pub mod dom0;
 mod error;
 mod info;
 mod machine;

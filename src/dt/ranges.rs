@@ -193,6 +193,38 @@ pub fn translate(addr: u64, buses: &[Bus<'_>]) -> Result<u64, TranslateError> {
     Ok(addr)
 }
 
+/// The inverse of [`translate`]: turns CPU physical address `addr` into an address in the space
+/// of `buses[0]`, through each bus's `ranges` from the root down. Used to write a `reg` that the
+/// CPU side has chosen (such as the GIC frames dom0 sees) back into a node's own bus.
+pub fn untranslate(addr: u64, buses: &[Bus<'_>]) -> Result<u64, TranslateError> {
+    let mut addr = addr;
+    for pair in buses.windows(2).rev() {
+        let (bus, parent) = (&pair[0], &pair[1]);
+        let Some(ranges) = bus.ranges else {
+            return Err(TranslateError::NoRanges {
+                bus: bus.path.into(),
+            });
+        };
+        if ranges.is_empty() {
+            continue;
+        }
+        let map = parse_ranges(
+            ranges,
+            (bus.address_cells, bus.size_cells),
+            parent.address_cells,
+        )?;
+        addr = map
+            .iter()
+            .find(|r| addr >= r.parent && addr - r.parent < r.size)
+            .and_then(|r| r.child.checked_add(addr - r.parent))
+            .ok_or_else(|| TranslateError::NotMapped {
+                bus: bus.path.into(),
+                addr,
+            })?;
+    }
+    Ok(addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +326,47 @@ mod tests {
                 addr: 0x7f80_0000
             })
         );
+    }
+
+    #[test]
+    fn untranslate_inverts_translate() {
+        let ranges = cells(&[
+            0x7e00_0000,
+            0x0,
+            0xfe00_0000,
+            0x0180_0000, //
+            0x4000_0000,
+            0x0,
+            0xff80_0000,
+            0x0080_0000,
+        ]);
+        let soc = Bus {
+            path: "/soc",
+            ranges: Some(&ranges),
+            address_cells: 1,
+            size_cells: 1,
+        };
+        let buses = [soc, root(2)];
+        for bus_addr in [0x7e20_1000, 0x4004_1000, 0x4004_2000] {
+            let phys = translate(bus_addr, &buses).unwrap();
+            assert_eq!(untranslate(phys, &buses), Ok(bus_addr));
+        }
+        assert!(matches!(
+            untranslate(0x1000, &buses),
+            Err(TranslateError::NotMapped { .. })
+        ));
+        assert_eq!(untranslate(0x1234, &[root(2)]), Ok(0x1234));
+        let no_ranges = [
+            Bus {
+                ranges: None,
+                ..soc
+            },
+            root(2),
+        ];
+        assert!(matches!(
+            untranslate(0xfe20_1000, &no_ranges),
+            Err(TranslateError::NoRanges { .. })
+        ));
     }
 
     #[test]

@@ -188,6 +188,43 @@ impl<'b, 'a> Tree<'b, 'a> {
         None
     }
 
+    /// Every property of `node` as `(name, value)`, in blob order.
+    pub fn props(&self, node: usize) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a, 'b> {
+        self.nodes[node].fdt.properties().map(|p| (p.name, p.value))
+    }
+
+    /// Calls `f` with the buses from `bus` up to the root, as [`ranges::translate`] wants them.
+    fn with_buses<R>(&self, bus: usize, f: impl FnOnce(&[Bus<'_>]) -> R) -> R {
+        let chain: Vec<usize> =
+            core::iter::successors(Some(bus), |&i| self.nodes[i].parent).collect();
+        let paths: Vec<String> = chain.iter().map(|&i| self.path(i)).collect();
+        let buses: Vec<Bus<'_>> = chain
+            .iter()
+            .zip(&paths)
+            .map(|(&i, path)| {
+                let (address_cells, size_cells) = self.child_cells(i);
+                Bus {
+                    path,
+                    ranges: self.prop(i, "ranges"),
+                    address_cells,
+                    size_cells,
+                }
+            })
+            .collect();
+        f(&buses)
+    }
+
+    /// Translates `addr`, an address in the space `bus` gives its children, to a CPU physical
+    /// address.
+    pub fn translate_from(&self, bus: usize, addr: u64) -> Result<u64, TranslateError> {
+        self.with_buses(bus, |buses| ranges::translate(addr, buses))
+    }
+
+    /// Translates CPU physical address `addr` into the space `bus` gives its children.
+    pub fn translate_into(&self, bus: usize, addr: u64) -> Result<u64, TranslateError> {
+        self.with_buses(bus, |buses| ranges::untranslate(addr, buses))
+    }
+
     /// Every `reg` entry of `node` as a CPU physical region, translated through the `ranges`
     /// of each bus above it.
     pub fn reg(&self, node: usize) -> Result<Vec<Region>, TranslateError> {

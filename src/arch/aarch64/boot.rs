@@ -253,6 +253,10 @@ struct Stack([u8; STACK_SIZE]);
 /// The boot CPU's stack; secondaries get theirs from the heap.
 static BOOT_STACK: BootShared<Stack> = BootShared::new(Stack([0; STACK_SIZE]));
 
+pub fn boot_stack_top() -> u64 {
+    BOOT_STACK.get() as u64 + STACK_SIZE as u64
+}
+
 /// Exception level at entry, recorded for the boot log.
 pub static ENTRY_EL: BootShared<u64> = BootShared::new(0);
 

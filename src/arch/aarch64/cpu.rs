@@ -113,3 +113,39 @@ pub fn init_el2() {
     // SAFETY: barrier only.
     unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
 }
+
+/// Reads the ID register `S3_0_C0_C<crm>_<op2>` (CRm 1..=7), as EL2 sees it: the real value.
+/// Encodings the CPU leaves unallocated read as zero.
+pub fn read_id_reg(crm: u8, op2: u8) -> u64 {
+    macro_rules! id {
+        ($($crm:literal: $($op2:literal)+;)+) => {
+            match (crm, op2) {
+                $($(($crm, $op2) => {
+                    let v: u64;
+                    // SAFETY: reading an ID register has no side effects.
+                    unsafe {
+                        asm!(concat!("mrs {}, S3_0_C0_C", $crm, "_", $op2), out(reg) v,
+                            options(nomem, nostack, preserves_flags))
+                    };
+                    v
+                })+)+
+                _ => 0,
+            }
+        };
+    }
+    id! {
+        1: 0 1 2 3 4 5 6 7;
+        2: 0 1 2 3 4 5 6 7;
+        3: 0 1 2 3 4 5 6 7;
+        4: 0 1 2 3 4 5 6 7;
+        5: 0 1 2 3 4 5 6 7;
+        6: 0 1 2 3 4 5 6 7;
+        7: 0 1 2 3 4 5 6 7;
+    }
+}
+
+/// Invalidates all instruction caches to the point of unification (after loading guest code).
+pub fn invalidate_icache() {
+    // SAFETY: cache maintenance only.
+    unsafe { asm!("dsb ish", "ic ialluis", "dsb ish", "isb", options(nostack, preserves_flags)) };
+}

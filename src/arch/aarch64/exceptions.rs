@@ -72,6 +72,8 @@ ferrite_exception_common:
     stp     x1, x2, [sp, #256]
     mov     x1, sp
     bl      {handler}
+    .global ferrite_exception_return
+ferrite_exception_return:
     ldp     x1, x2, [sp, #256]
     msr     elr_el2, x1
     msr     spsr_el2, x2
@@ -119,6 +121,16 @@ extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
     let (origin, what) = ((kind >> 2) as usize & 3, kind as usize & 3);
     if what == 1 && origin <= 1 {
         super::gic::handle_irq();
+        return;
+    }
+    if origin == 2 {
+        // From a guest (AArch64 at EL1/EL0).
+        match what {
+            0 => super::trap::guest_sync(frame),
+            1 => super::gic::handle_irq(),
+            _ => super::trap::guest_async_abort(frame, KIND_NAMES[what]),
+        }
+        super::trap::before_guest_return(frame);
         return;
     }
     let esr: u64;

@@ -43,7 +43,12 @@ static HANDLERS: RwLock<[Option<Handler>; 1020]> = RwLock::new([None; 1020]);
 /// The regions the GIC driver touches, for Ferrite's device map.
 pub fn regions(info: &GicInfo) -> alloc::vec::Vec<Region> {
     match info {
-        GicInfo::V2 { dist, cpu, .. } => alloc::vec![*dist, *cpu],
+        GicInfo::V2 { dist, cpu, hyp, .. } => {
+            // The CPU interface is at least 8 KiB (GICC_DIR is at 0x1000); GICH is ours too.
+            let mut v = alloc::vec![*dist, Region::new(cpu.start, cpu.size.max(0x2000))];
+            v.extend(hyp.iter().map(|h| Region::new(h.start, h.size.max(0x1000))));
+            v
+        }
         GicInfo::V3 { dist, redist, .. } => {
             let mut v = alloc::vec![*dist];
             v.extend_from_slice(redist);
@@ -100,6 +105,7 @@ pub unsafe fn init(info: &GicInfo, cpus: usize) -> Result<alloc::string::String,
                 redistributor_index(&mut gic, cpus).ok_or("no redistributor for the boot CPU")?;
             gic.setup(me);
             GicCpuInterface::set_priority_mask(0xff);
+            split_eoi();
             (
                 Driver::V3(gic),
                 format!("v3, distributor {:#x}, {} redistributors", dist.start, cpus),
@@ -107,6 +113,9 @@ pub unsafe fn init(info: &GicInfo, cpus: usize) -> Result<alloc::string::String,
         }
     };
     *DRIVER.lock() = Some(driver);
+    if GICC_BASE.load(Ordering::Relaxed) != 0 {
+        split_eoi();
+    }
     init_cpu_state(0);
     Ok(desc)
 }
@@ -160,13 +169,17 @@ pub fn init_secondary(index: usize, cpus: usize) -> Result<(), &'static str> {
     with_irqs_masked(|| {
         let mut d = DRIVER.lock();
         match d.as_mut().ok_or("GIC not initialised")? {
-            Driver::V2(_) => v2_cpu_interface_on(),
+            Driver::V2(_) => {
+                v2_cpu_interface_on();
+                split_eoi();
+            }
             Driver::V3(gic) => {
                 enable_sre_el2();
                 let me = redistributor_index(gic, cpus).ok_or("no redistributor for this CPU")?;
                 gic.init_cpu(me);
                 GicCpuInterface::enable_group1(true);
                 GicCpuInterface::set_priority_mask(0xff);
+                split_eoi();
             }
         }
         Ok(())
@@ -273,6 +286,56 @@ fn end(iar: u32) {
     }
 }
 
+/// Deactivates an interrupt (with EOImode = 1, end-of-interrupt only drops the priority).
+fn deactivate(iar: u32) {
+    let gicc = GICC_BASE.load(Ordering::Relaxed);
+    if gicc != 0 {
+        // SAFETY: GICC_DIR (offset 0x1000) of the banked, device-mapped CPU interface.
+        unsafe { core::ptr::write_volatile((gicc + 0x1000) as *mut u32, iar) };
+    } else {
+        // SAFETY: ICC_DIR_EL1 deactivates the interrupt this CPU just handled.
+        unsafe { core::arch::asm!("msr icc_dir_el1, {}", in(reg) iar as u64, options(nomem, nostack)) };
+    }
+}
+
+/// Splits end-of-interrupt into priority drop and deactivation on this CPU, so an interrupt
+/// forwarded to a guest stays active until the guest deactivates it (through a list register
+/// with the HW bit), instead of firing again while the guest has not handled it yet.
+fn split_eoi() {
+    let gicc = GICC_BASE.load(Ordering::Relaxed);
+    if gicc != 0 {
+        // SAFETY: GICC_CTLR of the banked CPU interface: EnableGrp1 stays, EOImodeNS (bit 9) set.
+        unsafe {
+            let ctlr = core::ptr::read_volatile(gicc as *const u32);
+            core::ptr::write_volatile(gicc as *mut u32, ctlr | (1 << 9));
+        }
+    } else {
+        // SAFETY: ICC_CTLR_EL1.EOImode (bit 1) for this CPU's physical interface.
+        unsafe {
+            core::arch::asm!(
+                "mrs {t}, icc_ctlr_el1", "orr {t}, {t}, #2", "msr icc_ctlr_el1, {t}", "isb",
+                t = out(reg) _, options(nomem, nostack));
+        }
+    }
+}
+
+static FORWARDED: [core::sync::atomic::AtomicU32; 32] =
+    [const { core::sync::atomic::AtomicU32::new(0) }; 32];
+
+fn forwarded(id: u32) -> bool {
+    FORWARDED[(id / 32) as usize % 32].load(Ordering::Relaxed) & (1 << (id % 32)) != 0
+}
+
+/// Gives interrupt `intid` to a guest: `handler` injects it, and the guest's deactivation of
+/// the virtual interrupt deactivates the physical one.
+pub fn forward(intid: u32, level: bool, handler: Handler) -> Result<(), &'static str> {
+    if intid >= 1020 {
+        return Err("interrupt id out of range");
+    }
+    FORWARDED[(intid / 32) as usize].fetch_or(1 << (intid % 32), Ordering::Relaxed);
+    enable(intid, level, handler)
+}
+
 /// Called from the IRQ vector: handles every pending interrupt.
 pub fn handle_irq() {
     while let Some(iar) = acknowledge() {
@@ -283,5 +346,17 @@ pub fn handle_irq() {
             None => log::warn!("gic: interrupt {id} has no handler"),
         }
         end(iar);
+        if !forwarded(id) {
+            deactivate(iar);
+        }
+    }
+}
+
+/// SPIs the distributor implements.
+pub fn spi_count() -> u32 {
+    match &*DRIVER.lock() {
+        Some(Driver::V2(g)) => g.typer().num_irqs().saturating_sub(32),
+        Some(Driver::V3(g)) => g.typer().num_spis(),
+        None => 0,
     }
 }

@@ -10,4 +10,8 @@ pub mod pmu;
 pub mod psci;
 pub mod semihosting;
 pub mod smp;
+pub mod stage2;
 pub mod timer;
+pub mod trap;
+pub mod vcpu;
+pub mod vgic_hw;

@@ -10,6 +10,15 @@ static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_C
 static IPIS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static CPU_COUNT: AtomicUsize = AtomicUsize::new(1);
 static STOP: AtomicBool = AtomicBool::new(false);
+static STACK_TOPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The top of CPU `i`'s EL2 stack (where a vCPU's trap frame lives while it runs).
+pub fn stack_top(i: usize) -> u64 {
+    match i {
+        0 => super::boot::boot_stack_top(),
+        _ => STACK_TOPS[i].load(Ordering::Acquire),
+    }
+}
 
 pub fn cpu_count() -> usize {
     CPU_COUNT.load(Ordering::Relaxed)
@@ -80,6 +89,7 @@ pub fn start_secondaries(cpus: &[CpuInfo]) -> usize {
             log::error!("smp: no memory for cpu{index}'s stack");
             break;
         }
+        STACK_TOPS[index].store(stack as u64 + STACK_SIZE as u64, Ordering::Release);
         let slot = SecondaryBoot {
             mpidr: c.mpidr,
             stack_top: stack as u64 + STACK_SIZE as u64,

@@ -1,0 +1,373 @@
+//! What dom0 learns from its device tree (through `fdt`): memory, vCPUs, the GIC, the timer's
+//! interrupts, the PSCI conduit, the virtio-mmio slots, the console, `/chosen/bootargs` and
+//! Ferrite's `/hypervisor` node.
+//!
+//! The same code reads QEMU's tree on bare metal and the one Ferrite generates, so it trusts
+//! nothing board-specific: every address comes from a `reg`, every interrupt from an
+//! `interrupts` property in the GIC binding's three cells.
+//!
+//! Two kinds of query: [`Dt`]'s methods allocate nothing and run before the heap (they find the
+//! console and the heap's place); [`Dt::machine`] collects everything else once the heap exists.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use fdt::Fdt;
+use fdt::node::FdtNode;
+
+/// A physical address range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub size: u64,
+}
+
+impl Region {
+    pub const fn new(start: u64, size: u64) -> Self {
+        Self { start, size }
+    }
+    pub const fn end(&self) -> u64 {
+        self.start + self.size
+    }
+    pub fn overlaps(&self, o: &Region) -> bool {
+        self.start < o.end() && o.start < self.end()
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{:#x}-{:#x}", self.start, self.end().saturating_sub(1))
+    }
+}
+
+/// How PSCI is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    Hvc,
+    Smc,
+}
+
+impl Conduit {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "hvc" => Some(Self::Hvc),
+            "smc" => Some(Self::Smc),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hvc => "hvc",
+            Self::Smc => "smc",
+        }
+    }
+}
+
+/// The interrupt controller.
+#[derive(Clone, Debug)]
+pub enum Gic {
+    V2 { dist: Region, cpu: Region },
+    V3 { dist: Region, redist: Vec<Region> },
+}
+
+/// One interrupt in the GIC binding: its INTID and whether it is level-triggered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Irq {
+    pub intid: u32,
+    pub level: bool,
+}
+
+impl Irq {
+    /// Decodes the three cells `<type number flags>`: type 0 = SPI (INTID 32 + n), 1 = PPI
+    /// (16 + n); flags 1/2 = edge, 4/8 = level.
+    fn from_cells(c: &[u32]) -> Option<Self> {
+        let base = match c[0] {
+            0 => 32,
+            1 => 16,
+            _ => return None,
+        };
+        Some(Self {
+            intid: base + c[1],
+            level: c[2] & 0xc != 0,
+        })
+    }
+}
+
+/// A `virtio,mmio` slot.
+#[derive(Clone, Debug)]
+pub struct VirtioSlot {
+    pub reg: Region,
+    pub irq: Option<Irq>,
+}
+
+/// Ferrite's `/hypervisor` node (absent on bare metal).
+#[derive(Clone, Debug)]
+pub struct Hypervisor {
+    pub compatible: String,
+    pub abi: Option<(u32, u32)>,
+    pub conduit: Option<String>,
+    pub irqs: Vec<Irq>,
+}
+
+/// Everything dom0 uses from the device tree.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub model: String,
+    pub memory: Vec<Region>,
+    /// MPIDR affinity of each vCPU, in device-tree order.
+    pub cpus: Vec<u64>,
+    pub gic: Option<Gic>,
+    /// The timer node's interrupts: secure phys, non-secure phys, virtual, hypervisor.
+    pub timer: Vec<Irq>,
+    pub timer_frequency: Option<u32>,
+    pub psci: Option<Conduit>,
+    pub virtio: Vec<VirtioSlot>,
+    pub hypervisor: Option<Hypervisor>,
+}
+
+const GIC_V3: [&str; 1] = ["arm,gic-v3"];
+const GIC_V2: [&str; 4] = [
+    "arm,cortex-a15-gic",
+    "arm,gic-400",
+    "arm,cortex-a9-gic",
+    "arm,cortex-a7-gic",
+];
+
+/// The device tree, parsed lazily.
+pub struct Dt {
+    pub fdt: Fdt<'static>,
+}
+
+fn be32s(v: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    v.chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+fn cstr(v: &[u8]) -> &str {
+    let v = v.split(|&b| b == 0).next().unwrap_or(&[]);
+    core::str::from_utf8(v).unwrap_or("")
+}
+
+fn regs<'a>(n: FdtNode<'_, 'a>) -> impl Iterator<Item = Region> + 'a {
+    n.reg().into_iter().flatten().filter_map(|r| {
+        let size = r.size? as u64;
+        (size != 0).then(|| Region::new(r.starting_address as u64, size))
+    })
+}
+
+/// A node's `interrupts` in the GIC binding. `cells` is the GIC's `#interrupt-cells`: 3, or 4
+/// for a GICv3 with PPI partitions (the fourth cell, the partition, is ignored).
+fn irqs(n: FdtNode, cells: usize) -> Vec<Irq> {
+    let Some(p) = n.property("interrupts") else {
+        return Vec::new();
+    };
+    let words: Vec<u32> = be32s(p.value).collect();
+    words
+        .chunks_exact(cells.max(3))
+        .filter_map(Irq::from_cells)
+        .collect()
+}
+
+fn has_compatible(n: &FdtNode, names: &[&str]) -> bool {
+    n.compatible()
+        .map(|c| c.all().any(|s| names.contains(&s)))
+        .unwrap_or(false)
+}
+
+fn is_memory(n: &FdtNode) -> bool {
+    n.property("device_type")
+        .map(|p| cstr(p.value) == "memory")
+        .unwrap_or(false)
+        || n.name.split('@').next() == Some("memory")
+}
+
+fn is_disabled(n: &FdtNode) -> bool {
+    n.property("status")
+        .map(|p| !matches!(cstr(p.value), "okay" | "ok"))
+        .unwrap_or(false)
+}
+
+impl Dt {
+    /// # Safety
+    /// `dtb` must point at a device tree that stays mapped and untouched for dom0's life.
+    pub unsafe fn new(dtb: usize) -> Result<Self, fdt::FdtError> {
+        // SAFETY: forwarded from the caller.
+        let fdt = unsafe { Fdt::from_ptr(dtb as *const u8)? };
+        Ok(Self { fdt })
+    }
+
+    /// The blob's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.fdt.total_size() as u64
+    }
+
+    /// The RAM banks.
+    pub fn memory(&self) -> impl Iterator<Item = Region> + '_ {
+        self.fdt
+            .all_nodes()
+            .filter(|n| is_memory(n) && !is_disabled(n))
+            .flat_map(regs)
+    }
+
+    /// Memory that dom0 must not use: `/memreserve/` entries, `/reserved-memory` children and
+    /// the initrd.
+    pub fn reserved(&self) -> impl Iterator<Item = Region> + '_ {
+        let memreserve = self
+            .fdt
+            .memory_reservations()
+            .map(|r| Region::new(r.address() as u64, r.size() as u64));
+        let nodes = self
+            .fdt
+            .find_node("/reserved-memory")
+            .into_iter()
+            .flat_map(|n| n.children())
+            .flat_map(regs);
+        memreserve.chain(nodes).chain(self.initrd())
+    }
+
+    fn initrd(&self) -> Option<Region> {
+        let chosen = self.fdt.find_node("/chosen")?;
+        let cell = |name| {
+            let v = chosen.property(name)?.value;
+            Some(be32s(v).fold(0u64, |acc, w| (acc << 32) | w as u64))
+        };
+        let (s, e) = (cell("linux,initrd-start")?, cell("linux,initrd-end")?);
+        (e > s).then(|| Region::new(s, e - s))
+    }
+
+    /// `/chosen/bootargs`, or "".
+    pub fn bootargs(&self) -> &'static str {
+        self.fdt
+            .find_node("/chosen")
+            .and_then(|c| c.property("bootargs"))
+            .map(|p| cstr(p.value))
+            .unwrap_or("")
+    }
+
+    /// The console: the PL011 `/chosen/stdout-path` names (path or alias, options after ':'),
+    /// else the first enabled `arm,pl011`.
+    pub fn console(&self) -> Option<Region> {
+        let by_path = self
+            .fdt
+            .find_node("/chosen")
+            .and_then(|c| c.property("stdout-path"))
+            .map(|p| cstr(p.value).split(':').next().unwrap_or(""))
+            .and_then(|path| {
+                if path.starts_with('/') {
+                    self.fdt.find_node(path)
+                } else {
+                    let full = self.fdt.aliases()?.resolve(path)?;
+                    self.fdt.find_node(full)
+                }
+            })
+            .filter(|n| has_compatible(n, &["arm,pl011"]));
+        let node = by_path.or_else(|| {
+            self.fdt
+                .all_nodes()
+                .find(|n| has_compatible(n, &["arm,pl011"]) && !is_disabled(n))
+        })?;
+        regs(node).next()
+    }
+
+    /// Collects everything else. Needs the heap.
+    pub fn machine(&self) -> Machine {
+        let root = self.fdt.find_node("/");
+        let model = root
+            .and_then(|r| r.property("model"))
+            .map(|p| cstr(p.value).into())
+            .unwrap_or_default();
+        let cpus = self
+            .fdt
+            .find_node("/cpus")
+            .into_iter()
+            .flat_map(|c| c.children())
+            .filter(|n| {
+                n.property("device_type")
+                    .map(|p| cstr(p.value) == "cpu")
+                    .unwrap_or(false)
+                    && !is_disabled(n)
+            })
+            .filter_map(|n| {
+                let v = n.property("reg")?.value;
+                Some(be32s(v).fold(0u64, |acc, w| (acc << 32) | w as u64))
+            })
+            .collect();
+        let timer = self
+            .fdt
+            .all_nodes()
+            .find(|n| has_compatible(n, &["arm,armv8-timer", "arm,armv7-timer"]));
+        let cells = self
+            .gic_node()
+            .and_then(|g| g.interrupt_cells())
+            .unwrap_or(3);
+        Machine {
+            model,
+            memory: self.memory().collect(),
+            cpus,
+            gic: self.gic(),
+            timer: timer.map(|t| irqs(t, cells)).unwrap_or_default(),
+            timer_frequency: timer
+                .and_then(|t| t.property("clock-frequency"))
+                .and_then(|p| be32s(p.value).next()),
+            psci: self
+                .fdt
+                .all_nodes()
+                .find(|n| n.name.split('@').next() == Some("psci"))
+                .and_then(|n| n.property("method"))
+                .and_then(|p| Conduit::parse(cstr(p.value))),
+            virtio: self
+                .fdt
+                .all_nodes()
+                .filter(|n| has_compatible(n, &["virtio,mmio"]) && !is_disabled(n))
+                .filter_map(|n| {
+                    let reg = regs(n).next()?;
+                    Some(VirtioSlot {
+                        reg,
+                        irq: irqs(n, cells).first().copied(),
+                    })
+                })
+                .collect(),
+            hypervisor: self.hypervisor(cells),
+        }
+    }
+
+    /// The interrupt controller's node: the one every interrupt in dom0's tree goes to.
+    fn gic_node(&self) -> Option<FdtNode<'_, 'static>> {
+        self.fdt
+            .all_nodes()
+            .find(|n| has_compatible(n, &GIC_V3) || has_compatible(n, &GIC_V2))
+    }
+
+    fn gic(&self) -> Option<Gic> {
+        let n = self.gic_node()?;
+        let mut r = regs(n);
+        if has_compatible(&n, &GIC_V3) {
+            let count = n
+                .property("#redistributor-regions")
+                .and_then(|p| be32s(p.value).next())
+                .unwrap_or(1) as usize;
+            let dist = r.next()?;
+            let redist = r.take(count).collect();
+            return Some(Gic::V3 { dist, redist });
+        }
+        Some(Gic::V2 {
+            dist: r.next()?,
+            cpu: r.next()?,
+        })
+    }
+
+    fn hypervisor(&self, cells: usize) -> Option<Hypervisor> {
+        let n = self.fdt.find_node("/hypervisor")?;
+        let compatible = n.compatible().map(|c| c.first().into()).unwrap_or_default();
+        let abi = n.property("ferrite,abi-version").and_then(|p| {
+            let mut w = be32s(p.value);
+            Some((w.next()?, w.next()?))
+        });
+        Some(Hypervisor {
+            compatible,
+            abi,
+            conduit: n.property("ferrite,conduit").map(|p| cstr(p.value).into()),
+            irqs: irqs(n, cells),
+        })
+    }
+}

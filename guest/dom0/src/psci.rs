@@ -1,0 +1,84 @@
+//! PSCI calls (version, CPU_ON, SYSTEM_OFF) from dom0 to whatever is below it: QEMU's firmware emulation on bare metal,
+//! Ferrite under the hypervisor. The conduit (HVC or SMC) is the `/psci` node's `method`.
+
+use crate::dt::Conduit;
+use core::arch::asm;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+pub const PSCI_VERSION: u32 = 0x8400_0000;
+pub const CPU_ON: u32 = 0xc400_0003;
+pub const SYSTEM_OFF: u32 = 0x8400_0008;
+
+const NONE: u8 = 0;
+const HVC: u8 = 1;
+const SMC: u8 = 2;
+
+static CONDUIT: AtomicU8 = AtomicU8::new(NONE);
+
+/// PSCI error codes, as the specification numbers them.
+pub fn error_name(code: i64) -> &'static str {
+    match code {
+        0 => "SUCCESS",
+        -1 => "NOT_SUPPORTED",
+        -2 => "INVALID_PARAMETERS",
+        -3 => "DENIED",
+        -4 => "ALREADY_ON",
+        -5 => "ON_PENDING",
+        -6 => "INTERNAL_FAILURE",
+        -7 => "NOT_PRESENT",
+        -8 => "DISABLED",
+        -9 => "INVALID_ADDRESS",
+        _ => "unknown error",
+    }
+}
+
+pub fn init(conduit: Option<Conduit>) {
+    let c = match conduit {
+        Some(Conduit::Hvc) => HVC,
+        Some(Conduit::Smc) => SMC,
+        None => NONE,
+    };
+    CONDUIT.store(c, Ordering::Relaxed);
+}
+
+fn call(f: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+    let mut x0 = f as u64;
+    match CONDUIT.load(Ordering::Relaxed) {
+        // SAFETY: an HVC under the SMC Calling Convention: x0-x17 may be clobbered, memory is
+        // not touched by the callee on our behalf.
+        HVC => unsafe {
+            asm!("hvc #0",
+                inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
+                out("x15") _, out("x16") _, out("x17") _, options(nostack));
+        },
+        // SAFETY: as above, through SMC.
+        SMC => unsafe {
+            asm!("smc #0",
+                inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
+                out("x15") _, out("x16") _, out("x17") _, options(nostack));
+        },
+        _ => return -1,
+    }
+    x0 as i64
+}
+
+pub fn version() -> Option<(u16, u16)> {
+    let v = call(PSCI_VERSION, 0, 0, 0);
+    (v >= 0).then_some(((v >> 16) as u16, v as u16))
+}
+
+pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> Result<(), i64> {
+    match call(CPU_ON, mpidr, entry, context) {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// Returns only if the call failed or there is no PSCI.
+pub fn system_off() {
+    call(SYSTEM_OFF, 0, 0, 0);
+}

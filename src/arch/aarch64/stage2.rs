@@ -1,0 +1,117 @@
+//! Stage-2 translation: a domain's guest-physical (IPA) space, with `aarch64-paging`'s Stage2
+//! regime, and the VTCR/VTTBR that select it.
+//!
+//! dom0 is mapped 1:1 (IPA == PA, as Xen does on Arm) so the DMA addresses its drivers give to
+//! passed-through devices are right without an IOMMU. Tables come from Ferrite's heap, which is
+//! identity-mapped, so a table's virtual address is its physical address.
+
+use crate::mm::region::Region;
+use aarch64_paging::descriptor::Stage2Attributes as S2;
+use aarch64_paging::idmap::IdMap;
+use aarch64_paging::paging::{MemoryRegion, Stage2};
+use core::arch::asm;
+
+/// IPA bits: what the CPU supports, at most 48 (a level-0 root).
+pub fn ipa_bits() -> u32 {
+    super::cpu::pa_bits().min(48)
+}
+
+/// VTCR_EL2 for a level-0 root: 4 KiB granule, inner-shareable write-back walks, 8-bit VMIDs.
+pub fn vtcr() -> u64 {
+    let t0sz = 64 - ipa_bits() as u64;
+    let ps = super::cpu::pa_range_field().min(5);
+    (1 << 31) | (ps << 16) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) | (0b10 << 6) | t0sz
+}
+
+pub struct Stage2Map {
+    map: IdMap<Stage2>,
+    vmid: u16,
+}
+
+#[derive(Debug)]
+pub struct MapError(pub Region);
+
+fn ram() -> S2 {
+    S2::VALID
+        | S2::ACCESS_FLAG
+        | S2::SH_INNER
+        | S2::MEMATTR_NORMAL_OUTER_WB
+        | S2::MEMATTR_NORMAL_INNER_WB
+        | S2::S2AP_ACCESS_RW
+}
+
+fn device() -> S2 {
+    S2::VALID | S2::ACCESS_FLAG | S2::MEMATTR_DEVICE_nGnRE | S2::S2AP_ACCESS_RW | S2::XN
+}
+
+impl Stage2Map {
+    pub fn new(vmid: u16) -> Self {
+        Self { map: IdMap::new(0, Stage2), vmid }
+    }
+
+    fn map(&mut self, r: &Region, flags: S2) -> Result<(), MapError> {
+        let limit = 1u64 << ipa_bits();
+        if r.end() > limit {
+            return Err(MapError(*r));
+        }
+        self.map
+            .map_range(&MemoryRegion::new(r.start as usize, r.end() as usize), flags)
+            .map_err(|_| MapError(*r))
+    }
+
+    /// Maps RAM 1:1 (normal write-back memory, read/write/execute).
+    pub fn map_ram(&mut self, r: &Region) -> Result<(), MapError> {
+        self.map(r, ram())
+    }
+
+    /// Maps a passed-through device 1:1.
+    pub fn map_device(&mut self, r: &Region) -> Result<(), MapError> {
+        self.map(r, device())
+    }
+
+    /// Maps `ipa` to a different physical frame range (the GICv2 virtual CPU interface appears
+    /// to the guest at the CPU interface's address).
+    pub fn map_device_at(&mut self, ipa: u64, pa: u64, size: u64) -> Result<(), MapError> {
+        let r = Region::new(ipa, size);
+        // A linear offset is all aarch64-paging's IdMap cannot express, so build the entries
+        // at the identity address and rewrite their output address.
+        self.map(&r, device())?;
+        let delta = pa.wrapping_sub(ipa) as usize;
+        self.map
+            .modify_range(&MemoryRegion::new(r.start as usize, r.end() as usize), &|_, d| {
+                if d.is_table() || !d.flags().contains(S2::VALID) {
+                    return Ok(());
+                }
+                let out = d.output_address().0.wrapping_add(delta);
+                d.set(aarch64_paging::descriptor::PhysicalAddress(out), d.flags())
+            })
+            .map_err(|_| MapError(r))
+    }
+
+    /// VTTBR_EL2: the root table and the VMID.
+    pub fn vttbr(&self) -> u64 {
+        self.map.root_address().0 as u64 | ((self.vmid as u64) << 48)
+    }
+
+    pub fn vmid(&self) -> u16 {
+        self.vmid
+    }
+}
+
+/// Loads a domain's stage 2 on this CPU and invalidates what this VMID may have cached.
+pub fn activate(vttbr: u64) {
+    // SAFETY: VTCR/VTTBR only affect EL1/EL0 translation, which runs only when a vCPU is entered.
+    unsafe {
+        asm!(
+            "msr vtcr_el2, {vtcr}",
+            "msr vttbr_el2, {vttbr}",
+            "isb",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            vtcr = in(reg) vtcr(),
+            vttbr = in(reg) vttbr,
+            options(nostack),
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The GIC's virtualisation hardware on this CPU: the list registers through which virtual
+//! interrupts reach a running vCPU (ICH_* system registers on GICv3, the GICH frame on GICv2),
+//! and the controls around them. What goes into the list registers is [`crate::vgic`]'s call.
+
+use crate::vgic::{Lr, lr};
+use core::arch::asm;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// GICv2: the GICH frame (banked per CPU at this address). 0 means GICv3 (system registers).
+static GICH: AtomicUsize = AtomicUsize::new(0);
+
+pub const MAX_LRS: usize = 16;
+
+pub fn init_v2(gich: u64) {
+    GICH.store(gich as usize, Ordering::Release);
+}
+
+fn gich() -> usize {
+    GICH.load(Ordering::Relaxed)
+}
+
+fn gich_read(off: usize) -> u32 {
+    // SAFETY: GICH registers of the device-mapped, banked hypervisor interface.
+    unsafe { core::ptr::read_volatile((gich() + off) as *const u32) }
+}
+
+fn gich_write(off: usize, v: u32) {
+    // SAFETY: as in gich_read.
+    unsafe { core::ptr::write_volatile((gich() + off) as *mut u32, v) }
+}
+
+macro_rules! ich_lr {
+    ($op:ident, $n:expr, $($v:expr)?) => {
+        ich_lr!(@dispatch $op, $n, $($v)?; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+    };
+    (@dispatch read, $n:expr, ; $($i:literal)+) => {
+        match $n {
+            $($i => {
+                let v: u64;
+                // SAFETY: reading a list register of this CPU's virtual interface.
+                unsafe { asm!(concat!("mrs {}, ich_lr", $i, "_el2"), out(reg) v, options(nomem, nostack)) };
+                v
+            })+
+            _ => 0,
+        }
+    };
+    (@dispatch write, $n:expr, $v:expr; $($i:literal)+) => {
+        match $n {
+            $($i => {
+                // SAFETY: writing a list register of this CPU's virtual interface, which only
+                // affects the vCPU that runs here.
+                unsafe { asm!(concat!("msr ich_lr", $i, "_el2, {}"), in(reg) $v, options(nomem, nostack)) };
+            })+
+            _ => {}
+        }
+    };
+}
+
+/// How many list registers this CPU has.
+pub fn lr_count() -> usize {
+    let n = if gich() != 0 {
+        (gich_read(0x4) & 0x3f) as usize + 1
+    } else {
+        let vtr: u64;
+        // SAFETY: reading ICH_VTR_EL2.
+        unsafe { asm!("mrs {}, ich_vtr_el2", out(reg) vtr, options(nomem, nostack)) };
+        (vtr & 0x1f) as usize + 1
+    };
+    n.min(MAX_LRS)
+}
+
+/// Turns this CPU's virtual interface on for a vCPU about to run.
+pub fn enable() {
+    if gich() != 0 {
+        gich_write(0x8, 0); // GICH_VMCR: the guest programs its own mask and enables
+        for i in 0..lr_count() {
+            gich_write(0x100 + 4 * i, 0);
+        }
+        gich_write(0x0, 1); // GICH_HCR.En
+    } else {
+        for i in 0..lr_count() {
+            ich_lr!(write, i, 0u64);
+        }
+        // SAFETY: ICH_VMCR_EL2 / ICH_HCR_EL2 configure this CPU's virtual interface only.
+        unsafe {
+            asm!("msr ich_vmcr_el2, xzr", "msr ich_hcr_el2, {}", "isb", in(reg) 1u64, options(nomem, nostack));
+        }
+    }
+}
+
+pub fn read_lrs(out: &mut [Lr]) {
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = if gich() != 0 {
+            lr::decode_v2(gich_read(0x100 + 4 * i))
+        } else {
+            lr::decode_v3(ich_lr!(read, i,))
+        };
+    }
+}
+
+pub fn write_lrs(lrs: &[Lr], underflow: bool) {
+    for (i, l) in lrs.iter().enumerate() {
+        if gich() != 0 {
+            gich_write(0x100 + 4 * i, lr::encode_v2(l));
+        } else {
+            ich_lr!(write, i, lr::encode_v3(l));
+        }
+    }
+    // HCR.En (bit 0) plus UIE (bit 1): a maintenance interrupt when the list registers run
+    // (nearly) empty while more interrupts wait.
+    let hcr = 1 | if underflow { 2 } else { 0 };
+    if gich() != 0 {
+        gich_write(0x0, hcr);
+    } else {
+        // SAFETY: as in enable().
+        unsafe { asm!("msr ich_hcr_el2, {}", in(reg) hcr as u64, options(nomem, nostack)) };
+    }
+}

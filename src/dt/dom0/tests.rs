@@ -1,0 +1,1171 @@
+//! dom0 trees generated from the fixture machines (and, opt-in, from real blobs), read back
+//! with `dt::parse` and inspected node by node.
+
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::super::fixtures;
+use super::super::tree::Tree;
+use super::super::{
+    Conduit, CpuInfo, DtError, EnableMethod, FdtWriter, GicInfo, MachineInfo, parse, validate,
+};
+use super::*;
+
+const MIB: u64 = 1 << 20;
+
+fn r(start: u64, size: u64) -> Region {
+    Region::new(start, size)
+}
+
+const HYP: HypervisorNode = HypervisorNode {
+    abi_major: 1,
+    abi_minor: 2,
+    event_ppi: 31,
+};
+
+const QEMU_MEMORY: &[Region] = &[Region::new(0x4800_0000, 256 * MIB)];
+
+fn qemu_v3_view(vcpus: usize) -> GicView {
+    GicView::V3 {
+        dist: r(0x800_0000, 0x1_0000),
+        redist: r(0x80a_0000, vcpus as u64 * 0x2_0000),
+    }
+}
+
+fn qemu_v2_view() -> GicView {
+    GicView::V2 {
+        dist: r(0x800_0000, 0x1_0000),
+        cpu: r(0x801_0000, 0x1_0000),
+    }
+}
+
+fn qemu_cfg(vcpus: usize, gic: GicView) -> Dom0Config<'static> {
+    Dom0Config {
+        memory: QEMU_MEMORY,
+        bootargs: "console=ttyAMA0 earlycon",
+        initrd: Some(r(0x4c00_0000, 0x40_0000)),
+        vcpus,
+        console: Some(r(0x900_0000, 0x1000)),
+        gic,
+        hypervisor: HYP,
+    }
+}
+
+/// Generates, checks the blob is structurally valid, and parses it back.
+fn gen_parse(host: &[u8], cfg: &Dom0Config) -> (Dom0Dt, MachineInfo) {
+    let dt = generate(host, cfg).unwrap();
+    validate::check(&dt.blob).expect("dom0's blob is valid");
+    let m = parse(&dt.blob).unwrap();
+    (dt, m)
+}
+
+/// Runs `f` on the blob's indexed tree.
+fn with_tree<R>(blob: &[u8], f: impl FnOnce(&Tree<'_, '_>) -> R) -> R {
+    let fdt = fdt::Fdt::new(blob).unwrap();
+    let tree = Tree::new(&fdt).unwrap();
+    f(&tree)
+}
+
+/// The node at exactly `path` (unit addresses included).
+fn node(t: &Tree<'_, '_>, path: &str) -> Option<usize> {
+    t.find_path(path).filter(|&n| t.path(n) == path)
+}
+
+fn has_node(blob: &[u8], path: &str) -> bool {
+    with_tree(blob, |t| node(t, path).is_some())
+}
+
+fn prop(blob: &[u8], path: &str, name: &str) -> Option<Vec<u8>> {
+    with_tree(blob, |t| {
+        let n = node(t, path).unwrap_or_else(|| panic!("no node {path}"));
+        t.prop(n, name).map(<[u8]>::to_vec)
+    })
+}
+
+fn prop_cells(blob: &[u8], path: &str, name: &str) -> Option<Vec<u32>> {
+    prop(blob, path, name).map(|v| plan::cells(&v))
+}
+
+fn prop_str(blob: &[u8], path: &str, name: &str) -> Option<String> {
+    prop(blob, path, name).map(|v| {
+        String::from_utf8(v)
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    })
+}
+
+fn child_names(blob: &[u8], path: &str) -> Vec<String> {
+    with_tree(blob, |t| {
+        let n = node(t, path).unwrap();
+        t.children(n).map(|c| t.nodes[c].name.to_string()).collect()
+    })
+}
+
+fn reservations(blob: &[u8]) -> Vec<Region> {
+    validate::check(blob).unwrap().reservations
+}
+
+fn psci_cpus(n: u64) -> Vec<CpuInfo> {
+    (0..n)
+        .map(|mpidr| CpuInfo {
+            mpidr,
+            enable: EnableMethod::Psci,
+        })
+        .collect()
+}
+
+fn has_note(dt: &Dom0Dt, needle: &str) -> bool {
+    dt.notes.iter().any(|n| n.contains(needle))
+}
+
+fn passthrough<'d>(dt: &'d Dom0Dt, path: &str) -> Option<&'d Passthrough> {
+    dt.passthrough.iter().find(|p| p.path == path)
+}
+
+#[test]
+fn qemu_virt_gicv3() {
+    let host = fixtures::qemu_virt_gicv3();
+    let cfg = qemu_cfg(2, qemu_v3_view(2));
+    let (dt, m) = gen_parse(&host, &cfg);
+    let host_m = parse(&host).unwrap();
+
+    assert_eq!(m.memory, QEMU_MEMORY);
+    assert_eq!(m.cpus, psci_cpus(2));
+    let psci = m.psci.unwrap();
+    assert_eq!(
+        (psci.conduit, psci.compatible.as_str()),
+        (Conduit::Hvc, "arm,psci-1.0")
+    );
+    assert_eq!(
+        m.gic,
+        Some(GicInfo::V3 {
+            dist: r(0x800_0000, 0x1_0000),
+            redist: vec![r(0x80a_0000, 0x4_0000)],
+            maintenance_irq: None,
+        })
+    );
+    assert_eq!(m.bootargs, "console=ttyAMA0 earlycon");
+    assert_eq!(m.initrd, Some(r(0x4c00_0000, 0x40_0000)));
+    assert_eq!(m.uart, host_m.uart, "the console node stays");
+    assert_eq!(m.timer, host_m.timer, "the timer node stays");
+    assert_eq!(m.model, host_m.model);
+    assert!(m.reserved.is_empty());
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+
+    let b = &dt.blob;
+    assert_eq!(child_names(b, "/cpus"), ["cpu@0", "cpu@1"], "cpu-map gone");
+    assert_eq!(prop_cells(b, "/cpus", "#address-cells"), Some(vec![1]));
+    assert_eq!(prop_cells(b, "/cpus", "#size-cells"), Some(vec![0]));
+    assert!(!has_node(b, "/intc@8000000/its@8080000"));
+    let gic = "/intc@8000000";
+    assert_eq!(prop_cells(b, gic, "#redistributor-regions"), Some(vec![1]));
+    assert_eq!(prop(b, gic, "interrupts"), None);
+    assert_eq!(prop_cells(b, gic, "phandle"), Some(vec![0x8002]));
+    assert_eq!(prop_cells(b, gic, "#interrupt-cells"), Some(vec![3]));
+    assert_eq!(prop(b, gic, "interrupt-controller"), Some(vec![]));
+    assert_eq!(
+        prop_cells(b, "/memory@48000000", "reg"),
+        Some(vec![0, 0x4800_0000, 0, 0x1000_0000])
+    );
+    assert!(!has_node(b, "/memory@40000000"));
+    assert_eq!(
+        prop_str(b, "/chosen", "stdout-path").as_deref(),
+        Some("/pl011@9000000")
+    );
+    assert_eq!(prop(b, "/chosen", "rng-seed"), Some(vec![0x5a; 32]));
+    assert_eq!(
+        prop(b, "/chosen", "linux,initrd-end"),
+        Some(0x4c40_0000u64.to_be_bytes().to_vec()),
+        "initrd bounds are 64-bit"
+    );
+    assert_eq!(
+        prop(b, "/psci", "compatible"),
+        Some(b"arm,psci-1.0\0arm,psci-0.2\0arm,psci\0".to_vec())
+    );
+    assert_eq!(reservations(b), vec![]);
+    // The root's own properties are the host's.
+    for name in [
+        "interrupt-parent",
+        "compatible",
+        "#address-cells",
+        "#size-cells",
+    ] {
+        assert_eq!(prop(b, "/", name), prop(&host, "/", name), "{name}");
+    }
+    for note in [
+        "/memory@40000000: replaced by /memory@48000000",
+        "/cpus/cpu@2: dropped: dom0 has 2 vCPU(s)",
+        "/cpus/cpu-map: dropped",
+        "/intc@8000000/its@8080000: dropped",
+        "/psci: replaced",
+        "/hypervisor: added",
+        "/pl011@9000000: Ferrite's console",
+    ] {
+        assert!(has_note(&dt, note), "{note:?} not in {:#?}", dt.notes);
+    }
+}
+
+#[test]
+fn qemu_virt_gicv2() {
+    let host = fixtures::qemu_virt_gicv2();
+    let (dt, m) = gen_parse(&host, &qemu_cfg(4, qemu_v2_view()));
+    assert_eq!(
+        m.gic,
+        Some(GicInfo::V2 {
+            dist: r(0x800_0000, 0x1_0000),
+            cpu: r(0x801_0000, 0x1_0000),
+            hyp: None,
+            vcpu: None,
+            maintenance_irq: None,
+        })
+    );
+    assert_eq!(m.cpus, psci_cpus(4));
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    let b = &dt.blob;
+    assert_eq!(
+        prop_cells(b, "/hypervisor", "interrupts"),
+        Some(vec![1, 15, 0xf04]),
+        "GICv2: CPU mask for 4 vCPUs, level-high"
+    );
+    assert_eq!(prop(b, "/intc@8000000", "#redistributor-regions"), None);
+    assert_eq!(
+        child_names(b, "/cpus"),
+        ["cpu@0", "cpu@1", "cpu@2", "cpu@3"]
+    );
+
+    let (dt, _) = gen_parse(&host, &qemu_cfg(2, qemu_v2_view()));
+    assert_eq!(
+        prop_cells(&dt.blob, "/hypervisor", "interrupts"),
+        Some(vec![1, 15, 0x304]),
+        "the CPU mask follows the vCPU count"
+    );
+
+    // A GICv3 host whose dom0 sees a GICv2 (through the v3 CPU interface's legacy support).
+    let (dt, m) = gen_parse(&fixtures::qemu_virt_gicv3(), &qemu_cfg(2, qemu_v2_view()));
+    assert!(matches!(m.gic, Some(GicInfo::V2 { hyp: None, .. })));
+    assert_eq!(
+        prop(&dt.blob, "/intc@8000000", "#redistributor-regions"),
+        None
+    );
+    assert!(has_note(
+        &dt,
+        "/intc@8000000: compatible now arm,cortex-a15-gic"
+    ));
+}
+
+#[test]
+fn hypervisor_node() {
+    let host = fixtures::qemu_virt_gicv3();
+    let (dt, _) = gen_parse(&host, &qemu_cfg(2, qemu_v3_view(2)));
+    let b = &dt.blob;
+    let h = "/hypervisor";
+    assert_eq!(
+        prop_str(b, h, "compatible").as_deref(),
+        Some("ferrite,hypervisor")
+    );
+    assert_eq!(prop_cells(b, h, "ferrite,abi-version"), Some(vec![1, 2]));
+    assert_eq!(prop_str(b, h, "ferrite,conduit").as_deref(), Some("hvc"));
+    assert_eq!(prop_cells(b, h, "interrupts"), Some(vec![1, 15, 4]));
+    assert_eq!(prop_cells(b, h, "interrupt-parent"), Some(vec![0x8002]));
+
+    // A PPI out of range leaves the interrupt out, with a note.
+    let mut cfg = qemu_cfg(2, qemu_v3_view(2));
+    cfg.hypervisor.event_ppi = 40;
+    let (dt, _) = gen_parse(&host, &cfg);
+    assert_eq!(prop(&dt.blob, h, "interrupts"), None);
+    assert!(has_note(
+        &dt,
+        "/hypervisor: no event interrupt: INTID 40 is not a PPI"
+    ));
+}
+
+#[test]
+fn qemu_passthrough() {
+    let host = fixtures::qemu_virt_gicv3();
+    let (dt, _) = gen_parse(&host, &qemu_cfg(2, qemu_v3_view(2)));
+    assert_eq!(
+        dt.passthrough,
+        vec![
+            Passthrough {
+                path: "/virtio_mmio@a000000".into(),
+                regions: vec![r(0xa00_0000, 0x200)],
+                spis: vec![48],
+            },
+            Passthrough {
+                path: "/virtio_mmio@a000200".into(),
+                regions: vec![r(0xa00_0200, 0x200)],
+                spis: vec![49],
+            },
+        ],
+        "neither the console, nor the GIC and its ITS, nor memory"
+    );
+}
+
+fn rpi4_cfg(memory: &[Region]) -> Dom0Config<'_> {
+    Dom0Config {
+        memory,
+        bootargs: "console=ttyAMA0,115200",
+        initrd: None,
+        vcpus: 4,
+        console: Some(r(0xfe20_1000, 0x200)),
+        gic: GicView::V2 {
+            dist: r(0xff84_1000, 0x1000),
+            cpu: r(0xff84_2000, 0x2000),
+        },
+        hypervisor: HYP,
+    }
+}
+
+#[test]
+fn raspberry_pi_4() {
+    let host = fixtures::rpi4(Some("serial0:115200n8"));
+    let memory = [r(0x1000_0000, 0x2000_0000), r(0x4000_0000, 0x4000_0000)];
+    let (dt, m) = gen_parse(&host, &rpi4_cfg(&memory));
+    assert_eq!(m.memory, memory);
+    assert_eq!(
+        m.cpus,
+        psci_cpus(4),
+        "spin-table CPUs are PSCI CPUs for dom0"
+    );
+    assert_eq!(m.psci.map(|p| p.conduit), Some(Conduit::Hvc), "created");
+    assert_eq!(
+        m.gic,
+        Some(GicInfo::V2 {
+            dist: r(0xff84_1000, 0x1000),
+            cpu: r(0xff84_2000, 0x2000),
+            hyp: None,
+            vcpu: None,
+            maintenance_irq: None,
+        })
+    );
+    assert_eq!(m.uart.map(|u| u.base), Some(0xfe20_1000));
+    assert_eq!(
+        m.ignored_reserved,
+        Vec::<String>::new(),
+        "/reserved-memory gone"
+    );
+    assert_eq!(m.reserved, vec![], "memreserve at 0 is outside dom0's RAM");
+
+    let b = &dt.blob;
+    let gic = "/soc/interrupt-controller@40041000";
+    assert_eq!(
+        prop_cells(b, gic, "reg"),
+        Some(vec![0x4004_1000, 0x1000, 0x4004_2000, 0x2000]),
+        "written back in /soc's bus addresses"
+    );
+    assert_eq!(prop_cells(b, gic, "phandle"), Some(vec![1]));
+    assert_eq!(prop(b, "/cpus/cpu@0", "cpu-release-addr"), None);
+    assert_eq!(
+        prop_str(b, "/cpus/cpu@3", "enable-method").as_deref(),
+        Some("psci")
+    );
+    assert!(!has_node(b, "/reserved-memory"));
+    assert_eq!(
+        prop_cells(b, "/memory@10000000", "reg"),
+        Some(vec![
+            0,
+            0x1000_0000,
+            0x2000_0000,
+            0,
+            0x4000_0000,
+            0x4000_0000
+        ]),
+        "root #size-cells is 1"
+    );
+    assert_eq!(
+        prop_cells(b, "/hypervisor", "interrupt-parent"),
+        Some(vec![1])
+    );
+    assert_eq!(
+        prop_str(b, "/soc/serial@7e201400", "status").as_deref(),
+        Some("disabled"),
+        "disabled nodes are copied"
+    );
+    assert_eq!(
+        prop(b, "/soc", "ranges"),
+        prop(&host, "/soc", "ranges"),
+        "buses are copied"
+    );
+
+    let paths: Vec<&str> = dt.passthrough.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/soc/serial@7e215040",
+            "/emmc2bus/mmc@7e340000",
+            "/scb/pcie@7d500000"
+        ],
+        "not the console, the disabled UART, the GIC or the I2C device"
+    );
+    assert_eq!(
+        passthrough(&dt, "/soc/serial@7e215040").unwrap().regions,
+        vec![r(0xfe21_5040, 0x40)]
+    );
+    assert_eq!(
+        passthrough(&dt, "/emmc2bus/mmc@7e340000").unwrap().regions,
+        vec![r(0xfe34_0000, 0x100)]
+    );
+    assert!(has_note(
+        &dt,
+        "/i2c-mux/serial@50: not passed through: bus /i2c-mux has no ranges"
+    ));
+    assert!(has_note(&dt, "/psci: added"));
+    assert!(has_note(
+        &dt,
+        "/cpus/cpu@0: enable-method spin-table replaced by psci"
+    ));
+    assert!(has_note(&dt, "/memreserve/ 0x0-0xfff (4 KiB): dropped"));
+}
+
+#[test]
+fn two_banks_memory_chosen_and_memreserve() {
+    let host = fixtures::two_banks();
+    // The host reserves 0x4000_0000 +64 KiB by memreserve: inside dom0's first bank.
+    let memory = [r(0x4000_0000, 0x2000_0000), r(0x8_8000_0000, 0x4000_0000)];
+    let cfg = Dom0Config {
+        memory: &memory,
+        bootargs: "root=/dev/vda",
+        initrd: None,
+        vcpus: 1,
+        console: None,
+        gic: qemu_v2_view(),
+        hypervisor: HYP,
+    };
+    let (dt, m) = gen_parse(&host, &cfg);
+    assert_eq!(m.memory, memory);
+    assert_eq!(
+        m.reserved,
+        vec![r(0x4000_0000, 0x1_0000)],
+        "memreserve kept"
+    );
+    assert!(m.modules.is_empty());
+    assert_eq!(m.initrd, None, "the host's initrd is not dom0's");
+    assert_eq!(m.bootargs, "root=/dev/vda");
+    assert_eq!(m.cpus, psci_cpus(1));
+    assert_eq!(m.psci.map(|p| p.conduit), Some(Conduit::Hvc));
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    let b = &dt.blob;
+    assert_eq!(
+        child_names(b, "/chosen"),
+        Vec::<String>::new(),
+        "modules gone"
+    );
+    assert_eq!(prop(b, "/chosen", "linux,initrd-start"), None);
+    assert!(!has_node(b, "/reserved-memory"));
+    assert!(!has_node(b, "/memory@880000000"));
+    assert!(has_node(b, "/memory@40000000"));
+    assert_eq!(
+        prop_cells(b, "/hypervisor", "ferrite,abi-version"),
+        Some(vec![1, 2])
+    );
+    assert_eq!(
+        prop(b, "/hypervisor", "interrupts"),
+        None,
+        "no GIC: no event interrupt"
+    );
+    assert!(has_note(&dt, "/chosen/module@50000000: dropped"));
+    assert!(has_note(&dt, "/reserved-memory: dropped"));
+    assert!(has_note(
+        &dt,
+        "/memory@40000000, /memory@880000000: replaced by /memory@40000000: dom0's 2 bank(s)"
+    ));
+    assert!(dt.passthrough.is_empty());
+
+    // The same reservation is dropped when dom0's RAM does not cover it.
+    let memory = [r(0x6000_0000, 0x1000_0000)];
+    let cfg = Dom0Config {
+        memory: &memory,
+        ..cfg
+    };
+    let (dt, m) = gen_parse(&host, &cfg);
+    assert_eq!(m.reserved, vec![]);
+    assert!(has_note(
+        &dt,
+        "/memreserve/ 0x40000000-0x4000ffff (64 KiB): dropped: not inside dom0's RAM"
+    ));
+}
+
+const GIC: u32 = 0x10;
+const ITS: u32 = 0x11;
+
+/// A server-like host: MPIDR-numbered CPUs with two address cells, a topology, a shared cache
+/// and idle states, a PMU with per-CPU affinity, a PCIe host bridge with INTx and MSIs, an
+/// interrupt-extended device, aliases and symbols, a GIC without phandle-holding MBIs.
+fn server(gic_phandle: bool) -> Vec<u8> {
+    let mut w = FdtWriter::new();
+    w.add_reservation(0x8000_0000, 0x1000);
+    w.begin_node("");
+    w.property_u32("#address-cells", 2);
+    w.property_u32("#size-cells", 2);
+    w.property_u32("interrupt-parent", GIC);
+    w.property_string("model", "acme,server");
+
+    w.begin_node("aliases");
+    w.property_string("serial0", "/uart@7000000");
+    w.property_string("cpu3", "/cpus/cpu@10001");
+    w.property_string("cpu1", "/cpus/cpu@1");
+    w.property_string("its", "/gic@2f000000/its@2f020000");
+    w.end_node();
+
+    w.begin_node("cpus");
+    w.property_u32("#address-cells", 2);
+    w.property_u32("#size-cells", 0);
+    w.begin_node("cpu-map");
+    w.begin_node("cluster0");
+    w.begin_node("core0");
+    w.property_u32("cpu", 0x20);
+    w.end_node();
+    w.end_node();
+    w.end_node();
+    for (i, mpidr) in [0x0u32, 0x1, 0x1_0000, 0x1_0001].into_iter().enumerate() {
+        w.begin_node(&alloc::format!("cpu@{mpidr:x}"));
+        w.property_string("device_type", "cpu");
+        w.property_string("compatible", "arm,neoverse-n1");
+        w.property_cells("reg", &[0, mpidr]);
+        w.property_string("enable-method", "psci");
+        w.property_u32("next-level-cache", 0x30);
+        w.property_u32("cpu-idle-states", 0x31);
+        w.property_u32("phandle", 0x20 + i as u32);
+        w.end_node();
+    }
+    w.begin_node("l3-cache");
+    w.property_string("compatible", "cache");
+    w.property_u32("phandle", 0x30);
+    w.end_node();
+    w.begin_node("idle-states");
+    w.begin_node("cpu-sleep");
+    w.property_string("compatible", "arm,idle-state");
+    w.property_u32("phandle", 0x31);
+    w.end_node();
+    w.end_node();
+    w.begin_node("cluster1-cpus"); // made up: a /cpus child naming a CPU dom0 loses
+    w.property_cells("cpus", &[0x22, 0x23]);
+    w.end_node();
+    w.end_node();
+
+    w.begin_node("memory@80000000");
+    w.property_string("device_type", "memory");
+    w.property_cells("reg", &[0, 0x8000_0000, 0, 0x8000_0000]);
+    w.end_node();
+    w.begin_node("memory@880000000");
+    w.property_string("device_type", "memory");
+    w.property_cells("reg", &[0x8, 0x8000_0000, 0x1, 0x0]);
+    w.end_node();
+
+    w.begin_node("gic@2f000000");
+    w.property_string("compatible", "arm,gic-v3");
+    w.property_u32("#interrupt-cells", 3);
+    w.property_empty("interrupt-controller");
+    w.property_u32("#address-cells", 2);
+    w.property_u32("#size-cells", 2);
+    w.property_empty("ranges");
+    w.property_u32("#redistributor-regions", 2);
+    w.property_u64("redistributor-stride", 0x4_0000);
+    w.property_cells(
+        "reg",
+        &[
+            0,
+            0x2f00_0000,
+            0,
+            0x1_0000,
+            0,
+            0x2f10_0000,
+            0,
+            0x10_0000,
+            0,
+            0x2f30_0000,
+            0,
+            0x10_0000,
+        ],
+    );
+    w.property_cells("interrupts", &[1, 9, 4]);
+    if gic_phandle {
+        w.property_u32("phandle", GIC);
+    }
+    w.begin_node("its@2f020000");
+    w.property_string("compatible", "arm,gic-v3-its");
+    w.property_empty("msi-controller");
+    w.property_u32("#msi-cells", 1);
+    w.property_cells("reg", &[0, 0x2f02_0000, 0, 0x2_0000]);
+    w.property_u32("phandle", ITS);
+    w.end_node();
+    w.end_node();
+
+    w.begin_node("pmu");
+    w.property_string("compatible", "arm,armv8-pmuv3");
+    w.property_cells("interrupts", &[0, 7, 4, 0, 8, 4, 0, 9, 4, 0, 10, 4]);
+    w.property_cells("interrupt-affinity", &[0x20, 0x21, 0x22, 0x23]);
+    w.end_node();
+
+    w.begin_node("uart@7000000");
+    w.property_strings("compatible", &["arm,pl011", "arm,primecell"]);
+    w.property_cells("reg", &[0, 0x700_0000, 0, 0x1000]);
+    w.property_cells("interrupts", &[0, 1, 4]);
+    w.end_node();
+
+    w.begin_node("ethernet@7100000");
+    w.property_cells(
+        "reg",
+        &[0, 0x710_0000, 0, 0x1_0000, 0, 0x710_8000, 0, 0x1000],
+    );
+    w.property_cells(
+        "interrupts-extended",
+        &[GIC, 0, 40, 4, GIC, 1, 5, 4, 0x50, 3],
+    );
+    w.property_u32("msi-parent", ITS);
+    w.end_node();
+
+    w.begin_node("gpio@7200000");
+    w.property_cells("reg", &[0, 0x720_0000, 0, 0x1000]);
+    w.property_empty("interrupt-controller");
+    w.property_u32("#interrupt-cells", 1);
+    w.property_u32("phandle", 0x50);
+    w.property_cells("interrupts", &[0, 41, 4]);
+    w.end_node();
+
+    w.begin_node("button");
+    w.property_u32("interrupt-parent", 0x50);
+    w.property_cells("interrupts", &[3]); // the GPIO's: not an SPI
+    w.end_node();
+
+    w.begin_node("framebuffer@80000000");
+    w.property_cells("reg", &[0, 0x8000_0000, 0, 0x80_0000]); // in dom0's RAM
+    w.end_node();
+    w.begin_node("framebuffer@c0000000");
+    w.property_string("compatible", "simple-framebuffer");
+    w.property_cells("reg", &[0, 0xc000_0000, 0, 0x80_0000]); // in the host's RAM
+    w.end_node();
+
+    w.begin_node("pcie@40000000");
+    w.property_string("compatible", "pci-host-ecam-generic");
+    w.property_string("device_type", "pci");
+    w.property_u32("#address-cells", 3);
+    w.property_u32("#size-cells", 2);
+    w.property_u32("#interrupt-cells", 1);
+    w.property_cells("reg", &[0x40, 0x1000_0000, 0, 0x1000_0000]);
+    w.property_cells(
+        "ranges",
+        &[
+            0x0100_0000,
+            0,
+            0,
+            0,
+            0x3eff_0000,
+            0,
+            0x1_0000, // I/O
+            0x0200_0000,
+            0,
+            0x1000_0000,
+            0,
+            0x1000_0000,
+            0,
+            0x2eff_0000, // 32-bit memory
+            0x0300_0000,
+            0x80,
+            0,
+            0x80,
+            0,
+            0x80,
+            0, // 64-bit memory
+        ],
+    );
+    w.property_cells("interrupt-map-mask", &[0x1800, 0, 0, 7]);
+    let mut map = Vec::new();
+    for pin in 1..=4u32 {
+        map.extend([0, 0, 0, pin, GIC, 0, 0, 0, 2 + pin, 4]);
+    }
+    w.property_cells("interrupt-map", &map);
+    w.property_cells("msi-map", &[0, ITS, 0, 0x1_0000]);
+    w.property_u32("msi-map-mask", 0xffff);
+    w.begin_node("pci@0,0");
+    w.property_cells("reg", &[0, 0, 0, 0, 0]);
+    w.end_node();
+    w.end_node();
+
+    w.begin_node("hypervisor");
+    w.property_string("compatible", "xen,xen");
+    w.end_node();
+
+    w.begin_node("psci");
+    w.property_string("compatible", "arm,psci-1.0");
+    w.property_string("method", "smc");
+    w.begin_node("power-domain-cpu0");
+    w.property_u32("#power-domain-cells", 0);
+    w.end_node();
+    w.end_node();
+
+    w.begin_node("__symbols__");
+    w.property_string("cpu0", "/cpus/cpu@0");
+    w.property_string("cpu2", "/cpus/cpu@10000");
+    w.property_string("pmu", "/pmu");
+    w.end_node();
+
+    w.begin_node("chosen");
+    w.property_string("stdout-path", "serial0:115200n8");
+    w.property_u64("kaslr-seed", 0x1234_5678_9abc_def0);
+    w.end_node();
+    w.end_node();
+    w.finish()
+}
+
+fn server_cfg(vcpus: usize) -> Dom0Config<'static> {
+    const MEMORY: &[Region] = &[Region::new(0x8000_0000, 0x4000_0000)];
+    Dom0Config {
+        memory: MEMORY,
+        bootargs: "",
+        initrd: None,
+        vcpus,
+        console: Some(r(0x700_0000, 0x1000)),
+        gic: GicView::V3 {
+            dist: r(0x2f00_0000, 0x1_0000),
+            redist: r(0x2f10_0000, vcpus as u64 * 0x2_0000),
+        },
+        hypervisor: HYP,
+    }
+}
+
+#[test]
+fn server_cpus_and_references() {
+    let host = server(true);
+    let (dt, m) = gen_parse(&host, &server_cfg(3));
+    assert_eq!(m.cpus, psci_cpus(3), "MPIDRs renumbered 0..n");
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    let b = &dt.blob;
+    assert_eq!(
+        child_names(b, "/cpus"),
+        ["cpu@0", "cpu@1", "cpu@2", "l3-cache", "idle-states"],
+        "cpu-map and the child naming cpu@10001 dropped"
+    );
+    assert_eq!(prop_cells(b, "/cpus/cpu@2", "reg"), Some(vec![2]));
+    assert_eq!(
+        prop_cells(b, "/cpus/cpu@2", "phandle"),
+        Some(vec![0x22]),
+        "phandles kept"
+    );
+    assert_eq!(
+        prop_cells(b, "/cpus/cpu@2", "next-level-cache"),
+        Some(vec![0x30])
+    );
+    assert_eq!(prop_cells(b, "/cpus", "#address-cells"), Some(vec![1]));
+    assert!(has_note(&dt, "/cpus/cpu@10000: renamed cpu@2 (vCPU 2)"));
+    assert!(has_note(
+        &dt,
+        "/cpus/cpu@10001: dropped: dom0 has 3 vCPU(s)"
+    ));
+    assert!(has_note(
+        &dt,
+        "/cpus/cluster1-cpus: dropped: refers to a CPU"
+    ));
+    assert!(has_note(
+        &dt,
+        "/pmu: interrupt-affinity refers to /cpus/cpu@10001, which dom0's tree does not have"
+    ));
+    assert_eq!(
+        prop_cells(b, "/pmu", "interrupt-affinity"),
+        Some(vec![0x20, 0x21, 0x22, 0x23]),
+        "noted, not changed"
+    );
+
+    // Aliases and symbols follow renamed nodes and lose dropped ones.
+    assert_eq!(
+        prop_str(b, "/aliases", "cpu1").as_deref(),
+        Some("/cpus/cpu@1")
+    );
+    assert_eq!(prop(b, "/aliases", "cpu3"), None);
+    assert_eq!(prop(b, "/aliases", "its"), None);
+    assert_eq!(
+        prop_str(b, "/aliases", "serial0").as_deref(),
+        Some("/uart@7000000")
+    );
+    assert_eq!(
+        prop_str(b, "/__symbols__", "cpu2").as_deref(),
+        Some("/cpus/cpu@2")
+    );
+    assert_eq!(prop_str(b, "/__symbols__", "pmu").as_deref(), Some("/pmu"));
+    assert!(has_note(&dt, "/__symbols__: cpu2 now /cpus/cpu@2"));
+    assert_eq!(
+        prop_str(b, "/chosen", "stdout-path").as_deref(),
+        Some("serial0:115200n8")
+    );
+    assert_eq!(
+        prop(b, "/chosen", "kaslr-seed"),
+        Some(0x1234_5678_9abc_def0u64.to_be_bytes().to_vec())
+    );
+
+    // The host's /hypervisor is replaced by Ferrite's.
+    assert_eq!(
+        prop_str(b, "/hypervisor", "compatible").as_deref(),
+        Some("ferrite,hypervisor")
+    );
+    assert!(has_note(&dt, "/hypervisor: dropped: replaced"));
+    assert_eq!(child_names(b, "/psci"), Vec::<String>::new());
+    assert_eq!(prop_str(b, "/psci", "method").as_deref(), Some("hvc"));
+    assert!(has_note(
+        &dt,
+        "/psci/power-domain-cpu0: dropped: Ferrite's PSCI node has no children"
+    ));
+    assert_eq!(reservations(b), vec![r(0x8000_0000, 0x1000)]);
+}
+
+#[test]
+fn server_gic_and_msi() {
+    let host = server(true);
+    let (dt, m) = gen_parse(&host, &server_cfg(2));
+    assert_eq!(
+        m.gic,
+        Some(GicInfo::V3 {
+            dist: r(0x2f00_0000, 0x1_0000),
+            redist: vec![r(0x2f10_0000, 0x4_0000)],
+            maintenance_irq: None,
+        })
+    );
+    let b = &dt.blob;
+    let gic = "/gic@2f000000";
+    assert_eq!(prop(b, gic, "redistributor-stride"), None);
+    assert_eq!(prop_cells(b, gic, "#redistributor-regions"), Some(vec![1]));
+    assert!(!has_node(b, "/gic@2f000000/its@2f020000"));
+    for (node, name) in [
+        ("/pcie@40000000", "msi-map"),
+        ("/pcie@40000000", "msi-map-mask"),
+        ("/ethernet@7100000", "msi-parent"),
+    ] {
+        assert_eq!(prop(b, node, name), None, "{node} {name}");
+    }
+    assert!(has_note(&dt, "/pcie@40000000: msi-parent/msi-map removed"));
+    assert!(has_note(
+        &dt,
+        "/ethernet@7100000: msi-parent/msi-map removed"
+    ));
+    assert_eq!(
+        prop(b, "/pcie@40000000", "interrupt-map"),
+        prop(&host, "/pcie@40000000", "interrupt-map")
+    );
+}
+
+#[test]
+fn server_passthrough() {
+    let host = server(true);
+    let (dt, _) = gen_parse(&host, &server_cfg(2));
+    assert_eq!(
+        dt.passthrough,
+        vec![
+            Passthrough {
+                path: "/pmu".into(),
+                regions: vec![],
+                spis: vec![39, 40, 41, 42],
+            },
+            Passthrough {
+                path: "/ethernet@7100000".into(),
+                regions: vec![r(0x710_0000, 0x1_0000)],
+                spis: vec![72],
+            },
+            Passthrough {
+                path: "/gpio@7200000".into(),
+                regions: vec![r(0x720_0000, 0x1000)],
+                spis: vec![73],
+            },
+            Passthrough {
+                path: "/framebuffer@c0000000".into(),
+                regions: vec![r(0xc000_0000, 0x80_0000)],
+                spis: vec![],
+            },
+            Passthrough {
+                path: "/pcie@40000000".into(),
+                regions: vec![
+                    r(0x1000_0000, 0x2f00_0000), // 32-bit memory and I/O windows
+                    r(0x40_1000_0000, 0x1000_0000),
+                    r(0x80_0000_0000, 0x80_0000_0000),
+                ],
+                spis: vec![35, 36, 37, 38],
+            },
+        ],
+        "PMU SPIs, interrupts-extended, overlapping regs merged, PCI windows and INTx; \
+         not the console, the button (GPIO interrupt), RAM, or the bridge's children"
+    );
+    assert!(has_note(&dt, "/uart@7000000: Ferrite's console"));
+    assert!(has_note(
+        &dt,
+        "/framebuffer@80000000: the part of its reg inside dom0's RAM is not mapped as MMIO"
+    ));
+    assert!(has_note(
+        &dt,
+        "/framebuffer@c0000000: 0xc0000000-0xc07fffff (8 MiB) overlaps host RAM \
+         0x80000000-0xffffffff (2048 MiB), which is not dom0's"
+    ));
+}
+
+#[test]
+fn gic_without_phandle_gets_one() {
+    let host = server(false);
+    let (dt, m) = gen_parse(&host, &server_cfg(2));
+    assert!(m.gic.is_some());
+    let highest = 0x50; // the GPIO's
+    let b = &dt.blob;
+    assert_eq!(
+        prop_cells(b, "/gic@2f000000", "phandle"),
+        Some(vec![highest + 1])
+    );
+    assert_eq!(
+        prop_cells(b, "/hypervisor", "interrupt-parent"),
+        Some(vec![highest + 1])
+    );
+}
+
+#[test]
+fn more_vcpus_than_host_cpus_and_no_cpus_node() {
+    let host = fixtures::two_banks(); // 2 CPUs
+    let memory = [r(0x4000_0000, 0x1000_0000)];
+    let cfg = Dom0Config {
+        memory: &memory,
+        bootargs: "",
+        initrd: None,
+        vcpus: 3,
+        console: None,
+        gic: qemu_v2_view(),
+        hypervisor: HYP,
+    };
+    let (dt, m) = gen_parse(&host, &cfg);
+    assert_eq!(m.cpus, psci_cpus(3));
+    assert_eq!(
+        prop_str(&dt.blob, "/cpus/cpu@2", "compatible").as_deref(),
+        Some("arm,cortex-a72"),
+        "made-up CPUs borrow the first kept one's compatible"
+    );
+    assert!(has_note(&dt, "vCPU(s) 2..2 made up"));
+
+    // No /cpus, /chosen or /psci at all: all created.
+    let mut w = FdtWriter::new();
+    w.begin_node("");
+    w.begin_node("memory@0");
+    w.property_string("device_type", "memory");
+    w.property_cells("reg", &[0, 0, 0x1000_0000]);
+    w.end_node();
+    w.end_node();
+    let (dt, m) = gen_parse(&w.finish(), &cfg);
+    assert_eq!(m.cpus, psci_cpus(3));
+    assert_eq!(m.memory, memory);
+    assert_eq!(m.psci.map(|p| p.conduit), Some(Conduit::Hvc));
+    assert_eq!(
+        prop_str(&dt.blob, "/cpus/cpu@0", "compatible").as_deref(),
+        Some("arm,armv8")
+    );
+    assert_eq!(
+        child_names(&dt.blob, "/"),
+        ["memory@40000000", "chosen", "cpus", "psci", "hypervisor"]
+    );
+}
+
+#[test]
+fn memory_cells() {
+    // Root #size-cells = 1: a 6 GiB bank takes several entries; #address-cells = 1 cannot say
+    // an address above 4 GiB.
+    let mut w = FdtWriter::new();
+    w.begin_node("");
+    w.property_u32("#address-cells", 1);
+    w.property_u32("#size-cells", 1);
+    w.begin_node("memory@0");
+    w.property_string("device_type", "memory");
+    w.property_cells("reg", &[0, 0x1000_0000]);
+    w.end_node();
+    w.end_node();
+    let host = w.finish();
+    let memory = [r(0x1000_0000, 0x1_8000_0000), r(0x2_0000_0000, 0x1000)];
+    let cfg = Dom0Config {
+        memory: &memory,
+        bootargs: "",
+        initrd: None,
+        vcpus: 1,
+        console: None,
+        gic: qemu_v2_view(),
+        hypervisor: HYP,
+    };
+    let dt = generate(&host, &cfg).unwrap();
+    assert_eq!(
+        prop_cells(&dt.blob, "/memory@10000000", "reg"),
+        Some(vec![0x1000_0000, 0x8000_0000, 0x9000_0000, 0x8000_0000])
+    );
+    assert!(has_note(
+        &dt,
+        "dom0 RAM 0x110000000-0x18fffffff (2048 MiB): left out"
+    ));
+    assert!(has_note(
+        &dt,
+        "dom0 RAM 0x200000000-0x200000fff (4 KiB): left out"
+    ));
+}
+
+#[test]
+fn errors() {
+    let host = fixtures::qemu_virt_gicv3();
+    let mut cfg = qemu_cfg(1, qemu_v3_view(1));
+    assert_eq!(
+        generate(&host[..10], &cfg).unwrap_err(),
+        DtError::TooShort { len: 10 }
+    );
+    let mut bad = host.clone();
+    bad[0] = 0;
+    assert!(matches!(generate(&bad, &cfg), Err(DtError::BadMagic(_))));
+    cfg.memory = &[];
+    assert_eq!(generate(&host, &cfg).unwrap_err(), DtError::EmptyMemory);
+}
+
+#[test]
+fn blob_with_nops_and_trailing_bytes() {
+    let host = fixtures::rpi4(Some("serial0"));
+    let memory = [r(0x1000_0000, 0x1000_0000)];
+    let expected = generate(&host, &rpi4_cfg(&memory)).unwrap();
+    let mut longer = host.clone();
+    longer.extend_from_slice(&[0xff; 64]);
+    assert_eq!(generate(&longer, &rpi4_cfg(&memory)).unwrap(), expected);
+
+    // A NOP before the root node, as a bootloader that deleted something leaves it.
+    let word = |i: usize| u32::from_be_bytes(host[i * 4..i * 4 + 4].try_into().unwrap());
+    let off_struct = word(2) as usize;
+    let mut nops = host[..off_struct].to_vec();
+    nops.extend_from_slice(&4u32.to_be_bytes());
+    nops.extend_from_slice(&host[off_struct..]);
+    for (i, grow) in [(1, 4), (3, 4), (9, 4)] {
+        let v = word(i) + grow;
+        nops[i * 4..i * 4 + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    assert!(validate::check(&nops).unwrap().has_nops);
+    assert_eq!(generate(&nops, &rpi4_cfg(&memory)).unwrap(), expected);
+}
+
+/// Damaged host blobs: `generate` returns, whatever it returns, and what it returns parses.
+#[test]
+fn never_panics_on_damaged_blobs() {
+    let memory = [r(0x1000_0000, 0x1000_0000)];
+    for (blob, cfg) in [
+        (fixtures::qemu_virt_gicv3(), qemu_cfg(2, qemu_v3_view(2))),
+        (fixtures::rpi4(Some("serial0")), rpi4_cfg(&memory)),
+        (server(true), server_cfg(3)),
+    ] {
+        let mut seed = 0x2545_f491_4f6c_dd1du64 ^ blob.len() as u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..1500 {
+            let mut b = blob.clone();
+            for _ in 0..1 + rand() % 4 {
+                let at = rand() as usize % b.len();
+                b[at] = rand() as u8;
+            }
+            if let Ok(dt) = generate(&b, &cfg) {
+                validate::check(&dt.blob).expect("generated blob is valid");
+            }
+        }
+    }
+}
+
+/// Real blobs, e.g. `qemu-system-aarch64 -M virt,virtualization=on,gic-version=3,dumpdtb=...`:
+/// every `*.dtb` in the directory named by `FERRITE_DTB_DIR` gets a dom0 tree, which must
+/// parse with the expected shape and, if `dtc` is installed, decompile.
+#[test]
+fn external_blobs() {
+    let Ok(dir) = std::env::var("FERRITE_DTB_DIR") else {
+        return;
+    };
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "dtb") {
+            continue;
+        }
+        let blob = std::fs::read(&path).unwrap();
+        let host = parse(&blob).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // dom0 gets half of the first bank's upper half, up to 512 MiB, and two vCPUs.
+        let bank = host.memory[0];
+        let size = (bank.size / 4).min(512 * MIB) & !(2 * MIB - 1);
+        let memory = [r(bank.start + bank.size / 2, size)];
+        let vcpus = host.cpus.len().min(2);
+        let gic = match host.gic.clone().expect("a GIC") {
+            GicInfo::V2 { dist, cpu, .. } => GicView::V2 { dist, cpu },
+            GicInfo::V3 { dist, redist, .. } => GicView::V3 {
+                dist,
+                redist: r(redist[0].start, vcpus as u64 * 0x2_0000),
+            },
+        };
+        let cfg = Dom0Config {
+            memory: &memory,
+            bootargs: "console=ttyAMA0 earlycon",
+            initrd: Some(r(memory[0].start + 0x100_0000, 0x10_0000)),
+            vcpus,
+            console: host.uart.as_ref().map(|u| r(u.base, u.size)),
+            gic,
+            hypervisor: HYP,
+        };
+        let (dt, m) = gen_parse(&blob, &cfg);
+        assert_eq!(m.memory, memory, "{}", path.display());
+        assert_eq!(m.cpus, psci_cpus(vcpus as u64));
+        assert_eq!(m.psci.as_ref().map(|p| p.conduit), Some(Conduit::Hvc));
+        assert_eq!(m.uart, host.uart);
+        assert_eq!(m.timer, host.timer);
+        assert_eq!(m.initrd, cfg.initrd);
+        assert!(m.warnings.len() <= host.warnings.len(), "{:?}", m.warnings);
+        match (&m.gic, gic) {
+            (Some(GicInfo::V2 { dist, cpu, hyp, .. }), GicView::V2 { dist: d, cpu: c }) => {
+                assert_eq!((*dist, *cpu, *hyp), (d, c, None));
+            }
+            (
+                Some(GicInfo::V3 { dist, redist, .. }),
+                GicView::V3 {
+                    dist: d,
+                    redist: rd,
+                },
+            ) => {
+                assert_eq!((*dist, redist.as_slice()), (d, &[rd][..]));
+            }
+            other => panic!("{}: GIC {other:?}", path.display()),
+        }
+        let console = host.uart.as_ref().map(|u| u.path.as_str());
+        assert!(
+            dt.passthrough
+                .iter()
+                .all(|p| Some(p.path.as_str()) != console
+                    && !p.regions.iter().any(|r| { memory[0].overlaps(r) })),
+            "{:#x?}",
+            dt.passthrough
+        );
+        std::println!("{}:", path.display());
+        for note in &dt.notes {
+            std::println!("  note: {note}");
+        }
+        for p in &dt.passthrough {
+            std::println!(
+                "  passthrough {} {:x?} spis {:?}",
+                p.path,
+                p.regions,
+                p.spis
+            );
+        }
+        let out = std::env::temp_dir().join(alloc::format!(
+            "ferrite-dom0-{}-{}",
+            std::process::id(),
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&out, &dt.blob).unwrap();
+        match std::process::Command::new("dtc")
+            .args(["-q", "-I", "dtb", "-O", "dts"])
+            .arg(&out)
+            .output()
+        {
+            Ok(o) => {
+                assert!(
+                    o.status.success(),
+                    "dtc: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                let dts = String::from_utf8_lossy(&o.stdout);
+                assert!(dts.contains("compatible = \"ferrite,hypervisor\";"));
+                assert!(dts.contains("method = \"hvc\";"));
+            }
+            Err(e) => std::println!("  dtc not run: {e}"),
+        }
+        let _ = std::fs::remove_file(&out);
+    }
+}
