@@ -75,14 +75,20 @@ pub fn parse_size(v: &str) -> Option<u64> {
         b'G' | b'g' => (&v[..v.len() - 1], 1 << 30),
         _ => (v, 1),
     };
-    num.parse::<u64>().ok()?.checked_mul(mult).filter(|&n| n > 0)
+    num.parse::<u64>()
+        .ok()?
+        .checked_mul(mult)
+        .filter(|&n| n > 0)
 }
 
 pub fn parse(bootargs: &str) -> Options {
     let mut o = Options::default();
     let (ours, theirs) = match bootargs.split_once(" -- ") {
         Some((a, b)) => (a, Some(b.trim())),
-        None => match bootargs.strip_suffix(" --").or((bootargs.trim() == "--").then_some("")) {
+        None => match bootargs
+            .strip_suffix(" --")
+            .or((bootargs.trim() == "--").then_some(""))
+        {
             Some(a) => (a, Some("")),
             None => (bootargs, None),
         },
@@ -105,11 +111,15 @@ pub fn parse(bootargs: &str) -> Options {
             ("selftest", Some("fault")) => o.selftest = Some(SelfTest::Fault),
             ("dom0_mem", Some(v)) => match parse_size(v) {
                 Some(n) => o.dom0_mem = Some(n),
-                None => o.rejected.push((word.to_string(), "dom0_mem takes a size like 512M or 1G")),
+                None => o
+                    .rejected
+                    .push((word.to_string(), "dom0_mem takes a size like 512M or 1G")),
             },
             ("dom0_vcpus", Some(v)) => match v.parse::<usize>() {
                 Ok(n) if n > 0 => o.dom0_vcpus = Some(n),
-                _ => o.rejected.push((word.to_string(), "dom0_vcpus takes a number from 1")),
+                _ => o
+                    .rejected
+                    .push((word.to_string(), "dom0_vcpus takes a number from 1")),
             },
             ("selftest", _) => o
                 .rejected

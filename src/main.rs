@@ -12,8 +12,8 @@ extern crate alloc;
 
 // Portable: builds and unit-tests on the host.
 pub mod cmdline;
-pub mod dt;
 pub mod domain;
+pub mod dt;
 pub mod mm;
 pub mod vdev;
 pub mod vgic;

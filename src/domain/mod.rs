@@ -1,6 +1,7 @@
 //! Domains and their vCPUs, as policy: identities, power states and the PSCI rules that move
 //! vCPUs between them. The arch code owns the registers; this owns what is allowed.
 
+pub mod layout;
 pub mod power;
 
 /// A domain's identity. dom0 is 0.

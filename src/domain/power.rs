@@ -9,7 +9,10 @@ use alloc::vec::Vec;
 pub enum Power {
     Off,
     /// CPU_ON accepted; the vCPU starts at `entry` with x0 = `context`.
-    OnPending { entry: u64, context: u64 },
+    OnPending {
+        entry: u64,
+        context: u64,
+    },
     On,
 }
 
@@ -37,7 +40,7 @@ impl PowerTable {
     /// CPU_ON: Ok(vCPU index) to start, or the PSCI error for the caller.
     pub fn cpu_on(&mut self, target: u64, entry: u64, context: u64) -> Result<usize, i64> {
         let i = self.index(target).ok_or(psci::INVALID_PARAMETERS)?;
-        if entry % 4 != 0 {
+        if !entry.is_multiple_of(4) {
             return Err(psci::INVALID_ADDRESS);
         }
         match self.vcpus[i] {

@@ -58,7 +58,11 @@ mod tests {
         assert_eq!((sanitise(ID_AA64PFR1, all, true) >> 8) & 0xf, 0, "MTE");
         assert_eq!(sanitise(ID_AA64ZFR0, all, true), 0);
         assert_eq!((sanitise(ID_AA64DFR0, all, true) >> 32) & 0xf, 0, "SPE");
-        assert_eq!((sanitise(ID_AA64DFR0, all, true) >> 8) & 0xf, 0xf, "PMUVer kept");
+        assert_eq!(
+            (sanitise(ID_AA64DFR0, all, true) >> 8) & 0xf,
+            0xf,
+            "PMUVer kept"
+        );
         assert_eq!((sanitise(ID_AA64MMFR1, all, true) >> 8) & 0xf, 0, "VHE");
         assert_eq!(sanitise((6, 0), 0x1234, true), 0x1234, "ISAR0 untouched");
     }

@@ -64,7 +64,11 @@ pub struct BadAccess;
 
 impl Pl011 {
     pub fn new() -> Self {
-        Self { cr: 0x300, ifls: 0x12, ..Self::default() }
+        Self {
+            cr: 0x300,
+            ifls: 0x12,
+            ..Self::default()
+        }
     }
 
     fn irq(&self) -> bool {
@@ -80,7 +84,7 @@ impl Pl011 {
     }
 
     pub fn read(&mut self, offset: u64, size: u8) -> Result<(u32, bool), BadAccess> {
-        if size > 4 || offset % 4 != 0 && size == 4 {
+        if size > 4 || !offset.is_multiple_of(4) && size == 4 {
             return Err(BadAccess);
         }
         let v = match offset {
@@ -134,12 +138,20 @@ impl Pl011 {
             _ => {}
         }
         self.update_rx_status();
-        Ok(Effect { output, irq: self.irq() })
+        Ok(Effect {
+            output,
+            irq: self.irq(),
+        })
     }
 
     /// Bytes typed at the console for this guest. Returns the interrupt line's level.
     pub fn push_rx(&mut self, bytes: &[u8]) -> bool {
-        self.rx.extend(bytes.iter().copied().take(4096usize.saturating_sub(self.rx.len())));
+        self.rx.extend(
+            bytes
+                .iter()
+                .copied()
+                .take(4096usize.saturating_sub(self.rx.len())),
+        );
         self.update_rx_status();
         self.irq()
     }
@@ -184,7 +196,9 @@ mod tests {
         let mut u = Pl011::new();
         let (fr, _) = u.read(FR, 4).unwrap();
         assert_eq!(fr & (FR_TXFE | FR_RXFE), FR_TXFE | FR_RXFE);
-        let ids: Vec<u32> = (0..8).map(|i| u.read(0xfe0 + i * 4, 4).unwrap().0).collect();
+        let ids: Vec<u32> = (0..8)
+            .map(|i| u.read(0xfe0 + i * 4, 4).unwrap().0)
+            .collect();
         assert_eq!(ids, ID);
         // TX interrupt: raised by a write, seen once unmasked, cleared by ICR.
         assert!(!u.write(DR, 4, b'a' as u32).unwrap().irq);

@@ -35,11 +35,18 @@ const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
 pub enum Call {
     /// Answer at once with this value in x0.
     Return(i64),
-    CpuOn { target: u64, entry: u64, context: u64 },
+    CpuOn {
+        target: u64,
+        entry: u64,
+        context: u64,
+    },
     CpuOff,
     /// CPU_SUSPEND: a standby is a WFI; Ferrite treats every power state as one.
     Suspend,
-    AffinityInfo { target: u64, level: u64 },
+    AffinityInfo {
+        target: u64,
+        level: u64,
+    },
     SystemOff,
     SystemReset,
     /// Not a PSCI or SMCCC architecture call: the hypercall layer's to answer.
@@ -58,11 +65,18 @@ pub fn decode(x: [u64; 4]) -> Call {
         CPU_OFF => Call::CpuOff,
         CPU_ON_32 | CPU_ON_64 => {
             let w = f == CPU_ON_64;
-            Call::CpuOn { target: arg(1, w), entry: arg(2, w), context: arg(3, w) }
+            Call::CpuOn {
+                target: arg(1, w),
+                entry: arg(2, w),
+                context: arg(3, w),
+            }
         }
         AFFINITY_INFO_32 | AFFINITY_INFO_64 => {
             let w = f == AFFINITY_INFO_64;
-            Call::AffinityInfo { target: arg(1, w), level: arg(2, w) }
+            Call::AffinityInfo {
+                target: arg(1, w),
+                level: arg(2, w),
+            }
         }
         MIGRATE_INFO_TYPE => Call::Return(2), // Trusted OS not present: no migration needed
         SYSTEM_OFF => Call::SystemOff,
@@ -95,8 +109,14 @@ mod tests {
     #[test]
     fn version_and_features() {
         assert_eq!(decode([0x8400_0000, 0, 0, 0]), Call::Return(0x10001));
-        assert_eq!(decode([0x8400_000a, 0xc400_0003, 0, 0]), Call::Return(SUCCESS));
-        assert_eq!(decode([0x8400_000a, 0x8400_0012, 0, 0]), Call::Return(NOT_SUPPORTED));
+        assert_eq!(
+            decode([0x8400_000a, 0xc400_0003, 0, 0]),
+            Call::Return(SUCCESS)
+        );
+        assert_eq!(
+            decode([0x8400_000a, 0x8400_0012, 0, 0]),
+            Call::Return(NOT_SUPPORTED)
+        );
         assert_eq!(decode([0x8000_0000, 0, 0, 0]), Call::Return(0x10001));
     }
 
@@ -105,12 +125,20 @@ mod tests {
         let big = 0x1_4000_0000u64;
         assert_eq!(
             decode([0xc400_0003, 3, big, 7]),
-            Call::CpuOn { target: 3, entry: big, context: 7 }
+            Call::CpuOn {
+                target: 3,
+                entry: big,
+                context: 7
+            }
         );
         // The 32-bit call sees only the low halves.
         assert_eq!(
             decode([0x8400_0003, 0xffff_0000_0000_0003, big, 7]),
-            Call::CpuOn { target: 3, entry: 0x4000_0000, context: 7 }
+            Call::CpuOn {
+                target: 3,
+                entry: 0x4000_0000,
+                context: 7
+            }
         );
     }
 

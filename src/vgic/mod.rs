@@ -187,6 +187,9 @@ pub struct Vgic {
     spis: Vec<Irq>,
     enable_grp0: bool,
     enable_grp1: bool,
+    /// Enable changes the guest made to hardware-backed SPIs, for the arch code to mirror on
+    /// the physical interrupt ([`Vgic::take_hw_enables`]).
+    hw_enables: Vec<(u32, bool)>,
 }
 
 impl Vgic {
@@ -223,6 +226,7 @@ impl Vgic {
             spis: alloc::vec![Irq::new(false, v3); nspis],
             enable_grp0: false,
             enable_grp1: false,
+            hw_enables: Vec::new(),
         }
     }
 
@@ -276,6 +280,13 @@ impl Vgic {
         };
         irq.set_pending(sgi_source(v2, intid, vcpu));
         self.kick_for(vcpu.unwrap_or(0), intid)
+    }
+
+    /// Enable changes to hardware-backed SPIs since the last call, as (physical INTID, enabled):
+    /// the physical interrupt must follow, so that a level line the guest has masked does not
+    /// keep firing into a disabled virtual interrupt.
+    pub fn take_hw_enables(&mut self) -> Vec<(u32, bool)> {
+        core::mem::take(&mut self.hw_enables)
     }
 
     /// Declares that physical interrupt `pintid` backs this virtual one (`None` undoes it): its

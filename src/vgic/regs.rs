@@ -172,7 +172,18 @@ impl Vgic {
             };
             match bit {
                 Bit::Group => irq.group1 = one,
-                Bit::Enable => irq.enabled = set,
+                Bit::Enable => {
+                    irq.enabled = set;
+                    if let Some(p) = irq.hw.filter(|_| intid >= 32) {
+                        // A physical interrupt is level in hardware: what was latched while the
+                        // guest had it disabled may be stale (the device may have dropped its
+                        // line since), so the hardware decides again once it is enabled.
+                        if set && irq.in_lr.is_none() {
+                            irq.latch = false;
+                        }
+                        self.hw_enables.push((p, set));
+                    }
+                }
                 // GICv2 SGIs are made pending per source, through SPENDSGIR/CPENDSGIR only.
                 Bit::Pending if v2 && intid < 16 => {}
                 Bit::Pending if set => irq.set_pending(None),

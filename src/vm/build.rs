@@ -5,6 +5,7 @@
 use super::{Vm, modules};
 use crate::arch::{cpu, gic, mmu, stage2::Stage2Map, timer};
 use crate::cmdline::Options;
+use crate::domain::layout::{self, TWO_MIB};
 use crate::domain::{DomainState, power::PowerTable};
 use crate::dt::dom0::{Dom0Config, GicView, HypervisorNode};
 use crate::dt::{GicInfo, MachineInfo};
@@ -18,64 +19,12 @@ use alloc::vec::Vec;
 use spin::Mutex;
 
 const MIB: u64 = 1 << 20;
-const TWO_MIB: u64 = 2 << 20;
 /// The PPI dom0's device tree names for event-channel notifications (a later issue uses it).
 pub const EVENT_PPI: u32 = 31;
 /// The virtual timer's PPI.
 const VTIMER_PPI: u32 = 27;
 /// Ferrite's ABI version, as the `/hypervisor` node states it.
 pub const ABI: (u32, u32) = (0, 1);
-
-/// What the arm64 `Image` header says.
-struct ImageHeader {
-    text_offset: u64,
-    image_size: u64,
-}
-
-fn image_header(k: &[u8]) -> Result<ImageHeader, String> {
-    let word = |o: usize| u64::from_le_bytes(k[o..o + 8].try_into().unwrap());
-    if k.len() < 64 || &k[0x38..0x3c] != b"ARM\x64" {
-        return Err("the dom0 kernel is not an arm64 Image (no \"ARM\\x64\" magic at 0x38)".into());
-    }
-    let (text_offset, image_size) = (word(8), word(16));
-    // An image_size of 0 comes from kernels before 3.17: text_offset is then 0x80000.
-    let image_size = if image_size == 0 { k.len() as u64 + TWO_MIB } else { image_size };
-    Ok(ImageHeader { text_offset, image_size: image_size.max(k.len() as u64) })
-}
-
-/// The default when `dom0_mem` is not given: all free memory but what Ferrite keeps for itself
-/// and for domUs, max(128 MiB, a quarter).
-fn default_dom0_mem(free: u64) -> u64 {
-    free.saturating_sub((free / 4).max(128 * MIB))
-}
-
-/// Takes `size` bytes in naturally aligned power-of-two pieces of at least 2 MiB, largest
-/// first, in at most 8 banks.
-fn allocate(frames: &mut FrameAllocator, size: u64) -> Vec<Region> {
-    let mut banks: Vec<Region> = Vec::new();
-    let mut left = size / TWO_MIB * TWO_MIB;
-    'banks: while left >= TWO_MIB && banks.len() < 8 {
-        let mut chunk = 1u64 << (63 - left.leading_zeros());
-        loop {
-            if let Some(pa) = frames.alloc_aligned((chunk / 4096) as usize, TWO_MIB) {
-                banks.push(Region::new(pa, chunk));
-                left -= chunk;
-                continue 'banks;
-            }
-            if chunk == TWO_MIB {
-                break 'banks;
-            }
-            chunk /= 2;
-        }
-    }
-    banks.sort();
-    crate::mm::region::merge(&mut banks);
-    banks
-}
-
-fn align_up(v: u64, a: u64) -> u64 {
-    v.div_ceil(a) * a
-}
 
 /// Copies `bytes` to physical address `pa` and makes them visible to a CPU running with its
 /// caches off (dom0 starts that way).
@@ -98,47 +47,55 @@ pub fn dom0(
         "no dom0 kernel: none is packed into this image (make DOM0=...) and /chosen names no \
          multiboot,kernel module",
     )?;
-    let hdr = image_header(images.kernel)?;
+    let hdr = layout::image_header(images.kernel).map_err(|e| format!("dom0: {e}"))?;
     let vcpus = opts.dom0_vcpus.unwrap_or(cpus).min(cpus);
     if opts.dom0_vcpus.is_some_and(|n| n > cpus) {
-        log::warn!("dom0_vcpus={} is more than the {cpus} CPUs; dom0 gets {cpus}", opts.dom0_vcpus.unwrap());
+        log::warn!(
+            "dom0_vcpus={} is more than the {cpus} CPUs; dom0 gets {cpus}",
+            opts.dom0_vcpus.unwrap()
+        );
     }
     let free = frames.free_frames() as u64 * 4096;
-    let want = opts.dom0_mem.unwrap_or_else(|| default_dom0_mem(free));
-    let banks = allocate(frames, want.min(free));
+    let want = opts
+        .dom0_mem
+        .unwrap_or_else(|| layout::default_dom0_mem(free))
+        / TWO_MIB
+        * TWO_MIB;
+    let banks = layout::plan_banks(want.min(free), 8, |bytes| {
+        frames.alloc_aligned((bytes / 4096) as usize, TWO_MIB)
+    });
     let got: u64 = banks.iter().map(|b| b.size).sum();
     let first = *banks.first().ok_or("no memory left for dom0")?;
     if got < want {
         log::warn!("dom0: asked for {} MiB, got {} MiB", want / MIB, got / MIB);
     }
 
-    // Layout in the first bank: kernel at base + text_offset, then the initrd, then the DTB.
-    let kernel = first.start + hdr.text_offset;
-    let mut next = align_up(kernel + hdr.image_size, TWO_MIB);
-    let initrd = images.ramdisk.map(|r| {
-        let region = Region::new(next, r.len() as u64);
-        next = align_up(region.end(), TWO_MIB);
-        region
-    });
-    let dtb_at = next;
-    let dtb_room = TWO_MIB;
-    if dtb_at + dtb_room > first.end() {
-        return Err(format!(
-            "dom0's first bank {first} is too small for its kernel ({} KiB), initrd and device tree",
-            hdr.image_size / 1024
-        ));
-    }
+    let place = layout::place(first, &hdr, images.ramdisk.map(|r| r.len() as u64))?;
+    let (kernel, initrd, dtb_at) = (place.kernel, place.initrd, place.dtb);
 
     let gic_view = match info.gic.as_ref().ok_or("no GIC")? {
-        GicInfo::V2 { dist, cpu, vcpu: Some(_), hyp: Some(_), .. } => {
-            GicView::V2 { dist: *dist, cpu: Region::new(cpu.start, cpu.size.max(0x2000)) }
-        }
+        GicInfo::V2 {
+            dist,
+            cpu,
+            vcpu: Some(_),
+            hyp: Some(_),
+            ..
+        } => GicView::V2 {
+            dist: *dist,
+            cpu: Region::new(cpu.start, cpu.size.max(0x2000)),
+        },
         GicInfo::V2 { .. } => {
-            return Err("the GICv2 has no virtualisation extensions (no GICH/GICV in the device tree)".into());
+            return Err(
+                "the GICv2 has no virtualisation extensions (no GICH/GICV in the device tree)"
+                    .into(),
+            );
         }
         GicInfo::V3 { dist, redist, .. } => GicView::V3 {
             dist: *dist,
-            redist: Region::new(redist.first().ok_or("GICv3 without redistributors")?.start, vcpus as u64 * 0x20000),
+            redist: Region::new(
+                redist.first().ok_or("GICv3 without redistributors")?.start,
+                vcpus as u64 * 0x20000,
+            ),
         },
     };
     let console = info.uart.as_ref().map(|u| Region::new(u.base, 0x1000));
@@ -148,12 +105,20 @@ pub fn dom0(
         initrd,
         vcpus,
         console,
-        gic: gic_view.clone(),
-        hypervisor: HypervisorNode { abi_major: ABI.0, abi_minor: ABI.1, event_ppi: EVENT_PPI },
+        gic: gic_view,
+        hypervisor: HypervisorNode {
+            abi_major: ABI.0,
+            abi_minor: ABI.1,
+            event_ppi: EVENT_PPI,
+        },
     };
-    let dt = crate::dt::dom0::generate(host_dtb, &cfg).map_err(|e| format!("dom0's device tree: {e}"))?;
-    if dt.blob.len() as u64 > dtb_room {
-        return Err(format!("dom0's device tree is {} bytes, more than 2 MiB", dt.blob.len()));
+    let dt = crate::dt::dom0::generate(host_dtb, &cfg)
+        .map_err(|e| format!("dom0's device tree: {e}"))?;
+    if dt.blob.len() as u64 > layout::DTB_ROOM {
+        return Err(format!(
+            "dom0's device tree is {} bytes, more than 2 MiB",
+            dt.blob.len()
+        ));
     }
     for n in &dt.notes {
         log::debug!("dom0 device tree: {n}");
@@ -163,19 +128,33 @@ pub fn dom0(
     // dom0 expects the CPU interface.
     let mut s2 = Stage2Map::new(1);
     for b in &banks {
-        s2.map_ram(b).map_err(|e| format!("stage 2: cannot map RAM {}", e.0))?;
+        s2.map_ram(b)
+            .map_err(|e| format!("stage 2: cannot map RAM {}", e.0))?;
     }
     let mut spis = Vec::new();
     for p in &dt.passthrough {
         for r in &p.regions {
-            let r = Region::new(r.start & !0xfff, align_up(r.end(), 0x1000) - (r.start & !0xfff));
+            let r = Region::new(
+                r.start & !0xfff,
+                r.end().div_ceil(0x1000) * 0x1000 - (r.start & !0xfff),
+            );
             if let Err(e) = s2.map_device(&r) {
-                log::warn!("dom0: cannot pass through {} at {}: outside the IPA space", p.path, e.0);
+                log::warn!(
+                    "dom0: cannot pass through {} at {}: outside the IPA space",
+                    p.path,
+                    e.0
+                );
             }
         }
         spis.extend_from_slice(&p.spis);
     }
-    if let (GicView::V2 { cpu, .. }, Some(GicInfo::V2 { vcpu: Some(gicv), .. })) = (&gic_view, &info.gic) {
+    if let (
+        GicView::V2 { cpu, .. },
+        Some(GicInfo::V2 {
+            vcpu: Some(gicv), ..
+        }),
+    ) = (&gic_view, &info.gic)
+    {
         s2.map_device_at(cpu.start, gicv.start, 0x2000)
             .map_err(|e| format!("stage 2: cannot map the virtual CPU interface at {}", e.0))?;
     }
@@ -214,7 +193,6 @@ pub fn dom0(
         vttbr: s2.vttbr(),
         cntvoff: timer::counter(),
         gic_v3: version == vgic::Version::V3,
-        memory: banks.clone(),
         state: Mutex::new(DomainState::Running),
         power: Mutex::new(PowerTable::new(vcpus)),
         vgic: Mutex::new(vgic),
@@ -226,7 +204,12 @@ pub fn dom0(
         entry: kernel,
         dtb: dtb_at,
         maintenance: info.gic.as_ref().and_then(|g| match g {
-            GicInfo::V2 { maintenance_irq, .. } | GicInfo::V3 { maintenance_irq, .. } => *maintenance_irq,
+            GicInfo::V2 {
+                maintenance_irq, ..
+            }
+            | GicInfo::V3 {
+                maintenance_irq, ..
+            } => *maintenance_irq,
         }),
     });
     // The tables live as long as the domain; keep them (a later issue frees them on destroy).
@@ -241,10 +224,16 @@ pub fn dom0(
         "dom0: {} vcpus, {} MiB at {}, kernel ({}, {} KiB) at {kernel:#x}, device tree at {dtb_at:#x}{}",
         vcpus,
         got / MIB,
-        banks.iter().map(|b| format!("{:#x}", b.start)).collect::<Vec<_>>().join(","),
+        banks
+            .iter()
+            .map(|b| format!("{:#x}", b.start))
+            .collect::<Vec<_>>()
+            .join(","),
         images.source,
         images.kernel.len() / 1024,
-        initrd.map(|r| format!(", initrd at {:#x}", r.start)).unwrap_or_default()
+        initrd
+            .map(|r| format!(", initrd at {:#x}", r.start))
+            .unwrap_or_default()
     );
     log::info!(
         "dom0: {} devices passed through, {} interrupts forwarded; command line \"{}\"",
@@ -264,7 +253,10 @@ pub fn enable_cpu_interrupts(maintenance: Option<u32>) {
         // The maintenance interrupt only needs to cause an exit: the return path refills the
         // list registers.
         if let Err(e) = gic::enable(m, true, |_| {}) {
-            log::warn!("cpu{}: cannot enable the GIC maintenance interrupt: {e}", cpu::index());
+            log::warn!(
+                "cpu{}: cannot enable the GIC maintenance interrupt: {e}",
+                cpu::index()
+            );
         }
     }
 }

@@ -18,7 +18,11 @@ pub fn call(frame: &mut TrapFrame) {
     let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
     let ret = match psci::decode(x) {
         psci::Call::Return(r) => r,
-        psci::Call::CpuOn { target, entry, context } => {
+        psci::Call::CpuOn {
+            target,
+            entry,
+            context,
+        } => {
             let r = vm.power.lock().cpu_on(target, entry, context);
             match r {
                 Ok(t) => {
@@ -30,6 +34,7 @@ pub fn call(frame: &mut TrapFrame) {
             }
         }
         psci::Call::CpuOff => {
+            retire_lrs(vm, v);
             vm.power.lock().cpu_off(v);
             log::debug!("{}: vcpu{v}: CPU_OFF", vm.name);
             stop_here();
@@ -73,7 +78,11 @@ pub fn wfi(_frame: &mut TrapFrame) {
 }
 
 fn width_mask(size: u8) -> u64 {
-    if size >= 8 { u64::MAX } else { (1u64 << (size as u32 * 8)) - 1 }
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (size as u32 * 8)) - 1
+    }
 }
 
 /// A data abort with a valid syndrome: one of the trapped frames, or nothing there.
@@ -85,7 +94,11 @@ pub fn mmio(frame: &mut TrapFrame, m: Mmio, esr: u64) {
         let mut g = vm.vgic.lock();
         if m.write {
             g.dist_write(v, off, m.size, value).map(|k| {
+                let hw = g.take_hw_enables();
                 drop(g);
+                for (pintid, on) in hw {
+                    gic::set_enabled(pintid, on);
+                }
                 kick(k);
                 0
             })
@@ -150,13 +163,17 @@ pub fn mmio(frame: &mut TrapFrame, m: Mmio, esr: u64) {
 fn uart(vm: &Vm, m: Mmio, off: u64, value: u64) -> Result<u64, &'static str> {
     let mut u = vm.vuart.lock();
     let (read, irq) = if m.write {
-        let e = u.write(off, m.size, value as u32).map_err(|_| "UART access wider than 32 bits")?;
+        let e = u
+            .write(off, m.size, value as u32)
+            .map_err(|_| "UART access wider than 32 bits")?;
         if let Some(line) = e.output {
             crate::console::write_guest_line(&line);
         }
         (0, e.irq)
     } else {
-        let (r, irq) = u.read(off, m.size).map_err(|_| "UART access wider than 32 bits")?;
+        let (r, irq) = u
+            .read(off, m.size)
+            .map_err(|_| "UART access wider than 32 bits")?;
         (r as u64, irq)
     };
     drop(u);
@@ -182,11 +199,20 @@ pub fn sysreg(frame: &mut TrapFrame, r: SysReg) -> bool {
         // The ID space (TID3): sanitised real values.
         (3, 0, 0, 1..=7, _, true) => {
             let real = cpu::read_id_reg(r.crm, r.op2);
-            set_reg(frame, r.reg, idregs::sanitise((r.crm, r.op2), real, vm.gic_v3));
+            set_reg(
+                frame,
+                r.reg,
+                idregs::sanitise((r.crm, r.op2), real, vm.gic_v3),
+            );
             true
         }
         _ => {
-            log::warn!("{}: vcpu{v}: {} at {:#x} is not emulated; the guest sees it undefined", vm.name, r, frame.elr);
+            log::warn!(
+                "{}: vcpu{v}: {} at {:#x} is not emulated; the guest sees it undefined",
+                vm.name,
+                r,
+                frame.elr
+            );
             false
         }
     }
@@ -197,7 +223,11 @@ pub fn sysreg(frame: &mut TrapFrame, r: SysReg) -> bool {
 pub fn crash(frame: &TrapFrame, why: fmt::Arguments) -> ! {
     let (vm, v) = current();
     let reason = alloc::format!("{why}");
-    crate::println!("ferrite: domain {} ({}) crashed on vcpu{v}: {reason}", vm.id, vm.name);
+    crate::println!(
+        "ferrite: domain {} ({}) crashed on vcpu{v}: {reason}",
+        vm.id,
+        vm.name
+    );
     crate::println!("{frame}");
     if let Some(line) = vm.vuart.lock().take_partial_line() {
         crate::console::write_guest_line(&line);
@@ -211,8 +241,29 @@ pub fn crash(frame: &TrapFrame, why: fmt::Arguments) -> ! {
     stop_here();
 }
 
-/// Before every return to the guest: fold the list registers back into the vGIC, refill them,
-/// and leave if the domain has stopped meanwhile.
+/// Hands what is in this CPU's list registers back to the vGIC and empties them, so interrupts
+/// held by a vCPU that stops are not stranded there.
+fn retire_lrs(vm: &Vm, v: usize) {
+    let n = vgic_hw::lr_count();
+    let mut lrs = [Lr::default(); vgic_hw::MAX_LRS];
+    vgic_hw::read_lrs(&mut lrs[..n]);
+    vm.vgic.lock().sync_lrs(v, &lrs[..n]);
+    vgic_hw::write_lrs(&[Lr::default(); vgic_hw::MAX_LRS][..n], false);
+}
+
+/// First thing on every exit: fold what the guest did to its list registers (acknowledged,
+/// ended interrupts) back into the vGIC, before anything (a physical interrupt for the same
+/// INTID, a register write) looks at the vGIC's state.
+pub fn after_exit() {
+    let (vm, v) = current();
+    let n = vgic_hw::lr_count();
+    let mut lrs = [Lr::default(); vgic_hw::MAX_LRS];
+    vgic_hw::read_lrs(&mut lrs[..n]);
+    vm.vgic.lock().sync_lrs(v, &lrs[..n]);
+}
+
+/// Before every return to the guest: refill the list registers, and leave if the domain has
+/// stopped meanwhile.
 pub fn before_return(_frame: &mut TrapFrame) {
     let (vm, v) = current();
     if !super::is_running(vm) {
@@ -221,9 +272,6 @@ pub fn before_return(_frame: &mut TrapFrame) {
     let n = vgic_hw::lr_count();
     let mut lrs = [Lr::default(); vgic_hw::MAX_LRS];
     vgic_hw::read_lrs(&mut lrs[..n]);
-    let mut g = vm.vgic.lock();
-    g.sync_lrs(v, &lrs[..n]);
-    let fill = g.fill_lrs(v, &mut lrs[..n]);
-    drop(g);
+    let fill = vm.vgic.lock().fill_lrs(v, &mut lrs[..n]);
     vgic_hw::write_lrs(&lrs[..n], fill.underflow);
 }

@@ -16,7 +16,6 @@ use crate::mm::region::Region;
 use crate::vdev::pl011::Pl011;
 use crate::vgic::{Kick, Vgic};
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::{Mutex, Once};
 
@@ -27,7 +26,6 @@ pub struct Vm {
     pub vttbr: u64,
     pub cntvoff: u64,
     pub gic_v3: bool,
-    pub memory: Vec<Region>,
     pub state: Mutex<DomainState>,
     pub power: Mutex<PowerTable>,
     pub vgic: Mutex<Vgic>,
@@ -50,10 +48,6 @@ static DOM0: Once<Vm> = Once::new();
 static RUNNING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// Per CPU: CPU_ON asked this CPU to start its vCPU.
 static START: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-
-pub fn dom0() -> Option<&'static Vm> {
-    DOM0.get()
-}
 
 /// The domain and vCPU this CPU runs. Only called on exits, so a vCPU runs here.
 pub fn current() -> (&'static Vm, usize) {
@@ -100,8 +94,10 @@ pub fn idle_loop() -> ! {
     let me = cpu::index();
     loop {
         cpu::irq_disable();
-        if START[me].swap(false, Ordering::AcqRel) {
-            if let Some(vm) = DOM0.get() {
+        if START[me].swap(false, Ordering::AcqRel)
+            && let Some(vm) = DOM0.get()
+        {
+            {
                 let start = vm.power.lock().take_start(me);
                 if let (Some((entry, context)), true) = (start, is_running(vm)) {
                     run(vm, me, entry, context);
@@ -121,7 +117,13 @@ pub fn run(vm: &'static Vm, v: usize, pc: u64, x0: u64) -> ! {
     crate::arch::vgic_hw::enable();
     log::debug!("{}: vcpu{v} starts at {pc:#x}", vm.name);
     vcpu::enter(
-        &vcpu::Start { pc, x0, vmpidr: v as u64, vttbr: vm.vttbr, cntvoff: vm.cntvoff },
+        &vcpu::Start {
+            pc,
+            x0,
+            vmpidr: v as u64,
+            vttbr: vm.vttbr,
+            cntvoff: vm.cntvoff,
+        },
         crate::arch::smp::stack_top(v),
     )
 }

@@ -11,9 +11,9 @@ use ferrite_systests::{Exit, Outcome, Qemu, Result};
 const TIMEOUT: Duration = Duration::from_secs(90);
 
 fn firmware(board: &str) -> PathBuf {
-    let dir = std::env::var("FERRITE_IMAGE_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build")
-    });
+    let dir = std::env::var("FERRITE_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
     dir.join(board).join("ferrite-dom0.bin")
 }
 
@@ -59,7 +59,10 @@ fn check_dom0(out: &Outcome, disk: &std::path::Path, gic: u32, cpus: u32) -> Res
     let c = &out.console;
     out.ensure(!c.has_panic(), "Ferrite panicked")?;
     out.ensure(!c.contains("dom0: PANIC"), "dom0 panicked")?;
-    out.ensure(!c.contains("crashed on vcpu"), "dom0 was crashed by Ferrite")?;
+    out.ensure(
+        !c.contains("crashed on vcpu"),
+        "dom0 was crashed by Ferrite",
+    )?;
     out.ensure_exit(Exit::Code(0))?;
     for needle in [
         "ferrite: ready:".to_string(),
@@ -76,7 +79,10 @@ fn check_dom0(out: &Outcome, disk: &std::path::Path, gic: u32, cpus: u32) -> Res
         out.ensure(c.contains(&needle), format!("missing `{needle}`"))?;
     }
     for v in 1..cpus {
-        out.ensure(c.contains(&format!("dom0: vcpu{v} online")), format!("vcpu{v} not online"))?;
+        out.ensure(
+            c.contains(&format!("dom0: vcpu{v} online")),
+            format!("vcpu{v} not online"),
+        )?;
     }
     // The virtual timer ticks at the rate dom0 programmed (guest time is exact under -icount).
     let line = c
@@ -90,12 +96,51 @@ fn check_dom0(out: &Outcome, disk: &std::path::Path, gic: u32, cpus: u32) -> Res
         .and_then(|s| s.split(' ').next())
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| out.fail(format!("unparsable timer line `{line}`")))?;
-    out.ensure((490..=520).contains(&ms), format!("50 ticks at 100 Hz took {ms} ms"))?;
+    out.ensure(
+        (490..=520).contains(&ms),
+        format!("50 ticks at 100 Hz took {ms} ms"),
+    )?;
     // The disk and NIC, through dom0's own virtio drivers on passed-through devices.
-    let blk = c.lines().iter().find(|l| l.starts_with("dom0: blk:")).cloned().unwrap_or_default();
+    let blk = c
+        .lines()
+        .iter()
+        .find(|l| l.starts_with("dom0: blk:"))
+        .cloned()
+        .unwrap_or_default();
     out.ensure(blk.ends_with(": ok"), format!("block test: `{blk}`"))?;
-    let net = c.lines().iter().find(|l| l.starts_with("dom0: net:")).cloned().unwrap_or_default();
+    let net = c
+        .lines()
+        .iter()
+        .find(|l| l.starts_with("dom0: net:"))
+        .cloned()
+        .unwrap_or_default();
     out.ensure(net.ends_with(": ok"), format!("network test: `{net}`"))?;
+    // Every completion came as an interrupt: device SPIs are forwarded to dom0 through its vGIC.
+    out.ensure(
+        !c.contains("dom0: WARNING"),
+        "dom0 warned (an interrupt did not arrive?)",
+    )?;
+    out.ensure(
+        c.contains("dom0: net: reply by interrupt (INTID"),
+        "no network interrupt",
+    )?;
+    let by_irq = c
+        .lines()
+        .iter()
+        .find(|l| l.contains("completions by interrupt"))
+        .cloned()
+        .unwrap_or_default();
+    let counts: Vec<&str> = by_irq
+        .trim_start_matches("dom0: blk: ")
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .collect();
+    out.ensure(
+        counts.len() == 2 && counts[0] == counts[1] && counts[0] != "0",
+        format!("block completions by interrupt: `{by_irq}`"),
+    )?;
     let image = std::fs::read(disk).unwrap();
     out.ensure(
         image.windows(22).any(|w| w == b"FERRITE-DOM0-BLK-TEST "),
@@ -142,7 +187,10 @@ fn dom0_touching_unmapped_memory_is_crashed_not_ferrite() -> Result<()> {
     let out = with_devices(q, &disk).spawn()?.wait_exit(TIMEOUT)?;
     out.ensure_exit(Exit::Code(0))?;
     let c = &out.console;
-    out.ensure(c.contains("dom0: ready"), "dom0 did not get as far as its fault probe")?;
+    out.ensure(
+        c.contains("dom0: ready"),
+        "dom0 did not get as far as its fault probe",
+    )?;
     for needle in [
         "ferrite: domain 0 (dom0) crashed on vcpu0: read of ",
         "no memory or device is there",

@@ -55,10 +55,6 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
         ram_mib
     );
     describe(m, dtb, &dt);
-    log::trace!("device tree: {} bytes, nodes:", dt.size());
-    for n in dt.fdt.all_nodes() {
-        log::trace!("  {}", n.name);
-    }
     for w in unknown {
         log::warn!("bootargs: unknown option \"{w}\" ignored");
     }

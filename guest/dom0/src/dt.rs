@@ -196,6 +196,22 @@ impl Dt {
         Ok(Self { fdt })
     }
 
+    /// Looks a node up by its path (`/cpus`, `/chosen`), walking down from the root; a path
+    /// component matches a node's full name or its name without the unit address.
+    ///
+    /// Not `Fdt::find_node`: fdt 0.1.5's misses nodes in trees that were edited in place (seen
+    /// with the tree QEMU builds from a `-dtb` file, where it missed `/chosen` and `/cpus`),
+    /// while walking `children()` finds them.
+    pub fn node(&self, path: &str) -> Option<FdtNode<'_, 'static>> {
+        let mut n = self.fdt.all_nodes().next()?;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            n = n
+                .children()
+                .find(|c| c.name == part || c.name.split('@').next() == Some(part))?;
+        }
+        Some(n)
+    }
+
     /// The blob's size in bytes.
     pub fn size(&self) -> u64 {
         self.fdt.total_size() as u64
@@ -217,8 +233,7 @@ impl Dt {
             .memory_reservations()
             .map(|r| Region::new(r.address() as u64, r.size() as u64));
         let nodes = self
-            .fdt
-            .find_node("/reserved-memory")
+            .node("/reserved-memory")
             .into_iter()
             .flat_map(|n| n.children())
             .flat_map(regs);
@@ -226,7 +241,7 @@ impl Dt {
     }
 
     fn initrd(&self) -> Option<Region> {
-        let chosen = self.fdt.find_node("/chosen")?;
+        let chosen = self.node("/chosen")?;
         let cell = |name| {
             let v = chosen.property(name)?.value;
             Some(be32s(v).fold(0u64, |acc, w| (acc << 32) | w as u64))
@@ -237,8 +252,7 @@ impl Dt {
 
     /// `/chosen/bootargs`, or "".
     pub fn bootargs(&self) -> &'static str {
-        self.fdt
-            .find_node("/chosen")
+        self.node("/chosen")
             .and_then(|c| c.property("bootargs"))
             .map(|p| cstr(p.value))
             .unwrap_or("")
@@ -248,16 +262,15 @@ impl Dt {
     /// else the first enabled `arm,pl011`.
     pub fn console(&self) -> Option<Region> {
         let by_path = self
-            .fdt
-            .find_node("/chosen")
+            .node("/chosen")
             .and_then(|c| c.property("stdout-path"))
             .map(|p| cstr(p.value).split(':').next().unwrap_or(""))
             .and_then(|path| {
                 if path.starts_with('/') {
-                    self.fdt.find_node(path)
+                    self.node(path)
                 } else {
-                    let full = self.fdt.aliases()?.resolve(path)?;
-                    self.fdt.find_node(full)
+                    let full = self.node("/aliases")?.property(path)?.value;
+                    self.node(cstr(full))
                 }
             })
             .filter(|n| has_compatible(n, &["arm,pl011"]));
@@ -271,14 +284,13 @@ impl Dt {
 
     /// Collects everything else. Needs the heap.
     pub fn machine(&self) -> Machine {
-        let root = self.fdt.find_node("/");
+        let root = self.node("/");
         let model = root
             .and_then(|r| r.property("model"))
             .map(|p| cstr(p.value).into())
             .unwrap_or_default();
         let cpus = self
-            .fdt
-            .find_node("/cpus")
+            .node("/cpus")
             .into_iter()
             .flat_map(|c| c.children())
             .filter(|n| {
@@ -357,7 +369,7 @@ impl Dt {
     }
 
     fn hypervisor(&self, cells: usize) -> Option<Hypervisor> {
-        let n = self.fdt.find_node("/hypervisor")?;
+        let n = self.node("/hypervisor")?;
         let compatible = n.compatible().map(|c| c.first().into()).unwrap_or_default();
         let abi = n.property("ferrite,abi-version").and_then(|p| {
             let mut w = be32s(p.value);

@@ -147,5 +147,13 @@ pub fn read_id_reg(crm: u8, op2: u8) -> u64 {
 /// Invalidates all instruction caches to the point of unification (after loading guest code).
 pub fn invalidate_icache() {
     // SAFETY: cache maintenance only.
-    unsafe { asm!("dsb ish", "ic ialluis", "dsb ish", "isb", options(nostack, preserves_flags)) };
+    unsafe {
+        asm!(
+            "dsb ish",
+            "ic ialluis",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
 }

@@ -125,6 +125,7 @@ extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
     }
     if origin == 2 {
         // From a guest (AArch64 at EL1/EL0).
+        super::trap::after_guest_exit();
         match what {
             0 => super::trap::guest_sync(frame),
             1 => super::gic::handle_irq(),

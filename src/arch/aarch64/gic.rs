@@ -208,6 +208,17 @@ pub fn enable(intid: u32, trigger_level: bool, handler: Handler) -> Result<(), &
                 if !id.is_sgi() {
                     gic.set_trigger(id, trigger);
                 }
+                if id.is_spi() {
+                    // GICv2 delivers an SPI only to the CPU interfaces its ITARGETSR byte names
+                    // (reset: none). Route it to the CPU that enables it.
+                    let gicd = GICD_BASE.load(Ordering::Relaxed);
+                    let me = V2_TARGET[super::cpu::index()].load(Ordering::Relaxed);
+                    // SAFETY: GICD_ITARGETSR<n> is byte-accessible; the distributor is mapped
+                    // as device memory and this write is made under the driver lock.
+                    unsafe {
+                        core::ptr::write_volatile((gicd + 0x800 + intid as usize) as *mut u8, me)
+                    };
+                }
                 gic.enable_interrupt(id, true)
                     .map_err(|_| "GICv2 refused to enable")?;
             }
@@ -294,7 +305,9 @@ fn deactivate(iar: u32) {
         unsafe { core::ptr::write_volatile((gicc + 0x1000) as *mut u32, iar) };
     } else {
         // SAFETY: ICC_DIR_EL1 deactivates the interrupt this CPU just handled.
-        unsafe { core::arch::asm!("msr icc_dir_el1, {}", in(reg) iar as u64, options(nomem, nostack)) };
+        unsafe {
+            core::arch::asm!("msr icc_dir_el1, {}", in(reg) iar as u64, options(nomem, nostack))
+        };
     }
 }
 
@@ -326,6 +339,23 @@ fn forwarded(id: u32) -> bool {
     FORWARDED[(id / 32) as usize % 32].load(Ordering::Relaxed) & (1 << (id % 32)) != 0
 }
 
+/// Enables or disables an interrupt at the distributor without touching its handler (an SPI a
+/// guest masks or unmasks).
+pub fn set_enabled(intid: u32, on: bool) {
+    let Ok(id) = IntId::try_from(intid) else {
+        return;
+    };
+    with_irqs_masked(|| match DRIVER.lock().as_mut() {
+        Some(Driver::V2(g)) => {
+            let _ = g.enable_interrupt(id, on);
+        }
+        Some(Driver::V3(g)) => {
+            let _ = g.enable_interrupt(id, None, on);
+        }
+        None => {}
+    });
+}
+
 /// Gives interrupt `intid` to a guest: `handler` injects it, and the guest's deactivation of
 /// the virtual interrupt deactivates the physical one.
 pub fn forward(intid: u32, level: bool, handler: Handler) -> Result<(), &'static str> {
@@ -333,7 +363,12 @@ pub fn forward(intid: u32, level: bool, handler: Handler) -> Result<(), &'static
         return Err("interrupt id out of range");
     }
     FORWARDED[(intid / 32) as usize].fetch_or(1 << (intid % 32), Ordering::Relaxed);
-    enable(intid, level, handler)
+    enable(intid, level, handler)?;
+    // An SPI stays masked until the guest enables it in its vGIC (the vGIC's enable is mirrored).
+    if intid >= 32 {
+        set_enabled(intid, false);
+    }
+    Ok(())
 }
 
 /// Called from the IRQ vector: handles every pending interrupt.

@@ -46,7 +46,10 @@ fn device() -> S2 {
 
 impl Stage2Map {
     pub fn new(vmid: u16) -> Self {
-        Self { map: IdMap::new(0, Stage2), vmid }
+        Self {
+            map: IdMap::new(0, Stage2),
+            vmid,
+        }
     }
 
     fn map(&mut self, r: &Region, flags: S2) -> Result<(), MapError> {
@@ -55,7 +58,10 @@ impl Stage2Map {
             return Err(MapError(*r));
         }
         self.map
-            .map_range(&MemoryRegion::new(r.start as usize, r.end() as usize), flags)
+            .map_range(
+                &MemoryRegion::new(r.start as usize, r.end() as usize),
+                flags,
+            )
             .map_err(|_| MapError(*r))
     }
 
@@ -78,23 +84,22 @@ impl Stage2Map {
         self.map(&r, device())?;
         let delta = pa.wrapping_sub(ipa) as usize;
         self.map
-            .modify_range(&MemoryRegion::new(r.start as usize, r.end() as usize), &|_, d| {
-                if d.is_table() || !d.flags().contains(S2::VALID) {
-                    return Ok(());
-                }
-                let out = d.output_address().0.wrapping_add(delta);
-                d.set(aarch64_paging::descriptor::PhysicalAddress(out), d.flags())
-            })
+            .modify_range(
+                &MemoryRegion::new(r.start as usize, r.end() as usize),
+                &|_, d| {
+                    if d.is_table() || !d.flags().contains(S2::VALID) {
+                        return Ok(());
+                    }
+                    let out = d.output_address().0.wrapping_add(delta);
+                    d.set(aarch64_paging::descriptor::PhysicalAddress(out), d.flags())
+                },
+            )
             .map_err(|_| MapError(r))
     }
 
     /// VTTBR_EL2: the root table and the VMID.
     pub fn vttbr(&self) -> u64 {
         self.map.root_address().0 as u64 | ((self.vmid as u64) << 48)
-    }
-
-    pub fn vmid(&self) -> u16 {
-        self.vmid
     }
 }
 

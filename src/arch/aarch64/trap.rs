@@ -137,6 +137,10 @@ pub fn guest_async_abort(frame: &mut TrapFrame, what: &str) {
     crate::vm::exit::crash(frame, format_args!("{what} taken from the guest"));
 }
 
+pub fn after_guest_exit() {
+    crate::vm::exit::after_exit();
+}
+
 pub fn before_guest_return(frame: &mut TrapFrame) {
     crate::vm::exit::before_return(frame);
 }

@@ -60,8 +60,16 @@ unsafe extern "C" {
     fn ferrite_enter_guest(frame: *const TrapFrame, stack_slot: *mut TrapFrame) -> !;
 }
 
-static ENTRY_FRAMES: super::boot::BootShared<[TrapFrame; MAX_CPUS]> =
-    super::boot::BootShared::new([const { TrapFrame { x: [0; 31], sp: 0, elr: 0, spsr: 0 } }; MAX_CPUS]);
+static ENTRY_FRAMES: super::boot::BootShared<[TrapFrame; MAX_CPUS]> = super::boot::BootShared::new(
+    [const {
+        TrapFrame {
+            x: [0; 31],
+            sp: 0,
+            elr: 0,
+            spsr: 0,
+        }
+    }; MAX_CPUS],
+);
 
 fn reset_el1_state() {
     // SAFETY: these registers belong to EL1, which is not running; resetting them is what a

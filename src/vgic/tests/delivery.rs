@@ -491,3 +491,30 @@ fn lrs_that_changed_under_the_vgic() {
     g.sync_lrs(3, &lrs);
     assert!(!g.has_pending(3));
 }
+
+/// A guest that masks a hardware-backed SPI in its handler (as dom0's virtio code does): the
+/// mask reaches the physical interrupt, and what was latched while masked does not come back
+/// as a stale interrupt once the guest unmasks it.
+#[test]
+fn hw_spi_enable_is_mirrored_and_stale_latches_dropped() {
+    for version in VERSIONS {
+        let mut g = booted(version, 1);
+        route(&mut g, 60, 0);
+        g.link_hw(60, None, Some(60));
+        g.take_hw_enables();
+        // The guest disables it (ICENABLER): the physical one must follow.
+        g.dist_write(0, 0x180 + 4, 4, 1 << (60 - 32)).unwrap();
+        assert_eq!(g.take_hw_enables(), [(60, false)], "{version:?}");
+        // The physical interrupt fired before the mask took hold: latched, not deliverable.
+        g.inject(60, None);
+        assert!(!g.has_pending(0));
+        // Re-enabled: the latch is dropped; the hardware line decides (it fires again if high).
+        g.dist_write(0, 0x100 + 4, 4, 1 << (60 - 32)).unwrap();
+        assert_eq!(g.take_hw_enables(), [(60, true)]);
+        assert!(!g.has_pending(0), "{version:?}: a stale latch came back");
+        assert!(g.take_hw_enables().is_empty());
+        // Non-hardware SPIs are not reported.
+        g.dist_write(0, 0x180 + 4, 4, 1 << (61 - 32)).unwrap();
+        assert!(g.take_hw_enables().is_empty());
+    }
+}
