@@ -177,11 +177,11 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
     let up = smp::start_secondaries(&info.cpus);
     check_cpus(up);
 
-    log::info!(
-        "boot: ready {} us after entry, {} instructions at EL2 on cpu0",
-        timer::uptime_us(),
-        pmu::instructions()
-    );
+    // QEMU counts instructions only with -icount; elsewhere the counter may read 0.
+    match pmu::instructions() {
+        0 => log::info!("boot: ready {} us after entry", timer::uptime_us()),
+        n => log::info!("boot: ready {} us after entry, {n} instructions at EL2 on cpu0", timer::uptime_us()),
+    }
     let free = FRAMES
         .lock()
         .as_ref()

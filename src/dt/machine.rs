@@ -340,8 +340,17 @@ impl Extractor<'_, '_, '_> {
         });
         for node in modules {
             // By the binding a module's reg is a physical address: /chosen is no bus, so
-            // only its cell sizes apply.
-            let (address_cells, size_cells) = t.child_cells(chosen);
+            // only its cell sizes apply. Loaders (QEMU's guest-loader, U-Boot) write them with
+            // the root's sizes when /chosen has none, as Xen and Linux read them.
+            let root = t.find_path("/").unwrap_or(0);
+            let address_cells = t
+                .prop_u32(chosen, "#address-cells")
+                .or_else(|| t.prop_u32(root, "#address-cells"))
+                .unwrap_or(2);
+            let size_cells = t
+                .prop_u32(chosen, "#size-cells")
+                .or_else(|| t.prop_u32(root, "#size-cells"))
+                .unwrap_or(1);
             let reg = t.prop(node, "reg").unwrap_or_default();
             let region = super::ranges::parse_reg(reg, address_cells, size_cells)
                 .ok()

@@ -567,3 +567,29 @@ fn external_blobs() {
         }
     }
 }
+
+/// QEMU's guest-loader writes `/chosen/module@...` with the root's cell sizes (2/2) and gives
+/// /chosen no `#address-cells`: the module must still be found.
+#[test]
+fn modules_use_the_root_cell_sizes_when_chosen_has_none() {
+    let mut w = FdtWriter::new();
+    w.begin_node("");
+    w.property_u32("#address-cells", 2);
+    w.property_u32("#size-cells", 2);
+    w.begin_node("memory@40000000");
+    w.property_string("device_type", "memory");
+    w.property_cells("reg", &[0, 0x4000_0000, 0, 0x4000_0000]);
+    w.end_node();
+    w.begin_node("chosen");
+    w.begin_node("module@50000000");
+    w.property_strings("compatible", &["multiboot,kernel", "multiboot,module"]);
+    w.property_cells("reg", &[0, 0x5000_0000, 0, 0x1_b000]);
+    w.property_string("bootargs", "poweroff");
+    w.end_node();
+    w.end_node();
+    w.end_node();
+    let m = parse(&w.finish()).unwrap();
+    assert_eq!(m.modules.len(), 1, "{:?}", m.warnings);
+    assert_eq!(m.modules[0].region, r(0x5000_0000, 0x1_b000));
+    assert_eq!(m.modules[0].bootargs.as_deref(), Some("poweroff"));
+}

@@ -202,3 +202,70 @@ fn dom0_touching_unmapped_memory_is_crashed_not_ferrite() -> Result<()> {
     }
     out.ensure(!c.has_panic(), "Ferrite panicked")
 }
+
+/// The boot loader, not the build, supplies dom0: Ferrite alone, with dom0's kernel loaded by
+/// QEMU's guest-loader and named in `/chosen/module@...` (as U-Boot does on boards).
+#[test]
+fn dom0_from_a_device_tree_module() -> Result<()> {
+    let guest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/guest/dom0.bin");
+    let out = Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .timeout(TIMEOUT)
+        .label("dom0-module")
+        .bootargs("loglevel=info semihosting")
+        .args([
+            "-device".to_string(),
+            format!(
+                "guest-loader,addr=0x50000000,kernel={},bootargs=poweroff",
+                guest.display()
+            ),
+        ])
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    let c = &out.console;
+    for needle in [
+        "reserved: 0x50000000-",
+        "kernel (device-tree module,",
+        "dom0: bootargs: \"poweroff\"",
+        "dom0: smp: 2/2 vcpus online",
+        "dom0: ready",
+        "ferrite: power off",
+    ] {
+        out.ensure(c.contains(needle), format!("missing `{needle}`"))?;
+    }
+    Ok(())
+}
+
+/// dom0 on other CPU models: Cortex-A53 (40-bit PA: a 39-bit IPA space with a level-1 stage-2
+/// root) and `max` (VHE, SVE, MTE and more, which dom0 must not see: its ID registers are
+/// sanitised).
+#[test]
+fn dom0_on_cortex_a53_and_max() -> Result<()> {
+    for cpu in ["cortex-a53", "max"] {
+        let disk = disk(&format!("dom0-{cpu}"));
+        let q = Qemu::virt()
+            .gic(3)
+            .cpus(2)
+            .cpu_model(cpu)
+            .timeout(TIMEOUT)
+            .label(format!("dom0-{cpu}"))
+            .image(firmware("qemu-virt"))
+            .bootargs("loglevel=info semihosting -- poweroff");
+        let out = with_devices(q, &disk).spawn()?.wait_exit(TIMEOUT)?;
+        out.ensure_exit(Exit::Code(0))?;
+        let c = &out.console;
+        out.ensure(c.contains("dom0: ready"), format!("{cpu}: dom0 not ready"))?;
+        out.ensure(
+            !c.contains("crashed on vcpu"),
+            format!("{cpu}: dom0 crashed"),
+        )?;
+        out.ensure(!c.contains("dom0: WARNING"), format!("{cpu}: dom0 warned"))?;
+        out.ensure(
+            !c.contains("is not emulated"),
+            format!("{cpu}: an unemulated register"),
+        )?;
+    }
+    Ok(())
+}

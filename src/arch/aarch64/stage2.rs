@@ -11,16 +11,28 @@ use aarch64_paging::idmap::IdMap;
 use aarch64_paging::paging::{MemoryRegion, Stage2};
 use core::arch::asm;
 
-/// IPA bits: what the CPU supports, at most 48 (a level-0 root).
-pub fn ipa_bits() -> u32 {
-    super::cpu::pa_bits().min(48)
+/// IPA bits and the level the walk starts at. With 44 or more PA bits, a level-0 root covers
+/// them (up to 48). Below that (Cortex-A53: 40 bits) a level-0 start is not allowed and 40 bits
+/// at level 1 would need concatenated root tables, which `aarch64-paging` does not build: such
+/// CPUs get 39 bits (512 GiB) from a single level-1 root.
+pub fn ipa_bits_and_root_level() -> (u32, usize) {
+    match super::cpu::pa_bits() {
+        b if b >= 44 => (b.min(48), 0),
+        _ => (39, 1),
+    }
 }
 
-/// VTCR_EL2 for a level-0 root: 4 KiB granule, inner-shareable write-back walks, 8-bit VMIDs.
+pub fn ipa_bits() -> u32 {
+    ipa_bits_and_root_level().0
+}
+
+/// VTCR_EL2: 4 KiB granule, inner-shareable write-back walks, 8-bit VMIDs.
 pub fn vtcr() -> u64 {
-    let t0sz = 64 - ipa_bits() as u64;
+    let (bits, level) = ipa_bits_and_root_level();
+    let t0sz = 64 - bits as u64;
+    let sl0 = if level == 0 { 0b10 } else { 0b01 };
     let ps = super::cpu::pa_range_field().min(5);
-    (1 << 31) | (ps << 16) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) | (0b10 << 6) | t0sz
+    (1 << 31) | (ps << 16) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) | (sl0 << 6) | t0sz
 }
 
 pub struct Stage2Map {
@@ -47,7 +59,7 @@ fn device() -> S2 {
 impl Stage2Map {
     pub fn new(vmid: u16) -> Self {
         Self {
-            map: IdMap::new(0, Stage2),
+            map: IdMap::new(ipa_bits_and_root_level().1, Stage2),
             vmid,
         }
     }
