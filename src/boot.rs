@@ -180,7 +180,10 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
     // QEMU counts instructions only with -icount; elsewhere the counter may read 0.
     match pmu::instructions() {
         0 => log::info!("boot: ready {} us after entry", timer::uptime_us()),
-        n => log::info!("boot: ready {} us after entry, {n} instructions at EL2 on cpu0", timer::uptime_us()),
+        n => log::info!(
+            "boot: ready {} us after entry, {n} instructions at EL2 on cpu0",
+            timer::uptime_us()
+        ),
     }
     let free = FRAMES
         .lock()
@@ -320,6 +323,7 @@ fn check_cpus(up: usize) {
 /// A secondary CPU's Rust entry, with the MMU on and its own stack.
 pub extern "C" fn secondary_main(index: usize) -> ! {
     cpu::set_index(index);
+    pmu::start();
     cpu::init_el2();
     if let Err(e) = gic::init_secondary(index, smp::cpu_count()) {
         log::error!("cpu{index}: GIC: {e}; parking");
@@ -343,6 +347,7 @@ pub fn reboot() -> ! {
 
 /// Switches the machine off: PSCI, else semihosting (when allowed), else park.
 pub fn power_off() -> ! {
+    crate::vm::stats::report();
     println!("ferrite: power off");
     smp::stop_others();
     console::flush();

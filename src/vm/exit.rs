@@ -245,22 +245,33 @@ pub fn crash(frame: &TrapFrame, why: fmt::Arguments) -> ! {
 /// held by a vCPU that stops are not stranded there.
 fn retire_lrs(vm: &Vm, v: usize) {
     let n = vgic_hw::lr_count();
-    let mut lrs = [Lr::default(); vgic_hw::MAX_LRS];
-    vgic_hw::read_lrs(&mut lrs[..n]);
-    vm.vgic.lock().sync_lrs(v, &lrs[..n]);
-    vgic_hw::write_lrs(&[Lr::default(); vgic_hw::MAX_LRS][..n], false);
+    let mut lrs = SHADOW[v].lock();
+    let empty = [Lr::INVALID; vgic_hw::MAX_LRS];
+    // The hardware copy was emptied at this exit; hand the vGIC an empty set so it takes back
+    // whatever the shadow still held.
+    vm.vgic.lock().sync_lrs(v, &empty[..n]);
+    lrs[..n].copy_from_slice(&empty[..n]);
 }
 
 /// First thing on every exit: fold what the guest did to its list registers (acknowledged,
 /// ended interrupts) back into the vGIC, before anything (a physical interrupt for the same
 /// INTID, a register write) looks at the vGIC's state.
+///
+/// The hardware list registers are then emptied (a copy is kept for the refill): left as they
+/// are, an ended level interrupt's EOI-maintenance condition or an underflow would keep the
+/// maintenance interrupt firing at EL2 for as long as the vCPU is not running.
 pub fn after_exit() {
     let (vm, v) = current();
     let n = vgic_hw::lr_count();
-    let mut lrs = [Lr::default(); vgic_hw::MAX_LRS];
+    let mut lrs = SHADOW[v].lock();
     vgic_hw::read_lrs(&mut lrs[..n]);
+    vgic_hw::clear_lrs(n);
     vm.vgic.lock().sync_lrs(v, &lrs[..n]);
 }
+
+/// Each CPU's list registers as its vCPU left them (see [`after_exit`]).
+static SHADOW: [spin::Mutex<[Lr; vgic_hw::MAX_LRS]>; crate::arch::boot::MAX_CPUS] =
+    [const { spin::Mutex::new([Lr::INVALID; vgic_hw::MAX_LRS]) }; crate::arch::boot::MAX_CPUS];
 
 /// Before every return to the guest: refill the list registers, and leave if the domain has
 /// stopped meanwhile.
@@ -270,8 +281,7 @@ pub fn before_return(_frame: &mut TrapFrame) {
         stop_here();
     }
     let n = vgic_hw::lr_count();
-    let mut lrs = [Lr::default(); vgic_hw::MAX_LRS];
-    vgic_hw::read_lrs(&mut lrs[..n]);
+    let mut lrs = SHADOW[v].lock();
     let fill = vm.vgic.lock().fill_lrs(v, &mut lrs[..n]);
     vgic_hw::write_lrs(&lrs[..n], fill.underflow);
 }

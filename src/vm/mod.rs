@@ -7,6 +7,7 @@
 pub mod build;
 pub mod exit;
 pub mod modules;
+pub mod stats;
 
 use crate::arch::boot::MAX_CPUS;
 use crate::arch::{cpu, gic, vcpu};

@@ -125,13 +125,7 @@ extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
     }
     if origin == 2 {
         // From a guest (AArch64 at EL1/EL0).
-        super::trap::after_guest_exit();
-        match what {
-            0 => super::trap::guest_sync(frame),
-            1 => super::gic::handle_irq(),
-            _ => super::trap::guest_async_abort(frame, KIND_NAMES[what]),
-        }
-        super::trap::before_guest_return(frame);
+        super::trap::guest_exit(frame, what, KIND_NAMES[what]);
         return;
     }
     let esr: u64;

@@ -66,6 +66,7 @@ pub fn guest_sync(frame: &mut TrapFrame) {
     let esr = esr();
     let ec = (esr >> 26) & 0x3f;
     let iss = esr & 0x1ff_ffff;
+
     match ec {
         0x01 => {
             frame.elr += 4;
@@ -133,16 +134,31 @@ pub fn guest_sync(frame: &mut TrapFrame) {
     }
 }
 
-pub fn guest_async_abort(frame: &mut TrapFrame, what: &str) {
-    crate::vm::exit::crash(frame, format_args!("{what} taken from the guest"));
-}
-
-pub fn after_guest_exit() {
+/// Every exit from a guest: `what` is the vector's kind (0 synchronous, 1 IRQ, 2 FIQ,
+/// 3 SError).
+pub fn guest_exit(frame: &mut TrapFrame, what: usize, name: &str) {
+    use crate::vm::stats::{self, Exit};
+    stats::begin(match (what, (esr() >> 26) & 0x3f) {
+        (1, _) => Exit::Irq,
+        (0, 0x01) => Exit::Wfi,
+        (0, 0x16) => Exit::Hvc,
+        (0, 0x17) => Exit::Smc,
+        (0, 0x18) => Exit::SysReg,
+        (0, 0x24) => Exit::Mmio,
+        _ => Exit::Other,
+    });
     crate::vm::exit::after_exit();
+    match what {
+        0 => guest_sync(frame),
+        1 => super::gic::handle_irq(),
+        _ => guest_async_abort(frame, name),
+    }
+    crate::vm::exit::before_return(frame);
+    stats::end();
 }
 
-pub fn before_guest_return(frame: &mut TrapFrame) {
-    crate::vm::exit::before_return(frame);
+fn guest_async_abort(frame: &mut TrapFrame, what: &str) {
+    crate::vm::exit::crash(frame, format_args!("{what} taken from the guest"));
 }
 
 /// Register `n` of the guest (31 reads as zero: XZR).

@@ -98,6 +98,11 @@ pub fn read_lrs(out: &mut [Lr]) {
     }
 }
 
+/// Empties the first `n` list registers and turns off the underflow interrupt (after an exit).
+pub fn clear_lrs(n: usize) {
+    write_lrs(&[Lr::INVALID; MAX_LRS][..n], false);
+}
+
 pub fn write_lrs(lrs: &[Lr], underflow: bool) {
     for (i, l) in lrs.iter().enumerate() {
         if gich() != 0 {

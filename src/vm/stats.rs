@@ -1,0 +1,72 @@
+//! Exit statistics: how often each kind of exit happens and how many instructions Ferrite
+//! spends at EL2 on it (the PMU's EL2-filtered retired-instruction counter, started at boot).
+//! Under QEMU with `-icount` the counts are exact; `make bench` reads them from the power-off
+//! report. The cost is two counter reads per exit.
+
+use crate::arch::boot::MAX_CPUS;
+use crate::arch::{cpu, pmu};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Hvc = 0,
+    Smc,
+    Mmio,
+    SysReg,
+    Wfi,
+    Irq,
+    Other,
+}
+
+const KINDS: usize = 7;
+const NAMES: [&str; KINDS] = ["hvc", "smc", "mmio", "sysreg", "wfi", "irq", "other"];
+
+struct PerCpu {
+    start: AtomicU64,
+    kind: AtomicU64,
+}
+
+static CURRENT: [PerCpu; MAX_CPUS] = [const {
+    PerCpu {
+        start: AtomicU64::new(0),
+        kind: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+static COUNT: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
+static TOTAL: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
+static MIN: [AtomicU64; KINDS] = [const { AtomicU64::new(u64::MAX) }; KINDS];
+
+/// At the exception vector's Rust entry for a guest exit.
+pub fn begin(kind: Exit) {
+    let c = &CURRENT[cpu::index()];
+    c.start.store(pmu::instructions(), Ordering::Relaxed);
+    c.kind.store(kind as u64, Ordering::Relaxed);
+}
+
+/// Just before the return to the guest. (A WFI exit includes its time asleep only in
+/// instructions Ferrite ran meanwhile, e.g. interrupt handlers.)
+pub fn end() {
+    let c = &CURRENT[cpu::index()];
+    let spent = pmu::instructions().wrapping_sub(c.start.load(Ordering::Relaxed));
+    let k = c.kind.load(Ordering::Relaxed) as usize % KINDS;
+    COUNT[k].fetch_add(1, Ordering::Relaxed);
+    TOTAL[k].fetch_add(spent, Ordering::Relaxed);
+    MIN[k].fetch_min(spent, Ordering::Relaxed);
+}
+
+/// One line per kind of exit seen, for the power-off report.
+pub fn report() {
+    for k in 0..KINDS {
+        let n = COUNT[k].load(Ordering::Relaxed);
+        if n == 0 {
+            continue;
+        }
+        let total = TOTAL[k].load(Ordering::Relaxed);
+        log::info!(
+            "exits: {:<6} {n:>8} taken, EL2 instructions min {} avg {}",
+            NAMES[k],
+            MIN[k].load(Ordering::Relaxed),
+            total / n
+        );
+    }
+}
