@@ -65,6 +65,29 @@ pub fn write_raw(args: fmt::Arguments) {
     }
 }
 
+/// Turns on receive interrupts: from now on typed input goes to [`read_input`].
+pub fn enable_input() {
+    if let Some(uart) = uart() {
+        uart.enable_rx_interrupt();
+    }
+}
+
+/// Takes what has been typed, up to `buf.len()` bytes.
+pub fn read_input(buf: &mut [u8]) -> usize {
+    let Some(uart) = uart() else { return 0 };
+    let mut n = 0;
+    while n < buf.len() {
+        match uart.read_byte() {
+            Some(b) => {
+                buf[n] = b;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    n
+}
+
 /// Drains the UART before the machine is switched off.
 pub fn flush() {
     if let Some(uart) = uart() {

@@ -13,6 +13,8 @@ register_bitfields! [u32,
     FR [
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
         /// UART busy transmitting.
         BUSY OFFSET(3) NUMBITS(1) [],
     ],
@@ -31,6 +33,10 @@ register_structs! {
         (0x1c => _reserved1),
         (0x30 => cr: ReadWrite<u32, CR::Register>),
         (0x34 => _reserved2),
+        (0x38 => imsc: ReadWrite<u32>),
+        (0x3c => _reserved3),
+        (0x44 => icr: ReadWrite<u32>),
+        (0x48 => _reserved4),
         (0x1000 => @END),
     }
 }
@@ -81,6 +87,19 @@ impl Pl011 {
         while self.regs().fr.is_set(FR::BUSY) {
             core::hint::spin_loop();
         }
+    }
+
+    /// A received byte, if any.
+    pub fn read_byte(&self) -> Option<u8> {
+        (!self.regs().fr.is_set(FR::RXFE)).then(|| self.regs().dr.get() as u8)
+    }
+
+    /// Interrupts on received data (RXIM) and receive timeout (RTIM), the receiver on.
+    pub fn enable_rx_interrupt(&self) {
+        let cr = self.regs().cr.get();
+        self.regs().cr.set(cr | CR::RXE::SET.value);
+        self.regs().icr.set(0x7ff);
+        self.regs().imsc.set((1 << 4) | (1 << 6));
     }
 
     pub fn write_bytes(&self, s: &[u8]) {

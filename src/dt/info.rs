@@ -63,6 +63,8 @@ pub struct UartInfo {
     pub kind: UartKind,
     /// Device-tree path of the UART node, so the dom0 tree can hide or keep it.
     pub path: String,
+    /// Its interrupt (a GIC INTID), for receive.
+    pub irq: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

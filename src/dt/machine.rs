@@ -152,11 +152,13 @@ impl Extractor<'_, '_, '_> {
         for node in stdout.into_iter().chain(others) {
             match self.reg(node).and_then(|r| r.first().copied()) {
                 Some(r) => {
+                    let irq = self.interrupts(node).and_then(|i| i.first().copied());
                     return Some(UartInfo {
                         base: r.start,
                         size: r.size,
                         kind: UartKind::Pl011,
                         path: t.path(node),
+                        irq,
                     });
                 }
                 None => self.warn(node, "UART without registers"),

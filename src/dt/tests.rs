@@ -45,7 +45,8 @@ fn qemu_virt_gicv3() {
             base: 0x900_0000,
             size: 0x1000,
             kind: UartKind::Pl011,
-            path: "/pl011@9000000".into()
+            path: "/pl011@9000000".into(),
+            irq: Some(33),
         })
     );
     assert_eq!(
@@ -161,7 +162,8 @@ fn raspberry_pi_4_translation() {
             base: 0xfe20_1000,
             size: 0x200,
             kind: UartKind::Pl011,
-            path: "/soc/serial@7e201000".into()
+            path: "/soc/serial@7e201000".into(),
+            irq: Some(153),
         })
     );
     assert_eq!(

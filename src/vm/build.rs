@@ -65,7 +65,8 @@ pub fn dom0(
         frames.alloc_aligned((bytes / 4096) as usize, TWO_MIB)
     });
     let got: u64 = banks.iter().map(|b| b.size).sum();
-    let first = *banks.first().ok_or("no memory left for dom0")?;
+    // The boot images go in the largest bank: the first may be a small piece below Ferrite.
+    let first = *banks.iter().max_by_key(|b| b.size).ok_or("no memory left for dom0")?;
     if got < want {
         log::warn!("dom0: asked for {} MiB, got {} MiB", want / MIB, got / MIB);
     }
@@ -200,7 +201,7 @@ pub fn dom0(
         dist: Region::new(dist.start, vgic::Vgic::DIST_SIZE),
         redist,
         uart: console,
-        uart_spi: None,
+        uart_spi: info.uart.as_ref().and_then(|u| u.irq),
         entry: kernel,
         dtb: dtb_at,
         maintenance: info.gic.as_ref().and_then(|g| match g {
@@ -218,6 +219,13 @@ pub fn dom0(
     for &spi in &spis {
         if let Err(e) = gic::forward(spi, true, super::on_physical_irq) {
             log::warn!("dom0: cannot forward interrupt {spi}: {e}");
+        }
+    }
+    // Console input goes to dom0's emulated UART.
+    if let Some(irq) = vm.uart_spi {
+        match gic::enable(irq, true, super::on_console_irq) {
+            Ok(()) => crate::console::enable_input(),
+            Err(e) => log::warn!("console: no input for dom0 (interrupt {irq}: {e})"),
         }
     }
     log::info!(

@@ -78,6 +78,29 @@ pub fn on_physical_irq(intid: u32) {
     kick(k);
 }
 
+/// Bytes typed on Ferrite's console: they go to dom0's emulated UART (a later issue adds the
+/// switch between Ferrite, dom0 and each domU).
+pub fn console_input(bytes: &[u8]) {
+    let Some(vm) = DOM0.get() else { return };
+    let level = vm.vuart.lock().push_rx(bytes);
+    if let Some(spi) = vm.uart_spi {
+        let k = vm.vgic.lock().set_level(spi, None, level);
+        kick(k);
+    }
+}
+
+/// The console UART's interrupt: hand what was typed to dom0.
+pub fn on_console_irq(_intid: u32) {
+    let mut buf = [0u8; 64];
+    loop {
+        let n = crate::console::read_input(&mut buf);
+        if n == 0 {
+            break;
+        }
+        console_input(&buf[..n]);
+    }
+}
+
 /// A start request from CPU_ON, for the CPU that runs vCPU `v`.
 pub fn request_start(v: usize) {
     START[v].store(true, Ordering::Release);
