@@ -19,10 +19,15 @@ include boards/$(BOARD)/board.mk
 
 PROFILE ?= release
 BOOTARGS ?= loglevel=info
-# dom0: `ferrite` (guest/dom0, packed into the image) or `none`.
+# dom0: `ferrite` (guest/dom0, packed into the image), `linux` (Debian's arm64 kernel and a
+# busybox initramfs, loaded beside Ferrite by QEMU's guest-loader as U-Boot would) or `none`.
 DOM0 ?= ferrite
 DOM0_CMDLINE ?= loglevel=info
-TARGET := aarch64-unknown-none
+LINUX_CMDLINE ?= console=ttyAMA0
+# Ferrite is built soft-float: EL2 code must never touch the FP/SIMD registers, which hold the
+# interrupted guest's state (they are not saved on exits). Guests use the ordinary target.
+TARGET := aarch64-unknown-none-softfloat
+GUEST_TARGET := aarch64-unknown-none
 HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 BUILD := build/$(BOARD)
 IMAGE := $(BUILD)/ferrite.bin
@@ -30,7 +35,13 @@ ELF := $(BUILD)/ferrite.elf
 DOM0_IMAGE := build/guest/dom0.bin
 FIRMWARE_DOM0 := $(BUILD)/ferrite-dom0.bin
 DISK := $(BUILD)/disk.img
-RUN_IMAGE := $(if $(filter none,$(DOM0)),$(IMAGE),$(FIRMWARE_DOM0))
+RUN_IMAGE := $(if $(filter none linux,$(DOM0)),$(IMAGE),$(FIRMWARE_DOM0))
+LINUX_KERNEL := build/debian/vmlinuz
+LINUX_INITRAMFS := build/linux/initramfs.cpio
+comma := ,
+# QEMU's option parser wants a literal comma doubled.
+LINUX_LOADERS = -device guest-loader,addr=0x50000000,kernel=$(LINUX_KERNEL),bootargs="$(subst $(comma),$(comma)$(comma),$(LINUX_CMDLINE))" \
+	-device guest-loader,addr=0x54000000,initrd=$(LINUX_INITRAMFS)
 # One cargo target directory per board: each board's image differs only in its early console
 # (FERRITE_EARLY_UART), and separate directories keep switching boards from rebuilding.
 CARGO_TARGET := target/boards/$(BOARD)
@@ -38,9 +49,10 @@ CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 OBJCOPY = $(shell rustc --print sysroot)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 QEMU := qemu-system-aarch64
 QEMU_ARGS = $(QEMU_BOARD_ARGS) -nographic -no-reboot -semihosting-config enable=on,target=native \
-	-kernel $(RUN_IMAGE) -append "$(BOOTARGS)" $(QEMU_DEVICES) $(QEMU_EXTRA)
+	-kernel $(RUN_IMAGE) -append "$(BOOTARGS)" $(QEMU_DEVICES) \
+	$(if $(filter linux,$(DOM0)),$(LINUX_LOADERS)) $(QEMU_EXTRA)
 
-.PHONY: all build dom0-guest run debug test unit-test system-test bench setup setup-rust setup-qemu \
+.PHONY: all build dom0-guest linux-dom0 run debug test unit-test system-test bench setup setup-rust setup-qemu \
 	clippy fmt clean FORCE
 all: build
 
@@ -67,8 +79,14 @@ build: setup-rust
 # Ferrite's own dom0 (guest/dom0): one image for every board.
 dom0-guest: setup-rust
 	@mkdir -p build/guest
-	cargo build -p ferrite-dom0 --target $(TARGET) --release --target-dir target/guest
-	$(OBJCOPY) -O binary target/guest/$(TARGET)/release/ferrite-dom0 $(DOM0_IMAGE)
+	cargo build -p ferrite-dom0 --target $(GUEST_TARGET) --release --target-dir target/guest
+	$(OBJCOPY) -O binary target/guest/$(GUEST_TARGET)/release/ferrite-dom0 $(DOM0_IMAGE)
+
+# Linux dom0: Debian's kernel and a busybox initramfs with the virtio modules (never committed).
+linux-dom0: setup-rust
+	tools/fetch-debian.sh build/debian
+	@mkdir -p build/linux
+	tools/mk-linux-initramfs.sh build/debian $(LINUX_INITRAMFS)
 
 # dom0's disk: a file QEMU gives it as a virtio-mmio block device.
 $(DISK):
@@ -78,7 +96,7 @@ $(DISK):
 build/debian/%: FORCE
 	@tools/fetch-debian.sh build/debian
 
-run: build setup-qemu $(QEMU_BOARD_DEPS) $(if $(filter none,$(DOM0)),,$(DISK))
+run: build setup-qemu $(QEMU_BOARD_DEPS) $(if $(filter linux,$(DOM0)),linux-dom0) $(if $(filter none,$(DOM0)),,$(DISK))
 	$(QEMU) $(QEMU_ARGS)
 
 debug: build setup-qemu $(QEMU_BOARD_DEPS) $(if $(filter none,$(DOM0)),,$(DISK))
@@ -94,7 +112,7 @@ unit-test: setup-rust
 system-test: setup
 	$(MAKE) --no-print-directory build BOARD=qemu-virt
 	$(MAKE) --no-print-directory build BOARD=rpi4
-	tools/fetch-debian.sh build/debian
+	$(MAKE) --no-print-directory linux-dom0
 	cargo test -p ferrite-systests --target $(HOST) -- --test-threads=2
 
 test: unit-test system-test

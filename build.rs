@@ -31,7 +31,7 @@ fn main() {
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-env-changed=FERRITE_EARLY_UART");
     println!("cargo:rerun-if-env-changed=FERRITE_DOM0_CMDLINE");
-    if std::env::var("TARGET").as_deref() == Ok("aarch64-unknown-none") {
+    if std::env::var("TARGET").is_ok_and(|t| t.starts_with("aarch64-unknown-none")) {
         let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
         println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
         println!("cargo:rustc-link-arg-bins=-pie");

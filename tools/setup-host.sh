@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make this machine able to build, run and test Ferrite.
 #
-# Installs only what is missing: the aarch64-unknown-none Rust target, llvm-tools (for
+# Installs only what is missing: the aarch64-unknown-none(-softfloat) Rust targets, llvm-tools (for
 # llvm-objcopy), and QEMU 10 (Debian bookworm ships 7.2, which lacks raspi4b; bookworm-backports
 # has 10.x). The backports apt source is derived from the machine's own Debian source, so this
 # script names no mirror. Where it cannot install (not root, not Debian), it says exactly what to
@@ -15,15 +15,18 @@ need_qemu_major=10
 
 rust_ready() {
     rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-none &&
+        rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-none-softfloat &&
         rustup component list --installed 2>/dev/null | grep -q '^llvm-tools'
 }
 
 setup_rust() {
     command -v rustup >/dev/null || die "rustup not found; install Rust from rustup, then re-run"
-    if ! rustup target list --installed | grep -qx aarch64-unknown-none; then
-        say "adding Rust target aarch64-unknown-none (rustup target add)"
-        rustup target add aarch64-unknown-none
-    fi
+    for t in aarch64-unknown-none aarch64-unknown-none-softfloat; do
+        if ! rustup target list --installed | grep -qx "$t"; then
+            say "adding Rust target $t (rustup target add)"
+            rustup target add "$t"
+        fi
+    done
     if ! rustup component list --installed | grep -q '^llvm-tools'; then
         say "adding rustup component llvm-tools (for llvm-objcopy)"
         rustup component add llvm-tools

@@ -10,7 +10,7 @@
 //!
 //! Cost per period: O(D log D + V) for D active domains and V vCPUs; never on a decision.
 
-use super::credit::{Credit, pri_of};
+use super::credit::Credit;
 use super::{CpuMask, DomId, Priority, Time};
 use alloc::vec::Vec;
 
@@ -101,12 +101,13 @@ impl Credit {
                 if v.credit > slice {
                     // Not using its share: stop earning until it runs again.
                     v.active = false;
+                    v.usage = 0;
                     d.active -= 1;
                     v.credit /= 2;
                 }
                 // A BOOST survives while the vCPU waits with credit in hand (Xen would end it
                 // here; keeping it bounds the wake-up latency of a vCPU woken just before).
-                let pri = pri_of(v.credit);
+                let pri = v.settled_pri();
                 if !(v.pri == Priority::Boost && pri == Priority::Under) {
                     v.pri = pri;
                 }

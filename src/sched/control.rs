@@ -97,6 +97,7 @@ impl Credit {
             pri: Priority::Under,
             credit: 0,
             active: false,
+            usage: 0,
             runnable: false,
             yielding: false,
             on: None,
@@ -233,10 +234,10 @@ impl Credit {
             runs: v.clock.runs,
             migrations: v.clock.migrations,
             credit_ns,
-            priority: if v.pri == Priority::Boost {
-                v.pri
-            } else {
+            priority: if v.active && v.pri != Priority::Boost {
                 pri_of(credit_ns)
+            } else {
+                v.pri
             },
             pcpu: v
                 .on

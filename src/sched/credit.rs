@@ -22,8 +22,15 @@ pub(super) struct Vcpu {
     pub pri: Priority,
     /// Nanoseconds of pCPU time this vCPU may still use at its priority; negative when OVER.
     pub credit: i64,
-    /// Consumed CPU recently, so it takes part in accounting (Xen's active list).
+    /// Takes part in accounting (Xen's active list): it has used a tick's worth of CPU since
+    /// it last stopped earning. Xen samples this (a tick that finds the vCPU running makes it
+    /// active); counting the CPU used gives the same expectation, deterministically, and cannot
+    /// be dodged by running between ticks. A vCPU that runs in short bursts is rarely active,
+    /// so it does not claim a share of credit it would leave unused, which would push every
+    /// CPU-bound vCPU OVER and blur their weights.
     pub active: bool,
+    /// CPU used since it last became active or stopped earning.
+    pub usage: Time,
     /// Wants to run: not blocked. A runnable vCPU is running, queued, or parked by its cap.
     pub runnable: bool,
     pub yielding: bool,
@@ -76,6 +83,19 @@ pub(super) fn next_in(mask: CpuMask, from: usize) -> usize {
     debug_assert!(mask != 0);
     let s = ((from + 1) % 64) as u32;
     (mask.rotate_right(s).trailing_zeros() + s) as usize % 64
+}
+
+impl Vcpu {
+    /// The priority its credit gives it. An inactive vCPU is UNDER whatever its credit: it uses
+    /// less than a share (that is why it is inactive), as in Xen, where only active vCPUs have
+    /// their priority recomputed.
+    pub fn settled_pri(&self) -> Priority {
+        if self.active {
+            pri_of(self.credit)
+        } else {
+            Priority::Under
+        }
+    }
 }
 
 pub(super) fn pri_of(credit: i64) -> Priority {
@@ -132,8 +152,8 @@ impl Credit {
     }
 
     /// Charges a current vCPU for the time since it was last charged: credit, cap budget.
-    /// A vCPU that consumes CPU takes part in the next accounting.
     pub(super) fn charge(&mut self, slot: usize, now: Time) {
+        let tick = self.cfg.tick_ns;
         let v = self.vm(slot);
         let used = now.saturating_sub(v.charged_to);
         v.charged_to = v.charged_to.max(now);
@@ -141,12 +161,20 @@ impl Credit {
             return;
         }
         v.credit -= used as i64;
+        v.usage += used;
+        let newly_active = !v.active && v.usage >= tick;
+        if newly_active {
+            v.active = true;
+            v.usage = 0;
+            // It earned nothing while inactive, so it owes nothing for that time either: it
+            // starts earning UNDER, not OVER on a debt run up in short bursts.
+            v.credit = v.credit.max(0);
+        }
         // Xen recomputes priorities only at accounting; doing it as credit is burned lets a
         // vCPU that runs out mid-period give way at the next tick instead of up to 30 ms later.
         if v.pri != Priority::Boost {
-            v.pri = pri_of(v.credit);
+            v.pri = v.settled_pri();
         }
-        let newly_active = !core::mem::replace(&mut v.active, true);
         let dom = v.id.dom;
         let dom = self.doms.get_mut(&dom).expect("vCPU's domain");
         if newly_active {
@@ -199,10 +227,12 @@ impl Credit {
         let slots = d.vcpus.clone();
         for s in slots {
             let v = self.v(s);
-            if v.runnable && v.on.is_none() && !self.runq.is_queued(s) {
-                if let Some(p) = self.place(s) {
-                    *kick |= bit(p);
-                }
+            if v.runnable
+                && v.on.is_none()
+                && !self.runq.is_queued(s)
+                && let Some(p) = self.place(s)
+            {
+                *kick |= bit(p);
             }
         }
     }
@@ -307,7 +337,7 @@ impl Credit {
             Some(c) => {
                 let v = self.vm(c);
                 if v.pri == Priority::Boost {
-                    v.pri = pri_of(v.credit);
+                    v.pri = v.settled_pri();
                 }
                 self.burn(c, now, &mut kick);
                 let v = self.v(c);
@@ -374,7 +404,7 @@ impl Credit {
                 };
             }
             // Descheduled: a BOOST ends here.
-            v.pri = pri_of(v.credit);
+            v.pri = v.settled_pri();
             let yielding = core::mem::take(&mut v.yielding);
             if v.runnable {
                 v.clock.enter(State::Runnable, now);

@@ -66,7 +66,10 @@ pub fn dom0(
     });
     let got: u64 = banks.iter().map(|b| b.size).sum();
     // The boot images go in the largest bank: the first may be a small piece below Ferrite.
-    let first = *banks.iter().max_by_key(|b| b.size).ok_or("no memory left for dom0")?;
+    let first = *banks
+        .iter()
+        .max_by_key(|b| b.size)
+        .ok_or("no memory left for dom0")?;
     if got < want {
         log::warn!("dom0: asked for {} MiB, got {} MiB", want / MIB, got / MIB);
     }

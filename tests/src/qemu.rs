@@ -679,6 +679,22 @@ impl QemuMachine {
 }
 
 impl Machine for QemuMachine {
+    fn send_console(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        // With `-serial stdio` QEMU's standard input is the console; in pty mode it is the
+        // monitor, and typing there would be wrong.
+        if self.pty.is_some() {
+            return Err(std::io::Error::other(
+                "console input through the pty is not wired",
+            ));
+        }
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no stdin"))?;
+        stdin.write_all(bytes)?;
+        stdin.flush()
+    }
+
     fn try_wait(&mut self) -> std::io::Result<Option<Exit>> {
         if self.exit.is_none() {
             self.exit = self.child.try_wait()?.map(to_exit);

@@ -46,6 +46,10 @@ pub trait Machine: Send {
     fn pid(&self) -> Option<u32> {
         None
     }
+    /// Types `bytes` on the console, where the target can take input that way.
+    fn send_console(&mut self, _bytes: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("this target takes no console input"))
+    }
 }
 
 #[derive(Default)]
@@ -397,6 +401,18 @@ impl Run {
             target: context.target,
             diagnostics: context.diagnostics,
         })
+    }
+
+    /// Types `text` on the target's console (as a person at the serial line would).
+    pub fn send(&mut self, text: &str) -> Result<()> {
+        lock_machine(&self.machine)
+            .send_console(text.as_bytes())
+            .map_err(|e| {
+                self.error(
+                    ErrorKind::Start,
+                    format!("{}: cannot type on the console: {e}", self.label),
+                )
+            })
     }
 
     /// Stops the target now.

@@ -45,8 +45,14 @@ impl Sim {
         busy
     }
 
-    /// The largest wake-to-running latency `id` saw.
-    pub fn max_latency(&self, id: VcpuId) -> Time {
-        self.vcpus[&id].latencies.iter().copied().max().unwrap_or(0)
+    /// The largest wake-to-running latency `id` saw for wakes at or after `from`.
+    pub fn max_latency(&self, id: VcpuId, from: Time) -> Time {
+        self.vcpus[&id]
+            .latencies
+            .iter()
+            .filter(|&&(w, _)| w >= from)
+            .map(|&(_, l)| l)
+            .max()
+            .unwrap_or(0)
     }
 }

@@ -12,7 +12,7 @@
 
 mod measure;
 
-use super::{Config, Credit, CpuMask, DomId, Time, US, VcpuId};
+use super::{Config, CpuMask, Credit, DomId, Time, US, VcpuId};
 use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::vec::Vec;
 use core::cmp::Reverse;
@@ -55,8 +55,8 @@ pub struct SimVcpu {
     woke_at: Option<Time>,
     dispatched_at: Time,
     last_pcpu: Option<usize>,
-    /// Wake-to-running latencies.
-    pub latencies: Vec<Time>,
+    /// (wake time, wake-to-running latency) of every wake.
+    pub latencies: Vec<(Time, Time)>,
     /// (from, to, pCPU) of every interval it ran.
     pub segments: Vec<(Time, Time, usize)>,
     pub dispatches: u64,
@@ -115,7 +115,9 @@ impl Sim {
 
     /// Adds a vCPU and starts it (its first wake) now.
     pub fn vcpu(&mut self, id: VcpuId, affinity: CpuMask, behaviour: Behaviour) {
-        self.sched.add_vcpu(id, affinity, self.now).expect("add_vcpu");
+        self.sched
+            .add_vcpu(id, affinity, self.now)
+            .expect("add_vcpu");
         self.vcpus.insert(
             id,
             SimVcpu {
@@ -224,7 +226,10 @@ impl Sim {
         };
 
         let aff = self.sched.affinity(n).expect("decided vCPU exists");
-        assert!(aff & (1 << p) != 0, "{n:?} on pCPU {p} outside affinity {aff:#x}");
+        assert!(
+            aff & (1 << p) != 0,
+            "{n:?} on pCPU {p} outside affinity {aff:#x}"
+        );
         for (q, c) in self.cpus.iter().enumerate() {
             assert!(c.running != Some(n), "{n:?} on pCPUs {p} and {q} at once");
         }
@@ -248,7 +253,7 @@ impl Sim {
             v.dispatched_at = now;
         }
         if let Some(w) = v.woke_at.take() {
-            v.latencies.push(now - w);
+            v.latencies.push((w, now - w));
         }
         let work_left = v.work_left;
         self.cpus[p].running = Some(n);
@@ -257,10 +262,5 @@ impl Sim {
         if work_left != Time::MAX {
             self.push(now + work_left, Ev::Done(p, generation));
         }
-    }
-
-    /// What pCPU `p` runs now.
-    pub fn running(&self, p: usize) -> Option<VcpuId> {
-        self.cpus[p].running
     }
 }

@@ -8,7 +8,21 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 fn header(out: &mut Vec<u8>, ino: u32, mode: u32, size: u32, name: &str) {
-    let fields = [ino, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        1,
+        0,
+        size,
+        0,
+        0,
+        0,
+        0,
+        name.len() as u32 + 1,
+        0,
+    ];
     out.extend_from_slice(b"070701");
     for f in fields {
         out.extend_from_slice(format!("{f:08x}").as_bytes());
@@ -66,8 +80,10 @@ fn main() {
         std::process::exit(1);
     }
     header(&mut out, 0, 0, 0, "TRAILER!!!");
-    fs::File::create(&args[2]).and_then(|mut f| f.write_all(&out)).unwrap_or_else(|e| {
-        eprintln!("mkcpio: {}: {e}", args[2]);
-        std::process::exit(1);
-    });
+    fs::File::create(&args[2])
+        .and_then(|mut f| f.write_all(&out))
+        .unwrap_or_else(|e| {
+            eprintln!("mkcpio: {}: {e}", args[2]);
+            std::process::exit(1);
+        });
 }
