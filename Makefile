@@ -117,6 +117,12 @@ system-test: setup
 
 test: unit-test system-test
 
+# Benchmarks: deterministic under -icount, a table in build/bench/results.txt. Not tests.
+bench: setup
+	$(MAKE) --no-print-directory build BOARD=qemu-virt
+	$(MAKE) --no-print-directory linux-dom0
+	cargo run -q -p ferrite-systests --target $(HOST) --release --bin bench
+
 clippy: setup-rust
 	cargo clippy -p ferrite --target $(TARGET) --release -- -D warnings
 	cargo clippy -p ferrite --target $(HOST) --tests -- -D warnings

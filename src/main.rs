@@ -15,6 +15,7 @@ pub mod cmdline;
 pub mod domain;
 pub mod dt;
 pub mod mm;
+pub mod pv;
 pub mod sched;
 pub mod vdev;
 pub mod vgic;

@@ -72,7 +72,7 @@ pub fn decode(raw: u64, level: Level, index: usize, normal_attr_mask: u8) -> Res
     }
     // Blocks exist at levels 1 and 2 only for this granule (level 0 and level-3 "blocks" are
     // reserved encodings).
-    if !table_bit && !(level == 1 || level == 2) {
+    if !table_bit && level != 1 && level != 2 {
         return Err(Errno::Inval);
     }
     if raw & LEAF_RES0 != 0 {
@@ -148,14 +148,21 @@ mod tests {
         assert_eq!(leaf(block(0x4000_0000, NORMAL), 1, 0).frames, 262_144);
         // No level-0 blocks with this granule; 0b01 at level 3 is reserved.
         assert_eq!(decode(block(0, NORMAL), 0, 0, MASK), Err(Errno::Inval));
-        assert_eq!(decode(block(0x4000_5000, NORMAL), 3, 0, MASK), Err(Errno::Inval));
+        assert_eq!(
+            decode(block(0x4000_5000, NORMAL), 3, 0, MASK),
+            Err(Errno::Inval)
+        );
     }
 
     #[test]
     fn reserved_and_refused_bits() {
         let ok = page(0x4000_5000, NORMAL);
         for bit in [5, 48, 49, 51, 59, 60, 61, 62, 63] {
-            assert_eq!(decode(ok | 1 << bit, 3, 0, MASK), Err(Errno::Inval), "bit {bit}");
+            assert_eq!(
+                decode(ok | 1 << bit, 3, 0, MASK),
+                Err(Errno::Inval),
+                "bit {bit}"
+            );
         }
         // Software bits, GP, XN, nG, EL0 access are the guest's choice.
         for bit in [6, 11, 50, 53, 54, 55, 58] {
@@ -180,16 +187,29 @@ mod tests {
         let attrs = d::PXN_TABLE | d::UXN_TABLE | d::AP_TABLE_RO | d::AP_TABLE_NO_EL0;
         assert!(decode(t | attrs, 1, 0, MASK).is_ok());
         for bit in [2, 10, 11, 48, 52, 58, 63] {
-            assert_eq!(decode(t | 1 << bit, 1, 0, MASK), Err(Errno::Inval), "bit {bit}");
+            assert_eq!(
+                decode(t | 1 << bit, 1, 0, MASK),
+                Err(Errno::Inval),
+                "bit {bit}"
+            );
         }
     }
 
     #[test]
     fn block_alignment() {
-        assert_eq!(decode(block(0x4030_0000, NORMAL), 2, 0, MASK), Err(Errno::Inval));
-        assert_eq!(decode(block(0x4020_0000, NORMAL), 1, 0, MASK), Err(Errno::Inval));
+        assert_eq!(
+            decode(block(0x4030_0000, NORMAL), 2, 0, MASK),
+            Err(Errno::Inval)
+        );
+        assert_eq!(
+            decode(block(0x4020_0000, NORMAL), 1, 0, MASK),
+            Err(Errno::Inval)
+        );
         // nT (bit 16) sits in the block's low address bits.
-        assert_eq!(decode(block(0x4020_0000, NORMAL) | 1 << 16, 2, 0, MASK), Err(Errno::Inval));
+        assert_eq!(
+            decode(block(0x4020_0000, NORMAL) | 1 << 16, 2, 0, MASK),
+            Err(Errno::Inval)
+        );
     }
 
     #[test]
@@ -198,9 +218,15 @@ mod tests {
         // Page 0x4001_3000 is entry 3 of its 64 KiB span: legal at index 3 (or 19, 35...).
         let l = leaf(page(0x4001_3000, NORMAL) | c, 3, 19);
         assert_eq!((l.base, l.frames, l.contiguous), (0x4001_0000, 16, true));
-        assert_eq!(decode(page(0x4001_3000, NORMAL) | c, 3, 4, MASK), Err(Errno::Inval));
+        assert_eq!(
+            decode(page(0x4001_3000, NORMAL) | c, 3, 4, MASK),
+            Err(Errno::Inval)
+        );
         let b = leaf(block(0x4060_0000, NORMAL) | c, 2, 3);
         assert_eq!((b.base, b.frames), (0x4000_0000, 16 * 512));
-        assert_eq!(decode(block(0x4000_0000, NORMAL) | c, 1, 0, MASK), Err(Errno::Inval));
+        assert_eq!(
+            decode(block(0x4000_0000, NORMAL) | c, 1, 0, MASK),
+            Err(Errno::Inval)
+        );
     }
 }

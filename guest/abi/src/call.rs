@@ -1,0 +1,143 @@
+//! Function identifiers and argument conventions.
+//!
+//! A call is `hvc #0` with the function identifier in x0 and arguments in x1..x5; the result
+//! comes back in x0 (`>= 0` success, `< 0` a negated [`crate::Errno`]). Batched calls
+//! (`MMU_UPDATE`, `MMUEXT_OP`, `MEMORY_OP`) also return the number of entries done in x1. All
+//! identifiers are SMCCC 64-bit fast calls in the vendor-specific hypervisor service range
+//! (owning entity 6): `0xC600_0000 | n`. Numbers 0xFF00..0xFFFF of that range are SMCCC's
+//! general queries (call count, UID, revision).
+
+/// The first identifier of Ferrite's range, and the mask of its function number.
+pub const BASE: u32 = 0xC600_0000;
+pub const FUNCTION_MASK: u32 = 0x0000_FFFF;
+
+/// Returns `(major << 16) | minor` of the ABI: [`VERSION_MAJOR`], [`VERSION_MINOR`].
+pub const VERSION: u32 = BASE;
+/// x1 = feature word index (only 0 exists); returns that word of [`features`] bits.
+pub const FEATURES: u32 = BASE | 0x01;
+/// x1 = [`console::WRITE`], x2 = buffer (guest virtual address), x3 = length; returns the
+/// number of bytes written.
+pub const CONSOLE_IO: u32 = BASE | 0x02;
+/// x1 = command ([`crate::sched`]), x2 = its argument.
+pub const SCHED_OP: u32 = BASE | 0x03;
+/// x1 = deadline in ticks of the guest's virtual counter (CNTVCT_EL0), 0 = cancel.
+pub const SET_TIMER_OP: u32 = BASE | 0x04;
+/// x1 = command ([`vcpu`]), x2 = vCPU index, x3.. = command arguments.
+pub const VCPU_OP: u32 = BASE | 0x05;
+/// Batched: x1 = `[MmuUpdate]` (guest VA), x2 = count, x3 = 0 (continuation), x4 = DOMID_SELF.
+pub const MMU_UPDATE: u32 = BASE | 0x06;
+/// Batched: x1 = `[MmuextOp]` (guest VA), x2 = count, x3 = 0 (continuation), x4 = DOMID_SELF.
+pub const MMUEXT_OP: u32 = BASE | 0x07;
+/// Batched: x1 = `[u64]` machine addresses (guest VA), x2 = count, x3 = 0 (continuation),
+/// x4 = command ([`memory`]).
+pub const MEMORY_OP: u32 = BASE | 0x08;
+
+/// SMCCC general query: the vendor hypervisor service's UID, in x0..x3 (32-bit call).
+pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
+/// SMCCC general query: how many calls the service implements (32-bit call).
+pub const VENDOR_HYP_CALL_COUNT: u32 = 0x8600_FF00;
+/// SMCCC general query: the service's revision, major in x0, minor in x1 (32-bit call).
+pub const VENDOR_HYP_REVISION: u32 = 0x8600_FF03;
+/// Ferrite's UID as [`VENDOR_HYP_CALL_UID`] returns it, one 32-bit word per register x0..x3:
+/// UUID 5f1e7a9c-3b2d-4e6f-8a10-c0ffee0ab1de.
+pub const UID: [u32; 4] = [0x5f1e_7a9c, 0x4e6f_3b2d, 0x10a8_c0ff, 0xdeb1_0aee];
+
+/// The ABI version this crate describes.
+pub const VERSION_MAJOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 0;
+/// [`VERSION`]'s answer for this crate.
+pub const fn version_word() -> u64 {
+    ((VERSION_MAJOR as u64) << 16) | VERSION_MINOR as u64
+}
+
+/// SMCCC's answer to an identifier outside Ferrite's range that nothing implements.
+pub const SMCCC_NOT_SUPPORTED: i64 = -1;
+
+/// "The calling domain", for the domain argument of the MMU calls.
+pub const DOMID_SELF: u16 = 0x7FF0;
+
+/// The number of calls [`VENDOR_HYP_CALL_COUNT`] reports.
+pub const CALL_COUNT: u32 = 9;
+
+/// Whether `x0` is in Ferrite's range (anything in it that is not a call is `-ENOSYS`).
+pub const fn is_ferrite_call(x0: u64) -> bool {
+    x0 >> 32 == 0 && (x0 as u32) & !FUNCTION_MASK == BASE && (x0 as u32) & 0xFF00 != 0xFF00
+}
+
+/// Bits of feature word 0, as [`FEATURES`] returns it.
+pub mod features {
+    /// PV MMU: `MMU_UPDATE` and `MMUEXT_OP` with validated direct paging.
+    pub const PV_MMU: u64 = 1 << 0;
+    /// Block descriptors (2 MiB at level 2, 1 GiB at level 1) are accepted.
+    pub const BLOCK_MAPPINGS: u64 = 1 << 1;
+    /// The contiguous hint is accepted at levels 2 and 3 (see docs/abi.md for its rules).
+    pub const CONTIGUOUS_HINT: u64 = 1 << 2;
+    /// `MEMORY_OP` increase/decrease reservation (ballooning).
+    pub const BALLOON: u64 = 1 << 3;
+    /// `CONSOLE_IO`.
+    pub const CONSOLE: u64 = 1 << 4;
+    /// `SCHED_OP`, `SET_TIMER_OP`, `VCPU_OP`.
+    pub const SCHED: u64 = 1 << 5;
+    /// 16-bit ASIDs may be passed to `NEW_TTBR0` and the INVLPG operations (else 8-bit).
+    pub const ASID16: u64 = 1 << 6;
+}
+
+/// `CONSOLE_IO` commands.
+pub mod console {
+    /// Write x3 bytes from the buffer at guest VA x2 to Ferrite's console.
+    pub const WRITE: u64 = 0;
+}
+
+/// `VCPU_OP` commands (x2 = the target vCPU's index in the domain).
+pub mod vcpu {
+    /// Start a vCPU that is down: it begins at x3 (guest VA) with x0 = x4, the caller's
+    /// translation bases and system registers, interrupts masked. `-EEXIST` if it is up.
+    pub const UP: u64 = 0;
+    /// Stop a vCPU (itself or another); `-EBUSY` for the domain's last running vCPU.
+    pub const DOWN: u64 = 1;
+    /// Returns 1 if the vCPU is up, 0 if down.
+    pub const IS_UP: u64 = 2;
+}
+
+/// `MEMORY_OP` commands (x4).
+pub mod memory {
+    /// Ferrite gives the domain x2 new zeroed frames and writes their machine addresses into
+    /// the list; `-ENOMEM` (with x1 = frames given) when it cannot give them all.
+    pub const INCREASE_RESERVATION: u64 = 0;
+    /// The domain gives back the x2 frames whose machine addresses are in the list; each must
+    /// be unused (no mapping, no type, not pinned): the first that is not stops the call.
+    pub const DECREASE_RESERVATION: u64 = 1;
+    /// Returns the number of frames the domain owns in x0 (x1 and x2 must be 0).
+    pub const CURRENT_RESERVATION: u64 = 2;
+    /// Returns the most frames the domain may own in x0 (x1 and x2 must be 0).
+    pub const MAXIMUM_RESERVATION: u64 = 3;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_smccc_fast_64_bit_vendor_hyp() {
+        for f in [
+            VERSION,
+            FEATURES,
+            CONSOLE_IO,
+            SCHED_OP,
+            SET_TIMER_OP,
+            VCPU_OP,
+            MMU_UPDATE,
+            MMUEXT_OP,
+            MEMORY_OP,
+        ] {
+            assert_eq!(f >> 31, 1, "fast call");
+            assert_eq!((f >> 30) & 1, 1, "SMC64/HVC64 convention");
+            assert_eq!((f >> 24) & 0x3f, 6, "vendor-specific hypervisor service");
+            assert!(is_ferrite_call(f as u64));
+        }
+        assert!(!is_ferrite_call(0xC600_FF01));
+        assert!(!is_ferrite_call(0x8400_0000));
+        assert!(!is_ferrite_call(0x1_C600_0000));
+        assert_eq!(version_word(), 0x1_0000);
+    }
+}

@@ -1,0 +1,22 @@
+//! Ferrite's hypercall ABI: what a paravirtualised guest and the hypervisor agree on.
+//!
+//! Every guest (and Ferrite itself) builds against this crate, so the numbers and layouts live
+//! in exactly one place. It holds function identifiers, argument conventions, error codes, the
+//! `#[repr(C)]` structures exchanged through guest memory (with compile-time layout checks),
+//! the aarch64 stage-1 descriptor bits a PV guest writes through `mmu_update`, and pure helpers
+//! (batch builders, descriptor constructors). It issues no hypercalls: a guest brings its own
+//! `hvc #0` wrapper, as `docs/abi.md` describes.
+
+#![no_std]
+
+pub mod call;
+pub mod desc;
+pub mod errno;
+pub mod mmu;
+pub mod sched;
+pub mod start_info;
+
+pub use call::*;
+pub use errno::Errno;
+pub use mmu::{Batch, MmuUpdate, MmuextOp};
+pub use start_info::StartInfo;

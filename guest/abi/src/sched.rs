@@ -1,0 +1,84 @@
+//! `SCHED_OP` commands and shutdown reasons.
+
+use core::mem::{offset_of, size_of};
+
+/// Give the CPU to another vCPU; returns 0 when this one runs again.
+pub const YIELD: u64 = 0;
+/// Sleep until an event is pending for this vCPU (or its timer fires); returns 0.
+pub const BLOCK: u64 = 1;
+/// Stop the domain: x2 = a `SHUTDOWN_*` reason. Does not return (unless the reason is
+/// [`SHUTDOWN_SUSPEND`] and the domain is resumed, then it returns 0).
+pub const SHUTDOWN: u64 = 2;
+/// Sleep until one of the event channels in the [`SchedPoll`] at guest VA x2 is pending, or
+/// its timeout passes; returns 0.
+pub const POLL: u64 = 3;
+
+/// Shutdown reasons (Xen's numbers).
+pub const SHUTDOWN_POWEROFF: u64 = 0;
+pub const SHUTDOWN_REBOOT: u64 = 1;
+pub const SHUTDOWN_SUSPEND: u64 = 2;
+pub const SHUTDOWN_CRASH: u64 = 3;
+pub const SHUTDOWN_WATCHDOG: u64 = 4;
+
+/// A reason Ferrite knows, or None for a value it refuses (`-EINVAL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownReason {
+    PowerOff,
+    Reboot,
+    Suspend,
+    Crash,
+    Watchdog,
+}
+
+impl ShutdownReason {
+    pub const fn from_raw(r: u64) -> Option<Self> {
+        Some(match r {
+            SHUTDOWN_POWEROFF => Self::PowerOff,
+            SHUTDOWN_REBOOT => Self::Reboot,
+            SHUTDOWN_SUSPEND => Self::Suspend,
+            SHUTDOWN_CRASH => Self::Crash,
+            SHUTDOWN_WATCHDOG => Self::Watchdog,
+            _ => return None,
+        })
+    }
+
+    pub const fn raw(self) -> u64 {
+        match self {
+            Self::PowerOff => SHUTDOWN_POWEROFF,
+            Self::Reboot => SHUTDOWN_REBOOT,
+            Self::Suspend => SHUTDOWN_SUSPEND,
+            Self::Crash => SHUTDOWN_CRASH,
+            Self::Watchdog => SHUTDOWN_WATCHDOG,
+        }
+    }
+}
+
+/// `POLL`'s argument. Layout: 24 bytes, `ports` at 0, `nr_ports` at 8, `pad` at 12 (0),
+/// `timeout` at 16.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SchedPoll {
+    /// Guest VA of an array of `u32` event-channel ports.
+    pub ports: u64,
+    pub nr_ports: u32,
+    pub pad: u32,
+    /// Deadline in virtual-counter ticks (CNTVCT_EL0); 0 = none.
+    pub timeout: u64,
+}
+
+const _: () = assert!(size_of::<SchedPoll>() == 24);
+const _: () = assert!(offset_of!(SchedPoll, nr_ports) == 8);
+const _: () = assert!(offset_of!(SchedPoll, timeout) == 16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_round_trip() {
+        for r in 0..5 {
+            assert_eq!(ShutdownReason::from_raw(r).unwrap().raw(), r);
+        }
+        assert_eq!(ShutdownReason::from_raw(5), None);
+    }
+}

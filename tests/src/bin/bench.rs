@@ -1,0 +1,187 @@
+//! `make bench`: Ferrite's benchmarks, deterministic (`-icount shift=0,sleep=off`, one guest
+//! instruction per virtual nanosecond; `dtb-randomness=off`), printed as a table and written to
+//! `build/bench/results.txt`. Not a test: nothing here passes or fails on a number.
+//!
+//! Rows: Ferrite's boot to its ready line (EL2 instructions on the boot CPU); EL2 instructions
+//! per guest exit by kind (Ferrite's own dom0, from its power-off report); Linux dom0's time to
+//! its shell marker under Ferrite against the same kernel and initramfs on QEMU with no
+//! hypervisor, as a ratio.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrite_systests::Qemu;
+
+const T: Duration = Duration::from_secs(300);
+
+fn build(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../build")
+        .join(p)
+}
+
+fn num_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(key).nth(1)?.split_whitespace().next()
+}
+
+fn disk(name: &str, size: u64) -> PathBuf {
+    let p = build(&format!("bench/{name}.img"));
+    std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+    p
+}
+
+fn linux_args(disk: &std::path::Path, loader: bool) -> Vec<String> {
+    let kernel = build("debian/vmlinuz");
+    let initrd = build("linux/initramfs.cpio");
+    let mut a = Vec::new();
+    if loader {
+        a.extend([
+            "-device".to_string(),
+            format!(
+                "guest-loader,addr=0x50000000,kernel={},bootargs=console=ttyAMA0 linux-dom0.test",
+                kernel.display()
+            ),
+            "-device".into(),
+            format!("guest-loader,addr=0x54000000,initrd={}", initrd.display()),
+        ]);
+    }
+    a.extend([
+        "-drive".to_string(),
+        format!("file={},if=none,format=raw,id=d0", disk.display()),
+        "-device".into(),
+        "virtio-blk-device,drive=d0".into(),
+        "-netdev".into(),
+        "user,id=n0".into(),
+        "-device".into(),
+        "virtio-net-device,netdev=n0".into(),
+    ]);
+    a
+}
+
+fn main() {
+    std::fs::create_dir_all(build("bench")).unwrap();
+    let mut table = String::new();
+    let mut row = |name: &str, value: String| {
+        println!("{name:<58} {value}");
+        writeln!(table, "{name:<58} {value}").unwrap();
+    };
+
+    // 1. Ferrite alone: boot to ready.
+    let out = Qemu::virt()
+        .cpus(4)
+        .icount(true)
+        .timeout(T)
+        .label("bench-boot")
+        .bootargs("poweroff semihosting")
+        .spawn()
+        .and_then(|r| r.wait_exit(T))
+        .expect("Ferrite boots");
+    let ready = out
+        .console
+        .lines()
+        .iter()
+        .find(|l| l.contains("boot: ready"))
+        .cloned()
+        .unwrap_or_default();
+    row(
+        "ferrite boot to ready, 4 cpus (EL2 instructions, cpu0)",
+        num_after(&ready, "entry, ").unwrap_or("?").to_string(),
+    );
+    row(
+        "ferrite boot to ready, 4 cpus (virtual us)",
+        num_after(&ready, "ready ").unwrap_or("?").to_string(),
+    );
+    let size = std::fs::metadata(build("qemu-virt/ferrite.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    row("ferrite image, no guests (bytes)", size.to_string());
+
+    // 2. Exits under Ferrite's own dom0.
+    let d = disk("dom0", 16 << 20);
+    let out = Qemu::virt()
+        .cpus(4)
+        .icount(true)
+        .timeout(T)
+        .label("bench-dom0")
+        .image(build("qemu-virt/ferrite-dom0.bin"))
+        .bootargs("semihosting -- poweroff")
+        .args(linux_args(&d, false))
+        .spawn()
+        .and_then(|r| r.wait_exit(T))
+        .expect("dom0 runs");
+    for l in out.console.lines().iter().filter(|l| l.contains("exits: ")) {
+        let rest = l.split("exits: ").nth(1).unwrap_or("");
+        let kind = rest.split_whitespace().next().unwrap_or("?");
+        let min = num_after(rest, "min ").unwrap_or("?");
+        let avg = num_after(rest, "avg ").unwrap_or("?");
+        row(
+            &format!("dom0 exit `{kind}`: EL2 instructions min / avg"),
+            format!("{min} / {avg}"),
+        );
+    }
+
+    // 3. Linux dom0 to its shell marker, against Linux on bare QEMU.
+    let uptime = |o: &ferrite_systests::Outcome| -> Option<f64> {
+        let l = o
+            .console
+            .lines()
+            .iter()
+            .find(|l| l.contains("shell ready (uptime"))?
+            .clone();
+        l.split("uptime ").nth(1)?.split(' ').next()?.parse().ok()
+    };
+    let d = disk("linux-ferrite", 64 << 20);
+    let under = Qemu::virt()
+        .cpus(4)
+        .memory("2G")
+        .icount(true)
+        .timeout(T)
+        .label("bench-linux-ferrite")
+        .bootargs("semihosting")
+        .args(linux_args(&d, true))
+        .spawn()
+        .and_then(|r| r.wait_exit(T))
+        .expect("Linux dom0 runs");
+    let ferrite_us: f64 = under
+        .console
+        .lines()
+        .iter()
+        .find_map(|l| num_after(l, "boot: ready ").and_then(|n| n.parse().ok()))
+        .unwrap_or(0.0);
+    let d = disk("linux-bare", 64 << 20);
+    let bare = Qemu::virt()
+        .cpus(4)
+        .memory("2G")
+        .icount(true)
+        .timeout(T)
+        .label("bench-linux-bare")
+        .image(build("debian/vmlinuz"))
+        .bootargs("console=ttyAMA0 linux-dom0.test")
+        .args([
+            "-initrd".to_string(),
+            build("linux/initramfs.cpio").display().to_string(),
+        ])
+        .args(linux_args(&d, false))
+        .spawn()
+        .and_then(|r| r.wait_exit(T))
+        .expect("Linux runs bare");
+    match (uptime(&under), uptime(&bare)) {
+        (Some(u), Some(b)) => {
+            let total = u + ferrite_us / 1e6;
+            row(
+                "linux to shell marker under ferrite (virtual s, incl. ferrite boot)",
+                format!("{total:.3}"),
+            );
+            row(
+                "linux to shell marker on bare QEMU (virtual s)",
+                format!("{b:.3}"),
+            );
+            row("ratio under ferrite / bare", format!("{:.2}", total / b));
+        }
+        other => row("linux to shell marker", format!("not measured: {other:?}")),
+    }
+
+    std::fs::write(build("bench/results.txt"), &table).unwrap();
+    println!("written to build/bench/results.txt");
+}
