@@ -125,3 +125,22 @@ fn linux_dom0_interactive_shell() -> Result<()> {
     out.ensure_exit(Exit::Code(0))?;
     out.ensure(out.console.contains("ferrite: power off"), "no power-off")
 }
+
+/// The other shapes the issue names: Cortex-A53 and `max` (pointer authentication, SVE, MTE...:
+/// what Ferrite hides or hands over), one vCPU, and RAM above 4 GiB.
+#[test]
+fn linux_dom0_on_a53_max_and_high_ram() -> Result<()> {
+    for (cpu, mem, gic, cpus) in [
+        ("cortex-a53", "2G", 3, 2),
+        ("max", "2G", 3, 4),
+        ("cortex-a72", "5G", 2, 1),
+    ] {
+        let name = format!("linux-{cpu}-{mem}");
+        let q = linux(&name, gic, cpus, "console=ttyAMA0 linux-dom0.test")
+            .cpu_model(cpu)
+            .memory(mem);
+        let out = q.spawn()?.wait_exit(TIMEOUT)?;
+        check(&out, cpus)?;
+    }
+    Ok(())
+}

@@ -29,6 +29,17 @@ const HCR_GUEST: u64 = (1 << 0) // VM
     | (1 << 19) // TSC
     | (1 << 31); // RW
 
+/// HCR_EL2.APK (bit 40) and API (bit 41): the guest uses pointer authentication (its keys and
+/// instructions) without trapping, where the CPU has it. A vCPU switch must then save and
+/// restore the APxxKEY registers (the scheduler's world switch does).
+fn hcr_pauth() -> u64 {
+    // ID_AA64ISAR1_EL1: APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2: APA3 [15:12].
+    let isar1 = cpu::read_id_reg(6, 1);
+    let isar2 = cpu::read_id_reg(6, 2);
+    let pauth = isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0;
+    if pauth { (1 << 40) | (1 << 41) } else { 0 }
+}
+
 /// Where a vCPU starts.
 pub struct Start {
     pub pc: u64,
@@ -128,7 +139,7 @@ pub fn enter(start: &Start, stack_top: u64) -> ! {
             midr = in(reg) midr,
             vmpidr = in(reg) (1u64 << 31) | start.vmpidr,
             cntvoff = in(reg) start.cntvoff,
-            hcr = in(reg) HCR_GUEST,
+            hcr = in(reg) HCR_GUEST | hcr_pauth(),
             options(nostack),
         );
     }
