@@ -107,7 +107,7 @@ debug: build setup-qemu $(QEMU_BOARD_DEPS) $(if $(filter none,$(DOM0)),,$(DISK))
 	$(QEMU) $(QEMU_ARGS) -S -gdb tcp::1234
 
 unit-test: setup-rust
-	cargo test -p ferrite --target $(HOST)
+	cargo test -p ferrite -p ferrite-abi --target $(HOST)
 
 system-test: setup
 	$(MAKE) --no-print-directory build BOARD=qemu-virt

@@ -8,20 +8,17 @@
 //! activations by register writes) so that the sync can merge both without losing or
 //! duplicating an interrupt.
 
-use alloc::vec;
-use alloc::vec::Vec;
-
 use super::irq::{InLr, Irq};
+use super::live;
 use super::lr::{Lr, LrState};
-use super::{Fill, Version, Vgic};
-
-/// Most LRs any GIC has (GICv2: 64, GICv3: 16).
-const MAX_LRS: usize = 64;
+use super::{Fill, MAX_LRS, NO_SLOT, Version, Vgic};
 
 impl Vgic {
     /// Before `vcpu` runs: fills `lrs` (all of the vCPU's list registers, as they were left by
     /// the last run) with its active interrupts, then its highest-priority deliverable pending
     /// ones. Interrupts that were in an LR keep their slot; unused LRs become invalid.
+    ///
+    /// Its cost is in the live interrupts (see [`live`]) and the LRs, and it does not allocate.
     pub fn fill_lrs(&mut self, vcpu: usize, lrs: &mut [Lr]) -> Fill {
         if vcpu >= self.cpus.len() {
             lrs.fill(Lr::INVALID);
@@ -31,38 +28,58 @@ impl Vgic {
             self.sync_lrs(vcpu, lrs);
         }
         let nslots = lrs.len().min(MAX_LRS);
-        let mut candidates = self.candidates(vcpu);
-        // Active ones first (the guest must be able to deactivate them), then by priority, then
-        // by INTID as the GIC breaks ties.
-        candidates.sort_unstable_by_key(|&(intid, active, priority)| (!active, priority, intid));
-        let underflow = candidates.len() > nslots;
-        candidates.truncate(nslots);
+        // Room for the best candidates: small for the usual handful of LRs, so that setting it
+        // up costs a few stores.
+        let mut small = [0; SMALL];
+        let mut large;
+        let keys: &mut [u32] = if nslots <= SMALL {
+            &mut small[..nslots]
+        } else {
+            large = [0; MAX_LRS];
+            &mut large[..nslots]
+        };
+        let mut best = Best::new(keys);
+        self.candidates(vcpu, &mut best);
+        let chosen = best.chosen();
 
-        let previous = core::mem::take(&mut self.cpus[vcpu].slots);
-        let mut slots = vec![None; nslots];
-        let mut newcomers = Vec::new();
-        for &(intid, _, _) in &candidates {
-            match previous.iter().position(|&s| s == Some(intid)) {
-                Some(k) if k < nslots => slots[k] = Some(intid),
-                _ => newcomers.push(intid),
+        // Those already in an LR keep it; the others take the free ones in order. `self.mark`
+        // says which INTIDs are chosen and not placed yet; it is empty again at the end.
+        for &key in chosen {
+            let intid = key_intid(key);
+            self.mark[intid / 64] |= 1 << (intid % 64);
+        }
+        let cpu = &mut self.cpus[vcpu];
+        let mut occupied = 0u64;
+        for k in live::bits64(cpu.occupied) {
+            let intid = usize::from(cpu.slots[k]);
+            let bit = 1 << (intid % 64);
+            if k < nslots && self.mark[intid / 64] & bit != 0 {
+                self.mark[intid / 64] &= !bit;
+                occupied |= 1 << k;
+            } else {
+                cpu.slots[k] = NO_SLOT;
             }
         }
-        let mut free = 0;
-        for intid in newcomers {
-            while slots[free].is_some() {
-                free += 1;
+        for &key in chosen {
+            let intid = key_intid(key);
+            let bit = 1 << (intid % 64);
+            if self.mark[intid / 64] & bit != 0 {
+                self.mark[intid / 64] &= !bit;
+                // There is one: no more are chosen than there are LRs.
+                let free = (!occupied).trailing_zeros() as usize;
+                cpu.slots[free] = intid as u16;
+                occupied |= 1 << free;
             }
-            slots[free] = Some(intid);
         }
+        cpu.occupied = occupied;
+        cpu.unsynced = true;
+        let underflow = best.overflow;
 
-        for (k, lr) in lrs.iter_mut().enumerate() {
-            *lr = match slots.get(k).copied().flatten() {
-                Some(intid) => self.place(vcpu, intid, k as u8),
-                None => Lr::INVALID,
-            };
+        lrs.fill(Lr::INVALID);
+        for k in live::bits64(occupied) {
+            let intid = self.cpus[vcpu].slots[k];
+            lrs[k] = self.place(vcpu, u32::from(intid), k as u8);
         }
-        self.cpus[vcpu].slots = slots;
-        self.cpus[vcpu].unsynced = true;
         Fill { underflow }
     }
 
@@ -77,9 +94,8 @@ impl Vgic {
             return;
         }
         let v2 = self.version == Version::V2;
-        let slots = core::mem::take(&mut cpu.slots);
-        for (k, slot) in slots.iter().enumerate() {
-            let Some(intid) = *slot else { continue };
+        for k in live::bits64(cpu.occupied) {
+            let intid = u32::from(self.cpus[vcpu].slots[k]);
             let Some(irq) = self.irq_mut(vcpu, intid) else {
                 continue;
             };
@@ -93,25 +109,43 @@ impl Vgic {
                 .map_or(given.state, |l| l.state);
             fold(irq, intid, given, state, v2_sgi);
         }
-        self.cpus[vcpu].slots = slots;
     }
 
-    /// What `vcpu`'s LRs should hold: `(intid, active, priority)` of its active interrupts and
-    /// of its deliverable pending ones that no other vCPU's LRs hold.
-    fn candidates(&self, vcpu: usize) -> Vec<(u32, bool, u8)> {
+    /// Offers `best` what `vcpu`'s LRs should hold: its active interrupts and its deliverable
+    /// pending ones that no other vCPU's LRs hold. Only live interrupts can be; those found not
+    /// to be live any more leave the live sets.
+    fn candidates(&mut self, vcpu: usize, best: &mut Best) {
         let v2 = self.version == Version::V2;
-        let mut out = Vec::new();
-        for (i, irq) in self.cpus[vcpu].irqs.iter().enumerate() {
+        let cpu = &self.cpus[vcpu];
+        let mut dead = 0;
+        for i in live::bits32(cpu.live) {
+            let irq = &cpu.irqs[i as usize];
+            if !irq.live() {
+                dead |= 1 << i;
+                continue;
+            }
             let waiting = if v2 && i < 16 {
                 irq.sgi_sources != 0
             } else {
                 irq.pending_here()
             };
             if irq.active || waiting && self.may_signal(irq) {
-                out.push((i as u32, irq.active, irq.priority));
+                best.offer(i, irq);
             }
         }
-        for (i, irq) in self.spis.iter().enumerate() {
+        self.cpus[vcpu].live &= !dead;
+
+        let mut next = 0;
+        while let Some(i) = self.spi_live.next_from(next) {
+            next = i + 1;
+            let Some(irq) = self.spis.get(i) else {
+                self.spi_live.remove(i);
+                continue;
+            };
+            if !irq.live() {
+                self.spi_live.remove(i);
+                continue;
+            }
             if irq.in_lr.is_some() {
                 continue;
             }
@@ -121,15 +155,14 @@ impl Vgic {
                 irq.pending_here() && self.may_signal(irq) && self.spi_owner(irq) == Some(vcpu)
             };
             if mine {
-                out.push((i as u32 + 32, irq.active, irq.priority));
+                best.offer(i as u32 + 32, irq);
             }
         }
-        out
     }
 
     /// Hands `intid` to LR `slot` of `vcpu`: moves the pending state the LR takes over out of the
     /// vGIC and records what the LR got.
-    fn place(&mut self, vcpu: usize, intid: u32, slot: u8) -> Lr {
+    pub(super) fn place(&mut self, vcpu: usize, intid: u32, slot: u8) -> Lr {
         let v2_sgi = self.version == Version::V2 && intid < 16;
         let may_signal = self.irq(vcpu, intid).is_some_and(|q| self.may_signal(q));
         let Some(irq) = self.irq_mut(vcpu, intid) else {
@@ -206,5 +239,58 @@ fn fold(irq: &mut Irq, intid: u32, given: InLr, state: LrState, v2_sgi: bool) {
     irq.in_lr = None;
     if intid >= 32 {
         irq.holder = irq.active.then_some(given.vcpu);
+    }
+}
+
+/// LRs a fill makes room for without setting up [`MAX_LRS`] entries (GICv3 has at most 16).
+const SMALL: usize = 16;
+
+/// The INTID in a [`Best`] key.
+const fn key_intid(key: u32) -> usize {
+    (key & 0xffff) as usize
+}
+
+/// The best candidates for a fill, in the order they get LRs: active ones first (the guest must
+/// be able to deactivate them), then by priority, then by INTID as the GIC breaks ties. As many
+/// as there is room for, kept sorted as they are offered.
+pub(super) struct Best<'a> {
+    /// `(!active, priority, intid)` packed so that the best is the smallest.
+    keys: &'a mut [u32],
+    len: usize,
+    /// More were offered than fit.
+    pub overflow: bool,
+}
+
+impl<'a> Best<'a> {
+    /// Room for `keys.len()` candidates.
+    pub fn new(keys: &'a mut [u32]) -> Self {
+        Self {
+            keys,
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    pub fn offer(&mut self, intid: u32, irq: &Irq) {
+        let key = u32::from(!irq.active) << 31 | u32::from(irq.priority) << 16 | (intid & 0xffff);
+        if self.len == self.keys.len() {
+            self.overflow = true;
+            if self.len == 0 || key >= self.keys[self.len - 1] {
+                return;
+            }
+            self.len -= 1;
+        }
+        let mut k = self.len;
+        while k > 0 && self.keys[k - 1] > key {
+            self.keys[k] = self.keys[k - 1];
+            k -= 1;
+        }
+        self.keys[k] = key;
+        self.len += 1;
+    }
+
+    /// The chosen keys, best first ([`key_intid`] gives their INTIDs).
+    pub fn chosen(&self) -> &[u32] {
+        &self.keys[..self.len]
     }
 }

@@ -209,6 +209,7 @@ impl Vgic {
         for (t, cpu) in self.cpus.iter_mut().enumerate() {
             if targets >> t & 1 != 0 {
                 cpu.irqs[intid].sgi_sources |= 1 << vcpu;
+                cpu.live |= 1 << intid;
                 kick |= Kick(1 << t);
             }
         }
@@ -230,7 +231,9 @@ impl Vgic {
         if sources == 0 {
             return Kick::NONE;
         }
-        let irq = &mut self.cpus[vcpu].irqs[sgi];
+        let cpu = &mut self.cpus[vcpu];
+        cpu.live |= 1 << sgi;
+        let irq = &mut cpu.irqs[sgi];
         if set {
             irq.sgi_sources |= sources;
         } else {

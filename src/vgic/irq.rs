@@ -17,7 +17,7 @@ use super::lr::LrState;
 /// most virtual CPU interfaces); the low three read as zero.
 pub(super) const PRIORITY_MASK: u8 = 0xf8;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Irq {
     pub enabled: bool,
     pub group1: bool,
@@ -99,6 +99,12 @@ impl Irq {
     /// Pending state the vGIC holds (not handed to an LR).
     pub const fn pending_here(&self) -> bool {
         self.latch || self.sgi_sources != 0 || (self.level_tracked() && self.line)
+    }
+
+    /// Pending here, active, or in an LR: the only interrupts the exit path has to look at
+    /// (see [`live`](super::live)). Anything deliverable, or that an LR should hold, is live.
+    pub fn live(&self) -> bool {
+        self.pending_here() || self.active || self.in_lr.is_some()
     }
 
     /// Active, as `ISACTIVER` reads it.

@@ -81,6 +81,7 @@ const V3_PINTID_MASK: u64 = 0x1fff;
 const V3_EOI: u64 = 1 << 41;
 
 /// Encodes `lr` as an `ICH_LR<n>_EL2` value.
+#[inline]
 pub fn encode_v3(lr: &Lr) -> u64 {
     let mut v = u64::from(lr.intid)
         | u64::from(lr.priority) << V3_PRIORITY_SHIFT
@@ -97,6 +98,7 @@ pub fn encode_v3(lr: &Lr) -> u64 {
 }
 
 /// Decodes an `ICH_LR<n>_EL2` value.
+#[inline]
 pub fn decode_v3(v: u64) -> Lr {
     let hw = v & V3_HW != 0;
     Lr {
@@ -120,6 +122,7 @@ const V2_EOI: u32 = 1 << 19;
 const V2_CPUID_MASK: u32 = 0x7;
 
 /// Encodes `lr` as a `GICH_LR<n>` value.
+#[inline]
 pub fn encode_v2(lr: &Lr) -> u32 {
     let mut v = (lr.intid & V2_ID_MASK)
         | u32::from(lr.priority >> 3) << V2_PRIORITY_SHIFT
@@ -140,6 +143,7 @@ pub fn encode_v2(lr: &Lr) -> u32 {
 }
 
 /// Decodes a `GICH_LR<n>` value.
+#[inline]
 pub fn decode_v2(v: u32) -> Lr {
     let hw = v & V2_HW != 0;
     let phys = v >> V2_PHYS_SHIFT & V2_ID_MASK;

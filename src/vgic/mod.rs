@@ -20,6 +20,10 @@
 //!   IPI if they are running on another CPU, so that they sync and fill again;
 //! - asks [`Vgic::has_pending`] before blocking a vCPU on WFI.
 //!
+//! Fill, sync and `has_pending` run on every exit: their cost is in the interrupts that are
+//! pending, active or in an LR and in the number of LRs, not in the number of interrupts, and
+//! they do not allocate (see `live`).
+//!
 //! ```text
 //! pub enum Version { V2, V3 }
 //! pub struct Config { version, vcpus, spis, mpidrs }
@@ -67,6 +71,7 @@
 mod deliver;
 mod dist;
 mod irq;
+mod live;
 pub mod lr;
 mod redist;
 mod regs;
@@ -136,8 +141,9 @@ impl Kick {
         vcpu < 64 && self.0 >> vcpu & 1 != 0
     }
 
+    /// The vCPUs named, ascending.
     pub fn vcpus(self) -> impl Iterator<Item = usize> {
-        (0..64).filter(move |&v| self.contains(v))
+        live::bits64(self.0)
     }
 
     fn one(vcpu: Option<usize>) -> Kick {
@@ -166,15 +172,26 @@ pub struct Fill {
     pub underflow: bool,
 }
 
+/// Most LRs any GIC has (GICv2: 64, GICv3: 16).
+const MAX_LRS: usize = 64;
+
+/// An LR the last fill left empty, in [`Cpu::slots`].
+const NO_SLOT: u16 = u16::MAX;
+
 /// Per-vCPU state: its banked SGIs and PPIs, its redistributor, its LR bookkeeping.
 #[derive(Clone, Debug)]
 struct Cpu {
     irqs: [Irq; 32],
+    /// Bit `n`: `irqs[n]` may be live (see [`live`]).
+    live: u32,
     affinity: u64,
     /// `GICR_WAKER.ProcessorSleep`.
     asleep: bool,
-    /// INTIDs the last fill put in each LR, so that the next fill keeps them in place.
-    slots: Vec<Option<u32>>,
+    /// INTIDs the last fill put in each LR ([`NO_SLOT`]: none), so that the next fill keeps
+    /// them in place.
+    slots: [u16; MAX_LRS],
+    /// Bit `k`: `slots[k]` holds an INTID (is not [`NO_SLOT`]).
+    occupied: u64,
     /// A fill has not been synced yet.
     unsynced: bool,
 }
@@ -185,6 +202,10 @@ pub struct Vgic {
     version: Version,
     cpus: Vec<Cpu>,
     spis: Vec<Irq>,
+    /// SPIs (by index in `spis`) that may be live (see [`live`]).
+    spi_live: live::Set,
+    /// Scratch for [`Vgic::fill_lrs`], by INTID; empty between calls.
+    mark: [u64; 16],
     enable_grp0: bool,
     enable_grp1: bool,
     /// Enable changes the guest made to hardware-backed SPIs, for the arch code to mirror on
@@ -213,9 +234,11 @@ impl Vgic {
                 }
                 Cpu {
                     irqs,
+                    live: 0,
                     affinity: cfg.mpidrs.get(i).copied().unwrap_or(i as u64) & AFFINITY_MASK,
                     asleep: true,
-                    slots: Vec::new(),
+                    slots: [NO_SLOT; MAX_LRS],
+                    occupied: 0,
                     unsynced: false,
                 }
             })
@@ -224,6 +247,8 @@ impl Vgic {
             version: cfg.version,
             cpus,
             spis: alloc::vec![Irq::new(false, v3); nspis],
+            spi_live: live::Set::new(),
+            mark: [0; 16],
             enable_grp0: false,
             enable_grp1: false,
             hw_enables: Vec::new(),
@@ -331,6 +356,7 @@ impl Vgic {
             // other way round (single security state).
             if hit && cpu.irqs[intid].group1 == group1 {
                 cpu.irqs[intid].latch = true;
+                cpu.live |= 1 << intid;
                 kick |= Kick(1 << t);
             }
         }
@@ -348,25 +374,33 @@ impl Vgic {
         self.deliverable(vcpu).collect()
     }
 
+    /// The INTIDs `vcpu` could take, ascending. Only live interrupts can be, so only those are
+    /// looked at.
     fn deliverable(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
         let private = self
             .cpus
             .get(vcpu)
             .into_iter()
-            .flat_map(|c| c.irqs.iter().enumerate());
-        let spis = self.spis.iter().enumerate().map(|(i, q)| (i + 32, q));
+            .flat_map(|c| live::bits32(c.live).map(move |i| (i, &c.irqs[i as usize])));
+        let spis = self
+            .spi_live
+            .iter()
+            .filter_map(|i| Some((i as u32 + 32, self.spis.get(i)?)));
         private
             .chain(spis)
-            .filter(move |&(intid, irq)| {
-                let v2_sgi = self.version == Version::V2 && intid < 16;
-                let waiting = if v2_sgi && irq.active {
-                    irq.sgi_sources & !(1 << irq.active_source) != 0
-                } else {
-                    irq.pending() && !irq.active
-                };
-                waiting && self.may_signal(irq) && (intid < 32 || self.spi_owner(irq) == Some(vcpu))
-            })
-            .map(|(intid, _)| intid as u32)
+            .filter(move |&(intid, irq)| self.is_deliverable(vcpu, intid, irq))
+            .map(|(intid, _)| intid)
+    }
+
+    /// Whether `vcpu` could take `irq` (INTID `intid`, banked in `vcpu` if private) now.
+    fn is_deliverable(&self, vcpu: usize, intid: u32, irq: &Irq) -> bool {
+        let v2_sgi = self.version == Version::V2 && intid < 16;
+        let waiting = if v2_sgi && irq.active {
+            irq.sgi_sources & !(1 << irq.active_source) != 0
+        } else {
+            irq.pending() && !irq.active
+        };
+        waiting && self.may_signal(irq) && (intid < 32 || self.spi_owner(irq) == Some(vcpu))
     }
 
     /// Enable and group gating.
@@ -413,10 +447,21 @@ impl Vgic {
         }
     }
 
+    /// The interrupt at `intid` to change, marked as possibly live (see [`live`]): every change
+    /// to an interrupt's pending or active state, or to what it depends on, goes through here
+    /// or marks the interrupt itself.
     fn irq_mut(&mut self, vcpu: usize, intid: u32) -> Option<&mut Irq> {
         match intid {
-            0..32 => self.cpus.get_mut(vcpu).map(|c| &mut c.irqs[intid as usize]),
-            _ => self.spis.get_mut(intid as usize - 32),
+            0..32 => self.cpus.get_mut(vcpu).map(|c| {
+                c.live |= 1 << intid;
+                &mut c.irqs[intid as usize]
+            }),
+            _ => {
+                let i = intid as usize - 32;
+                let irq = self.spis.get_mut(i)?;
+                self.spi_live.insert(i);
+                Some(irq)
+            }
         }
     }
 

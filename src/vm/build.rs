@@ -65,16 +65,27 @@ pub fn dom0(
         frames.alloc_aligned((bytes / 4096) as usize, TWO_MIB)
     });
     let got: u64 = banks.iter().map(|b| b.size).sum();
-    // The boot images go in the largest bank: the first may be a small piece below Ferrite.
-    let first = *banks
-        .iter()
-        .max_by_key(|b| b.size)
-        .ok_or("no memory left for dom0")?;
+    if banks.is_empty() {
+        return Err("no memory left for dom0".into());
+    }
     if got < want {
         log::warn!("dom0: asked for {} MiB, got {} MiB", want / MIB, got / MIB);
     }
 
-    let place = layout::place(first, &hdr, images.ramdisk.map(|r| r.len() as u64))?;
+    // The boot images go in the lowest bank they fit in (the first may be a small piece below
+    // Ferrite's image, too small for a Linux kernel).
+    let initrd_len = images.ramdisk.map(|r| r.len() as u64);
+    let place = banks
+        .iter()
+        .find_map(|b| layout::place(*b, &hdr, initrd_len).ok())
+        .map(Ok)
+        .unwrap_or_else(|| {
+            layout::place(
+                *banks.iter().max_by_key(|b| b.size).unwrap(),
+                &hdr,
+                initrd_len,
+            )
+        })?;
     let (kernel, initrd, dtb_at) = (place.kernel, place.initrd, place.dtb);
 
     let gic_view = match info.gic.as_ref().ok_or("no GIC")? {

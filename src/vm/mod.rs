@@ -63,8 +63,8 @@ pub fn is_running(vm: &Vm) -> bool {
 /// of them (waking it from WFI, or forcing an exit so its list registers are refilled).
 pub fn kick(k: Kick) {
     let me = cpu::index();
-    for v in (0..MAX_CPUS).filter(|v| k.0 & (1 << v) != 0) {
-        if v != me && RUNNING[v].load(Ordering::Acquire) {
+    for v in k.vcpus() {
+        if v != me && v < MAX_CPUS && RUNNING[v].load(Ordering::Acquire) {
             gic::send_ipi(v);
         }
     }

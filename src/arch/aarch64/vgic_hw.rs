@@ -100,7 +100,19 @@ pub fn read_lrs(out: &mut [Lr]) {
 
 /// Empties the first `n` list registers and turns off the underflow interrupt (after an exit).
 pub fn clear_lrs(n: usize) {
-    write_lrs(&[Lr::INVALID; MAX_LRS][..n], false);
+    for i in 0..n {
+        if gich() != 0 {
+            gich_write(0x100 + 4 * i, 0);
+        } else {
+            ich_lr!(write, i, 0u64);
+        }
+    }
+    if gich() != 0 {
+        gich_write(0x0, 1);
+    } else {
+        // SAFETY: ICH_HCR_EL2 with only En set: this CPU's virtual interface stays on.
+        unsafe { asm!("msr ich_hcr_el2, {}", in(reg) 1u64, options(nomem, nostack)) };
+    }
 }
 
 pub fn write_lrs(lrs: &[Lr], underflow: bool) {

@@ -2,6 +2,7 @@
 //! model of the guest's virtual CPU interface, and fuzzing of every entry point.
 
 mod delivery;
+mod exit_path;
 mod fuzz;
 mod lrs;
 mod mmio;
