@@ -66,7 +66,7 @@ fn check_dom0(out: &Outcome, disk: &std::path::Path, gic: u32, cpus: u32) -> Res
     out.ensure_exit(Exit::Code(0))?;
     for needle in [
         "ferrite: ready:".to_string(),
-        format!("dom0: Ferrite dom0 "),
+        "dom0: Ferrite dom0 ".to_string(),
         format!("at EL1, {cpus} vcpus"),
         "dom0: hypervisor: ferrite ABI 0.1".into(),
         format!("dom0: gic: v{gic}"),

@@ -75,7 +75,7 @@ fn check(out: &Outcome, cpus: u32) -> Result<()> {
     };
     for needle in [
         "Booting Linux on physical CPU".to_string(),
-        format!("linux-dom0: init on Linux 6."),
+        "linux-dom0: init on Linux 6.".to_string(),
         format!("cpus online {online}"),
         "linux-dom0: hypervisor: ferrite,hypervisor, ABI 0.1".into(),
         "linux-dom0: disk: vda, 131072 sectors, ext2 mounted, wrote and read back: ok".into(),
