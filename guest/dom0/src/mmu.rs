@@ -222,10 +222,8 @@ impl AddressSpace {
         let root = self.map.root_address().0 as u64;
         // SAFETY: MMU_REGS is read by secondaries that are not started yet.
         unsafe { (*MMU_REGS.get()).ttbr0 = root };
-        // SAFETY: the new map covers everything the old one did that is still in use (image,
-        // heap, stack, device tree, console), with the same attributes. While the MMU is off the
-        // sequence makes no data access, so dirty lines need no cleaning: the table walks after
-        // it are cacheable.
+        // SAFETY: the new map covers all the old one did that is in use, with the same attributes;
+        // with the MMU off the sequence makes no data access, and the walks after are cacheable.
         unsafe {
             asm!(
                 "dsb sy",
