@@ -38,6 +38,7 @@ pub mod dtb;
 pub mod error;
 pub mod fake;
 pub mod paths;
+mod process;
 pub mod qemu;
 pub mod run;
 pub mod serial;
