@@ -50,6 +50,10 @@ impl Set {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.summary == 0
+    }
+
     pub fn contains(&self, i: usize) -> bool {
         i / 64 < WORDS && self.words[i / 64] >> (i % 64) & 1 != 0
     }

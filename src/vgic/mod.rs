@@ -363,6 +363,13 @@ impl Vgic {
         kick
     }
 
+    /// Nothing may need a list register of `vcpu`: none of its private interrupts and no SPI at
+    /// all is live. Conservative (true only when certain), O(1): the exit path skips the
+    /// list registers entirely when this holds and they are empty.
+    pub fn quiet(&self, vcpu: usize) -> bool {
+        self.cpus.get(vcpu).is_some_and(|c| c.live == 0) && self.spi_live.is_empty()
+    }
+
     /// Whether `vcpu` has an interrupt it could take (pending, enabled, its group enabled, not
     /// active), ignoring priority masks: a vCPU blocked in WFI must be woken.
     pub fn has_pending(&self, vcpu: usize) -> bool {

@@ -11,6 +11,7 @@ use crate::domain::DomainState;
 use crate::vdev::{idregs, psci};
 use crate::vgic::Lr;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// HVC/SMC: PSCI first, then Ferrite's own calls (none yet: SMCCC "unknown function").
 pub fn call(frame: &mut TrapFrame) {
@@ -251,6 +252,7 @@ fn retire_lrs(vm: &Vm, v: usize) {
     // whatever the shadow still held.
     vm.vgic.lock().sync_lrs(v, &empty[..n]);
     lrs[..n].copy_from_slice(&empty[..n]);
+    LRS_IN_USE[v].store(false, Ordering::Relaxed);
 }
 
 /// First thing on every exit: fold what the guest did to its list registers (acknowledged,
@@ -262,12 +264,20 @@ fn retire_lrs(vm: &Vm, v: usize) {
 /// maintenance interrupt firing at EL2 for as long as the vCPU is not running.
 pub fn after_exit() {
     let (vm, v) = current();
+    if !LRS_IN_USE[v].load(Ordering::Relaxed) {
+        // The list registers were left empty: the guest cannot have changed them.
+        return;
+    }
     let n = vgic_hw::lr_count();
     let mut lrs = SHADOW[v].lock();
     vgic_hw::read_lrs(&mut lrs[..n]);
     vgic_hw::clear_lrs(n);
     vm.vgic.lock().sync_lrs(v, &lrs[..n]);
 }
+
+/// Per CPU: its list registers hold something (or the underflow interrupt is on).
+static LRS_IN_USE: [AtomicBool; crate::arch::boot::MAX_CPUS] =
+    [const { AtomicBool::new(false) }; crate::arch::boot::MAX_CPUS];
 
 /// Each CPU's list registers as its vCPU left them (see [`after_exit`]).
 static SHADOW: [spin::Mutex<[Lr; vgic_hw::MAX_LRS]>; crate::arch::boot::MAX_CPUS] =
@@ -280,8 +290,20 @@ pub fn before_return(_frame: &mut TrapFrame) {
     if !super::is_running(vm) {
         stop_here();
     }
+    let mut g = vm.vgic.lock();
+    if !LRS_IN_USE[v].load(Ordering::Relaxed) && g.quiet(v) {
+        // No interrupt for this vCPU anywhere, and its list registers are empty already: the
+        // common case of a hypercall or MMIO exit costs no list-register work.
+        return;
+    }
     let n = vgic_hw::lr_count();
     let mut lrs = SHADOW[v].lock();
-    let fill = vm.vgic.lock().fill_lrs(v, &mut lrs[..n]);
+    let fill = g.fill_lrs(v, &mut lrs[..n]);
+    drop(g);
     vgic_hw::write_lrs(&lrs[..n], fill.underflow);
+    let in_use = fill.underflow
+        || lrs[..n]
+            .iter()
+            .any(|l| l.state != crate::vgic::LrState::Invalid);
+    LRS_IN_USE[v].store(in_use, Ordering::Relaxed);
 }
