@@ -62,6 +62,11 @@ pub fn report() {
             continue;
         }
         let total = TOTAL[k].load(Ordering::Relaxed);
+        if total == 0 {
+            // No instruction counts (QEMU counts them only with -icount): just how many.
+            log::info!("exits: {:<6} {n:>8} taken", NAMES[k]);
+            continue;
+        }
         log::info!(
             "exits: {:<6} {n:>8} taken, EL2 instructions min {} avg {}",
             NAMES[k],

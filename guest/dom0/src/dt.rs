@@ -8,10 +8,18 @@
 //!
 //! Two kinds of query: [`Dt`]'s methods allocate nothing and run before the heap (they find the
 //! console and the heap's place); [`Dt::machine`] collects everything else once the heap exists.
+//!
+//! Devices may sit below buses whose `ranges` map bus addresses to physical ones (the Raspberry
+//! Pi 4 puts its UARTs and its GIC under `/soc`, at bus address 0x7e201000 for physical
+//! 0xfe201000). So a device's `reg` is read with its parent's `#address-cells`/`#size-cells` and
+//! translated through every bus's `ranges` on the way up ([`Buses`]), without allocating: the
+//! console is found this way before there is a heap.
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::convert::Infallible;
 use core::fmt;
+use core::ops::ControlFlow;
 use fdt::Fdt;
 use fdt::node::FdtNode;
 
@@ -148,6 +156,145 @@ fn cstr(v: &[u8]) -> &str {
     core::str::from_utf8(v).unwrap_or("")
 }
 
+/// The deepest bus nesting [`Buses`] follows (the root counts as one).
+const MAX_DEPTH: usize = 8;
+
+/// One node seen as a bus: the cell sizes of its children's `reg`, its own parent's address
+/// cells (the parent side of its `ranges`) and its `ranges`.
+#[derive(Clone, Copy)]
+struct Bus {
+    address_cells: usize,
+    size_cells: usize,
+    parent_address_cells: usize,
+    /// `None`: no `ranges`, so its children are not memory-mapped. Empty: identity.
+    ranges: Option<&'static [u8]>,
+}
+
+/// The buses from the root down to a node's parent, for reading and translating the node's
+/// `reg`. A fixed array: it is used before the heap exists.
+#[derive(Clone, Copy)]
+struct Buses {
+    bus: [Bus; MAX_DEPTH],
+    len: usize,
+}
+
+/// A number of up to four cells (more do not fit in a u128).
+fn read_cells(v: &[u8], cells: usize) -> Option<u128> {
+    if cells > 4 || v.len() < cells * 4 {
+        return None;
+    }
+    Some(be32s(&v[..cells * 4]).fold(0u128, |acc, w| (acc << 32) | w as u128))
+}
+
+impl Buses {
+    /// Just the root, whose `#address-cells`/`#size-cells` read its children's `reg`.
+    fn root(root: FdtNode<'_, 'static>) -> Self {
+        let mut b = Self {
+            bus: [Bus {
+                address_cells: 2,
+                size_cells: 1,
+                parent_address_cells: 2,
+                ranges: Some(&[]),
+            }; MAX_DEPTH],
+            len: 0,
+        };
+        b.push(root);
+        b
+    }
+
+    /// Adds `n` as the innermost bus; false if the tree is nested too deeply.
+    fn push(&mut self, n: FdtNode<'_, 'static>) -> bool {
+        if self.len == MAX_DEPTH {
+            return false;
+        }
+        let cells = |name| {
+            n.property(name)
+                .and_then(|p| be32s(p.value).next())
+                .map(|c| c as usize)
+        };
+        let parent_address_cells = match self.len {
+            0 => 2,
+            l => self.bus[l - 1].address_cells,
+        };
+        self.bus[self.len] = Bus {
+            // The devicetree specification's defaults.
+            address_cells: cells("#address-cells").unwrap_or(2),
+            size_cells: cells("#size-cells").unwrap_or(1),
+            parent_address_cells,
+            // The root's address space is the CPU's, whatever it says.
+            ranges: if self.len == 0 {
+                Some(&[])
+            } else {
+                n.property("ranges").map(|p| p.value)
+            },
+        };
+        self.len += 1;
+        true
+    }
+
+    /// Translates `addr` from the innermost bus's address space to a physical address:
+    /// innermost bus first, each through its `ranges`. `None` if a bus is not memory-mapped or
+    /// no range of it holds the address.
+    fn translate(&self, mut addr: u128) -> Option<u64> {
+        for b in self.bus[1..self.len].iter().rev() {
+            let ranges = b.ranges?;
+            if ranges.is_empty() {
+                continue;
+            }
+            let (ca, pa, sc) = (b.address_cells, b.parent_address_cells, b.size_cells);
+            let entry = (ca + pa + sc) * 4;
+            if entry == 0 {
+                return None;
+            }
+            addr = ranges.chunks_exact(entry).find_map(|e| {
+                let child = read_cells(e, ca)?;
+                let parent = read_cells(&e[ca * 4..], pa)?;
+                let len = read_cells(&e[(ca + pa) * 4..], sc)?;
+                let off = addr.checked_sub(child)?;
+                // Like Linux, only the start has to lie in the range.
+                (off < len).then(|| parent.checked_add(off))?
+            })?;
+        }
+        u64::try_from(addr).ok()
+    }
+
+    /// `n`'s `reg`, read with its parent's cell sizes and translated to physical addresses.
+    /// Entries of size 0 or that do not translate are skipped.
+    fn regs(self, n: FdtNode<'_, 'static>) -> impl Iterator<Item = Region> + 'static {
+        let parent = self.bus[self.len - 1];
+        let (ac, sc) = (parent.address_cells, parent.size_cells);
+        let value = n.property("reg").map(|p| p.value).unwrap_or(&[]);
+        let entry = (ac + sc) * 4;
+        value
+            .chunks_exact(entry.max(4))
+            .filter(move |_| entry != 0)
+            .filter_map(move |e| {
+                let addr = read_cells(e, ac)?;
+                let size = read_cells(&e[ac * 4..], sc)?;
+                let size = u64::try_from(size).ok().filter(|&s| s != 0)?;
+                Some(Region::new(self.translate(addr)?, size))
+            })
+    }
+}
+
+/// Visits `n`'s descendants depth first, each with the buses down to its parent (`buses` ends
+/// with `n`), until `f` breaks. Allocation-free: the recursion is as deep as the tree, and
+/// subtrees deeper than [`MAX_DEPTH`] are not visited.
+fn walk<'b, T>(
+    n: FdtNode<'b, 'static>,
+    buses: &Buses,
+    f: &mut impl FnMut(FdtNode<'b, 'static>, &Buses) -> ControlFlow<T>,
+) -> ControlFlow<T> {
+    for c in n.children() {
+        f(c, buses)?;
+        let mut inner = *buses;
+        if inner.push(c) {
+            walk(c, &inner, f)?;
+        }
+    }
+    ControlFlow::Continue(())
+}
+
 fn regs<'a>(n: FdtNode<'_, 'a>) -> impl Iterator<Item = Region> + 'a {
     n.reg().into_iter().flatten().filter_map(|r| {
         let size = r.size? as u64;
@@ -203,13 +350,40 @@ impl Dt {
     /// with the tree QEMU builds from a `-dtb` file, where it missed `/chosen` and `/cpus`),
     /// while walking `children()` finds them.
     pub fn node(&self, path: &str) -> Option<FdtNode<'_, 'static>> {
+        self.node_and_buses(path).map(|(n, _)| n)
+    }
+
+    /// [`Dt::node`], with the buses down to the node's parent (for [`Buses::regs`]).
+    fn node_and_buses(&self, path: &str) -> Option<(FdtNode<'_, 'static>, Buses)> {
         let mut n = self.fdt.all_nodes().next()?;
+        let mut buses = Buses::root(n);
+        let mut first = true;
         for part in path.split('/').filter(|p| !p.is_empty()) {
+            if !first && !buses.push(n) {
+                return None;
+            }
+            first = false;
             n = n
                 .children()
                 .find(|c| c.name == part || c.name.split('@').next() == Some(part))?;
         }
-        Some(n)
+        Some((n, buses))
+    }
+
+    /// The first node, depth first, that `pred` accepts, with the buses down to its parent.
+    fn find(
+        &self,
+        pred: impl Fn(&FdtNode<'_, 'static>) -> bool,
+    ) -> Option<(FdtNode<'_, 'static>, Buses)> {
+        let root = self.fdt.all_nodes().next()?;
+        walk(root, &Buses::root(root), &mut |n, buses| {
+            if pred(&n) {
+                ControlFlow::Break((n, *buses))
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .break_value()
     }
 
     /// The blob's size in bytes.
@@ -260,6 +434,9 @@ impl Dt {
 
     /// The console: the PL011 `/chosen/stdout-path` names (path or alias, options after ':'),
     /// else the first enabled `arm,pl011`.
+    ///
+    /// Runs before the heap exists, so allocates nothing: the node is found by walking down its
+    /// path (or depth first), and its `reg` is translated through the buses above it.
     pub fn console(&self) -> Option<Region> {
         let by_path = self
             .node("/chosen")
@@ -267,19 +444,16 @@ impl Dt {
             .map(|p| cstr(p.value).split(':').next().unwrap_or(""))
             .and_then(|path| {
                 if path.starts_with('/') {
-                    self.node(path)
+                    self.node_and_buses(path)
                 } else {
                     let full = self.node("/aliases")?.property(path)?.value;
-                    self.node(cstr(full))
+                    self.node_and_buses(cstr(full))
                 }
             })
-            .filter(|n| has_compatible(n, &["arm,pl011"]));
-        let node = by_path.or_else(|| {
-            self.fdt
-                .all_nodes()
-                .find(|n| has_compatible(n, &["arm,pl011"]) && !is_disabled(n))
-        })?;
-        regs(node).next()
+            .filter(|(n, _)| has_compatible(n, &["arm,pl011"]));
+        let (node, buses) = by_path
+            .or_else(|| self.find(|n| has_compatible(n, &["arm,pl011"]) && !is_disabled(n)))?;
+        buses.regs(node).next()
     }
 
     /// Collects everything else. Needs the heap.
@@ -327,18 +501,7 @@ impl Dt {
                 .find(|n| n.name.split('@').next() == Some("psci"))
                 .and_then(|n| n.property("method"))
                 .and_then(|p| Conduit::parse(cstr(p.value))),
-            virtio: self
-                .fdt
-                .all_nodes()
-                .filter(|n| has_compatible(n, &["virtio,mmio"]) && !is_disabled(n))
-                .filter_map(|n| {
-                    let reg = regs(n).next()?;
-                    Some(VirtioSlot {
-                        reg,
-                        irq: irqs(n, cells).first().copied(),
-                    })
-                })
-                .collect(),
+            virtio: self.virtio(cells),
             hypervisor: self.hypervisor(cells),
         }
     }
@@ -350,9 +513,33 @@ impl Dt {
             .find(|n| has_compatible(n, &GIC_V3) || has_compatible(n, &GIC_V2))
     }
 
+    /// Every enabled `virtio,mmio` slot, in tree order.
+    fn virtio(&self, cells: usize) -> Vec<VirtioSlot> {
+        let mut slots = Vec::new();
+        let Some(root) = self.fdt.all_nodes().next() else {
+            return slots;
+        };
+        let ControlFlow::Continue(()) =
+            walk::<Infallible>(root, &Buses::root(root), &mut |n, buses| {
+                if has_compatible(&n, &["virtio,mmio"])
+                    && !is_disabled(&n)
+                    && let Some(reg) = buses.regs(n).next()
+                {
+                    slots.push(VirtioSlot {
+                        reg,
+                        irq: irqs(n, cells).first().copied(),
+                    });
+                }
+                ControlFlow::Continue(())
+            });
+        slots
+    }
+
+    /// The GIC's registers, translated like the console's (on the Raspberry Pi 4 it sits under
+    /// `/soc`). Allocation-free up to the redistributor list.
     fn gic(&self) -> Option<Gic> {
-        let n = self.gic_node()?;
-        let mut r = regs(n);
+        let (n, buses) = self.find(|n| has_compatible(n, &GIC_V3) || has_compatible(n, &GIC_V2))?;
+        let mut r = buses.regs(n);
         if has_compatible(&n, &GIC_V3) {
             let count = n
                 .property("#redistributor-regions")
