@@ -156,6 +156,8 @@ fn main() {
         .icount(true)
         .timeout(T)
         .label("bench-linux-bare")
+        // At EL1, as under Ferrite: entered at EL2, Linux would also bring up KVM.
+        .machine_opt("virtualization=off")
         .image(build("debian/vmlinuz"))
         .bootargs("console=ttyAMA0 linux-dom0.test")
         .args([
