@@ -24,7 +24,10 @@ pub const EVENT_PPI: u32 = 31;
 /// The virtual timer's PPI.
 const VTIMER_PPI: u32 = 27;
 /// Ferrite's ABI version, as the `/hypervisor` node states it.
-pub const ABI: (u32, u32) = (0, 1);
+pub const ABI: (u32, u32) = (
+    ferrite_abi::call::VERSION_MAJOR as u32,
+    ferrite_abi::call::VERSION_MINOR as u32,
+);
 
 /// Copies `bytes` to physical address `pa` and makes them visible to a CPU running with its
 /// caches off (dom0 starts that way).

@@ -55,12 +55,29 @@ pub fn call(frame: &mut TrapFrame) {
             *vm.state.lock() = DomainState::Rebooting;
             crate::boot::reboot();
         }
-        psci::Call::NotPsci => {
-            log::debug!("{}: vcpu{v}: unknown call {:#x}", vm.name, frame.x[0]);
-            -1 // SMCCC: unknown function identifier
-        }
+        psci::Call::NotPsci => hypercall(vm, v, frame),
     };
     frame.x[0] = ret as u64;
+}
+
+/// Ferrite's own calls (guest/abi, docs/abi.md). dom0 has the version and feature queries so
+/// far; the PV calls arrive with PV domUs. Anything else: -ENOSYS, or SMCCC's "unknown".
+fn hypercall(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
+    use ferrite_abi::{call, errno};
+    let f = frame.x[0] as u32;
+    match f {
+        call::VERSION => call::version_word() as i64,
+        call::FEATURES if frame.x[1] == 0 => 0, // dom0: none of the PV features yet
+        call::FEATURES => errno::EINVAL,
+        _ if call::is_ferrite_call(frame.x[0]) => {
+            log::debug!("{}: vcpu{v}: hypercall {f:#x} not available", vm.name);
+            errno::ENOSYS
+        }
+        _ => {
+            log::debug!("{}: vcpu{v}: unknown call {f:#x}", vm.name);
+            -1 // SMCCC: unknown function identifier
+        }
+    }
 }
 
 /// WFI: the vCPU waits until an interrupt is deliverable to it.

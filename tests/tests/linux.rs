@@ -77,7 +77,7 @@ fn check(out: &Outcome, cpus: u32) -> Result<()> {
         "Booting Linux on physical CPU".to_string(),
         "linux-dom0: init on Linux 6.".to_string(),
         format!("cpus online {online}"),
-        "linux-dom0: hypervisor: ferrite,hypervisor, ABI 0.1".into(),
+        "linux-dom0: hypervisor: ferrite,hypervisor, ABI 1.0".into(),
         "linux-dom0: disk: vda, 131072 sectors, ext2 mounted, wrote and read back: ok".into(),
         "ARP reply from 10.0.2.2: ok".into(),
         "linux-dom0: shell ready".into(),

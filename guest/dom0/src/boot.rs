@@ -219,6 +219,17 @@ fn describe(m: &Machine, dtb: usize, dt: &Dt) {
                 Some((maj, min)) => println!("dom0: hypervisor: ferrite ABI {maj}.{min}"),
                 None => println!("dom0: hypervisor: ferrite ABI unknown (no ferrite,abi-version)"),
             }
+            // The device tree says which ABI; the VERSION hypercall must agree.
+            let v = psci::hypercall(ferrite_abi::call::VERSION, 0, 0, 0);
+            if v >= 0 {
+                println!(
+                    "dom0: hypervisor: VERSION call answers {}.{}",
+                    v >> 16,
+                    v & 0xffff
+                );
+            } else {
+                println!("dom0: WARNING: hypervisor: VERSION call failed ({v})");
+            }
             log::info!(
                 "hypervisor: conduit {}, {} interrupt(s){}",
                 h.conduit.as_deref().unwrap_or("(none)"),

@@ -66,6 +66,11 @@ fn call(f: u32, a1: u64, a2: u64, a3: u64) -> i64 {
     x0 as i64
 }
 
+/// One of Ferrite's hypercalls (guest/abi), through the same conduit as PSCI.
+pub fn hypercall(f: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+    call(f, a1, a2, a3)
+}
+
 pub fn version() -> Option<(u16, u16)> {
     let v = call(PSCI_VERSION, 0, 0, 0);
     (v >= 0).then_some(((v >> 16) as u16, v as u16))
