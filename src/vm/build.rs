@@ -211,6 +211,7 @@ pub fn dom0(
         vttbr: s2.vttbr(),
         cntvoff: timer::counter(),
         gic_v3: version == vgic::Version::V3,
+        memory: banks.clone(),
         state: Mutex::new(DomainState::Running),
         power: Mutex::new(PowerTable::new(vcpus)),
         vgic: Mutex::new(vgic),

@@ -67,8 +67,10 @@ fn hypercall(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
     let f = frame.x[0] as u32;
     match f {
         call::VERSION => call::version_word() as i64,
-        call::FEATURES if frame.x[1] == 0 => 0, // dom0: none of the PV features yet
+        // dom0 has the console; the PV memory and scheduling calls come with PV domUs.
+        call::FEATURES if frame.x[1] == 0 => call::features::CONSOLE as i64,
         call::FEATURES => errno::EINVAL,
+        call::CONSOLE_IO => console_io(vm, v, frame),
         _ if call::is_ferrite_call(frame.x[0]) => {
             log::debug!("{}: vcpu{v}: hypercall {f:#x} not available", vm.name);
             errno::ENOSYS
@@ -78,6 +80,37 @@ fn hypercall(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
             -1 // SMCCC: unknown function identifier
         }
     }
+}
+
+/// CONSOLE_IO WRITE: the guest's bytes, from its own memory, on Ferrite's console.
+fn console_io(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
+    use ferrite_abi::{call, errno};
+    /// At most this much per call: a guest cannot hold a CPU in Ferrite for long.
+    const MAX: usize = 4096;
+    let (cmd, va, len) = (frame.x[1], frame.x[2], frame.x[3] as usize);
+    if cmd != call::console::WRITE {
+        return errno::EINVAL;
+    }
+    let len = len.min(MAX);
+    let mut buf = [0u8; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len());
+        if !crate::arch::guest_mem::read(va.wrapping_add(done as u64), &mut buf[..n], &vm.memory) {
+            log::warn!(
+                "{}: vcpu{v}: CONSOLE_IO from {va:#x}: not the domain's memory",
+                vm.name
+            );
+            return if done == 0 {
+                errno::EFAULT
+            } else {
+                done as i64
+            };
+        }
+        crate::console::write_guest_line(&buf[..n]);
+        done += n;
+    }
+    done as i64
 }
 
 /// WFI: the vCPU waits until an interrupt is deliverable to it.

@@ -27,6 +27,8 @@ pub struct Vm {
     pub vttbr: u64,
     pub cntvoff: u64,
     pub gic_v3: bool,
+    /// The domain's RAM: what its hypercall buffers may be in.
+    pub memory: alloc::vec::Vec<Region>,
     pub state: Mutex<DomainState>,
     pub power: Mutex<PowerTable>,
     pub vgic: Mutex<Vgic>,

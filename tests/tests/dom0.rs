@@ -70,6 +70,8 @@ fn check_dom0(out: &Outcome, disk: &std::path::Path, gic: u32, cpus: u32) -> Res
         format!("at EL1, {cpus} vcpus"),
         "dom0: hypervisor: ferrite ABI 1.0".into(),
         "dom0: hypervisor: VERSION call answers 1.0".into(),
+        "dom0: hypervisor: CONSOLE_IO works".into(),
+        "CONSOLE_IO wrote 35 bytes; from an unmapped buffer: -14".into(),
         format!("dom0: gic: v{gic}"),
         format!("dom0: smp: {cpus}/{cpus} vcpus online"),
         format!("dom0: timer: ticks on {cpus}/{cpus} vcpus"),

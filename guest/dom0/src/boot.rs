@@ -230,6 +230,15 @@ fn describe(m: &Machine, dtb: usize, dt: &Dt) {
             } else {
                 println!("dom0: WARNING: hypervisor: VERSION call failed ({v})");
             }
+            // The console hypercall reads dom0's own memory through its page tables; a buffer
+            // at an unmapped address must get -EFAULT, not crash anything.
+            let msg = "dom0: hypervisor: CONSOLE_IO works\n";
+            use ferrite_abi::call::{CONSOLE_IO, console::WRITE};
+            let n = psci::hypercall(CONSOLE_IO, WRITE, msg.as_ptr() as u64, msg.len() as u64);
+            let bad = psci::hypercall(CONSOLE_IO, WRITE, 0x10, 8);
+            println!(
+                "dom0: hypervisor: CONSOLE_IO wrote {n} bytes; from an unmapped buffer: {bad}"
+            );
             log::info!(
                 "hypervisor: conduit {}, {} interrupt(s){}",
                 h.conduit.as_deref().unwrap_or("(none)"),

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod esr;
 pub mod exceptions;
 pub mod gic;
+pub mod guest_mem;
 pub mod mmu;
 pub mod pmu;
 pub mod psci;

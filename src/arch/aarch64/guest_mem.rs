@@ -1,0 +1,51 @@
+//! Checked access to a running vCPU's memory by its virtual addresses: the hypercall buffers
+//! a guest names. The address is translated the way the guest's own access would be (stage 1
+//! and stage 2, with AT S12E1R/W), and the result must lie in memory the domain owns, so a
+//! guest can make Ferrite read or write nothing but its own pages.
+
+use crate::mm::region::Region;
+use core::arch::asm;
+
+const PAGE: u64 = 4096;
+
+/// The physical address of guest VA `va` for a read (or a write), if the guest could make that
+/// access itself.
+fn translate(va: u64, write: bool) -> Option<u64> {
+    let (par, saved): (u64, u64);
+    // SAFETY: address translation for the guest (EL1&0 regime, whose registers are the
+    // guest's, live on this CPU). PAR_EL1 belongs to the guest, so it is put back.
+    unsafe {
+        asm!("mrs {}, par_el1", out(reg) saved, options(nomem, nostack));
+        if write {
+            asm!("at s12e1w, {}", "isb", in(reg) va, options(nostack));
+        } else {
+            asm!("at s12e1r, {}", "isb", in(reg) va, options(nostack));
+        }
+        asm!("mrs {}, par_el1", out(reg) par, options(nomem, nostack));
+        asm!("msr par_el1, {}", in(reg) saved, options(nomem, nostack));
+    }
+    (par & 1 == 0).then_some((par & 0x000f_ffff_ffff_f000) | (va & (PAGE - 1)))
+}
+
+/// Copies `out.len()` bytes from guest VA `va` into `out`. Every page must translate and lie
+/// in `owned` (the domain's RAM). Returns false, copying nothing further, on the first page
+/// that does not.
+pub fn read(va: u64, out: &mut [u8], owned: &[Region]) -> bool {
+    let mut done = 0usize;
+    while done < out.len() {
+        let at = va.wrapping_add(done as u64);
+        let chunk = ((PAGE - (at & (PAGE - 1))) as usize).min(out.len() - done);
+        let Some(pa) = translate(at, false) else {
+            return false;
+        };
+        let r = Region::new(pa, chunk as u64);
+        if !owned.iter().any(|o| o.contains_region(&r)) {
+            return false;
+        }
+        // SAFETY: `pa..pa + chunk` is the domain's RAM, identity-mapped in Ferrite's map; the
+        // guest may change it meanwhile, which only changes the bytes copied.
+        unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, out[done..].as_mut_ptr(), chunk) };
+        done += chunk;
+    }
+    true
+}
