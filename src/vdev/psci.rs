@@ -1,34 +1,13 @@
 //! PSCI as Ferrite offers it to guests (SMC Calling Convention, via HVC or a trapped SMC):
 //! decoding a call into an action for the domain code, and the answers the spec requires.
 
-/// PSCI return codes.
-pub const SUCCESS: i64 = 0;
-pub const NOT_SUPPORTED: i64 = -1;
-pub const INVALID_PARAMETERS: i64 = -2;
-pub const DENIED: i64 = -3;
-pub const ALREADY_ON: i64 = -4;
-pub const ON_PENDING: i64 = -5;
-pub const INTERNAL_FAILURE: i64 = -6;
-pub const INVALID_ADDRESS: i64 = -9;
+use ferrite_abi::psci::*;
+pub use ferrite_abi::psci::{
+    ALREADY_ON, INVALID_ADDRESS, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING, SUCCESS,
+};
 
 /// PSCI 1.1, as the version call reports it.
 pub const VERSION: u64 = 0x0001_0001;
-
-const PSCI_VERSION: u32 = 0x8400_0000;
-const CPU_SUSPEND_32: u32 = 0x8400_0001;
-const CPU_SUSPEND_64: u32 = 0xc400_0001;
-const CPU_OFF: u32 = 0x8400_0002;
-const CPU_ON_32: u32 = 0x8400_0003;
-const CPU_ON_64: u32 = 0xc400_0003;
-const AFFINITY_INFO_32: u32 = 0x8400_0004;
-const AFFINITY_INFO_64: u32 = 0xc400_0004;
-const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
-const SYSTEM_OFF: u32 = 0x8400_0008;
-const SYSTEM_RESET: u32 = 0x8400_0009;
-const PSCI_FEATURES: u32 = 0x8400_000a;
-/// SMCCC_VERSION, which Linux asks before trusting the conduit for other services.
-const SMCCC_VERSION: u32 = 0x8000_0000;
-const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
 
 /// What a guest's call asks the domain code to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub mod call;
 pub mod desc;
 pub mod errno;
 pub mod mmu;
+pub mod psci;
 pub mod sched;
 pub mod start_info;
 

@@ -7,32 +7,13 @@ use crate::dt::Conduit;
 use core::arch::asm;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-pub const PSCI_VERSION: u32 = 0x8400_0000;
-pub const CPU_ON: u32 = 0xc400_0003;
-pub const SYSTEM_OFF: u32 = 0x8400_0008;
-pub const SYSTEM_RESET: u32 = 0x8400_0009;
+pub use ferrite_abi::psci::error_name;
+use ferrite_abi::psci::{CPU_ON_64 as CPU_ON, PSCI_VERSION, SYSTEM_OFF, SYSTEM_RESET};
 
 const NONE: u8 = 0;
 const SMC: u8 = 1;
 
 static CONDUIT: AtomicU8 = AtomicU8::new(NONE);
-
-/// PSCI error codes, as the specification numbers them.
-pub fn error_name(code: i64) -> &'static str {
-    match code {
-        0 => "SUCCESS",
-        -1 => "NOT_SUPPORTED",
-        -2 => "INVALID_PARAMETERS",
-        -3 => "DENIED",
-        -4 => "ALREADY_ON",
-        -5 => "ON_PENDING",
-        -6 => "INTERNAL_FAILURE",
-        -7 => "NOT_PRESENT",
-        -8 => "DISABLED",
-        -9 => "INVALID_ADDRESS",
-        _ => "unknown error",
-    }
-}
 
 /// Records the conduit. Returns false when PSCI cannot be used from EL2.
 pub fn init(conduit: Option<Conduit>) -> bool {
