@@ -31,6 +31,11 @@ pub const MMUEXT_OP: u32 = BASE | 0x07;
 /// Batched: x1 = `[u64]` machine addresses (guest VA), x2 = count, x3 = 0 (continuation),
 /// x4 = command ([`memory`]).
 pub const MEMORY_OP: u32 = BASE | 0x08;
+/// x1 = command ([`event`]). PV domUs only.
+pub const EVENT_OP: u32 = BASE | 0x09;
+/// The scheduler's control interface, for dom0 only (`-EPERM` for anyone else): x1 = command
+/// ([`sched_ctl`]), x2 = domain id, x3, x4 = the command's arguments.
+pub const SCHED_CTL: u32 = BASE | 0x0A;
 
 /// SMCCC general query: the vendor hypervisor service's UID, in x0..x3 (32-bit call).
 pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
@@ -57,7 +62,7 @@ pub const SMCCC_NOT_SUPPORTED: i64 = -1;
 pub const DOMID_SELF: u16 = 0x7FF0;
 
 /// The number of calls [`VENDOR_HYP_CALL_COUNT`] reports.
-pub const CALL_COUNT: u32 = 9;
+pub const CALL_COUNT: u32 = 11;
 
 /// Whether `x0` is in Ferrite's range (anything in it that is not a call is `-ENOSYS`).
 pub const fn is_ferrite_call(x0: u64) -> bool {
@@ -80,6 +85,10 @@ pub mod features {
     pub const SCHED: u64 = 1 << 5;
     /// 16-bit ASIDs may be passed to `NEW_TTBR0` and the INVLPG operations (else 8-bit).
     pub const ASID16: u64 = 1 << 6;
+    /// `EVENT_OP` and upcalls through the shared-info page.
+    pub const EVENTS: u64 = 1 << 7;
+    /// `SCHED_CTL` (dom0).
+    pub const SCHED_CTL: u64 = 1 << 8;
 }
 
 /// `CONSOLE_IO` commands.
@@ -97,6 +106,33 @@ pub mod vcpu {
     pub const DOWN: u64 = 1;
     /// Returns 1 if the vCPU is up, 0 if down.
     pub const IS_UP: u64 = 2;
+}
+
+/// `EVENT_OP` commands (x1).
+pub mod event {
+    /// The guest has handled its upcall (cleared `upcall_pending`): Ferrite re-evaluates the
+    /// virtual IRQ line. Returns 0.
+    pub const ACK: u64 = 0;
+}
+
+/// `SCHED_CTL` commands (x1); x2 = the domain id. Unknown domain: `-ENOENT`.
+pub mod sched_ctl {
+    /// Returns the domain's number of vCPUs.
+    pub const GET_INFO: u64 = 0;
+    /// Returns the domain's weight.
+    pub const GET_WEIGHT: u64 = 1;
+    /// x3 = weight, 1..=65535 (`-EINVAL` otherwise).
+    pub const SET_WEIGHT: u64 = 2;
+    /// Returns the domain's cap (percent of one pCPU; 0 = none).
+    pub const GET_CAP: u64 = 3;
+    /// x3 = cap, 0..=100 × pCPUs (`-EINVAL` otherwise).
+    pub const SET_CAP: u64 = 4;
+    /// x3 = vCPU index, x4 = mask of pCPUs it may run on (non-empty, existing pCPUs only).
+    pub const SET_AFFINITY: u64 = 5;
+    /// x3 = vCPU index, x4 = guest VA of a [`crate::sched::VcpuStats`] Ferrite fills.
+    pub const GET_VCPU_STATS: u64 = 6;
+    /// Returns the number of pCPUs the scheduler runs on.
+    pub const GET_PCPUS: u64 = 7;
 }
 
 /// `MEMORY_OP` commands (x4).
@@ -129,6 +165,8 @@ mod tests {
             MMU_UPDATE,
             MMUEXT_OP,
             MEMORY_OP,
+            EVENT_OP,
+            SCHED_CTL,
         ] {
             assert_eq!(f >> 31, 1, "fast call");
             assert_eq!((f >> 30) & 1, 1, "SMC64/HVC64 convention");

@@ -15,9 +15,11 @@ pub mod errno;
 pub mod mmu;
 pub mod psci;
 pub mod sched;
+pub mod shared_info;
 pub mod start_info;
 
 pub use call::*;
 pub use errno::Errno;
 pub use mmu::{Batch, MmuUpdate, MmuextOp};
+pub use shared_info::{SharedInfo, VcpuInfo};
 pub use start_info::StartInfo;

@@ -70,6 +70,33 @@ const _: () = assert!(size_of::<SchedPoll>() == 24);
 const _: () = assert!(offset_of!(SchedPoll, nr_ports) == 8);
 const _: () = assert!(offset_of!(SchedPoll, timeout) == 16);
 
+/// Per-vCPU scheduler statistics, as `SCHED_CTL GET_VCPU_STATS` writes them (64 bytes). Times
+/// are in nanoseconds of the machine's counter since the vCPU was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct VcpuStats {
+    /// Time spent running on a pCPU.
+    pub running_ns: u64,
+    /// Time spent runnable, waiting in a run queue.
+    pub runnable_ns: u64,
+    /// Time spent blocked (WFI, `BLOCK`, down).
+    pub blocked_ns: u64,
+    /// Time since the vCPU was created.
+    pub lifetime_ns: u64,
+    /// Times it was put on a pCPU.
+    pub runs: u64,
+    /// Times it moved to another pCPU.
+    pub migrations: u64,
+    /// Its credit now (may be negative).
+    pub credit_ns: i64,
+    /// The pCPU it is on (or last ran on).
+    pub pcpu: u32,
+    /// 0 idle, 1 over, 2 under, 3 boost.
+    pub priority: u32,
+}
+
+const _: () = assert!(size_of::<VcpuStats>() == 64);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,8 +65,11 @@ pub struct StartInfo {
     pub counter_hz: u64,
     /// The command line, NUL-terminated.
     pub cmd_line: [u8; CMDLINE_LEN],
+    /// VA of the shared-info page in the initial mapping (writable; see
+    /// [`crate::shared_info`]).
+    pub shared_info: u64,
     /// Reserved, 0.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 3],
 }
 
 const _: () = assert!(offset_of!(StartInfo, magic) == 0);
@@ -88,7 +91,8 @@ const _: () = assert!(offset_of!(StartInfo, domid) == 108);
 const _: () = assert!(offset_of!(StartInfo, nr_vcpus) == 112);
 const _: () = assert!(offset_of!(StartInfo, counter_hz) == 120);
 const _: () = assert!(offset_of!(StartInfo, cmd_line) == 128);
-const _: () = assert!(offset_of!(StartInfo, reserved) == 1152);
+const _: () = assert!(offset_of!(StartInfo, shared_info) == 1152);
+const _: () = assert!(offset_of!(StartInfo, reserved) == 1160);
 const _: () = assert!(size_of::<StartInfo>() == 1184);
 const _: () = assert!(size_of::<StartInfo>() <= 4096);
 
@@ -116,7 +120,8 @@ impl StartInfo {
             pad: 0,
             counter_hz: 0,
             cmd_line: [0; CMDLINE_LEN],
-            reserved: [0; 4],
+            shared_info: 0,
+            reserved: [0; 3],
         }
     }
 
