@@ -15,6 +15,25 @@ use spin::{Mutex, Once};
 
 pub static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
 static MACHINE: Once<MachineInfo> = Once::new();
+
+/// `count` contiguous free frames, for a domain at run time.
+pub fn alloc_frames(count: usize) -> Option<u64> {
+    FRAMES.lock().as_mut()?.alloc(count)
+}
+
+/// `count` contiguous free frames aligned to `align` bytes.
+pub fn alloc_frames_aligned(count: usize, align: u64) -> Option<u64> {
+    FRAMES.lock().as_mut()?.alloc_aligned(count, align)
+}
+
+/// Gives frames back to the free memory.
+pub fn free_frames(addr: u64, count: usize) {
+    if let Some(f) = FRAMES.lock().as_mut()
+        && f.free(addr, count).is_err()
+    {
+        log::error!("frames: {count} at {addr:#x} were not allocated; leaking them");
+    }
+}
 static ADDRESS_SPACE: Mutex<Option<mmu::AddressSpace>> = Mutex::new(None);
 
 const MIB: u64 = 1 << 20;
@@ -202,8 +221,12 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
         None => {}
     }
     OPTIONS.call_once(|| opts);
+    start_scheduler(up);
     start_dom0(info, blob, up);
-    all_domains_gone();
+    start_domus(info, up);
+    if crate::vm::running_domains() == 0 {
+        all_domains_gone();
+    }
     crate::vm::idle_loop();
 }
 
@@ -221,8 +244,52 @@ fn start_dom0(info: &MachineInfo, blob: &[u8], cpus: usize) {
         None => return,
     };
     match built {
-        Ok(vm) => crate::vm::run(vm, 0, vm.entry, vm.dtb),
+        Ok(vm) => crate::vm::sched::wake(vm, 0),
         Err(e) => log::error!("dom0: cannot start it: {e}"),
+    }
+}
+
+fn start_scheduler(cpus: usize) {
+    let opts = OPTIONS
+        .get()
+        .expect("options are parsed before the scheduler");
+    let mut cfg = crate::sched::Config::new(cpus);
+    if let Some(ms) = opts.tslice_ms {
+        cfg.tslice_ns = ms * 1_000_000;
+        cfg.tick_ns = cfg.tick_ns.min(cfg.tslice_ns);
+    }
+    if let Some(us) = opts.ratelimit_us {
+        cfg.ratelimit_ns = (us * 1000).min(cfg.tslice_ns);
+    }
+    if let Err(e) = crate::vm::sched::init(cfg) {
+        log::error!("sched: cannot start: {e:?}");
+    }
+}
+
+/// Builds the PV domUs the command line asks for, from the image packed into Ferrite.
+fn start_domus(info: &MachineInfo, cpus: usize) {
+    let opts = OPTIONS.get().expect("options are parsed before domUs");
+    let gic_v3 = matches!(info.gic, Some(crate::dt::GicInfo::V3 { .. }));
+    for spec in &opts.domus {
+        let Some(id) = crate::vm::free_domid() else {
+            log::error!("domU: no free domain id");
+            return;
+        };
+        let image = match spec.image.as_str() {
+            "pv" => crate::vm::modules::DOMU_IMAGE,
+            _ => None,
+        };
+        let Some(image) = image else {
+            log::error!(
+                "domU {}: no image '{}' in this build (make packs guest/domu as 'pv')",
+                spec.name.as_deref().unwrap_or("?"),
+                spec.image
+            );
+            continue;
+        };
+        if let Err(e) = crate::vm::build_pv::domu(id, spec, image, cpus, gic_v3) {
+            log::error!("domU: cannot start it: {e}");
+        }
     }
 }
 
@@ -240,7 +307,7 @@ pub fn all_domains_gone() {
 static TICK_IRQ: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(26);
 
 fn on_tick(_intid: u32) {
-    timer::handle_tick();
+    crate::vm::sched::on_timer_irq();
 }
 
 /// Enables this CPU's tick and IPI and unmasks interrupts.

@@ -25,6 +25,12 @@ pub struct Options {
     pub dom0_mem: Option<u64>,
     /// `dom0_vcpus=<n>`: dom0's vCPUs (default and maximum: one per CPU).
     pub dom0_vcpus: Option<usize>,
+    /// `domu=<settings>` (repeatable): a PV domU to start at boot (see `domain::config`).
+    pub domus: Vec<crate::domain::config::DomuSpec>,
+    /// `sched_credit_tslice_ms=<n>`: the Credit scheduler's time slice (default 30).
+    pub tslice_ms: Option<u64>,
+    /// `sched_ratelimit_us=<n>`: the Credit scheduler's rate limit (default 1000; 0 = off).
+    pub ratelimit_us: Option<u64>,
     /// Everything after a lone `--`: dom0's own command line, replacing the built-in one.
     pub dom0_args: Option<String>,
     /// Words Ferrite did not recognise, and the reason, for a warning at boot.
@@ -49,6 +55,9 @@ impl Default for Options {
             selftest: None,
             dom0_mem: None,
             dom0_vcpus: None,
+            domus: Vec::new(),
+            tslice_ms: None,
+            ratelimit_us: None,
             dom0_args: None,
             rejected: Vec::new(),
         }
@@ -121,6 +130,28 @@ pub fn parse(bootargs: &str) -> Options {
                     .rejected
                     .push((word.to_string(), "dom0_vcpus takes a number from 1")),
             },
+            ("domu", Some(v)) => match crate::domain::config::DomuSpec::parse(v) {
+                Ok(d) => o.domus.push(d),
+                Err(e) => {
+                    log::warn!("domu={v}: {e}");
+                    o.rejected.push((
+                        word.to_string(),
+                        "bad domu settings (see the log line above)",
+                    ))
+                }
+            },
+            ("sched_credit_tslice_ms", Some(v)) => match v.parse::<u64>() {
+                Ok(n) if (1..=1000).contains(&n) => o.tslice_ms = Some(n),
+                _ => o
+                    .rejected
+                    .push((word.to_string(), "the time slice is 1 to 1000 ms")),
+            },
+            ("sched_ratelimit_us", Some(v)) => match v.parse::<u64>() {
+                Ok(n) if n <= 1_000_000 => o.ratelimit_us = Some(n),
+                _ => o
+                    .rejected
+                    .push((word.to_string(), "the rate limit is 0 to 1000000 us")),
+            },
             ("selftest", _) => o
                 .rejected
                 .push((word.to_string(), "selftest takes panic or fault")),
@@ -169,6 +200,22 @@ mod tests {
         assert_eq!(parse_size("0M"), None);
         assert_eq!(parse_size("lots"), None);
         assert_eq!(parse("dom0_mem=lots dom0_vcpus=0").rejected.len(), 2);
+    }
+
+    #[test]
+    fn domus_and_scheduler_options() {
+        let o = parse(
+            "domu=weight=512,cmd=hog domu=cap=25 sched_credit_tslice_ms=10 sched_ratelimit_us=0",
+        );
+        assert_eq!(o.domus.len(), 2);
+        assert_eq!(o.domus[0].weight, 512);
+        assert_eq!(o.domus[0].cmdline, "hog");
+        assert_eq!(o.domus[1].cap, 25);
+        assert_eq!((o.tslice_ms, o.ratelimit_us), (Some(10), Some(0)));
+        assert!(o.rejected.is_empty());
+        let o = parse("domu=vcpus=99 sched_credit_tslice_ms=0 sched_ratelimit_us=x");
+        assert_eq!(o.rejected.len(), 3);
+        assert!(o.domus.is_empty());
     }
 
     #[test]

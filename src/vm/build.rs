@@ -2,7 +2,8 @@
 //! device tree placed as the arm64 Linux boot protocol wants, its stage 2 (RAM, passed-through
 //! devices, the GICv2 virtual CPU interface), its vGIC, and the physical interrupts it owns.
 
-use super::{Vm, modules};
+use super::{Vcpu, Vm, modules};
+use crate::arch::context::{Context, El2};
 use crate::arch::{cpu, gic, mmu, stage2::Stage2Map, timer};
 use crate::cmdline::Options;
 use crate::domain::layout::{self, TWO_MIB};
@@ -22,7 +23,7 @@ const MIB: u64 = 1 << 20;
 /// The PPI dom0's device tree names for event-channel notifications (a later issue uses it).
 pub const EVENT_PPI: u32 = 31;
 /// The virtual timer's PPI.
-const VTIMER_PPI: u32 = 27;
+pub const VTIMER_PPI: u32 = 27;
 /// Ferrite's ABI version, as the `/hypervisor` node states it.
 pub const ABI: (u32, u32) = (
     ferrite_abi::call::VERSION_MAJOR as u32,
@@ -204,12 +205,26 @@ pub fn dom0(
     for &spi in &spis {
         vgic.link_hw(spi, None, Some(spi));
     }
+    let cntvoff = timer::counter();
+    let vcpu = (0..vcpus)
+        .map(|i| {
+            let el2 = El2 {
+                hcr: crate::arch::vcpu::hcr_dom0(),
+                vttbr: s2.vttbr(),
+                vmpidr: (1 << 31) | i as u64,
+                cntvoff,
+            };
+            let (pc, x0) = if i == 0 { (kernel, dtb_at) } else { (0, 0) };
+            Vcpu::new(Context::reset(pc, x0, el2))
+        })
+        .collect();
     let vm = super::install(Vm {
         id: 0,
         name: String::from("dom0"),
+        kind: super::Kind::Dom0,
         vcpus,
-        vttbr: s2.vttbr(),
-        cntvoff: timer::counter(),
+        vcpu,
+        cntvoff,
         gic_v3: version == vgic::Version::V3,
         memory: banks.clone(),
         state: Mutex::new(DomainState::Running),
@@ -220,8 +235,6 @@ pub fn dom0(
         redist,
         uart: console,
         uart_spi: info.uart.as_ref().and_then(|u| u.irq),
-        entry: kernel,
-        dtb: dtb_at,
         maintenance: info.gic.as_ref().and_then(|g| match g {
             GicInfo::V2 {
                 maintenance_irq, ..
@@ -230,7 +243,8 @@ pub fn dom0(
                 maintenance_irq, ..
             } => *maintenance_irq,
         }),
-    });
+    })
+    .map_err(|_| "domain 0 exists already")?;
     // The tables live as long as the domain; keep them (a later issue frees them on destroy).
     core::mem::forget(s2);
 
@@ -246,6 +260,9 @@ pub fn dom0(
             Err(e) => log::warn!("console: no input for dom0 (interrupt {irq}: {e})"),
         }
     }
+    // dom0's vCPU i runs on pCPU i: its devices' interrupts and its vGIC's view assume it.
+    super::sched::add_domain(vm, crate::sched::DEFAULT_WEIGHT, 0, |v| 1 << v)
+        .map_err(|e| format!("dom0: the scheduler refused it: {e:?}"))?;
     log::info!(
         "dom0: {} vcpus, {} MiB at {}, kernel ({}, {} KiB) at {kernel:#x}, device tree at {dtb_at:#x}{}",
         vcpus,

@@ -3,7 +3,8 @@
 //! end the domain. Every bad request gets the architecture's answer or crashes that domain
 //! alone, with a log line naming it and the reason: never Ferrite.
 
-use super::{Vm, current, kick, stop_here};
+use super::{Vm, current, kick, sched};
+use crate::arch::context::Context;
 use crate::arch::exceptions::TrapFrame;
 use crate::arch::trap::{Mmio, SysReg, reg, set_reg};
 use crate::arch::{cpu, gic, vgic_hw};
@@ -11,7 +12,7 @@ use crate::domain::DomainState;
 use crate::vdev::{idregs, psci};
 use crate::vgic::Lr;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 /// HVC/SMC: PSCI first, then Ferrite's own calls (none yet: SMCCC "unknown function").
 pub fn call(frame: &mut TrapFrame) {
@@ -28,7 +29,10 @@ pub fn call(frame: &mut TrapFrame) {
             match r {
                 Ok(t) => {
                     log::debug!("{}: vcpu{v}: CPU_ON vcpu{t} at {entry:#x}", vm.name);
-                    super::request_start(t);
+                    let el2 = vm.vcpu[t].ctx.lock().el2;
+                    *vm.vcpu[t].ctx.lock() = Context::reset(entry, context, el2);
+                    vm.power.lock().take_start(t);
+                    sched::wake(vm, t);
                     psci::SUCCESS
                 }
                 Err(e) => e,
@@ -38,7 +42,7 @@ pub fn call(frame: &mut TrapFrame) {
             retire_lrs(vm, v);
             vm.power.lock().cpu_off(v);
             log::debug!("{}: vcpu{v}: CPU_OFF", vm.name);
-            stop_here();
+            sched::leave_current();
         }
         psci::Call::Suspend => {
             wfi(frame);
@@ -55,76 +59,31 @@ pub fn call(frame: &mut TrapFrame) {
             *vm.state.lock() = DomainState::Rebooting;
             crate::boot::reboot();
         }
-        psci::Call::NotPsci => hypercall(vm, v, frame),
+        psci::Call::NotPsci => {
+            super::hypercall::dispatch(vm, v, frame);
+            return;
+        }
     };
     frame.x[0] = ret as u64;
 }
 
-/// Ferrite's own calls (guest/abi, docs/abi.md). dom0 has the version and feature queries so
-/// far; the PV calls arrive with PV domUs. Anything else: -ENOSYS, or SMCCC's "unknown".
-fn hypercall(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
-    use ferrite_abi::{call, errno};
-    let f = frame.x[0] as u32;
-    match f {
-        call::VERSION => call::version_word() as i64,
-        // dom0 has the console; the PV memory and scheduling calls come with PV domUs.
-        call::FEATURES if frame.x[1] == 0 => call::features::CONSOLE as i64,
-        call::FEATURES => errno::EINVAL,
-        call::CONSOLE_IO => console_io(vm, v, frame),
-        _ if call::is_ferrite_call(frame.x[0]) => {
-            log::debug!("{}: vcpu{v}: hypercall {f:#x} not available", vm.name);
-            errno::ENOSYS
-        }
-        _ => {
-            log::debug!("{}: vcpu{v}: unknown call {f:#x}", vm.name);
-            -1 // SMCCC: unknown function identifier
-        }
-    }
-}
-
-/// CONSOLE_IO WRITE: the guest's bytes, from its own memory, on Ferrite's console.
-fn console_io(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
-    use ferrite_abi::{call, errno};
-    /// At most this much per call: a guest cannot hold a CPU in Ferrite for long.
-    const MAX: usize = 4096;
-    let (cmd, va, len) = (frame.x[1], frame.x[2], frame.x[3] as usize);
-    if cmd != call::console::WRITE {
-        return errno::EINVAL;
-    }
-    let len = len.min(MAX);
-    let mut buf = [0u8; 256];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(buf.len());
-        if !crate::arch::guest_mem::read(va.wrapping_add(done as u64), &mut buf[..n], &vm.memory) {
-            log::warn!(
-                "{}: vcpu{v}: CONSOLE_IO from {va:#x}: not the domain's memory",
-                vm.name
-            );
-            return if done == 0 {
-                errno::EFAULT
-            } else {
-                done as i64
-            };
-        }
-        crate::console::write_guest_line(&buf[..n]);
-        done += n;
-    }
-    done as i64
-}
-
-/// WFI: the vCPU waits until an interrupt is deliverable to it.
+/// WFI: the vCPU blocks until an interrupt (dom0) or an event (PV) is pending for it; its
+/// pCPU runs others meanwhile.
 pub fn wfi(_frame: &mut TrapFrame) {
     let (vm, v) = current();
-    loop {
-        if vm.vgic.lock().has_pending(v) || !super::is_running(vm) {
-            return;
-        }
-        // Masked WFI wakes on any pending physical interrupt; unmasking then takes it (the
-        // handler may make an interrupt pending for this vCPU).
-        cpu::wfi();
-        cpu::irq_enable();
-        cpu::irq_disable();
+    let pending = || !super::is_running(vm) || has_work(vm, v);
+    if pending() {
+        return;
+    }
+    sched::block_current(pending);
+}
+
+/// Whether something is pending for vCPU `v`: an interrupt in its vGIC (dom0) or an upcall
+/// (PV).
+pub fn has_work(vm: &Vm, v: usize) -> bool {
+    match vm.pv() {
+        Some(pv) => pv.upcall_pending(v),
+        None => vm.vgic.lock().has_pending(v),
     }
 }
 
@@ -150,7 +109,7 @@ pub fn mmio(frame: &mut TrapFrame, m: Mmio, esr: u64) {
                 for (pintid, on) in hw {
                     gic::set_enabled(pintid, on);
                 }
-                kick(k);
+                kick(vm, k);
                 0
             })
         } else {
@@ -163,7 +122,7 @@ pub fn mmio(frame: &mut TrapFrame, m: Mmio, esr: u64) {
         if m.write {
             g.redist_write(v, off, m.size, value).map(|k| {
                 drop(g);
-                kick(k);
+                kick(vm, k);
                 0
             })
         } else {
@@ -211,7 +170,7 @@ pub fn mmio(frame: &mut TrapFrame, m: Mmio, esr: u64) {
     }
 }
 
-fn uart(vm: &Vm, m: Mmio, off: u64, value: u64) -> Result<u64, &'static str> {
+fn uart(vm: &'static Vm, m: Mmio, off: u64, value: u64) -> Result<u64, &'static str> {
     let mut u = vm.vuart.lock();
     let (read, irq) = if m.write {
         let e = u
@@ -230,7 +189,7 @@ fn uart(vm: &Vm, m: Mmio, off: u64, value: u64) -> Result<u64, &'static str> {
     drop(u);
     if let Some(spi) = vm.uart_spi {
         let k = vm.vgic.lock().set_level(spi, None, irq);
-        kick(k);
+        kick(vm, k);
     }
     Ok(read)
 }
@@ -238,11 +197,17 @@ fn uart(vm: &Vm, m: Mmio, off: u64, value: u64) -> Result<u64, &'static str> {
 /// A trapped system register. Returns false to make it undefined for the guest.
 pub fn sysreg(frame: &mut TrapFrame, r: SysReg) -> bool {
     let (vm, v) = current();
+    if vm.is_pv()
+        && !r.read
+        && let Some(ok) = super::domu::trapped_write(vm, v, frame, r)
+    {
+        return ok;
+    }
     match (r.op0, r.op1, r.crn, r.crm, r.op2, r.read) {
         // ICC_SGI1R_EL1: the guest sends an SGI.
-        (3, 0, 12, 11, 5, false) => {
+        (3, 0, 12, 11, 5, false) if !vm.is_pv() => {
             let k = vm.vgic.lock().sgi1r_write(v, reg(frame, r.reg));
-            kick(k);
+            kick(vm, k);
             true
         }
         // ICC_ASGI1R_EL1 / ICC_SGI0R_EL1: other-group SGIs do not exist for a non-secure guest.
@@ -269,8 +234,8 @@ pub fn sysreg(frame: &mut TrapFrame, r: SysReg) -> bool {
     }
 }
 
-/// Ends the domain on a fault it cannot be given back: log, stop its other vCPUs, and leave
-/// this CPU idle. Ferrite itself goes on.
+/// Ends the domain on a fault it cannot be given back: log, stop its other vCPUs, and go on
+/// with other vCPUs on this CPU. Ferrite itself goes on.
 pub fn crash(frame: &TrapFrame, why: fmt::Arguments) -> ! {
     let (vm, v) = current();
     let reason = alloc::format!("{why}");
@@ -280,29 +245,52 @@ pub fn crash(frame: &TrapFrame, why: fmt::Arguments) -> ! {
         vm.name
     );
     crate::println!("{frame}");
+    stop_domain(vm, DomainState::Crashed(reason));
+    crate::println!("ferrite: {} is gone; Ferrite keeps running", vm.name);
+    sched::leave_current();
+}
+
+/// Stops every vCPU of `vm`: they leave their pCPUs at their next exit (the caller's own when
+/// it calls `sched::leave_current`, which also powers off or reboots when that was the last
+/// domain and the boot options say so).
+pub fn stop_domain(vm: &'static Vm, why: DomainState) {
     if let Some(line) = vm.vuart.lock().take_partial_line() {
         crate::console::write_guest_line(&line);
     }
-    *vm.state.lock() = DomainState::Crashed(reason);
-    for other in (0..vm.vcpus).filter(|&o| o != v) {
-        gic::send_ipi(other);
+    {
+        let mut st = vm.state.lock();
+        if *st != DomainState::Running {
+            return;
+        }
+        *st = why;
     }
-    crate::println!("ferrite: {} is gone; Ferrite keeps running", vm.name);
-    crate::boot::all_domains_gone();
-    stop_here();
+    for other in 0..vm.vcpus {
+        let on = vm.vcpu[other].loaded_on.load(Ordering::Acquire);
+        if on != super::NOWHERE && on != cpu::index() {
+            gic::send_ipi(on);
+        }
+        super::timers::cancel(vm.id, other as u16, super::timers::Kind::OneShot);
+        super::timers::cancel(vm.id, other as u16, super::timers::Kind::VirtualTimer);
+    }
+    let t = sched::now();
+    sched::with(|c| {
+        for other in 0..vm.vcpus {
+            c.block(sched::id(vm, other), t);
+        }
+    });
 }
 
 /// Hands what is in this CPU's list registers back to the vGIC and empties them, so interrupts
 /// held by a vCPU that stops are not stranded there.
 fn retire_lrs(vm: &Vm, v: usize) {
     let n = vgic_hw::lr_count();
-    let mut lrs = SHADOW[v].lock();
+    let mut lrs = vm.vcpu[v].lrs.lock();
     let empty = [Lr::INVALID; vgic_hw::MAX_LRS];
     // The hardware copy was emptied at this exit; hand the vGIC an empty set so it takes back
     // whatever the shadow still held.
     vm.vgic.lock().sync_lrs(v, &empty[..n]);
     lrs[..n].copy_from_slice(&empty[..n]);
-    LRS_IN_USE[v].store(false, Ordering::Relaxed);
+    vm.vcpu[v].lrs_in_use.store(false, Ordering::Relaxed);
 }
 
 /// First thing on every exit: fold what the guest did to its list registers (acknowledged,
@@ -314,40 +302,39 @@ fn retire_lrs(vm: &Vm, v: usize) {
 /// maintenance interrupt firing at EL2 for as long as the vCPU is not running.
 pub fn after_exit() {
     let (vm, v) = current();
-    if !LRS_IN_USE[v].load(Ordering::Relaxed) {
+    if !vm.vcpu[v].lrs_in_use.load(Ordering::Relaxed) {
         // The list registers were left empty: the guest cannot have changed them.
         return;
     }
     let n = vgic_hw::lr_count();
-    let mut lrs = SHADOW[v].lock();
+    let mut lrs = vm.vcpu[v].lrs.lock();
     vgic_hw::read_lrs(&mut lrs[..n]);
     vgic_hw::clear_lrs(n);
     vm.vgic.lock().sync_lrs(v, &lrs[..n]);
 }
 
-/// Per CPU: its list registers hold something (or the underflow interrupt is on).
-static LRS_IN_USE: [AtomicBool; crate::arch::boot::MAX_CPUS] =
-    [const { AtomicBool::new(false) }; crate::arch::boot::MAX_CPUS];
-
-/// Each CPU's list registers as its vCPU left them (see [`after_exit`]).
-static SHADOW: [spin::Mutex<[Lr; vgic_hw::MAX_LRS]>; crate::arch::boot::MAX_CPUS] =
-    [const { spin::Mutex::new([Lr::INVALID; vgic_hw::MAX_LRS]) }; crate::arch::boot::MAX_CPUS];
-
-/// Before every return to the guest: refill the list registers, and leave if the domain has
-/// stopped meanwhile.
-pub fn before_return(_frame: &mut TrapFrame) {
-    let (vm, v) = current();
-    if !super::is_running(vm) {
-        stop_here();
+/// Before every return to a guest: leave if its domain has stopped meanwhile, take a due
+/// scheduling decision (which may switch to another vCPU), then give the vCPU that will run
+/// its pending interrupts: list registers (dom0) or the upcall line (PV).
+pub fn before_return(frame: &mut TrapFrame) {
+    if !super::is_running(current().0) || super::domu::must_stop() {
+        sched::leave_current();
     }
+    sched::switch_point(frame);
+    let (vm, v) = current();
+    if let Some(pv) = vm.pv() {
+        pv.update_upcall_line(v);
+        return;
+    }
+    let vc = &vm.vcpu[v];
     let mut g = vm.vgic.lock();
-    if !LRS_IN_USE[v].load(Ordering::Relaxed) && g.quiet(v) {
+    if !vc.lrs_in_use.load(Ordering::Relaxed) && g.quiet(v) {
         // No interrupt for this vCPU anywhere, and its list registers are empty already: the
         // common case of a hypercall or MMIO exit costs no list-register work.
         return;
     }
     let n = vgic_hw::lr_count();
-    let mut lrs = SHADOW[v].lock();
+    let mut lrs = vc.lrs.lock();
     let fill = g.fill_lrs(v, &mut lrs[..n]);
     drop(g);
     vgic_hw::write_lrs(&lrs[..n], fill.underflow);
@@ -355,5 +342,5 @@ pub fn before_return(_frame: &mut TrapFrame) {
         || lrs[..n]
             .iter()
             .any(|l| l.state != crate::vgic::LrState::Invalid);
-    LRS_IN_USE[v].store(in_use, Ordering::Relaxed);
+    vc.lrs_in_use.store(in_use, Ordering::Relaxed);
 }

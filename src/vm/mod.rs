@@ -1,34 +1,87 @@
-//! Running domains on the machine: the runtime state of each domain (its vGIC, virtual UART,
-//! vCPU power states, stage 2), which vCPU each CPU runs, and the idle loop that picks vCPUs
-//! up. Building dom0 is in [`build`], handling what a running vCPU asks for in [`exit`].
-//!
-//! Until the Credit scheduler arrives, dom0's vCPU `i` runs on CPU `i`, and only there.
+//! Running domains on the machine: the runtime state of each domain (its vCPUs, vGIC, virtual
+//! UART, power states, memory) and the table of domains. Building dom0 is in [`build`], PV
+//! domUs in [`domu`]; which vCPU runs where is [`sched`]'s job (the Credit scheduler, with the
+//! world switch); what a running vCPU asks for is handled in [`exit`] and [`hypercall`].
 
+pub mod balloon;
 pub mod build;
+pub mod build_pv;
+pub mod ctl;
+pub mod domu;
 pub mod exit;
+pub mod hypercall;
 pub mod modules;
+pub mod pvmm;
+pub mod sched;
 pub mod stats;
+pub mod timers;
 
 use crate::arch::boot::MAX_CPUS;
-use crate::arch::{cpu, gic, vcpu};
-use crate::domain::DomainState;
+use crate::arch::context::Context;
+use crate::arch::{cpu, gic};
 use crate::domain::power::PowerTable;
+use crate::domain::{DomId, DomainState};
 use crate::mm::region::Region;
 use crate::vdev::pl011::Pl011;
-use crate::vgic::{Kick, Vgic};
+use crate::vgic::{Kick, Lr, Vgic};
 use alloc::string::String;
-use core::sync::atomic::{AtomicBool, Ordering};
-use spin::{Mutex, Once};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use spin::Mutex;
+
+/// Domain ids are 0 (dom0) to `MAX_DOMAINS - 1`.
+pub const MAX_DOMAINS: usize = 64;
+
+/// What kind of guest a domain is.
+pub enum Kind {
+    /// The privileged domain: stage 2 (1:1), a vGIC, passed-through devices.
+    Dom0,
+    /// A paravirtualised domU: stage 2 off, validated page tables, upcalls.
+    Pv(domu::PvDomain),
+}
+
+/// One vCPU's runtime state.
+pub struct Vcpu {
+    /// Its registers while it is off the CPU (and its reset state before it first runs).
+    pub ctx: Mutex<Context>,
+    /// The CPU its registers are loaded on, or [`NOWHERE`]. Another CPU may load it only once
+    /// this says NOWHERE (the previous CPU has saved it).
+    pub loaded_on: AtomicUsize,
+    /// Its list registers as the last exit left them (see `exit::after_exit`).
+    pub lrs: Mutex<[Lr; crate::arch::vgic_hw::MAX_LRS]>,
+    /// The list registers hold something (or the underflow interrupt is on).
+    pub lrs_in_use: AtomicBool,
+    /// PV: the `SET_TIMER_OP` deadline in physical counter ticks, 0 for none.
+    pub timer_deadline: AtomicU64,
+    /// Another vCPU took this one down (`VCPU_OP DOWN`): it leaves at its next exit.
+    pub stop: AtomicBool,
+}
+
+pub const NOWHERE: usize = usize::MAX;
+
+impl Vcpu {
+    pub fn new(ctx: Context) -> Self {
+        Self {
+            ctx: Mutex::new(ctx),
+            loaded_on: AtomicUsize::new(NOWHERE),
+            lrs: Mutex::new([Lr::INVALID; crate::arch::vgic_hw::MAX_LRS]),
+            lrs_in_use: AtomicBool::new(false),
+            timer_deadline: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        }
+    }
+}
 
 pub struct Vm {
-    pub id: crate::domain::DomId,
+    pub id: DomId,
     pub name: String,
+    pub kind: Kind,
     pub vcpus: usize,
-    pub vttbr: u64,
+    pub vcpu: Vec<Vcpu>,
     pub cntvoff: u64,
     pub gic_v3: bool,
     /// The domain's RAM: what its hypercall buffers may be in.
-    pub memory: alloc::vec::Vec<Region>,
+    pub memory: Vec<Region>,
     pub state: Mutex<DomainState>,
     pub power: Mutex<PowerTable>,
     pub vgic: Mutex<Vgic>,
@@ -38,56 +91,115 @@ pub struct Vm {
     pub redist: Option<Region>,
     pub uart: Option<Region>,
     pub uart_spi: Option<u32>,
-    /// Where dom0's first vCPU starts, and its x0 (the device tree).
-    pub entry: u64,
-    pub dtb: u64,
     /// The GIC maintenance interrupt (a PPI), enabled on each CPU that runs a vCPU.
     pub maintenance: Option<u32>,
 }
 
-static DOM0: Once<Vm> = Once::new();
+impl Vm {
+    pub fn is_pv(&self) -> bool {
+        matches!(self.kind, Kind::Pv(_))
+    }
 
-/// Per CPU: a vCPU of dom0 runs (or is blocked) here.
-static RUNNING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-/// Per CPU: CPU_ON asked this CPU to start its vCPU.
-static START: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+    pub fn pv(&self) -> Option<&domu::PvDomain> {
+        match &self.kind {
+            Kind::Pv(p) => Some(p),
+            Kind::Dom0 => None,
+        }
+    }
+}
+
+/// The domains, by id. A domain's `Vm` is never freed while Ferrite runs (destroying one
+/// releases its memory and scheduler entries, and leaves this record behind).
+static DOMAINS: [AtomicPtr<Vm>; MAX_DOMAINS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_DOMAINS];
+
+/// Per CPU: the vCPU it runs, as `dom << 16 | vcpu`, or [`NONE`].
+static CURRENT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(NONE) }; MAX_CPUS];
+const NONE: u32 = u32::MAX;
+
+pub fn domain(id: DomId) -> Option<&'static Vm> {
+    let p = DOMAINS.get(id as usize)?.load(Ordering::Acquire);
+    // SAFETY: non-null entries come from `install`, which leaks a Box: they live forever.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+pub fn domains() -> impl Iterator<Item = &'static Vm> {
+    (0..MAX_DOMAINS as DomId).filter_map(domain)
+}
+
+/// The next free domain id after 0.
+pub fn free_domid() -> Option<DomId> {
+    (1..MAX_DOMAINS as DomId).find(|&d| domain(d).is_none())
+}
 
 /// The domain and vCPU this CPU runs. Only called on exits, so a vCPU runs here.
 pub fn current() -> (&'static Vm, usize) {
-    (DOM0.get().expect("an exit without a domain"), cpu::index())
+    try_current().expect("an exit without a vCPU")
+}
+
+pub fn try_current() -> Option<(&'static Vm, usize)> {
+    let c = CURRENT[cpu::index()].load(Ordering::Relaxed);
+    if c == NONE {
+        return None;
+    }
+    Some((domain((c >> 16) as DomId)?, (c & 0xffff) as usize))
+}
+
+fn set_current(c: Option<(DomId, usize)>) {
+    CURRENT[cpu::index()].store(
+        c.map_or(NONE, |(d, v)| ((d as u32) << 16) | v as u32),
+        Ordering::Relaxed,
+    );
 }
 
 pub fn is_running(vm: &Vm) -> bool {
     *vm.state.lock() == DomainState::Running
 }
 
-/// Makes the vCPUs in `k` look at their pending interrupts: an IPI to each CPU that runs one
-/// of them (waking it from WFI, or forcing an exit so its list registers are refilled).
-pub fn kick(k: Kick) {
-    let me = cpu::index();
+/// Makes the vCPUs in `k` look at their pending interrupts: a blocked one is woken, one
+/// running on another CPU gets an IPI (so its list registers are refilled).
+pub fn kick(vm: &'static Vm, k: Kick) {
     for v in k.vcpus() {
-        if v != me && v < MAX_CPUS && RUNNING[v].load(Ordering::Acquire) {
-            gic::send_ipi(v);
+        if v < vm.vcpus {
+            sched::notify(vm, v);
         }
     }
 }
 
-/// A physical interrupt that belongs to dom0: its devices' SPIs and the virtual timer PPI.
+/// A physical interrupt that belongs to a guest: dom0's devices' SPIs and the virtual timer
+/// PPI of whichever vCPU runs here.
 pub fn on_physical_irq(intid: u32) {
-    let Some(vm) = DOM0.get() else { return };
-    let target = (intid < 32).then(cpu::index);
-    let k = vm.vgic.lock().inject(intid, target);
-    kick(k);
+    if intid < 32 {
+        // A private interrupt: the vCPU on this CPU's (the virtual timer).
+        let Some((vm, v)) = try_current() else {
+            // Nobody's timer should be running on an idle CPU; mask it.
+            crate::arch::timer::mask_virtual();
+            gic::deactivate_after_handling();
+            return;
+        };
+        if vm.is_pv() {
+            crate::arch::timer::mask_virtual();
+            gic::deactivate_after_handling();
+            domu::raise_virq(vm, v, ferrite_abi::shared_info::virq::TIMER);
+            return;
+        }
+        let k = vm.vgic.lock().inject(intid, Some(v));
+        kick(vm, k);
+        return;
+    }
+    let Some(vm) = domain(0) else { return };
+    let k = vm.vgic.lock().inject(intid, None);
+    kick(vm, k);
 }
 
 /// Bytes typed on Ferrite's console: they go to dom0's emulated UART (a later issue adds the
 /// switch between Ferrite, dom0 and each domU).
 pub fn console_input(bytes: &[u8]) {
-    let Some(vm) = DOM0.get() else { return };
+    let Some(vm) = domain(0) else { return };
     let level = vm.vuart.lock().push_rx(bytes);
     if let Some(spi) = vm.uart_spi {
         let k = vm.vgic.lock().set_level(spi, None, level);
-        kick(k);
+        kick(vm, k);
     }
 }
 
@@ -103,57 +215,42 @@ pub fn on_console_irq(_intid: u32) {
     }
 }
 
-/// A start request from CPU_ON, for the CPU that runs vCPU `v`.
-pub fn request_start(v: usize) {
-    START[v].store(true, Ordering::Release);
-    gic::send_ipi(v);
-}
-
-/// The vCPU on this CPU stopped (CPU_OFF, or its domain is gone).
-pub fn stop_here() -> ! {
-    RUNNING[cpu::index()].store(false, Ordering::Release);
-    idle_loop()
-}
-
-/// What a CPU does when it has no vCPU: wait for interrupts and for a vCPU to start.
-pub fn idle_loop() -> ! {
-    let me = cpu::index();
-    loop {
-        cpu::irq_disable();
-        if START[me].swap(false, Ordering::AcqRel)
-            && let Some(vm) = DOM0.get()
-        {
-            {
-                let start = vm.power.lock().take_start(me);
-                if let (Some((entry, context)), true) = (start, is_running(vm)) {
-                    run(vm, me, entry, context);
-                }
-            }
-        }
-        // WFI wakes on a pending interrupt even while masked; it is taken once unmasked.
-        cpu::wfi();
-        cpu::irq_enable();
+/// Makes `vm` known by its id. Fails if the id is taken.
+pub(crate) fn install(vm: Vm) -> Result<&'static Vm, Vm> {
+    let id = vm.id as usize;
+    if id >= MAX_DOMAINS {
+        return Err(vm);
+    }
+    let p = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(vm));
+    match DOMAINS[id].compare_exchange(
+        core::ptr::null_mut(),
+        p,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        // SAFETY: just leaked above; it lives for the rest of Ferrite's run.
+        Ok(_) => Ok(unsafe { &*p }),
+        // SAFETY: `p` came from Box::into_raw above and was not published.
+        Err(_) => Err(*unsafe { alloc::boxed::Box::from_raw(p) }),
     }
 }
 
-/// Enters vCPU `v` of `vm` on this CPU.
-pub fn run(vm: &'static Vm, v: usize, pc: u64, x0: u64) -> ! {
-    RUNNING[v].store(true, Ordering::Release);
-    build::enable_cpu_interrupts(vm.maintenance);
-    crate::arch::vgic_hw::enable();
-    log::debug!("{}: vcpu{v} starts at {pc:#x}", vm.name);
-    vcpu::enter(
-        &vcpu::Start {
-            pc,
-            x0,
-            vmpidr: v as u64,
-            vttbr: vm.vttbr,
-            cntvoff: vm.cntvoff,
-        },
-        crate::arch::smp::stack_top(v),
-    )
+/// How many domains are still running.
+pub fn running_domains() -> usize {
+    domains().filter(|d| is_running(d)).count()
 }
 
-pub(crate) fn install(vm: Vm) -> &'static Vm {
-    DOM0.call_once(|| vm)
+/// Per CPU: interrupts a vCPU needs that are private to a CPU are on.
+static CPU_READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Before the first vCPU runs on this CPU: the private interrupts vCPUs need.
+pub fn prepare_cpu() {
+    if CPU_READY[cpu::index()].swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let maintenance = domain(0).and_then(|d| d.maintenance);
+    build::enable_cpu_interrupts(maintenance);
+    crate::arch::vgic_hw::enable();
 }
+
+pub use sched::idle_loop;

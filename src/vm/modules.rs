@@ -10,6 +10,9 @@ mod packed {
     include!(concat!(env!("OUT_DIR"), "/packed.rs"));
 }
 
+/// The PV domU image packed into this build (`FERRITE_DOMU_IMAGE`), if any: an ELF.
+pub static DOMU_IMAGE: Option<&[u8]> = packed::DOMU_IMAGE;
+
 pub struct Dom0Images {
     pub kernel: &'static [u8],
     pub ramdisk: Option<&'static [u8]>,

@@ -54,8 +54,32 @@ pub fn end() {
     MIN[k].fetch_min(spent, Ordering::Relaxed);
 }
 
+static SWITCHES: AtomicU64 = AtomicU64::new(0);
+static SWITCH_TOTAL: AtomicU64 = AtomicU64::new(0);
+static SWITCH_MIN: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// A world switch between two vCPUs took `instructions` at EL2 (saving one, loading the other).
+pub fn switched(instructions: u64) {
+    SWITCHES.fetch_add(1, Ordering::Relaxed);
+    SWITCH_TOTAL.fetch_add(instructions, Ordering::Relaxed);
+    SWITCH_MIN.fetch_min(instructions, Ordering::Relaxed);
+}
+
 /// One line per kind of exit seen, for the power-off report.
 pub fn report() {
+    let n = SWITCHES.load(Ordering::Relaxed);
+    if n > 0 {
+        let total = SWITCH_TOTAL.load(Ordering::Relaxed);
+        log::info!(
+            "switches: {n:>8} between vcpus, EL2 instructions min {} avg {}",
+            if total == 0 {
+                0
+            } else {
+                SWITCH_MIN.load(Ordering::Relaxed)
+            },
+            total / n
+        );
+    }
     for k in 0..KINDS {
         let n = COUNT[k].load(Ordering::Relaxed);
         if n == 0 {

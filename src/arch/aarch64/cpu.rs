@@ -71,6 +71,14 @@ pub fn irq_disable() {
     unsafe { asm!("msr daifset, #2", options(nomem, nostack, preserves_flags)) };
 }
 
+/// Whether IRQs are masked at EL2 on this CPU (PSTATE.I).
+pub fn irqs_masked() -> bool {
+    let daif: u64;
+    // SAFETY: reading DAIF has no side effects.
+    unsafe { asm!("mrs {}, daif", out(reg) daif, options(nomem, nostack, preserves_flags)) };
+    daif & (1 << 7) != 0
+}
+
 pub fn wfi() {
     // SAFETY: waits for an interrupt; no memory effects.
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
@@ -107,8 +115,18 @@ pub fn init_el2() {
     // SAFETY: read-modify-write of this CPU's CNTHCTL_EL2: EVNTI = 9, EVNTDIR = 0, EVNTEN = 1.
     unsafe {
         asm!("mrs {}, cnthctl_el2", out(reg) cnthctl, options(nomem, nostack));
-        let v = (cnthctl & !((0xf << 4) | (1 << 3))) | (9 << 4) | (1 << 2);
+        // EL1PCEN (bit 1) clear: guests may not program the EL1 physical timer, which is
+        // not switched with them; they use the virtual timer. EL1PCTEN (bit 0): they may read
+        // the physical counter.
+        let v = (cnthctl & !((0xf << 4) | (1 << 3) | (1 << 1))) | (9 << 4) | (1 << 2) | 1;
         asm!("msr cnthctl_el2, {}", in(reg) v, options(nomem, nostack));
+    }
+    // HCRX_EL2 (FEAT_HCX, ID_AA64MMFR1_EL1.HCX [43:40]) all zero: in particular TCR2En = 0,
+    // so TCR2_EL1 (permission indirection, 128-bit descriptors and the like) stays disabled for
+    // guests and a PV guest's descriptors mean what Ferrite validated.
+    if (read_id_reg(7, 1) >> 40) & 0xf != 0 {
+        // SAFETY: HCRX_EL2 (S3_4_C1_C2_2) only affects guests.
+        unsafe { asm!("msr S3_4_C1_C2_2, xzr", options(nomem, nostack)) };
     }
     // SAFETY: barrier only.
     unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };

@@ -371,6 +371,34 @@ pub fn forward(intid: u32, level: bool, handler: Handler) -> Result<(), &'static
     Ok(())
 }
 
+/// Per CPU: the handler running now asked for its (forwarded) interrupt to be deactivated
+/// anyway, because it did not hand it to a guest this time.
+static DEACTIVATE_NOW: [core::sync::atomic::AtomicBool; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+
+/// From an interrupt handler: this forwarded interrupt was handled at EL2 (not given to a
+/// guest with the HW bit), so deactivate it once its priority is dropped.
+pub fn deactivate_after_handling() {
+    DEACTIVATE_NOW[super::cpu::index()].store(true, Ordering::Relaxed);
+}
+
+/// Deactivates PPI `intid` on this CPU if it is active: a vCPU leaving the CPU took a
+/// forwarded PPI with it (the virtual timer), and the next vCPU must be able to get its own.
+/// The virtual copy stays with the vGIC; its HW-bit deactivation later has no effect.
+pub fn deactivate_ppi(intid: u32) {
+    let gicd = GICD_BASE.load(Ordering::Relaxed);
+    if GICC_BASE.load(Ordering::Relaxed) != 0 && gicd != 0 {
+        // SAFETY: GICD_ICACTIVER0 (0x380), banked per CPU for SGIs and PPIs.
+        unsafe { core::ptr::write_volatile((gicd + 0x380) as *mut u32, 1 << (intid % 32)) };
+    } else {
+        // SAFETY: ICC_DIR_EL1 for a PPI whose priority was dropped when it was handled; for an
+        // inactive interrupt the write has no effect.
+        unsafe {
+            core::arch::asm!("msr icc_dir_el1, {}", "isb", in(reg) intid as u64, options(nomem, nostack))
+        };
+    }
+}
+
 /// Called from the IRQ vector: handles every pending interrupt.
 pub fn handle_irq() {
     while let Some(iar) = acknowledge() {
@@ -381,7 +409,8 @@ pub fn handle_irq() {
             None => log::warn!("gic: interrupt {id} has no handler"),
         }
         end(iar);
-        if !forwarded(id) {
+        let now = DEACTIVATE_NOW[super::cpu::index()].swap(false, Ordering::Relaxed);
+        if !forwarded(id) || now {
             deactivate(iar);
         }
     }

@@ -31,6 +31,11 @@ fn translate(va: u64, write: bool) -> Option<u64> {
 /// in `owned` (the domain's RAM). Returns false, copying nothing further, on the first page
 /// that does not.
 pub fn read(va: u64, out: &mut [u8], owned: &[Region]) -> bool {
+    read_with(va, out, |r| owned.iter().any(|o| o.contains_region(&r)))
+}
+
+/// As [`read`], with `owns` deciding whether a piece of physical memory is the domain's.
+pub fn read_with(va: u64, out: &mut [u8], owns: impl Fn(Region) -> bool) -> bool {
     let mut done = 0usize;
     while done < out.len() {
         let at = va.wrapping_add(done as u64);
@@ -38,13 +43,40 @@ pub fn read(va: u64, out: &mut [u8], owned: &[Region]) -> bool {
         let Some(pa) = translate(at, false) else {
             return false;
         };
-        let r = Region::new(pa, chunk as u64);
-        if !owned.iter().any(|o| o.contains_region(&r)) {
+        if !owns(Region::new(pa, chunk as u64)) {
             return false;
         }
         // SAFETY: `pa..pa + chunk` is the domain's RAM, identity-mapped in Ferrite's map; the
         // guest may change it meanwhile, which only changes the bytes copied.
         unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, out[done..].as_mut_ptr(), chunk) };
+        done += chunk;
+    }
+    true
+}
+
+/// Copies `data` to guest VA `va`, which the guest must be able to write itself. `writable`
+/// decides, for each piece of physical memory, whether Ferrite may write it for the domain
+/// (the domain's RAM, and for a PV domain not one of its page tables) and performs the copy
+/// while it holds whatever keeps that true (`copy` does the store). Returns false on the first
+/// page that fails, with the pages before it written.
+pub fn write_with(va: u64, data: &[u8], writable: impl Fn(Region, &dyn Fn()) -> bool) -> bool {
+    let mut done = 0usize;
+    while done < data.len() {
+        let at = va.wrapping_add(done as u64);
+        let chunk = ((PAGE - (at & (PAGE - 1))) as usize).min(data.len() - done);
+        let Some(pa) = translate(at, true) else {
+            return false;
+        };
+        let src = &data[done..done + chunk];
+        let copy = || {
+            // SAFETY: `pa..pa + chunk` is memory `writable` accepted for the domain (its RAM,
+            // identity-mapped in Ferrite's map), and `writable` holds it in that state while
+            // this runs.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), pa as *mut u8, chunk) };
+        };
+        if !writable(Region::new(pa, chunk as u64), &copy) {
+            return false;
+        }
         done += chunk;
     }
     true

@@ -1,6 +1,7 @@
 //! aarch64 at EL2: boot, exceptions, the MMU, the GIC, the generic timer, PSCI and SMP.
 
 pub mod boot;
+pub mod context;
 pub mod cpu;
 pub mod esr;
 pub mod exceptions;

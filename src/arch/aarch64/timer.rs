@@ -53,33 +53,76 @@ fn period() -> u64 {
     frequency() / TICK_HZ
 }
 
+/// Per CPU: when the next periodic tick is due (counter ticks).
+static NEXT_TICK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
 /// Starts this CPU's tick. The interrupt must be enabled at the GIC by the caller. The first
 /// tick comes after a hundredth of a period, so the boot self-check does not wait a whole one.
 pub fn start_tick() {
     let cval = counter() + period() / 100;
-    // SAFETY: programming this CPU's EL2 physical timer compare value.
-    unsafe { asm!("msr cnthp_cval_el2, {}", in(reg) cval, options(nostack, preserves_flags)) };
+    NEXT_TICK[super::cpu::index()].store(cval, Ordering::Relaxed);
+    set_cval(cval);
     CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::CLEAR);
 }
 
-/// The tick interrupt: count it and re-arm one period after the previous deadline, so the rate
-/// does not drift with interrupt latency.
-pub fn handle_tick() {
-    let cval: u64;
-    // SAFETY: reading this CPU's compare value.
-    unsafe {
-        asm!("mrs {}, cnthp_cval_el2", out(reg) cval, options(nomem, nostack, preserves_flags))
-    };
+fn set_cval(cval: u64) {
+    // SAFETY: programming this CPU's EL2 physical timer compare value.
+    unsafe { asm!("msr cnthp_cval_el2, {}", in(reg) cval, options(nostack, preserves_flags)) };
+}
+
+/// The timer interrupt: returns whether the periodic tick was due (then counted, and the next
+/// one set one period after the previous deadline, so the rate does not drift with interrupt
+/// latency). The caller then calls [`program`] with its own next deadline.
+pub fn handle_tick() -> bool {
+    let i = super::cpu::index();
     let now = counter();
-    let mut next = cval + period();
+    let due = NEXT_TICK[i].load(Ordering::Relaxed);
+    if now < due {
+        return false;
+    }
+    let mut next = due + period();
     if next <= now {
         next = now + period(); // we fell behind (stopped in a debugger); do not storm
     }
-    // SAFETY: as in start_tick.
-    unsafe { asm!("msr cnthp_cval_el2, {}", in(reg) next, options(nostack, preserves_flags)) };
-    TICKS[super::cpu::index()].fetch_add(1, Ordering::Relaxed);
+    NEXT_TICK[i].store(next, Ordering::Relaxed);
+    TICKS[i].fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Sets this CPU's timer to fire at the next tick or at `deadline` (counter ticks), whichever
+/// is first.
+pub fn program(deadline: u64) {
+    let tick = NEXT_TICK[super::cpu::index()].load(Ordering::Relaxed);
+    set_cval(tick.min(deadline));
+}
+
+/// Counter ticks to nanoseconds.
+pub fn ticks_to_ns(t: u64) -> u64 {
+    (t as u128 * 1_000_000_000 / frequency() as u128) as u64
+}
+
+/// Nanoseconds to counter ticks (rounded up).
+pub fn ns_to_ticks(ns: u64) -> u64 {
+    (ns as u128 * frequency() as u128).div_ceil(1_000_000_000) as u64
 }
 
 pub fn ticks(cpu: usize) -> u64 {
     TICKS[cpu].load(Ordering::Relaxed)
+}
+
+/// Masks the virtual timer's interrupt output on this CPU (CNTV_CTL_EL0.IMASK): the vCPU's
+/// timer fired and was turned into an event, or no vCPU is here to take it.
+pub fn mask_virtual() {
+    // SAFETY: read-modify-write of the running vCPU's timer control; IMASK is the bit a guest
+    // clears when it re-arms the timer.
+    unsafe {
+        asm!("mrs {t}, cntv_ctl_el0", "orr {t}, {t}, #2", "msr cntv_ctl_el0, {t}",
+            t = out(reg) _, options(nomem, nostack))
+    };
+}
+
+/// Stops the virtual timer on this CPU (its vCPU leaves for good).
+pub fn stop_virtual() {
+    // SAFETY: the timer of a vCPU that no longer runs here.
+    unsafe { asm!("msr cntv_ctl_el0, xzr", options(nomem, nostack)) };
 }

@@ -1,19 +1,15 @@
-//! Entering a vCPU: its reset state at EL1, the EL2 controls that confine it, and the first
-//! exception return into it. Once a vCPU runs, every exit comes back through the EL2 vectors
-//! with its registers in a [`TrapFrame`] on this CPU's stack, and leaves by the same path.
+//! Entering a vCPU: the EL2 controls that confine each kind of guest, and the first exception
+//! return into a vCPU on a CPU. Once a vCPU runs, every exit comes back through the EL2
+//! vectors with its registers in a [`TrapFrame`] on this CPU's stack, and leaves by the same
+//! path (possibly as another vCPU: see `arch::context` and `vm::sched`).
 
 use super::boot::MAX_CPUS;
+use super::context::SPSR_EL1H_MASKED;
+use super::cpu;
 use super::exceptions::TrapFrame;
-use super::{cpu, stage2};
 use core::arch::{asm, global_asm};
 
-/// SPSR for entry: EL1h with D, A, I and F masked, as the Linux boot protocol requires.
-const SPSR_EL1H_MASKED: u64 = 0x3c5;
-
-/// SCTLR_EL1 at reset: RES1 bits only (MMU and caches off).
-const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
-
-/// HCR_EL2 while a guest runs: stage 2 on (VM), set/way invalidates upgraded (SWIO),
+/// HCR_EL2 while dom0 runs: stage 2 on (VM), set/way invalidates upgraded (SWIO),
 /// interrupts routed to EL2 (IMO/FMO/AMO), SMC trapped (TSC), WFI trapped (TWI), ID registers
 /// trapped for sanitising (TID3), TLB and barrier operations broadcast inner-shareable (FB,
 /// BSU), EL1 is AArch64 (RW).
@@ -29,25 +25,33 @@ const HCR_GUEST: u64 = (1 << 0) // VM
     | (1 << 19) // TSC
     | (1 << 31); // RW
 
+/// HCR_EL2 for a PV domU: stage 2 off (its tables hold machine addresses, and validation
+/// confines it), writes to the translation controls trapped (TVM) so they can be checked,
+/// implementation-defined ACTLR_EL1 trapped (TACR); otherwise as [`HCR_GUEST`]. FB makes the
+/// guest's own TLB invalidations reach every CPU it may migrate to.
+const HCR_PV: u64 = (HCR_GUEST & !((1 << 0) | (1 << 1))) | (1 << 26) | (1 << 21);
+
+/// HCR_EL2.VI: the virtual IRQ line (a PV upcall).
+pub const HCR_VI: u64 = 1 << 7;
+
 /// HCR_EL2.APK (bit 40) and API (bit 41): the guest uses pointer authentication (its keys and
-/// instructions) without trapping, where the CPU has it. A vCPU switch must then save and
-/// restore the APxxKEY registers (the scheduler's world switch does).
+/// instructions) without trapping, where the CPU has it; the world switch saves the keys.
 fn hcr_pauth() -> u64 {
-    // ID_AA64ISAR1_EL1: APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2: APA3 [15:12].
-    let isar1 = cpu::read_id_reg(6, 1);
-    let isar2 = cpu::read_id_reg(6, 2);
-    let pauth = isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0;
-    if pauth { (1 << 40) | (1 << 41) } else { 0 }
+    if super::context::has_pauth() {
+        (1 << 40) | (1 << 41)
+    } else {
+        0
+    }
 }
 
-/// Where a vCPU starts.
-pub struct Start {
-    pub pc: u64,
-    pub x0: u64,
-    /// Affinity the guest sees in MPIDR_EL1 (its vCPU index).
-    pub vmpidr: u64,
-    pub vttbr: u64,
-    pub cntvoff: u64,
+/// HCR_EL2 for dom0's vCPUs.
+pub fn hcr_dom0() -> u64 {
+    HCR_GUEST | hcr_pauth()
+}
+
+/// HCR_EL2 for a PV domU's vCPUs.
+pub fn hcr_pv() -> u64 {
+    HCR_PV | hcr_pauth()
 }
 
 global_asm!(
@@ -82,74 +86,16 @@ static ENTRY_FRAMES: super::boot::BootShared<[TrapFrame; MAX_CPUS]> = super::boo
     }; MAX_CPUS],
 );
 
-fn reset_el1_state() {
-    // SAFETY: these registers belong to EL1, which is not running; resetting them is what a
-    // vCPU's power-on does.
-    unsafe {
-        asm!(
-            "msr sctlr_el1, {sctlr}",
-            "msr tcr_el1, xzr",
-            "msr ttbr0_el1, xzr",
-            "msr ttbr1_el1, xzr",
-            "msr mair_el1, xzr",
-            "msr amair_el1, xzr",
-            "msr vbar_el1, xzr",
-            "msr contextidr_el1, xzr",
-            "msr tpidr_el1, xzr",
-            "msr tpidr_el0, xzr",
-            "msr tpidrro_el0, xzr",
-            "msr sp_el0, xzr",
-            "msr sp_el1, xzr",
-            "msr elr_el1, xzr",
-            "msr spsr_el1, xzr",
-            "msr esr_el1, xzr",
-            "msr far_el1, xzr",
-            "msr afsr0_el1, xzr",
-            "msr afsr1_el1, xzr",
-            "msr par_el1, xzr",
-            "msr cntkctl_el1, xzr",
-            "msr cntv_ctl_el0, xzr",
-            "msr mdscr_el1, xzr",
-            // FP/SIMD enabled at EL1, as firmware leaves it for Linux.
-            "msr cpacr_el1, {cpacr}",
-            sctlr = in(reg) SCTLR_EL1_RESET,
-            cpacr = in(reg) 3u64 << 20,
-            options(nostack),
-        );
-    }
-}
-
-/// Starts a vCPU on this CPU. Never returns: from here on the CPU runs the guest and handles
-/// its exits.
-pub fn enter(start: &Start, stack_top: u64) -> ! {
+/// Enters a vCPU on this CPU from the idle loop: `load` fills the frame (and loads the vCPU's
+/// registers); the exception return then runs it. Never returns: from here on the CPU runs
+/// guests and handles their exits.
+pub fn enter(load: impl FnOnce(&mut TrapFrame)) -> ! {
     cpu::irq_disable();
-    reset_el1_state();
-    stage2::activate(start.vttbr);
-    let midr: u64;
-    // SAFETY: configures how EL1 sees this CPU and which traps apply: EL2-only registers that
-    // affect only the guest about to be entered.
-    unsafe {
-        asm!("mrs {}, midr_el1", out(reg) midr, options(nomem, nostack));
-        asm!(
-            "msr vpidr_el2, {midr}",
-            "msr vmpidr_el2, {vmpidr}",
-            "msr cntvoff_el2, {cntvoff}",
-            "msr hcr_el2, {hcr}",
-            "isb",
-            midr = in(reg) midr,
-            vmpidr = in(reg) (1u64 << 31) | start.vmpidr,
-            cntvoff = in(reg) start.cntvoff,
-            hcr = in(reg) HCR_GUEST | hcr_pauth(),
-            options(nostack),
-        );
-    }
     let i = cpu::index();
-    // SAFETY: each CPU uses only its own slot, and only here.
+    // SAFETY: each CPU uses only its own slot, and only here, with interrupts masked.
     let frame = unsafe { &mut (*ENTRY_FRAMES.get())[i] };
-    frame.x = [0; 31];
-    frame.x[0] = start.x0;
-    frame.elr = start.pc;
-    frame.spsr = SPSR_EL1H_MASKED;
+    load(frame);
+    let stack_top = super::smp::stack_top(i);
     let slot = (stack_top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
     // SAFETY: `slot` is the top of this CPU's own EL2 stack; everything on the stack below it is
     // abandoned (this function does not return), and the frame is copied from a static.
@@ -174,8 +120,12 @@ pub fn inject_undef(frame: &mut TrapFrame) {
             options(nostack),
         );
     }
-    // From EL1 with SP_EL1 the vector is +0x200, from EL0 (AArch64) +0x400.
-    let from_el0 = frame.spsr & 0xf == 0;
-    frame.elr = vbar + if from_el0 { 0x400 } else { 0x200 };
+    // From EL1 with SP_EL1 (EL1h) the vector is +0x200, with SP_EL0 (EL1t) +0, from EL0 +0x400.
+    let offset = match frame.spsr & 0xf {
+        0 => 0x400,
+        4 => 0,
+        _ => 0x200,
+    };
+    frame.elr = vbar + offset;
     frame.spsr = SPSR_EL1H_MASKED;
 }

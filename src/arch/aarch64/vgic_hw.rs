@@ -133,3 +133,75 @@ pub fn write_lrs(lrs: &[Lr], underflow: bool) {
         unsafe { asm!("msr ich_hcr_el2, {}", in(reg) hcr as u64, options(nomem, nostack)) };
     }
 }
+
+macro_rules! ich_apr {
+    (read, $g:literal, $n:expr) => {
+        match $n {
+            0 => ich_apr!(@r $g, 0),
+            1 => ich_apr!(@r $g, 1),
+            2 => ich_apr!(@r $g, 2),
+            _ => ich_apr!(@r $g, 3),
+        }
+    };
+    (@r $g:literal, $i:literal) => {{
+        let v: u64;
+        // SAFETY: reading an active-priority register of this CPU's virtual interface.
+        unsafe { asm!(concat!("mrs {}, ich_ap", $g, "r", $i, "_el2"), out(reg) v, options(nomem, nostack)) };
+        v as u32
+    }};
+    (write, $g:literal, $n:expr, $v:expr) => {
+        match $n {
+            0 => ich_apr!(@w $g, 0, $v),
+            1 => ich_apr!(@w $g, 1, $v),
+            2 => ich_apr!(@w $g, 2, $v),
+            _ => ich_apr!(@w $g, 3, $v),
+        }
+    };
+    (@w $g:literal, $i:literal, $v:expr) => {
+        // SAFETY: writing an active-priority register of this CPU's virtual interface, which
+        // only affects the vCPU about to run here.
+        unsafe { asm!(concat!("msr ich_ap", $g, "r", $i, "_el2, {}"), in(reg) $v as u64, options(nomem, nostack)) }
+    };
+}
+
+/// GICv3: how many ICH_AP0Rn/AP1Rn registers exist (1, 2 or 4, from the preemption bits).
+fn apr_count() -> usize {
+    let vtr: u64;
+    // SAFETY: reading ICH_VTR_EL2.
+    unsafe { asm!("mrs {}, ich_vtr_el2", out(reg) vtr, options(nomem, nostack)) };
+    let pre = ((vtr >> 26) & 7) as usize + 1;
+    1 << pre.saturating_sub(5).min(2)
+}
+
+/// The virtual interface's state of the vCPU leaving this CPU (its list registers are already
+/// empty: see `vm::exit::after_exit`).
+pub fn save_state() -> crate::arch::context::GicState {
+    let mut s = crate::arch::context::GicState::default();
+    if gich() != 0 {
+        s.vmcr = gich_read(0x8) as u64;
+        s.ap1r[0] = gich_read(0xf0);
+    } else {
+        // SAFETY: reading ICH_VMCR_EL2.
+        unsafe { asm!("mrs {}, ich_vmcr_el2", out(reg) s.vmcr, options(nomem, nostack)) };
+        for i in 0..apr_count() {
+            s.ap0r[i] = ich_apr!(read, 0, i);
+            s.ap1r[i] = ich_apr!(read, 1, i);
+        }
+    }
+    s
+}
+
+/// Loads the virtual interface's state of the vCPU about to run on this CPU.
+pub fn load_state(s: &crate::arch::context::GicState) {
+    if gich() != 0 {
+        gich_write(0x8, s.vmcr as u32);
+        gich_write(0xf0, s.ap1r[0]);
+    } else {
+        // SAFETY: ICH_VMCR_EL2 of the vCPU about to run here.
+        unsafe { asm!("msr ich_vmcr_el2, {}", in(reg) s.vmcr, options(nomem, nostack)) };
+        for i in 0..apr_count() {
+            ich_apr!(write, 0, i, s.ap0r[i]);
+            ich_apr!(write, 1, i, s.ap1r[i]);
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! A domU's boot configuration, as the `domu=` option of Ferrite's command line gives it:
+//! comma-separated `key=value` settings, for example
+//! `domu=name=web,mem=32M,vcpus=2,weight=512,cap=50,cpus=0-1,cmd=hello+world`.
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `name` | the domain's name in logs | `domU<id>` |
+//! | `image` | which packed PV image (only `pv`, the one packed into Ferrite, today) | `pv` |
+//! | `mem` | its RAM (`K`, `M`, `G` suffixes) | 16M |
+//! | `vcpus` | its vCPUs, 1..=32 | 1 |
+//! | `weight` | Credit weight, 1..=65535 | 256 |
+//! | `cap` | Credit cap, percent of one pCPU (0 = none) | 0 |
+//! | `cpus` | hard affinity of every vCPU: a list like `0-1,3`, written with `-` and `\|` (`0-1\|3`) | all |
+//! | `cmd` | its command line; `+` stands for a space; must be last (it may contain commas) | empty |
+
+use alloc::string::{String, ToString};
+
+/// Most vCPUs a PV domU may have (slots in its shared-info page).
+pub const MAX_VCPUS: usize = ferrite_abi::shared_info::MAX_VCPUS;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomuSpec {
+    pub name: Option<String>,
+    pub image: String,
+    pub mem: u64,
+    pub vcpus: usize,
+    pub weight: u32,
+    pub cap: u32,
+    /// Hard affinity (bit n = pCPU n); None = every pCPU.
+    pub cpus: Option<u64>,
+    pub cmdline: String,
+}
+
+impl Default for DomuSpec {
+    fn default() -> Self {
+        Self {
+            name: None,
+            image: "pv".into(),
+            mem: 16 << 20,
+            vcpus: 1,
+            weight: 256,
+            cap: 0,
+            cpus: None,
+            cmdline: String::new(),
+        }
+    }
+}
+
+/// `0-1|3` → pCPUs 0, 1 and 3.
+fn parse_cpus(v: &str) -> Option<u64> {
+    let mut mask = 0u64;
+    for part in v.split('|') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let n = part.parse::<u32>().ok()?;
+                (n, n)
+            }
+        };
+        if a > b || b > 63 {
+            return None;
+        }
+        for c in a..=b {
+            mask |= 1 << c;
+        }
+    }
+    (mask != 0).then_some(mask)
+}
+
+impl DomuSpec {
+    /// Parses the value of one `domu=` option; the error says which setting is wrong and why.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut s = Self::default();
+        let mut rest = value;
+        while !rest.is_empty() {
+            if let Some(cmd) = rest.strip_prefix("cmd=") {
+                s.cmdline = cmd.replace('+', " ");
+                break;
+            }
+            let (item, tail) = rest.split_once(',').unwrap_or((rest, ""));
+            rest = tail;
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| alloc::format!("'{item}' is not key=value"))?;
+            let bad = |why: &str| alloc::format!("{k}={v}: {why}");
+            match k {
+                "name" if !v.is_empty() && v.len() <= 32 => s.name = Some(v.to_string()),
+                "name" => return Err(bad("a name is 1 to 32 characters")),
+                "image" => s.image = v.to_string(),
+                "mem" => {
+                    s.mem = crate::cmdline::parse_size(v)
+                        .filter(|&m| m >= 1 << 20 && m.is_multiple_of(4096))
+                        .ok_or_else(|| bad("a size of at least 1M, like 16M"))?
+                }
+                "vcpus" => {
+                    s.vcpus = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_VCPUS).contains(n))
+                        .ok_or_else(|| bad("1 to 32"))?
+                }
+                "weight" => {
+                    s.weight = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=65535).contains(n))
+                        .ok_or_else(|| bad("1 to 65535"))?
+                }
+                "cap" => {
+                    s.cap = v
+                        .parse()
+                        .ok()
+                        .ok_or_else(|| bad("a percentage of one CPU, 0 for none"))?
+                }
+                "cpus" => s.cpus = Some(parse_cpus(v).ok_or_else(|| bad("a list like 0-1|3"))?),
+                _ => return Err(alloc::format!("unknown setting '{k}'")),
+            }
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_every_key() {
+        assert_eq!(DomuSpec::parse("").unwrap(), DomuSpec::default());
+        let s =
+            DomuSpec::parse("name=web,mem=32M,vcpus=2,weight=512,cap=50,cpus=0-1|3,cmd=hog+a,b")
+                .unwrap();
+        assert_eq!(s.name.as_deref(), Some("web"));
+        assert_eq!(s.mem, 32 << 20);
+        assert_eq!((s.vcpus, s.weight, s.cap), (2, 512, 50));
+        assert_eq!(s.cpus, Some(0b1011));
+        assert_eq!(s.cmdline, "hog a,b");
+    }
+
+    #[test]
+    fn bad_settings_say_why() {
+        for (v, why) in [
+            ("vcpus=0", "1 to 32"),
+            ("vcpus=33", "1 to 32"),
+            ("weight=0", "1 to 65535"),
+            ("mem=12K", "at least 1M"),
+            ("cpus=3-1", "0-1|3"),
+            ("cpus=64", "0-1|3"),
+            ("colour=red", "unknown setting"),
+            ("vcpus", "not key=value"),
+        ] {
+            let e = DomuSpec::parse(v).unwrap_err();
+            assert!(e.contains(why), "{v}: {e}");
+        }
+    }
+}

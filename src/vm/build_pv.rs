@@ -1,0 +1,218 @@
+//! Building a PV domU on the machine: its frames from free memory, the image laid out and
+//! written by the portable builder (`domain::pvbuild`), its initial page tables validated by
+//! pinning them exactly as a guest's own would be (`pv`), its vCPU 0 ready to start with the
+//! MMU on, and the domain handed to the scheduler.
+
+use super::domu::{self, PvDomain};
+use super::{Kind, Vcpu, Vm};
+use crate::arch::context::{Context, El2};
+use crate::arch::{cpu, timer, vcpu};
+use crate::domain::config::DomuSpec;
+use crate::domain::power::PowerTable;
+use crate::domain::pvbuild::{self, PhysMem, StartParams};
+use crate::domain::{DomId, DomainState};
+use crate::mm::region::Region;
+use crate::pv::{FrameTable, Policy, Ttbr};
+use crate::vdev::pl011::Pl011;
+use crate::vgic::{self, Vgic};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use ferrite_abi::mmu::{MmuextOp, ext};
+use spin::Mutex;
+
+/// Machine frames as the builder writes them: RAM, identity-mapped at EL2.
+struct Frames;
+
+impl PhysMem for Frames {
+    fn write(&mut self, pa: u64, bytes: &[u8]) {
+        // SAFETY: the builder writes only inside frames of the new domain's frame list, which
+        // were just allocated to it and are RAM in Ferrite's identity map; nothing runs there.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), pa as *mut u8, bytes.len()) };
+    }
+
+    fn zero(&mut self, pa: u64, len: u64) {
+        // SAFETY: as in write.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+    }
+}
+
+/// TCR_EL1 for PV domains (docs/abi.md): 48-bit VAs in both halves with 4 KiB granules, walks
+/// inner-shareable write-back, IPS from the CPU, 16-bit ASIDs where there are.
+fn tcr() -> u64 {
+    let t0 = 16 | (0b01 << 8) | (0b01 << 10) | (0b11 << 12); // T0SZ, IRGN0, ORGN0, SH0; TG0 = 4K
+    let t1 = (16 << 16) | (0b01 << 24) | (0b01 << 26) | (0b11 << 28) | (0b10 << 30); // TG1 = 4K
+    let ips = cpu::pa_range_field().min(5) << 32;
+    let asid16 = if domu::asid16() { 1 << 36 } else { 0 };
+    t0 | t1 | ips | asid16
+}
+
+/// Builds the PV domU `spec` from the ELF `image` as domain `id`, and makes vCPU 0 runnable.
+pub fn domu(
+    id: DomId,
+    spec: &DomuSpec,
+    image: &[u8],
+    cpus: usize,
+    gic_v3: bool,
+) -> Result<&'static Vm, String> {
+    let name = spec.name.clone().unwrap_or_else(|| format!("domU{id}"));
+    let elf = pvbuild::elf::parse(image).map_err(|e| format!("{name}: image: {e}"))?;
+    let nr_pages = spec.mem / 4096;
+    let plan = pvbuild::plan(&elf, nr_pages, None, spec.vcpus as u32)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let base = crate::boot::alloc_frames_aligned(nr_pages as usize, 2 << 20)
+        .ok_or_else(|| format!("{name}: no {} MiB of free memory for it", spec.mem >> 20))?;
+    let frames: Vec<u64> = (0..nr_pages).map(|i| base + i * 4096).collect();
+    // SAFETY: the frames were just allocated to this domain; RAM in Ferrite's identity map.
+    unsafe { core::ptr::write_bytes(base as *mut u8, 0, spec.mem as usize) };
+    let fail = |e: String| {
+        crate::boot::free_frames(base, nr_pages as usize);
+        e
+    };
+    let built = pvbuild::build(
+        &plan,
+        &elf,
+        None,
+        &frames,
+        &mut Frames,
+        StartParams {
+            domid: id,
+            nr_vcpus: spec.vcpus as u32,
+            counter_hz: timer::frequency(),
+            cmdline: &spec.cmdline,
+            flags: 0,
+        },
+    )
+    .map_err(|e| fail(format!("{name}: {e}")))?;
+    // The image is code the domain will fetch.
+    cpu::invalidate_icache();
+
+    // The initial tables are checked like any the guest builds: pinned as a whole tree, then
+    // loaded as vCPU 0's base. Ferrite holds the shared-info page writable for good.
+    let mut ft = FrameTable::new(id, &frames, spec.vcpus, Policy::default())
+        .map_err(|e| fail(format!("{name}: frame table: {e:?}")))?;
+    let new_base = if built.ttbr == Ttbr::Ttbr1 {
+        ext::NEW_TTBR1
+    } else {
+        ext::NEW_TTBR0
+    };
+    let ops = [
+        MmuextOp {
+            cmd: ext::PIN_L0_TABLE,
+            pad: 0,
+            arg1: built.root_ma,
+            arg2: 0,
+        },
+        MmuextOp {
+            cmd: new_base,
+            pad: 0,
+            arg1: built.root_ma,
+            arg2: 0,
+        },
+    ];
+    let (_, r) = crate::pv::mmuext_op(
+        id,
+        &mut ft,
+        &mut domu::Phys,
+        0,
+        &ops,
+        ops.len(),
+        &mut |_| {},
+    );
+    r.map_err(|e| {
+        fail(format!(
+            "{name}: its initial page tables did not validate ({}): a builder bug",
+            e.name()
+        ))
+    })?;
+    ft.acquire_writable(built.shared_info_ma, &mut domu::Phys)
+        .map_err(|e| fail(format!("{name}: shared-info page: {}", e.name())))?;
+
+    let vmid = id + 1;
+    let cntvoff = timer::counter();
+    let root = built.root_ma;
+    let vcpu = (0..spec.vcpus)
+        .map(|i| {
+            let el2 = El2 {
+                hcr: vcpu::hcr_pv(),
+                vttbr: (vmid as u64) << 48,
+                vmpidr: (1 << 31) | i as u64,
+                cntvoff,
+            };
+            let mut ctx = Context::reset(built.entry, built.start_info_va, el2);
+            ctx.el1.sctlr = domu::SCTLR;
+            ctx.el1.mair = domu::MAIR;
+            ctx.el1.tcr = tcr()
+                | if built.ttbr == Ttbr::Ttbr1 {
+                    domu::TCR_EPD0
+                } else {
+                    domu::TCR_EPD1
+                };
+            if i == 0 {
+                match built.ttbr {
+                    Ttbr::Ttbr1 => ctx.el1.ttbr1 = root,
+                    Ttbr::Ttbr0 => ctx.el1.ttbr0 = root,
+                }
+                ctx.el1.sp_el1 = built.stack_top;
+            }
+            Vcpu::new(ctx)
+        })
+        .collect();
+    let vm = super::install(Vm {
+        id,
+        name: name.clone(),
+        kind: Kind::Pv(PvDomain {
+            frames: Mutex::new(ft),
+            shared_info: built.shared_info_ma,
+            max_pages: nr_pages,
+        }),
+        vcpus: spec.vcpus,
+        vcpu,
+        cntvoff,
+        gic_v3,
+        memory: alloc::vec![Region::new(base, spec.mem)],
+        state: Mutex::new(DomainState::Running),
+        power: Mutex::new(PowerTable::new(spec.vcpus)),
+        // PV domains take upcalls, not interrupts: an empty vGIC keeps the common code simple.
+        vgic: Mutex::new(Vgic::new(vgic::Config {
+            version: if gic_v3 {
+                vgic::Version::V3
+            } else {
+                vgic::Version::V2
+            },
+            vcpus: spec.vcpus,
+            spis: 0,
+            mpidrs: (0..spec.vcpus as u64).collect(),
+        })),
+        vuart: Mutex::new(Pl011::new()),
+        dist: Region::new(0, 0),
+        redist: None,
+        uart: None,
+        uart_spi: None,
+        maintenance: None,
+    })
+    .map_err(|_| fail(format!("{name}: domain id {id} is taken")))?;
+    let all = if cpus >= 64 {
+        u64::MAX
+    } else {
+        (1 << cpus) - 1
+    };
+    let affinity = spec.cpus.unwrap_or(all) & all;
+    if affinity == 0 {
+        return Err(format!("{name}: cpus= names no CPU this machine has"));
+    }
+    super::sched::add_domain(vm, spec.weight, spec.cap, |_| affinity)
+        .map_err(|e| format!("{name}: the scheduler refused it: {e:?}"))?;
+    log::info!(
+        "{name}: domain {id}, PV, {} vcpus, {} MiB at {base:#x}, entry {:#x}, weight {}, cap {}, \
+         cpus {affinity:#x}, command line \"{}\"",
+        spec.vcpus,
+        spec.mem >> 20,
+        built.entry,
+        spec.weight,
+        spec.cap,
+        spec.cmdline
+    );
+    super::sched::wake(vm, 0);
+    Ok(vm)
+}

@@ -1,0 +1,347 @@
+//! The Credit scheduler at work: one [`Credit`] instance for the machine decides which vCPU
+//! each pCPU runs; this module carries its decisions out. It feeds it time (the counter, in
+//! ns), the periodic tick, wake-ups (interrupts and events for blocked vCPUs), blocks (WFI,
+//! `SCHED_OP BLOCK`) and yields, and performs the world switch (`arch::context`) when a
+//! decision names another vCPU. A pCPU with nothing to run sits in [`idle_loop`], in WFI,
+//! until an IPI or its timer says a vCPU is waiting.
+//!
+//! Locking: the scheduler's lock is taken with interrupts masked and never while holding a
+//! domain's locks in the other order (domain locks first, then the scheduler).
+
+use super::{NOWHERE, Vm, current, domain, set_current, timers, try_current};
+use crate::arch::boot::MAX_CPUS;
+use crate::arch::exceptions::TrapFrame;
+use crate::arch::{context, cpu, gic, timer};
+use crate::domain::power::Power;
+use crate::sched::{Config, CpuMask, Credit, SchedError, Time, VcpuId};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use spin::Mutex;
+
+static CREDIT: Mutex<Option<Credit>> = Mutex::new(None);
+/// Per pCPU: its next decision is due (a wake-up placed work there, the tick or the slice
+/// says so, its vCPU blocked or yielded).
+static RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Per pCPU: when the current vCPU's run ends (counter ticks).
+static SLICE_END: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
+static PAUTH: AtomicBool = AtomicBool::new(false);
+
+/// Starts the scheduler for `cfg.pcpus` pCPUs.
+pub fn init(cfg: Config) -> Result<(), SchedError> {
+    let c = Credit::new(cfg)?;
+    PAUTH.store(context::has_pauth(), Ordering::Relaxed);
+    *CREDIT.lock() = Some(c);
+    log::info!(
+        "sched: credit, {} pcpus, slice {} ms, tick {} ms, rate limit {} us",
+        cfg.pcpus,
+        cfg.tslice_ns / 1_000_000,
+        cfg.tick_ns / 1_000_000,
+        cfg.ratelimit_ns / 1000
+    );
+    Ok(())
+}
+
+/// Runs `f` on the scheduler with interrupts masked (the tick handler takes the same lock).
+pub fn with<R>(f: impl FnOnce(&mut Credit) -> R) -> Option<R> {
+    let masked = cpu::irqs_masked();
+    cpu::irq_disable();
+    let r = CREDIT.lock().as_mut().map(f);
+    if !masked {
+        cpu::irq_enable();
+    }
+    r
+}
+
+/// The scheduler's clock: the counter in ns.
+pub fn now() -> Time {
+    timer::ticks_to_ns(timer::counter())
+}
+
+pub fn id(vm: &Vm, v: usize) -> VcpuId {
+    VcpuId::new(vm.id, v as u16)
+}
+
+/// Makes pCPU `p` decide again: at its next exit, or now if it idles.
+fn resched(p: usize) {
+    if p >= MAX_CPUS {
+        return;
+    }
+    RESCHED[p].store(true, Ordering::Release);
+    if p != cpu::index() {
+        gic::send_ipi(p);
+    }
+}
+
+pub fn kick_mask(mask: CpuMask) {
+    for p in 0..MAX_CPUS.min(64) {
+        if mask & (1 << p) != 0 {
+            resched(p);
+        }
+    }
+}
+
+/// Makes the running vCPU's pCPU (this one) decide at the end of this exit.
+pub fn resched_here() {
+    RESCHED[cpu::index()].store(true, Ordering::Release);
+}
+
+/// Registers `vm` and its vCPUs with the scheduler (all blocked); `affinity(v)` is vCPU v's
+/// hard affinity.
+pub fn add_domain(
+    vm: &Vm,
+    weight: u32,
+    cap: u32,
+    affinity: impl Fn(usize) -> CpuMask,
+) -> Result<(), SchedError> {
+    let t = now();
+    with(|c| {
+        c.add_domain(vm.id, weight, cap)?;
+        for v in 0..vm.vcpus {
+            if let Err(e) = c.add_vcpu(id(vm, v), affinity(v), t) {
+                for u in 0..v {
+                    let _ = c.remove_vcpu(id(vm, u), t);
+                }
+                let _ = c.remove_domain(vm.id);
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+    .unwrap_or(Err(SchedError::BadConfig("the scheduler is not running")))
+}
+
+/// Takes a stopped domain's vCPUs out of the scheduler.
+#[allow(dead_code)] // for domain destruction (the lifecycle issue)
+pub fn remove_domain(vm: &Vm) {
+    let t = now();
+    let kick = with(|c| {
+        let mut kick = 0;
+        for v in 0..vm.vcpus {
+            kick |= c.remove_vcpu(id(vm, v), t).unwrap_or(0);
+        }
+        let _ = c.remove_domain(vm.id);
+        kick
+    });
+    kick_mask(kick.unwrap_or(0));
+}
+
+/// Wakes vCPU `v` of `vm` if it is up and its domain runs.
+pub fn wake(vm: &Vm, v: usize) {
+    if !super::is_running(vm) || vm.power.lock().state(v) != Some(Power::On) {
+        return;
+    }
+    let t = now();
+    if let Some(Some(p)) = with(|c| c.wake(id(vm, v), t)) {
+        resched(p);
+    }
+}
+
+/// Something is pending for vCPU `v`: wake it if it is blocked, and if it runs on another
+/// pCPU, interrupt that pCPU so the vCPU sees it.
+pub fn notify(vm: &Vm, v: usize) {
+    wake(vm, v);
+    let on = vm.vcpu[v].loaded_on.load(Ordering::Acquire);
+    if on != NOWHERE && on != cpu::index() {
+        gic::send_ipi(on);
+    }
+}
+
+/// vCPU `v` must leave its pCPU (it was taken down): interrupt that pCPU if it is another.
+pub fn notify_stop(vm: &Vm, v: usize) {
+    let on = vm.vcpu[v].loaded_on.load(Ordering::Acquire);
+    if on != NOWHERE && on != cpu::index() {
+        gic::send_ipi(on);
+    }
+}
+
+/// The running vCPU blocks (WFI, `SCHED_OP BLOCK`): it leaves the CPU at the end of this exit
+/// unless `pending()`, checked after blocking so a wake-up in between is not lost, says
+/// something arrived.
+pub fn block_current(pending: impl Fn() -> bool) {
+    let (vm, v) = current();
+    let t = now();
+    with(|c| c.block(id(vm, v), t));
+    resched_here();
+    if pending() {
+        wake(vm, v);
+    }
+}
+
+/// The running vCPU gives way to another (`SCHED_OP YIELD`).
+pub fn yield_current() {
+    let (vm, v) = current();
+    let t = now();
+    with(|c| c.yield_(id(vm, v), t));
+    resched_here();
+}
+
+/// The timer interrupt (CNTHP): the periodic tick, expired vCPU timers, the end of a run.
+pub fn on_timer_irq() {
+    let me = cpu::index();
+    let ticked = timer::handle_tick();
+    let t = timer::counter();
+    timers::expire(me, t);
+    if ticked {
+        let ns = timer::ticks_to_ns(t);
+        if let Some(tick) = with(|c| c.tick(me, ns)) {
+            if tick.resched {
+                resched_here();
+            }
+            kick_mask(tick.kick);
+        }
+    }
+    if t >= SLICE_END[me].load(Ordering::Relaxed) {
+        SLICE_END[me].store(u64::MAX, Ordering::Relaxed);
+        resched_here();
+    }
+    reprogram();
+}
+
+/// Sets this pCPU's timer for its next event: tick, vCPU timer or end of run.
+pub fn reprogram() {
+    let me = cpu::index();
+    timer::program(timers::next(me).min(SLICE_END[me].load(Ordering::Relaxed)));
+}
+
+fn set_slice(run_for: Time) {
+    let me = cpu::index();
+    let end = if run_for == Time::MAX {
+        u64::MAX
+    } else {
+        timer::counter().saturating_add(timer::ns_to_ticks(run_for))
+    };
+    SLICE_END[me].store(end, Ordering::Relaxed);
+}
+
+/// At the end of every exit: if a decision is due, take it, and switch vCPUs if it names
+/// another one (or idle if none). Returns with `frame` holding the vCPU to return to.
+pub fn switch_point(frame: &mut TrapFrame) {
+    let me = cpu::index();
+    if !RESCHED[me].swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let (vm, v) = current();
+    let t = now();
+    let Some(d) = with(|c| c.schedule(me, t)) else {
+        return;
+    };
+    kick_mask(d.kick);
+    set_slice(d.run_for);
+    reprogram();
+    match d.next {
+        Some(n) if n == id(vm, v) => {}
+        next => {
+            let start = crate::arch::pmu::instructions();
+            save_current(vm, v, frame);
+            match next.and_then(|n| Some((domain(n.dom)?, n.vcpu as usize))) {
+                Some((nvm, nv)) => {
+                    load(nvm, nv, frame);
+                    super::stats::switched(crate::arch::pmu::instructions().wrapping_sub(start));
+                }
+                None => idle_loop(),
+            }
+        }
+    }
+}
+
+/// Saves the running vCPU's state and frees this CPU of it.
+fn save_current(vm: &'static Vm, v: usize, frame: &TrapFrame) {
+    let vc = &vm.vcpu[v];
+    let mut ctx = vc.ctx.lock();
+    context::save(&mut ctx, frame, PAUTH.load(Ordering::Relaxed));
+    if !vm.is_pv() {
+        // Its virtual timer may be active at the GIC through a list register's HW bit; the next
+        // vCPU must be able to take its own.
+        gic::deactivate_ppi(crate::vm::build::VTIMER_PPI);
+    }
+    // Its virtual timer keeps counting while it is away: wake it when it would fire.
+    let (ctl, cval) = (ctx.el1.cntv_ctl, ctx.el1.cntv_cval);
+    let cntvoff = ctx.el2.cntvoff;
+    drop(ctx);
+    if ctl & 3 == 1 {
+        timers::arm(
+            cpu::index(),
+            timers::Entry {
+                deadline: cval.wrapping_add(cntvoff),
+                dom: vm.id,
+                vcpu: v as u16,
+                kind: timers::Kind::VirtualTimer,
+            },
+        );
+    }
+    vc.loaded_on.store(NOWHERE, Ordering::Release);
+    set_current(None);
+}
+
+/// Loads vCPU `v` of `vm` on this CPU into `frame`.
+fn load(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
+    let me = cpu::index();
+    let vc = &vm.vcpu[v];
+    // The pCPU it last ran on may still be saving it.
+    while vc
+        .loaded_on
+        .compare_exchange(NOWHERE, me, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    let ctx = vc.ctx.lock();
+    context::load(&ctx, frame, PAUTH.load(Ordering::Relaxed));
+    drop(ctx);
+    set_current(Some((vm.id, v)));
+}
+
+/// The running vCPU stops for good, or until it is started again (CPU_OFF, its domain shut
+/// down or crashed): it is blocked, its timer stopped, and this CPU goes on with others.
+pub fn leave_current() -> ! {
+    cpu::irq_disable();
+    if let Some((vm, v)) = try_current() {
+        let t = now();
+        with(|c| c.block(id(vm, v), t));
+        timer::stop_virtual();
+        if !vm.is_pv() {
+            gic::deactivate_ppi(crate::vm::build::VTIMER_PPI);
+        }
+        vm.vcpu[v].loaded_on.store(NOWHERE, Ordering::Release);
+        set_current(None);
+        if !super::is_running(vm) && super::running_domains() == 0 {
+            crate::boot::all_domains_gone();
+        }
+    }
+    idle_loop()
+}
+
+/// What a pCPU does when it has no vCPU: decide, and if there is nothing to run, wait in WFI
+/// for an interrupt that brings work.
+pub fn idle_loop() -> ! {
+    let me = cpu::index();
+    cpu::irq_disable();
+    set_current(None);
+    loop {
+        let t = now();
+        if let Some(d) = with(|c| c.schedule(me, t)) {
+            kick_mask(d.kick);
+            if let Some((vm, v)) = d.next.and_then(|n| Some((domain(n.dom)?, n.vcpu as usize))) {
+                set_slice(d.run_for);
+                reprogram();
+                enter(vm, v);
+            }
+        }
+        SLICE_END[me].store(u64::MAX, Ordering::Relaxed);
+        reprogram();
+        while !RESCHED[me].swap(false, Ordering::AcqRel) {
+            // WFI wakes on a pending interrupt even while masked; it is taken once unmasked.
+            cpu::wfi();
+            cpu::irq_enable();
+            cpu::irq_disable();
+        }
+    }
+}
+
+/// Enters vCPU `v` of `vm` from the idle loop.
+fn enter(vm: &'static Vm, v: usize) -> ! {
+    super::prepare_cpu();
+    crate::arch::vcpu::enter(|frame| {
+        load(vm, v, frame);
+        super::exit::before_return(frame);
+    })
+}
