@@ -10,7 +10,7 @@ use crate::cmdline::{self, Fault, Options};
 use crate::dt::{Dt, Gic, Irq, Machine, Region};
 use crate::entry::MAX_CPUS;
 use crate::mmu::{self, AddressSpace};
-use crate::{console, cpu, entry, gic, heap, logger, psci, smp, timer, virtio};
+use crate::{console, cpu, entry, gic, heap, logger, psci, sched, smp, timer, virtio};
 use alloc::vec::Vec;
 use spin::{Mutex, Once};
 
@@ -317,8 +317,14 @@ fn check_timer() -> bool {
     rate_ok && ticked == online.len()
 }
 
-/// The boot options that act after `dom0: ready`.
+/// The boot options that act after `dom0: ready`: the scheduler settings and report, the fault
+/// probe, then power-off.
 fn after_ready(opts: &Options) -> ! {
+    let under_ferrite = MACHINE
+        .get()
+        .and_then(|m| m.hypervisor.as_ref())
+        .is_some_and(|h| h.compatible == "ferrite,hypervisor");
+    sched::boot_options(&opts.sched, opts.sched_report_ms, under_ferrite);
     if let Some(Fault::Unmapped(a)) = opts.fault {
         println!("dom0: fault: reading {a:#x}, which is neither RAM nor a device");
         console::flush();

@@ -1,5 +1,6 @@
 //! dom0's boot options, from `/chosen/bootargs` (documented in docs/dom0.md).
 
+use alloc::vec::Vec;
 use log::LevelFilter;
 
 /// QEMU virt's platform-bus window: nothing is there unless dynamic sysbus devices are added,
@@ -13,11 +14,27 @@ pub enum Fault {
     Unmapped(u64),
 }
 
+/// One `dom0.sched.*` setting, sent to Ferrite's `SCHED_CTL` as given: the values are not
+/// range-checked here, so that Ferrite's own refusal (`-EINVAL`, `-ENOENT`) is what dom0 reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedSetting {
+    /// `dom0.sched.weight=<dom>:<weight>`
+    Weight { dom: u64, weight: u64 },
+    /// `dom0.sched.cap=<dom>:<cap>`
+    Cap { dom: u64, cap: u64 },
+    /// `dom0.sched.pin=<dom>:<vcpu>:<mask>`
+    Pin { dom: u64, vcpu: u64, mask: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub loglevel: LevelFilter,
     pub poweroff: bool,
     pub fault: Option<Fault>,
+    /// The `dom0.sched.weight|cap|pin` settings, in the order given.
+    pub sched: Vec<SchedSetting>,
+    /// `dom0.sched.report=<ms>`: sleep that long, then print the scheduler table.
+    pub sched_report_ms: Option<u64>,
 }
 
 /// Parses the options; each word dom0 does not know is passed to `unknown`.
@@ -26,6 +43,8 @@ pub fn parse<'a>(args: &'a str, mut unknown: impl FnMut(&'a str)) -> Options {
         loglevel: LevelFilter::Info,
         poweroff: false,
         fault: None,
+        sched: Vec::new(),
+        sched_report_ms: None,
     };
     for word in args.split_ascii_whitespace() {
         match word.split_once('=') {
@@ -36,6 +55,16 @@ pub fn parse<'a>(args: &'a str, mut unknown: impl FnMut(&'a str)) -> Options {
             },
             Some(("dom0.fault", v)) => match fault(v) {
                 Some(f) => o.fault = Some(f),
+                None => unknown(word),
+            },
+            Some((key @ ("dom0.sched.weight" | "dom0.sched.cap" | "dom0.sched.pin"), v)) => {
+                match sched_setting(key, v) {
+                    Some(s) => o.sched.push(s),
+                    None => unknown(word),
+                }
+            }
+            Some(("dom0.sched.report", v)) => match number(v) {
+                Some(ms) => o.sched_report_ms = Some(ms),
                 None => unknown(word),
             },
             _ => unknown(word),
@@ -65,5 +94,180 @@ fn fault(v: &str) -> Option<Fault> {
             u64::from_str_radix(a, 16).ok().map(Fault::Unmapped)
         }
         _ => None,
+    }
+}
+
+/// A number: decimal, or hexadecimal after `0x`.
+fn number(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// `<dom>:<weight>`, `<dom>:<cap>` or `<dom>:<vcpu>:<mask>`, each number decimal or `0x` hex.
+fn sched_setting(key: &str, v: &str) -> Option<SchedSetting> {
+    let mut fields = v.split(':').map(number);
+    let mut next = || fields.next().flatten();
+    let s = match key {
+        "dom0.sched.weight" => SchedSetting::Weight {
+            dom: next()?,
+            weight: next()?,
+        },
+        "dom0.sched.cap" => SchedSetting::Cap {
+            dom: next()?,
+            cap: next()?,
+        },
+        "dom0.sched.pin" => SchedSetting::Pin {
+            dom: next()?,
+            vcpu: next()?,
+            mask: next()?,
+        },
+        _ => return None,
+    };
+    // Nothing may follow the last field (a missing field or a bad number is already None).
+    fields.next().is_none().then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(args: &str) -> (Options, Vec<&str>) {
+        let mut unknown = Vec::new();
+        let o = parse(args, |w| unknown.push(w));
+        (o, unknown)
+    }
+
+    #[test]
+    fn defaults() {
+        let (o, unknown) = parse_all("");
+        assert_eq!(o.loglevel, LevelFilter::Info);
+        assert!(!o.poweroff);
+        assert_eq!(o.fault, None);
+        assert!(o.sched.is_empty());
+        assert_eq!(o.sched_report_ms, None);
+        assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn existing_options() {
+        let (o, unknown) = parse_all("loglevel=debug poweroff dom0.fault=unmapped@0x9000000");
+        assert_eq!(o.loglevel, LevelFilter::Debug);
+        assert!(o.poweroff);
+        assert_eq!(o.fault, Some(Fault::Unmapped(0x900_0000)));
+        assert!(unknown.is_empty());
+        let (o, _) = parse_all("dom0.fault=unmapped");
+        assert_eq!(o.fault, Some(Fault::Unmapped(DEFAULT_FAULT_ADDRESS)));
+        let (_, unknown) = parse_all("loglevel=loud dom0.fault=mapped quiet");
+        assert_eq!(unknown, ["loglevel=loud", "dom0.fault=mapped", "quiet"]);
+    }
+
+    #[test]
+    fn sched_settings_in_order() {
+        let (o, unknown) = parse_all(
+            "dom0.sched.weight=1:512 dom0.sched.pin=2:0:0x2 dom0.sched.cap=1:50 \
+             dom0.sched.pin=0:1:3 dom0.sched.weight=0x1:0x100",
+        );
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(
+            o.sched,
+            [
+                SchedSetting::Weight {
+                    dom: 1,
+                    weight: 512
+                },
+                SchedSetting::Pin {
+                    dom: 2,
+                    vcpu: 0,
+                    mask: 2
+                },
+                SchedSetting::Cap { dom: 1, cap: 50 },
+                SchedSetting::Pin {
+                    dom: 0,
+                    vcpu: 1,
+                    mask: 3
+                },
+                SchedSetting::Weight {
+                    dom: 1,
+                    weight: 256
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn sched_values_are_not_range_checked() {
+        // Ferrite refuses these (EINVAL, ENOENT); dom0 passes them on to show it.
+        let (o, unknown) =
+            parse_all("dom0.sched.weight=0:0 dom0.sched.cap=99:100000 dom0.sched.pin=1:7:0");
+        assert!(unknown.is_empty());
+        assert_eq!(
+            o.sched,
+            [
+                SchedSetting::Weight { dom: 0, weight: 0 },
+                SchedSetting::Cap {
+                    dom: 99,
+                    cap: 100_000
+                },
+                SchedSetting::Pin {
+                    dom: 1,
+                    vcpu: 7,
+                    mask: 0
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_sched_settings_are_unknown() {
+        let bad = [
+            "dom0.sched.weight=1",
+            "dom0.sched.weight=1:",
+            "dom0.sched.weight=:256",
+            "dom0.sched.weight=1:256:3",
+            "dom0.sched.weight=one:256",
+            "dom0.sched.weight=-1:256",
+            "dom0.sched.cap=1",
+            "dom0.sched.cap=1:0xg",
+            "dom0.sched.pin=1:0",
+            "dom0.sched.pin=1:0:0x3:4",
+            "dom0.sched.pin=1:0:0b11",
+            "dom0.sched.weight",
+            "dom0.sched.report",
+            "dom0.sched.report=",
+            "dom0.sched.report=1s",
+            "dom0.sched.report=-5",
+            "dom0.sched.nice=1:2",
+        ];
+        for word in bad {
+            let (o, unknown) = parse_all(word);
+            assert_eq!(unknown, [word], "{word}");
+            assert!(o.sched.is_empty(), "{word}");
+            assert_eq!(o.sched_report_ms, None, "{word}");
+        }
+    }
+
+    #[test]
+    fn report_with_poweroff() {
+        let (o, unknown) = parse_all("dom0.sched.report=200 poweroff");
+        assert!(unknown.is_empty());
+        assert_eq!(o.sched_report_ms, Some(200));
+        assert!(o.poweroff);
+        // The last one counts; hex works too.
+        let (o, _) = parse_all("dom0.sched.report=200 dom0.sched.report=0x10");
+        assert_eq!(o.sched_report_ms, Some(16));
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(number("0"), Some(0));
+        assert_eq!(number("42"), Some(42));
+        assert_eq!(number("0x2a"), Some(42));
+        assert_eq!(number("0X2A"), Some(42));
+        assert_eq!(number("0xffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(number("18446744073709551616"), None);
+        assert_eq!(number("0x"), None);
+        assert_eq!(number(""), None);
     }
 }

@@ -6,12 +6,14 @@
 //! same way on bare QEMU (`-M virt` without virtualization, which enters at EL1) and under
 //! Ferrite. docs/dom0.md describes what it does and the console lines it prints.
 //!
-//! Built for any other target (a host `cargo build --workspace`) the crate is an empty program.
+//! Built for any other target (a host `cargo build --workspace`) the crate is an empty program;
+//! `cargo test -p ferrite-dom0 --target <host>` runs the unit tests of the modules that do not
+//! touch the hardware (the boot options).
 
 #![cfg_attr(all(target_arch = "aarch64", target_os = "none"), no_std)]
 #![cfg_attr(all(target_arch = "aarch64", target_os = "none"), no_main)]
 
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[cfg(any(test, all(target_arch = "aarch64", target_os = "none")))]
 extern crate alloc;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -20,7 +22,7 @@ mod console;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod boot;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[cfg(any(test, all(target_arch = "aarch64", target_os = "none")))]
 mod cmdline;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod cpu;
@@ -42,6 +44,8 @@ mod mmu;
 mod panic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod psci;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod sched;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -24,24 +24,29 @@ pub fn init(conduit: Option<Conduit>) {
 }
 
 fn call(f: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+    call4(f, a1, a2, a3, 0)
+}
+
+/// The call with x1..x4 as arguments (PSCI uses x1..x3; x4 is 0 for it).
+fn call4(f: u32, a1: u64, a2: u64, a3: u64, a4: u64) -> i64 {
     let mut x0 = f as u64;
     match CONDUIT.load(Ordering::Relaxed) {
-        // SAFETY: an HVC under the SMC Calling Convention: x0-x17 may be clobbered, memory is
-        // not touched by the callee on our behalf.
+        // SAFETY: an HVC under the SMC Calling Convention: x0-x17 may be clobbered; the callee
+        // writes memory only where an argument tells it to (the asm is not `nomem`).
         HVC => unsafe {
             asm!("hvc #0",
                 inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
-                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
-                out("x15") _, out("x16") _, out("x17") _, options(nostack));
+                inout("x4") a4 => _, out("x5") _, out("x6") _, out("x7") _, out("x8") _,
+                out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
+                out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack));
         },
         // SAFETY: as above, through SMC.
         SMC => unsafe {
             asm!("smc #0",
                 inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
-                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
-                out("x15") _, out("x16") _, out("x17") _, options(nostack));
+                inout("x4") a4 => _, out("x5") _, out("x6") _, out("x7") _, out("x8") _,
+                out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
+                out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack));
         },
         _ => return -1,
     }
@@ -51,6 +56,12 @@ fn call(f: u32, a1: u64, a2: u64, a3: u64) -> i64 {
 /// One of Ferrite's hypercalls (guest/abi), through the same conduit as PSCI.
 pub fn hypercall(f: u32, a1: u64, a2: u64, a3: u64) -> i64 {
     call(f, a1, a2, a3)
+}
+
+/// A hypercall with a fourth argument in x4 (`SCHED_CTL`). Memory a pointer argument names may
+/// be written by the callee: the asm is not `nomem`, so the compiler assumes it may be.
+pub fn hypercall4(f: u32, a1: u64, a2: u64, a3: u64, a4: u64) -> i64 {
+    call4(f, a1, a2, a3, a4)
 }
 
 pub fn version() -> Option<(u16, u16)> {
