@@ -220,7 +220,11 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
         }
         None => {}
     }
+    let bench = opts.bench_sched;
     OPTIONS.call_once(|| opts);
+    if bench {
+        bench_sched();
+    }
     start_scheduler(up);
     start_dom0(info, blob, up);
     start_domus(info, up);
@@ -246,6 +250,21 @@ fn start_dom0(info: &MachineInfo, blob: &[u8], cpus: usize) {
     match built {
         Ok(vm) => crate::vm::sched::wake(vm, 0),
         Err(e) => log::error!("dom0: cannot start it: {e}"),
+    }
+}
+
+/// `bench=sched`: EL2 instructions per `schedule()` decision with 1, 16 and 256 runnable vCPUs
+/// over 4 pCPUs (the policy's own benchmark, `sched::bench`), ticks and accounting included.
+fn bench_sched() {
+    for n in [1usize, 16, 256] {
+        let mut c = crate::sched::bench::setup(n);
+        let (t, _) = crate::sched::bench::run(&mut c, 400, 0, true);
+        let start = pmu::instructions();
+        let (_, sum) = crate::sched::bench::run(&mut c, 4000, t, true);
+        let per = pmu::instructions().wrapping_sub(start) / 4000;
+        log::info!(
+            "bench: sched decision with {n} runnable vcpus: {per} EL2 instructions ({sum:#x})"
+        );
     }
 }
 

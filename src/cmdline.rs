@@ -25,6 +25,9 @@ pub struct Options {
     pub dom0_mem: Option<u64>,
     /// `dom0_vcpus=<n>`: dom0's vCPUs (default and maximum: one per CPU).
     pub dom0_vcpus: Option<usize>,
+    /// `bench=sched`: before starting domains, measure the scheduler's decision cost (EL2
+    /// instructions, exact under QEMU's `-icount`) with 1, 16 and 256 runnable vCPUs.
+    pub bench_sched: bool,
     /// `domu=<settings>` (repeatable): a PV domU to start at boot (see `domain::config`).
     pub domus: Vec<crate::domain::config::DomuSpec>,
     /// `sched_credit_tslice_ms=<n>`: the Credit scheduler's time slice (default 30).
@@ -55,6 +58,7 @@ impl Default for Options {
             selftest: None,
             dom0_mem: None,
             dom0_vcpus: None,
+            bench_sched: false,
             domus: Vec::new(),
             tslice_ms: None,
             ratelimit_us: None,
@@ -130,6 +134,7 @@ pub fn parse(bootargs: &str) -> Options {
                     .rejected
                     .push((word.to_string(), "dom0_vcpus takes a number from 1")),
             },
+            ("bench", Some("sched")) => o.bench_sched = true,
             ("domu", Some(v)) => match crate::domain::config::DomuSpec::parse(v) {
                 Ok(d) => o.domus.push(d),
                 Err(e) => {

@@ -14,12 +14,32 @@ use crate::vgic::Lr;
 use core::fmt;
 use core::sync::atomic::Ordering;
 
-/// HVC/SMC: PSCI first, then Ferrite's own calls (none yet: SMCCC "unknown function").
+/// HVC/SMC: PSCI first, then Ferrite's own calls.
+///
+/// A PV domU may not use PSCI's CPU_ON/CPU_OFF (a vCPU would start with its MMU off, seeing
+/// all memory; `VCPU_OP` starts them safely), and its SYSTEM_OFF/SYSTEM_RESET stop only that
+/// domain. dom0's stop the machine.
 pub fn call(frame: &mut TrapFrame) {
     let (vm, v) = current();
     let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
     let ret = match psci::decode(x) {
         psci::Call::Return(r) => r,
+        psci::Call::CpuOn { .. } | psci::Call::CpuOff if vm.is_pv() => {
+            log::warn!(
+                "{}: vcpu{v}: PSCI CPU_ON/CPU_OFF refused: use VCPU_OP",
+                vm.name
+            );
+            psci::NOT_SUPPORTED
+        }
+        psci::Call::SystemOff | psci::Call::SystemReset if vm.id != 0 => {
+            crate::println!(
+                "ferrite: domain {} ({}) shut down from vcpu{v}: PSCI system off/reset",
+                vm.id,
+                vm.name
+            );
+            stop_domain(vm, DomainState::PoweredOff);
+            sched::leave_current();
+        }
         psci::Call::CpuOn {
             target,
             entry,

@@ -215,11 +215,11 @@ pub fn on_console_irq(_intid: u32) {
     }
 }
 
-/// Makes `vm` known by its id. Fails if the id is taken.
-pub(crate) fn install(vm: Vm) -> Result<&'static Vm, Vm> {
+/// Makes `vm` known by its id. Fails (dropping it) if the id is taken or out of range.
+pub(crate) fn install(vm: Vm) -> Result<&'static Vm, ()> {
     let id = vm.id as usize;
     if id >= MAX_DOMAINS {
-        return Err(vm);
+        return Err(());
     }
     let p = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(vm));
     match DOMAINS[id].compare_exchange(
@@ -230,8 +230,11 @@ pub(crate) fn install(vm: Vm) -> Result<&'static Vm, Vm> {
     ) {
         // SAFETY: just leaked above; it lives for the rest of Ferrite's run.
         Ok(_) => Ok(unsafe { &*p }),
-        // SAFETY: `p` came from Box::into_raw above and was not published.
-        Err(_) => Err(*unsafe { alloc::boxed::Box::from_raw(p) }),
+        Err(_) => {
+            // SAFETY: `p` came from Box::into_raw above and was not published.
+            drop(unsafe { alloc::boxed::Box::from_raw(p) });
+            Err(())
+        }
     }
 }
 

@@ -72,7 +72,11 @@ pub fn batched(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
     }
     let n = (count as usize).min(BUDGET);
     let (done, res) = match f {
-        call::MMU_UPDATE => mmu_update(vm, va, n),
+        call::MMU_UPDATE => {
+            let r = mmu_update(vm, va, n);
+            super::stats::note_mmu_update(r.0 as u64);
+            r
+        }
         call::MMUEXT_OP => mmuext_op(vm, v, va, n),
         _ => {
             return super::balloon::memory_op(vm, v, frame);

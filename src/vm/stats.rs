@@ -24,12 +24,15 @@ const NAMES: [&str; KINDS] = ["hvc", "smc", "mmio", "sysreg", "wfi", "irq", "oth
 struct PerCpu {
     start: AtomicU64,
     kind: AtomicU64,
+    /// `MMU_UPDATE` entries this exit applied (0: not an `MMU_UPDATE`).
+    batch: AtomicU64,
 }
 
 static CURRENT: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
         start: AtomicU64::new(0),
         kind: AtomicU64::new(0),
+        batch: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 static COUNT: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
@@ -52,6 +55,23 @@ pub fn end() {
     COUNT[k].fetch_add(1, Ordering::Relaxed);
     TOTAL[k].fetch_add(spent, Ordering::Relaxed);
     MIN[k].fetch_min(spent, Ordering::Relaxed);
+    let batch = c.batch.swap(0, Ordering::Relaxed);
+    if batch > 0 {
+        MMU_CALLS.fetch_add(1, Ordering::Relaxed);
+        MMU_ENTRIES.fetch_add(batch, Ordering::Relaxed);
+        MMU_INSTR.fetch_add(spent, Ordering::Relaxed);
+    }
+}
+
+static MMU_CALLS: AtomicU64 = AtomicU64::new(0);
+static MMU_ENTRIES: AtomicU64 = AtomicU64::new(0);
+static MMU_INSTR: AtomicU64 = AtomicU64::new(0);
+
+/// This exit is an `MMU_UPDATE` that applied `entries`: its cost is reported per entry.
+pub fn note_mmu_update(entries: u64) {
+    CURRENT[cpu::index()]
+        .batch
+        .store(entries, Ordering::Relaxed);
 }
 
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
@@ -68,16 +88,26 @@ pub fn switched(instructions: u64) {
 /// One line per kind of exit seen, for the power-off report.
 pub fn report() {
     let n = SWITCHES.load(Ordering::Relaxed);
-    if n > 0 {
-        let total = SWITCH_TOTAL.load(Ordering::Relaxed);
+    let total = SWITCH_TOTAL.load(Ordering::Relaxed);
+    if let Some(avg) = total.checked_div(n) {
+        let min = if total == 0 {
+            0
+        } else {
+            SWITCH_MIN.load(Ordering::Relaxed)
+        };
+        log::info!("switches: {n:>8} between vcpus, EL2 instructions min {min} avg {avg}");
+    }
+    let (calls, entries) = (
+        MMU_CALLS.load(Ordering::Relaxed),
+        MMU_ENTRIES.load(Ordering::Relaxed),
+    );
+    let instr = MMU_INSTR.load(Ordering::Relaxed);
+    if let (Some(per_entry), Some(per_call)) =
+        (instr.checked_div(entries), instr.checked_div(calls))
+    {
         log::info!(
-            "switches: {n:>8} between vcpus, EL2 instructions min {} avg {}",
-            if total == 0 {
-                0
-            } else {
-                SWITCH_MIN.load(Ordering::Relaxed)
-            },
-            total / n
+            "hcall: mmu_update {calls} calls, {entries} entries, EL2 instructions per entry \
+             {per_entry}, per call {per_call}"
         );
     }
     for k in 0..KINDS {

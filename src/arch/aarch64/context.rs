@@ -45,22 +45,12 @@ pub struct El1 {
 }
 
 /// FP/SIMD: V0..V31, FPSR, FPCR.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(16))]
 pub struct Fp {
     pub v: [u128; 32],
     pub fpsr: u64,
     pub fpcr: u64,
-}
-
-impl Default for Fp {
-    fn default() -> Self {
-        Self {
-            v: [0; 32],
-            fpsr: 0,
-            fpcr: 0,
-        }
-    }
 }
 
 /// EL2 controls that belong to the vCPU.

@@ -28,8 +28,9 @@ const HCR_GUEST: u64 = (1 << 0) // VM
 /// HCR_EL2 for a PV domU: stage 2 off (its tables hold machine addresses, and validation
 /// confines it), writes to the translation controls trapped (TVM) so they can be checked,
 /// implementation-defined ACTLR_EL1 trapped (TACR); otherwise as [`HCR_GUEST`]. FB makes the
-/// guest's own TLB invalidations reach every CPU it may migrate to.
-const HCR_PV: u64 = (HCR_GUEST & !((1 << 0) | (1 << 1))) | (1 << 26) | (1 << 21);
+/// guest's own TLB invalidations reach every CPU it may migrate to; SWIO keeps a set/way
+/// invalidate from discarding other domains' dirty lines.
+const HCR_PV: u64 = (HCR_GUEST & !(1 << 0)) | (1 << 26) | (1 << 21);
 
 /// HCR_EL2.VI: the virtual IRQ line (a PV upcall).
 pub const HCR_VI: u64 = 1 << 7;
