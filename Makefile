@@ -33,6 +33,7 @@ BUILD := build/$(BOARD)
 IMAGE := $(BUILD)/ferrite.bin
 ELF := $(BUILD)/ferrite.elf
 DOM0_IMAGE := build/guest/dom0.bin
+DOMU_IMAGE := build/guest/domu.elf
 FIRMWARE_DOM0 := $(BUILD)/ferrite-dom0.bin
 DISK := $(BUILD)/disk.img
 RUN_IMAGE := $(if $(filter none linux,$(DOM0)),$(IMAGE),$(FIRMWARE_DOM0))
@@ -52,7 +53,7 @@ QEMU_ARGS = $(QEMU_BOARD_ARGS) -nographic -no-reboot -semihosting-config enable=
 	-kernel $(RUN_IMAGE) -append "$(BOOTARGS)" $(QEMU_DEVICES) \
 	$(if $(filter linux,$(DOM0)),$(LINUX_LOADERS)) $(QEMU_EXTRA)
 
-.PHONY: all build dom0-guest linux-dom0 run debug test unit-test system-test bench setup setup-rust setup-qemu \
+.PHONY: all build dom0-guest domu-guest linux-dom0 run debug test unit-test system-test bench setup setup-rust setup-qemu \
 	clippy fmt clean FORCE
 all: build
 
@@ -70,17 +71,25 @@ build: setup-rust
 	$(OBJCOPY) -O binary $(ELF) $(IMAGE)
 	@echo "built $(IMAGE) ($$(stat -c %s $(IMAGE)) bytes)"
 	$(MAKE) --no-print-directory dom0-guest
+	$(MAKE) --no-print-directory domu-guest
 	FERRITE_EARLY_UART=$(EARLY_UART) FERRITE_DOM0_KERNEL=$(abspath $(DOM0_IMAGE)) \
+		FERRITE_DOMU_IMAGE=$(abspath $(DOMU_IMAGE)) \
 		FERRITE_DOM0_CMDLINE="$(DOM0_CMDLINE)" cargo build -p ferrite --target $(TARGET) \
 		$(CARGO_PROFILE_FLAG) --target-dir $(CARGO_TARGET)-dom0
 	$(OBJCOPY) -O binary $(CARGO_TARGET)-dom0/$(TARGET)/$(PROFILE)/ferrite $(FIRMWARE_DOM0)
-	@echo "built $(FIRMWARE_DOM0) ($$(stat -c %s $(FIRMWARE_DOM0)) bytes, dom0 packed in)"
+	@echo "built $(FIRMWARE_DOM0) ($$(stat -c %s $(FIRMWARE_DOM0)) bytes, dom0 and the PV domU packed in)"
 
 # Ferrite's own dom0 (guest/dom0): one image for every board.
 dom0-guest: setup-rust
 	@mkdir -p build/guest
 	cargo build -p ferrite-dom0 --target $(GUEST_TARGET) --release --target-dir target/guest
 	$(OBJCOPY) -O binary target/guest/$(GUEST_TARGET)/release/ferrite-dom0 $(DOM0_IMAGE)
+
+# Ferrite's test PV domU (guest/domu): an ELF, loaded as it is by Ferrite's domain builder.
+domu-guest: setup-rust
+	@mkdir -p build/guest
+	cargo build -p ferrite-domu --target $(GUEST_TARGET) --release --target-dir target/guest
+	$(OBJCOPY) --strip-all target/guest/$(GUEST_TARGET)/release/ferrite-domu $(DOMU_IMAGE)
 
 # Linux dom0: Debian's kernel and a busybox initramfs with the virtio modules (never committed).
 linux-dom0: setup-rust
@@ -107,7 +116,7 @@ debug: build setup-qemu $(QEMU_BOARD_DEPS) $(if $(filter none,$(DOM0)),,$(DISK))
 	$(QEMU) $(QEMU_ARGS) -S -gdb tcp::1234
 
 unit-test: setup-rust
-	cargo test -p ferrite -p ferrite-abi --target $(HOST)
+	cargo test -p ferrite -p ferrite-abi -p ferrite-dom0 -p ferrite-pv --target $(HOST)
 
 system-test: setup
 	$(MAKE) --no-print-directory build BOARD=qemu-virt

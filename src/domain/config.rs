@@ -7,6 +7,7 @@
 //! | `name` | the domain's name in logs | `domU<id>` |
 //! | `image` | which packed PV image (only `pv`, the one packed into Ferrite, today) | `pv` |
 //! | `mem` | its RAM (`K`, `M`, `G` suffixes) | 16M |
+//! | `maxmem` | the most RAM it may balloon up to (`MEMORY_OP`) | `mem` |
 //! | `vcpus` | its vCPUs, 1..=32 | 1 |
 //! | `weight` | Credit weight, 1..=65535 | 256 |
 //! | `cap` | Credit cap, percent of one pCPU (0 = none) | 0 |
@@ -23,6 +24,8 @@ pub struct DomuSpec {
     pub name: Option<String>,
     pub image: String,
     pub mem: u64,
+    /// None: `mem`.
+    pub maxmem: Option<u64>,
     pub vcpus: usize,
     pub weight: u32,
     pub cap: u32,
@@ -37,6 +40,7 @@ impl Default for DomuSpec {
             name: None,
             image: "pv".into(),
             mem: 16 << 20,
+            maxmem: None,
             vcpus: 1,
             weight: 256,
             cap: 0,
@@ -92,6 +96,13 @@ impl DomuSpec {
                         .filter(|&m| m >= 1 << 20 && m.is_multiple_of(4096))
                         .ok_or_else(|| bad("a size of at least 1M, like 16M"))?
                 }
+                "maxmem" => {
+                    s.maxmem = Some(
+                        crate::cmdline::parse_size(v)
+                            .filter(|m| m.is_multiple_of(4096))
+                            .ok_or_else(|| bad("a size like 64M"))?,
+                    )
+                }
                 "vcpus" => {
                     s.vcpus = v
                         .parse()
@@ -115,6 +126,9 @@ impl DomuSpec {
                 "cpus" => s.cpus = Some(parse_cpus(v).ok_or_else(|| bad("a list like 0-1|3"))?),
                 _ => return Err(alloc::format!("unknown setting '{k}'")),
             }
+        }
+        if s.maxmem.is_some_and(|m| m < s.mem) {
+            return Err(alloc::format!("maxmem is less than mem"));
         }
         Ok(s)
     }
@@ -148,6 +162,7 @@ mod tests {
             ("cpus=64", "0-1|3"),
             ("colour=red", "unknown setting"),
             ("vcpus", "not key=value"),
+            ("mem=32M,maxmem=16M", "maxmem is less than mem"),
         ] {
             let e = DomuSpec::parse(v).unwrap_err();
             assert!(e.contains(why), "{v}: {e}");

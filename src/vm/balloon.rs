@@ -61,6 +61,10 @@ pub fn memory_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
 /// One more frame for the domain, its machine address written at guest VA `slot`.
 fn give_one(vm: &Vm, slot: u64) -> Result<(), i64> {
     let pv = vm.pv().expect("PV domain");
+    // Where the answer goes must be writable before a frame is given.
+    if !write_guest(vm, slot, &0u64.to_le_bytes()) {
+        return Err(errno::EFAULT);
+    }
     if pv.frames.lock().nr_frames() as u64 >= pv.max_pages {
         return Err(errno::ENOMEM);
     }

@@ -164,7 +164,7 @@ pub fn domu(
         kind: Kind::Pv(PvDomain {
             frames: Mutex::new(ft),
             shared_info: built.shared_info_ma,
-            max_pages: nr_pages,
+            max_pages: spec.maxmem.unwrap_or(spec.mem) / 4096,
         }),
         vcpus: spec.vcpus,
         vcpu,

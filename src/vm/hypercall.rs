@@ -84,7 +84,7 @@ fn console_io(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
     const MAX: usize = 4096;
     let (cmd, va, len) = (frame.x[1], frame.x[2], frame.x[3] as usize);
     if cmd != call::console::WRITE {
-        return errno::EINVAL;
+        return errno::ENOSYS;
     }
     let len = len.min(MAX);
     let mut buf = [0u8; 256];

@@ -19,7 +19,7 @@
 //! is lost.
 
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicU32, AtomicU8};
+use core::sync::atomic::{AtomicU8, AtomicU32};
 
 /// vCPUs that have a slot in the page.
 pub const MAX_VCPUS: usize = 32;

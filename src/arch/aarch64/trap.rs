@@ -75,6 +75,12 @@ pub fn guest_sync(frame: &mut TrapFrame) {
             }
             // WFE is a hint: returning at once is a valid implementation.
         }
+        // HVC with an immediate other than 0 is no call of ours: undefined, as docs/abi.md says.
+        // (ELR points past an HVC; the exception is the HVC's own.)
+        0x16 if iss & 0xffff != 0 => {
+            frame.elr -= 4;
+            vcpu::inject_undef(frame)
+        }
         0x16 => crate::vm::exit::call(frame),
         0x17 => {
             // A trapped SMC returns to the instruction itself; PSCI expects the next one.

@@ -1,0 +1,107 @@
+//! Benchmarks, for Ferrite's bench harness (which times the domain from outside; the extra
+//! `per call` line is the guest's own view through the virtual counter).
+//!
+//! - `bench-null <iters>`: iters × `VERSION`, the cheapest call: the hypercall round trip.
+//! - `bench-mmu <batch> <rounds>`: a pinned standalone L3 table, then rounds × one
+//!   `MMU_UPDATE` of `batch` entries writing read-only page descriptors of the domain's own
+//!   free frames, alternating between two precomputed batches so every write changes the
+//!   entry (and its references).
+
+use ferrite_abi::desc::{self, AP_RO, NORMAL, UXN};
+use ferrite_abi::mmu::MmuUpdate;
+use ferrite_pv::hypercall::{self, DOMID_SELF};
+use ferrite_pv::mm::MmError;
+use ferrite_pv::sync::SpinLock;
+use ferrite_pv::time;
+
+/// The largest batch (entries past 512 wrap around the table). Larger ones are clamped.
+pub const MAX_BATCH: usize = 2048;
+/// Distinct frames the descriptors point at.
+const TARGETS: usize = 16;
+
+static BATCHES: SpinLock<[[MmuUpdate; MAX_BATCH]; 2]> =
+    SpinLock::new([[MmuUpdate { ptr: 0, val: 0 }; MAX_BATCH]; 2]);
+
+fn per_call(name: &str, calls: u64, ticks: u64) {
+    let ns = (ticks as u128 * 1_000_000_000 / time::hz() as u128) / calls.max(1) as u128;
+    out!("{name}: {ns} ns per call ({ticks} counter ticks in all)");
+}
+
+pub fn null(iters: u64) {
+    let t0 = time::now();
+    for _ in 0..iters {
+        core::hint::black_box(hypercall::version());
+    }
+    let ticks = time::now() - t0;
+    out!("bench-null: {iters} calls");
+    per_call("bench-null", iters, ticks);
+}
+
+pub fn mmu(batch: u64, rounds: u64) {
+    let batch = batch.clamp(1, MAX_BATCH as u64) as usize;
+    match mmu_inner(batch, rounds) {
+        Ok(ticks) => {
+            out!("bench-mmu: batch={batch} rounds={rounds} ok");
+            per_call("bench-mmu", rounds, ticks);
+        }
+        Err((step, e)) => out!("bench-mmu: FAIL at {step}: {e}"),
+    }
+}
+
+type Failed = (&'static str, MmError);
+
+fn mmu_inner(batch: usize, rounds: u64) -> Result<u64, Failed> {
+    let mut mm = crate::mm();
+    let (tpfn, l3) = mm.new_table().map_err(|e| ("making the L3 table", e))?;
+    mm.flush().map_err(|e| ("sealing the L3 table", e))?;
+    mm.pin(3, l3).map_err(|e| ("PIN_L3_TABLE", e))?;
+    let mut targets = [0u64; TARGETS];
+    let mut pfns = [0u64; TARGETS];
+    let k = (mm.alloc.remaining().saturating_sub(4) as usize).clamp(0, TARGETS);
+    if k < 2 {
+        return Err(("allocating target frames", MmError::OutOfFrames));
+    }
+    for i in 0..k {
+        let (pfn, ma) = mm
+            .alloc_frame()
+            .map_err(|e| ("allocating target frames", e))?;
+        (pfns[i], targets[i]) = (pfn, ma);
+    }
+    let mut bufs = BATCHES.lock();
+    for (parity, buf) in bufs.iter_mut().enumerate() {
+        for (i, u) in buf.iter_mut().enumerate().take(batch) {
+            // Entry i and entry i + 512 (the same slot) differ, and so do the two batches.
+            let target = targets[(i + parity + i / desc::ENTRIES) % k];
+            let pte = l3 + (i % desc::ENTRIES) as u64 * 8;
+            *u = MmuUpdate::normal(pte, desc::page(target, NORMAL | AP_RO | UXN));
+        }
+    }
+    let t0 = time::now();
+    for r in 0..rounds {
+        let reqs = &bufs[(r & 1) as usize][..batch];
+        // SAFETY: the L3 table is linked nowhere: its entries translate nothing.
+        let res = unsafe { hypercall::mmu_update(reqs, DOMID_SELF) };
+        if let Err(errno) = res.result {
+            let req = reqs[res.done.min(batch - 1)];
+            return Err((
+                "MMU_UPDATE",
+                MmError::Update {
+                    errno,
+                    index: res.done,
+                    req,
+                },
+            ));
+        }
+    }
+    let ticks = time::now() - t0;
+    drop(bufs);
+    mm.unpin(l3).map_err(|e| ("UNPIN_TABLE", e))?;
+    // SAFETY: our own frame, an ordinary one again after the unpin.
+    unsafe { mm.set_initial_writable(tpfn, true) }.map_err(|e| ("unsealing", e))?;
+    mm.flush().map_err(|e| ("unsealing", e))?;
+    mm.free_frame(tpfn);
+    for &pfn in pfns.iter().take(k) {
+        mm.free_frame(pfn);
+    }
+    Ok(ticks)
+}

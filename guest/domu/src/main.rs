@@ -1,0 +1,106 @@
+//! `ferrite-domu`: Ferrite's test PV domU. One ELF image; the first word of the `StartInfo`
+//! command line picks what it does (docs/pv-guest.md lists the modes):
+//!
+//! `hello`, `ptbuild`, `evil`, `evil-crash`, `hog`, `latency <n>`, `smp [stay]`,
+//! `bench-null <iters>`, `bench-mmu <batch> <rounds>`.
+//!
+//! Every line it prints starts with `domU<id>: `. Every mode ends with `SCHED_OP SHUTDOWN`
+//! (poweroff) except those that run forever (`hog`, `smp stay`); an unknown mode or a bad
+//! argument is reported and the domain crashes (shutdown reason 3).
+//!
+//! Built for any target other than `aarch64-unknown-none` the crate is an empty program, so
+//! `cargo build --workspace` on the host still works.
+
+#![cfg_attr(all(target_arch = "aarch64", target_os = "none"), no_std)]
+#![cfg_attr(all(target_arch = "aarch64", target_os = "none"), no_main)]
+
+/// Prints one line prefixed `domU<id>: `.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        ferrite_pv::println!("domU{}: {}", ferrite_pv::rt::domid(), format_args!($($arg)*))
+    };
+}
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod args;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod bench;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod evil;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod hello;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod hog;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod latency;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod ptbuild;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod smp;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod guest {
+    use crate::args::Args;
+    use crate::{bench, evil, hello, hog, latency, ptbuild, smp};
+    use ferrite_pv::StartInfo;
+    use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
+    use ferrite_pv::rt;
+    use ferrite_pv::sync::{SpinGuard, SpinLock};
+
+    ferrite_pv::entry!(main);
+
+    /// The page-table manager, set up from the `StartInfo` before any mode runs.
+    static MM: SpinLock<Mm<Ferrite>> = SpinLock::new(Mm::new(Ferrite::new(FrameMap::EMPTY)));
+
+    pub fn mm() -> SpinGuard<'static, Mm<Ferrite>> {
+        MM.lock()
+    }
+
+    const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
+                         bench-null <iters>, bench-mmu <batch> <rounds>";
+
+    fn main(si: &'static StartInfo) -> ! {
+        mm().init_from_start_info(si);
+        let cmdline = si.cmd_line().unwrap_or("");
+        let mut args = Args::new(cmdline);
+        let mode = args.word().unwrap_or("hello");
+        match mode {
+            "hello" => hello::run(si, cmdline),
+            "ptbuild" => ptbuild::run(),
+            "evil" if args.peek() == Some("crash") => evil::crash(),
+            "evil" => evil::run(si),
+            "evil-crash" => evil::crash(),
+            "hog" => hog::run(),
+            "latency" => latency::run(args.number("latency", "n", 100)),
+            "smp" => smp::run(si, args.word() == Some("stay")),
+            "bench-null" => bench::null(args.number("bench-null", "iters", 100_000)),
+            "bench-mmu" => {
+                let batch = args.number("bench-mmu", "batch", 512);
+                let rounds = args.number("bench-mmu", "rounds", 1000);
+                bench::mmu(batch, rounds)
+            }
+            other => {
+                out!("unknown mode '{other}' (modes: {MODES})");
+                rt::crash()
+            }
+        }
+        rt::poweroff()
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo) -> ! {
+        rt::panic(info)
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+use guest::mm;
+
+#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+fn main() {
+    eprintln!(
+        "ferrite-domu is a PV guest image: build it with --target aarch64-unknown-none \
+         (see docs/pv-guest.md)"
+    );
+}

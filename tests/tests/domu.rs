@@ -1,0 +1,165 @@
+//! PV domUs under Ferrite: `guest/domu` (packed into `build/<board>/ferrite-dom0.bin` beside
+//! dom0) started by `domu=` boot options. It builds address spaces through validated,
+//! batched page-table updates, and an adversarial mode tries every illegal thing; each attempt
+//! must be refused with the documented error (or crash that domU alone) while dom0 keeps
+//! running. dom0 (`dom0.sched.report=<ms> poweroff`) waits, prints the scheduler's table and
+//! switches the machine off, which ends each run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrite_systests::{Exit, Outcome, Qemu, Result};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn firmware(board: &str) -> PathBuf {
+    let dir = std::env::var("FERRITE_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
+    dir.join(board).join("ferrite-dom0.bin")
+}
+
+/// Boots dom0 (1 vCPU) and the given domUs on `cpus` CPUs; dom0 reports after `report_ms`
+/// and powers off.
+fn run(
+    label: &str,
+    gic: u32,
+    cpus: u32,
+    cpu: &str,
+    domus: &str,
+    report_ms: u32,
+) -> Result<Outcome> {
+    let q = Qemu::virt()
+        .gic(gic)
+        .cpus(cpus)
+        .cpu_model(cpu)
+        .memory("1G")
+        .icount(true)
+        .timeout(TIMEOUT)
+        .label(label)
+        .image(firmware("qemu-virt"))
+        .bootargs(format!(
+            "semihosting dom0_vcpus=1 {domus} -- dom0.sched.report={report_ms} poweroff"
+        ));
+    let out = q.spawn()?.wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    out.ensure(
+        out.console.contains("dom0: sched: report done"),
+        "dom0 did not keep running to its report",
+    )?;
+    Ok(out)
+}
+
+#[test]
+fn pv_domu_starts_with_its_start_info_and_shuts_down() -> Result<()> {
+    let out = run(
+        "domu-hello",
+        3,
+        2,
+        "cortex-a72",
+        "domu=name=hello,mem=8M,cmd=hello+from+the+test",
+        300,
+    )?;
+    let c = &out.console;
+    for needle in [
+        "hello: domain 1, PV, 1 vcpus, 8 MiB",
+        "domU1: hello: ABI 1.0, features ",
+        "2048 pages, 1 vcpus, cmdline 'hello from the test'",
+        "ferrite: domain 1 (hello) shut down from vcpu0: power off",
+    ] {
+        out.ensure(c.contains(needle), format!("missing `{needle}`"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn pv_domu_builds_an_address_space_with_batched_updates_and_runs_in_it() -> Result<()> {
+    for (gic, cpu) in [(3, "cortex-a72"), (2, "max")] {
+        let out = run(
+            &format!("domu-ptbuild-v{gic}-{cpu}"),
+            gic,
+            2,
+            cpu,
+            "domu=name=pt,mem=16M,cmd=ptbuild",
+            500,
+        )?;
+        let c = &out.console;
+        out.ensure(
+            c.contains("domU1: ptbuild: ok"),
+            format!("{cpu}, GICv{gic}: the address-space build did not finish"),
+        )?;
+        out.ensure(!c.contains("FAIL"), "a step failed")?;
+        out.ensure(
+            c.contains("ferrite: domain 1 (pt) shut down from vcpu0: power off"),
+            "the domU did not shut down cleanly",
+        )?;
+    }
+    Ok(())
+}
+
+/// Every illegal attempt is refused as docs/abi.md says, one line each; the domU that crashes
+/// on purpose takes nobody with it.
+#[test]
+fn adversarial_domu_is_refused_every_time_and_dom0_keeps_running() -> Result<()> {
+    for cpu in ["cortex-a72", "max"] {
+        let out = run(
+            &format!("domu-evil-{cpu}"),
+            3,
+            2,
+            cpu,
+            "domu=name=evil,mem=16M,cmd=evil domu=name=crasher,mem=4M,cmd=evil-crash",
+            800,
+        )?;
+        let c = &out.console;
+        let lines = c.messages_starting("domU1: evil: ");
+        let refused = c
+            .lines()
+            .iter()
+            .filter(|l| l.contains("domU1: evil: ") && l.contains(": refused "))
+            .count();
+        out.ensure(
+            !c.lines().iter().any(|l| l.contains("ALLOWED")),
+            format!("{cpu}: an illegal attempt was allowed"),
+        )?;
+        out.ensure(
+            refused >= 15,
+            format!(
+                "{cpu}: only {refused} refusals reported ({} lines)",
+                lines.len()
+            ),
+        )?;
+        for (what, how) in [
+            ("foreign frame", "EPERM"),
+            ("device memory", "EPERM"),
+            ("own page table writable", "EBUSY"),
+            ("unpinned ttbr", "EINVAL"),
+            ("msr ttbr0", "undef"),
+            ("mmu off", "undef"),
+            ("write page table directly", "fault"),
+            ("garbage buffer", "EFAULT"),
+            ("unknown call", "ENOSYS"),
+            ("foreign domid", "EPERM"),
+        ] {
+            out.ensure(
+                c.lines()
+                    .iter()
+                    .any(|l| l.contains("domU1: evil: ") && l.contains(what) && l.contains(how)),
+                format!("{cpu}: no `{what}` attempt refused with {how}"),
+            )?;
+        }
+        out.ensure(
+            c.contains("domU1: evil: done"),
+            "the evil domU did not finish",
+        )?;
+        out.ensure(
+            c.contains("domU2: crashing on purpose"),
+            "the crashing domU did not run",
+        )?;
+        out.ensure(
+            c.contains("ferrite: domain 2 (crasher) shut down from vcpu0: crash"),
+            "the crash was not reported with the domain's name",
+        )?;
+    }
+    Ok(())
+}
