@@ -128,7 +128,7 @@ impl DomuSpec {
             }
         }
         if s.maxmem.is_some_and(|m| m < s.mem) {
-            return Err(alloc::format!("maxmem is less than mem"));
+            return Err("maxmem is less than mem".to_string());
         }
         Ok(s)
     }

@@ -33,6 +33,10 @@ impl<T> FrameMap<T> {
 
     /// The run that would hold `n`: the last one starting at or before it.
     fn run_index(&self, n: u64) -> Option<usize> {
+        // Most domains are one run (their memory is one allocation): no search then.
+        if let [only] = &self.runs[..] {
+            return (only.first <= n).then_some(0);
+        }
         self.runs.partition_point(|r| r.first <= n).checked_sub(1)
     }
 

@@ -174,17 +174,18 @@ impl<G: Grants> FrameTable<G> {
     }
 
     fn take_leaf(&mut self, l: Leaf, mem: &mut impl GuestMemory) -> Result<(), Errno> {
-        if l.frames == 1 && !self.owns(l.base) {
-            let dom = self.dom;
-            return if self.grants.map(dom, l.base, l.writable) {
-                Ok(())
-            } else {
-                Err(Errno::Perm)
-            };
-        }
-        // Blocks and contiguous spans: all of it owned, which also makes it RAM and
-        // contiguous in the domain's memory. Checked before anything is taken.
-        if !self.frames.contains_all(l.base >> PAGE_SHIFT, l.frames) {
+        if l.frames == 1 {
+            if !self.owns(l.base) {
+                let dom = self.dom;
+                return if self.grants.map(dom, l.base, l.writable) {
+                    Ok(())
+                } else {
+                    Err(Errno::Perm)
+                };
+            }
+        } else if !self.frames.contains_all(l.base >> PAGE_SHIFT, l.frames) {
+            // Blocks and contiguous spans: all of it owned, which also makes it RAM and
+            // contiguous in the domain's memory. Checked before anything is taken.
             return Err(Errno::Perm);
         }
         for k in 0..l.frames {

@@ -8,7 +8,13 @@
 //! more than a slice of credit stops being active and keeps half of it. Xen redistributes the
 //! surplus lazily over several periods; here it is exact within the period (water-filling).
 //!
-//! Cost per period: O(D log D + V) for D active domains and V vCPUs; never on a decision.
+//! Unlike Xen's single pool, domains compete for credit only where they can run: active
+//! domains whose vCPUs' affinities overlap (directly or through others) form a group, and each
+//! group shares the credit of the pCPUs it can reach. Domains pinned to one pCPU therefore
+//! share it by weight even while other pCPUs idle or run other domains (Xen needs a cpupool for
+//! that). With the default affinity (every pCPU) there is one group: Xen's behaviour.
+//!
+//! Cost per period: O(D log D + D² + V) for D active domains and V vCPUs; never on a decision.
 
 use super::credit::Credit;
 use super::{CpuMask, DomId, Priority, Time};
@@ -69,12 +75,25 @@ impl Credit {
             }
         }
         let slice = self.cfg.tslice_ns;
-        let mut claims: Vec<Claim> = self
+        // A domain can use at most the pCPUs its active vCPUs may run on (its reach), and
+        // shares credit only with the domains its reach overlaps (see the module docs).
+        let reach = |d: &super::credit::Domain| -> CpuMask {
+            d.vcpus
+                .iter()
+                .filter_map(|&s| self.vcpus[s].as_ref())
+                .filter(|v| v.active)
+                .fold(0, |m, v| m | v.affinity)
+                & self.cfg.all_pcpus()
+        };
+        let mut reaches: Vec<CpuMask> = Vec::new();
+        let claims: Vec<Claim> = self
             .doms
             .iter()
             .filter(|(_, d)| d.active > 0)
             .map(|(&dom, d)| {
-                let mut peak = d.active as u64 * slice;
+                let r = reach(d);
+                reaches.push(r);
+                let mut peak = d.active.min(r.count_ones()) as u64 * slice;
                 if d.cap != 0 {
                     peak = peak.min(self.cap_budget(d.cap) as u64);
                 }
@@ -86,7 +105,37 @@ impl Credit {
                 }
             })
             .collect();
-        distribute(self.cfg.pcpus as u64 * slice, &mut claims);
+        // Groups of claims whose reaches overlap, merged until stable (D is small).
+        let mut group: Vec<usize> = (0..claims.len()).collect();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for i in 0..claims.len() {
+                for j in i + 1..claims.len() {
+                    if reaches[i] & reaches[j] != 0 && group[i] != group[j] {
+                        let (a, b) = (group[i].min(group[j]), group[i].max(group[j]));
+                        for g in group.iter_mut() {
+                            if *g == b {
+                                *g = a;
+                            }
+                        }
+                        changed = true;
+                    }
+                }
+            }
+        }
+        let mut granted: Vec<Claim> = Vec::with_capacity(claims.len());
+        for g in 0..claims.len() {
+            let members: Vec<usize> = (0..claims.len()).filter(|&i| group[i] == g).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let mask = members.iter().fold(0, |m, &i| m | reaches[i]);
+            let mut part: Vec<Claim> = members.iter().map(|&i| claims[i]).collect();
+            distribute(mask.count_ones() as u64 * slice, &mut part);
+            granted.extend(part);
+        }
+        let claims = granted;
 
         let slice = slice as i64;
         for c in &claims {

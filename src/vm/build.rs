@@ -228,6 +228,7 @@ pub fn dom0(
         gic_v3: version == vgic::Version::V3,
         memory: banks.clone(),
         state: Mutex::new(DomainState::Running),
+        running: core::sync::atomic::AtomicBool::new(true),
         power: Mutex::new(PowerTable::new(vcpus)),
         vgic: Mutex::new(vgic),
         vuart: Mutex::new(Pl011::new()),

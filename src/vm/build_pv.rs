@@ -165,6 +165,7 @@ pub fn domu(
             frames: Mutex::new(ft),
             shared_info: built.shared_info_ma,
             max_pages: spec.maxmem.unwrap_or(spec.mem) / 4096,
+            hcr: vcpu::hcr_pv(),
         }),
         vcpus: spec.vcpus,
         vcpu,
@@ -172,6 +173,7 @@ pub fn domu(
         gic_v3,
         memory: alloc::vec![Region::new(base, spec.mem)],
         state: Mutex::new(DomainState::Running),
+        running: core::sync::atomic::AtomicBool::new(true),
         power: Mutex::new(PowerTable::new(spec.vcpus)),
         // PV domains take upcalls, not interrupts: an empty vGIC keeps the common code simple.
         vgic: Mutex::new(Vgic::new(vgic::Config {

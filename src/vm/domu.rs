@@ -3,7 +3,7 @@
 //! HCR_EL2.TVM traps. The PV MMU calls are in [`super::pvmm`], building a PV domU in
 //! [`super::build_pv`].
 
-use super::{Vm, current, sched, timers};
+use super::{Vm, sched, timers};
 use crate::arch::context::Context;
 use crate::arch::exceptions::TrapFrame;
 use crate::arch::trap::{SysReg, reg};
@@ -34,6 +34,8 @@ pub struct PvDomain {
     pub shared_info: u64,
     /// The most frames it may own (ballooning up stops there).
     pub max_pages: u64,
+    /// HCR_EL2 of its vCPUs (the upcall line adds VI).
+    pub hcr: u64,
 }
 
 /// Ferrite's view of physical memory for the validator: RAM is identity-mapped at EL2.
@@ -93,7 +95,7 @@ impl PvDomain {
         let i = self.vcpu_info(v);
         let up = i.upcall_pending.load(Ordering::Acquire) != 0
             && i.upcall_mask.load(Ordering::Relaxed) == 0;
-        let hcr = crate::arch::vcpu::hcr_pv() | if up { crate::arch::vcpu::HCR_VI } else { 0 };
+        let hcr = self.hcr | if up { crate::arch::vcpu::HCR_VI } else { 0 };
         context::set_hcr(hcr);
     }
 }
@@ -339,8 +341,8 @@ pub fn trapped_write(vm: &Vm, v: usize, frame: &TrapFrame, r: SysReg) -> Option<
     })
 }
 
-/// Whether the running vCPU must stop before returning (VCPU_OP DOWN from another vCPU).
-pub fn must_stop() -> bool {
-    let (vm, v) = current();
-    vm.is_pv() && vm.vcpu[v].stop.swap(false, Ordering::AcqRel)
+/// Whether vCPU `v`, running here, must stop before returning (VCPU_OP DOWN from another
+/// vCPU).
+pub fn must_stop(vm: &Vm, v: usize) -> bool {
+    vm.vcpu[v].stop.load(Ordering::Relaxed) && vm.vcpu[v].stop.swap(false, Ordering::AcqRel)
 }

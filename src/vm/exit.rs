@@ -21,6 +21,11 @@ use core::sync::atomic::Ordering;
 /// domain. dom0's stop the machine.
 pub fn call(frame: &mut TrapFrame) {
     let (vm, v) = current();
+    if ferrite_abi::call::is_ferrite_call(frame.x[0]) {
+        // Ferrite's own range first: the hot path of every PV guest.
+        super::hypercall::dispatch(vm, v, frame);
+        return;
+    }
     let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
     let ret = match psci::decode(x) {
         psci::Call::Return(r) => r,
@@ -72,11 +77,13 @@ pub fn call(frame: &mut TrapFrame) {
         psci::Call::SystemOff => {
             log::info!("{}: PSCI SYSTEM_OFF", vm.name);
             *vm.state.lock() = DomainState::PoweredOff;
+            vm.running.store(false, Ordering::Release);
             crate::boot::power_off();
         }
         psci::Call::SystemReset => {
             log::info!("{}: PSCI SYSTEM_RESET", vm.name);
             *vm.state.lock() = DomainState::Rebooting;
+            vm.running.store(false, Ordering::Release);
             crate::boot::reboot();
         }
         psci::Call::NotPsci => {
@@ -283,6 +290,7 @@ pub fn stop_domain(vm: &'static Vm, why: DomainState) {
             return;
         }
         *st = why;
+        vm.running.store(false, Ordering::Release);
     }
     for other in 0..vm.vcpus {
         let on = vm.vcpu[other].loaded_on.load(Ordering::Acquire);
@@ -337,11 +345,15 @@ pub fn after_exit() {
 /// scheduling decision (which may switch to another vCPU), then give the vCPU that will run
 /// its pending interrupts: list registers (dom0) or the upcall line (PV).
 pub fn before_return(frame: &mut TrapFrame) {
-    if !super::is_running(current().0) || super::domu::must_stop() {
+    let (vm, v) = current();
+    if !super::is_running(vm) || (vm.is_pv() && super::domu::must_stop(vm, v)) {
         sched::leave_current();
     }
-    sched::switch_point(frame);
-    let (vm, v) = current();
+    let (vm, v) = if sched::switch_point(frame) {
+        current()
+    } else {
+        (vm, v)
+    };
     if let Some(pv) = vm.pv() {
         pv.update_upcall_line(v);
         return;

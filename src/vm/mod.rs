@@ -82,7 +82,9 @@ pub struct Vm {
     pub gic_v3: bool,
     /// The domain's RAM: what its hypercall buffers may be in.
     pub memory: Vec<Region>,
+    /// Why it stopped, if it did; [`Vm::running`] mirrors `state == Running` for the exit path.
     pub state: Mutex<DomainState>,
+    pub running: AtomicBool,
     pub power: Mutex<PowerTable>,
     pub vgic: Mutex<Vgic>,
     pub vuart: Mutex<Pl011>,
@@ -153,7 +155,7 @@ fn set_current(c: Option<(DomId, usize)>) {
 }
 
 pub fn is_running(vm: &Vm) -> bool {
-    *vm.state.lock() == DomainState::Running
+    vm.running.load(Ordering::Acquire)
 }
 
 /// Makes the vCPUs in `k` look at their pending interrupts: a blocked one is woken, one

@@ -213,22 +213,23 @@ fn set_slice(run_for: Time) {
 }
 
 /// At the end of every exit: if a decision is due, take it, and switch vCPUs if it names
-/// another one (or idle if none). Returns with `frame` holding the vCPU to return to.
-pub fn switch_point(frame: &mut TrapFrame) {
+/// another one (or idle if none). Returns with `frame` holding the vCPU to return to, and
+/// whether that is another vCPU.
+pub fn switch_point(frame: &mut TrapFrame) -> bool {
     let me = cpu::index();
-    if !RESCHED[me].swap(false, Ordering::AcqRel) {
-        return;
+    if !RESCHED[me].load(Ordering::Relaxed) || !RESCHED[me].swap(false, Ordering::AcqRel) {
+        return false;
     }
     let (vm, v) = current();
     let t = now();
     let Some(d) = with(|c| c.schedule(me, t)) else {
-        return;
+        return false;
     };
     kick_mask(d.kick);
     set_slice(d.run_for);
     reprogram();
     match d.next {
-        Some(n) if n == id(vm, v) => {}
+        Some(n) if n == id(vm, v) => false,
         next => {
             let start = crate::arch::pmu::instructions();
             save_current(vm, v, frame);
@@ -236,6 +237,7 @@ pub fn switch_point(frame: &mut TrapFrame) {
                 Some((nvm, nv)) => {
                     load(nvm, nv, frame);
                     super::stats::switched(crate::arch::pmu::instructions().wrapping_sub(start));
+                    true
                 }
                 None => idle_loop(),
             }

@@ -81,7 +81,7 @@ fn pv_domu_builds_an_address_space_with_batched_updates_and_runs_in_it() -> Resu
             gic,
             2,
             cpu,
-            "domu=name=pt,mem=16M,cmd=ptbuild",
+            "domu=name=pt,mem=16M,cmd=ptbuild domu=name=long,mem=16M,cmd=bench-mmu+2048+3",
             500,
         )?;
         let c = &out.console;
@@ -93,6 +93,16 @@ fn pv_domu_builds_an_address_space_with_batched_updates_and_runs_in_it() -> Resu
         out.ensure(
             c.contains("ferrite: domain 1 (pt) shut down from vcpu0: power off"),
             "the domU did not shut down cleanly",
+        )?;
+        // 2048 entries per call: more than Ferrite handles per trap, so each call is
+        // preempted and continued, and must still report every entry done.
+        out.ensure(
+            c.contains("domU2: bench-mmu: batch=2048 rounds=3 ok"),
+            "a batch longer than one trap's budget did not complete",
+        )?;
+        out.ensure(
+            c.contains("hcall: mmu_update"),
+            "no mmu_update statistics in the power-off report",
         )?;
     }
     Ok(())

@@ -92,6 +92,17 @@ fn mmu_inner(batch: usize, rounds: u64) -> Result<u64, Failed> {
                 },
             ));
         }
+        if res.done != batch {
+            // Success must report every entry, however many traps the call took.
+            return Err((
+                "MMU_UPDATE's count of entries done",
+                MmError::Update {
+                    errno: ferrite_abi::Errno::Inval,
+                    index: res.done,
+                    req: reqs[0],
+                },
+            ));
+        }
     }
     let ticks = time::now() - t0;
     drop(bufs);

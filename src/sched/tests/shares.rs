@@ -19,6 +19,26 @@ fn weights_256_512_1024_share_one_pcpu_1_2_4() {
     }
 }
 
+/// The same three pinned to pCPU 1 of 2 while another hog has pCPU 0: domains that cannot
+/// meet share no credit, so the weights still decide on pCPU 1 (with one pool for both pCPUs
+/// every hog there would have credit to spare, and they would share 1:1:1).
+#[test]
+fn weights_share_a_pcpu_they_are_pinned_to_while_another_idles() {
+    let mut s = sim(2);
+    for (dom, w) in [(1, 256), (2, 512), (3, 1024)] {
+        s.guest(dom, w, 0, 0b10, HOG);
+    }
+    s.guest(4, 256, 0, 0b01, HOG);
+    let (from, to) = (500 * MS, 4500 * MS);
+    s.run_until(to);
+    let want = [1.0 / 7.0, 2.0 / 7.0, 4.0 / 7.0];
+    for (dom, want) in (1..=3).zip(want) {
+        let got = s.share(id(dom), from, to);
+        println!("dom{dom}: {}% (want {}%)", pct(got), pct(want));
+        assert!((got - want).abs() < 0.03, "dom{dom}: {got} vs {want}");
+    }
+}
+
 /// The share of each accounting period `[k·slice, (k+1)·slice)` in `[from, to)`.
 fn per_period(s: &Sim, v: VcpuId, from: Time, to: Time) -> Vec<f64> {
     let slice = s.sched.config().tslice_ns;

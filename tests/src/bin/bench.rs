@@ -5,7 +5,9 @@
 //! Rows: Ferrite's boot to its ready line (EL2 instructions on the boot CPU); EL2 instructions
 //! per guest exit by kind (Ferrite's own dom0, from its power-off report); Linux dom0's time to
 //! its shell marker under Ferrite against the same kernel and initramfs on QEMU with no
-//! hypervisor, as a ratio.
+//! hypervisor, as a ratio; a PV domU's null hypercall and `mmu_update` cost per entry at batch
+//! sizes 1, 16 and 512; the vCPU switch between domains; the Credit scheduler's decision cost
+//! with 1, 16 and 256 runnable vCPUs.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -121,7 +123,98 @@ fn main() {
         );
     }
 
-    // 3. Linux dom0 to its shell marker, against Linux on bare QEMU.
+    // 3. PV domUs: hypercalls, batched page-table updates, vCPU switches, scheduling decisions.
+    // One CPU: under -icount QEMU's instruction counter is global, so another busy CPU would
+    // add its instructions to the EL2 counts.
+    let pv = |label: &str, bootargs: &str| {
+        Qemu::virt()
+            .cpus(1)
+            .icount(true)
+            .timeout(T)
+            .label(label)
+            .image(build("qemu-virt/ferrite-dom0.bin"))
+            .bootargs(format!("semihosting {bootargs}"))
+            .spawn()
+            .and_then(|r| r.wait_exit(T))
+            .expect("the PV benchmark runs")
+    };
+    let out = pv(
+        "bench-null",
+        "domu=mem=4M,cmd=bench-null+20000 -- dom0.sched.report=100 poweroff",
+    );
+    if let Some(l) = out
+        .console
+        .lines()
+        .iter()
+        .find(|l| l.contains("exits: hvc"))
+    {
+        row(
+            "domU null hypercall (VERSION): EL2 instructions min / avg",
+            format!(
+                "{} / {}",
+                num_after(l, "min ").unwrap_or("?"),
+                num_after(l, "avg ").unwrap_or("?")
+            ),
+        );
+    }
+    for (batch, rounds) in [(1, 4000), (16, 500), (512, 40)] {
+        let out = pv(
+            &format!("bench-mmu-{batch}"),
+            &format!(
+                "domu=mem=16M,cmd=bench-mmu+{batch}+{rounds} -- dom0.sched.report=100 poweroff"
+            ),
+        );
+        let l = out
+            .console
+            .lines()
+            .iter()
+            .find(|l| l.contains("hcall: mmu_update"))
+            .cloned()
+            .unwrap_or_default();
+        row(
+            &format!("domU mmu_update, batch {batch}: EL2 instructions per entry / per call"),
+            format!(
+                "{} / {}",
+                num_after(&l, "per entry ").map_or("?", |s| s.trim_end_matches(',')),
+                num_after(&l, "per call ").unwrap_or("?")
+            ),
+        );
+    }
+    let out = pv(
+        "bench-switch",
+        "domu=mem=4M,cmd=hog domu=mem=4M,cmd=hog sched_credit_tslice_ms=1 \
+         -- dom0.sched.report=500 poweroff",
+    );
+    if let Some(l) = out
+        .console
+        .lines()
+        .iter()
+        .find(|l| l.contains("switches: "))
+    {
+        row(
+            "vCPU switch between domains: EL2 instructions min / avg",
+            format!(
+                "{} / {}",
+                num_after(l, "min ").unwrap_or("?"),
+                num_after(l, "avg ").unwrap_or("?")
+            ),
+        );
+    }
+    let out = pv("bench-sched", "bench=sched -- poweroff");
+    for l in out
+        .console
+        .lines()
+        .iter()
+        .filter(|l| l.contains("bench: sched decision with "))
+    {
+        let n = num_after(l, "decision with ").unwrap_or("?");
+        row(
+            &format!("scheduling decision, {n} runnable vcpus (EL2 instructions)"),
+            num_after(l, "vcpus: ").unwrap_or("?").to_string(),
+        );
+    }
+
+    // 4. Linux dom0 to its shell marker, against Linux on bare QEMU.
     let uptime = |o: &ferrite_systests::Outcome| -> Option<f64> {
         let l = o
             .console
