@@ -56,6 +56,7 @@ pub const fn level_shift(level: Level) -> u32 {
 /// Decodes `raw` found (or to be written) at entry `index` of a level-`level` table.
 /// `normal_attr_mask` has bit i set when MAIR attribute index i is normal memory the domain
 /// may use. Every refusal is `Inval` (malformed) or `Perm` (a device attribute).
+#[inline]
 pub fn decode(raw: u64, level: Level, index: usize, normal_attr_mask: u8) -> Result<Desc, Errno> {
     debug_assert!(level < LEVELS && index < ENTRIES);
     if raw & d::VALID == 0 {

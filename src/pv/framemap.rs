@@ -32,6 +32,7 @@ impl<T> FrameMap<T> {
     }
 
     /// The run that would hold `n`: the last one starting at or before it.
+    #[inline]
     fn run_index(&self, n: u64) -> Option<usize> {
         // Most domains are one run (their memory is one allocation): no search then.
         if let [only] = &self.runs[..] {
@@ -40,17 +41,20 @@ impl<T> FrameMap<T> {
         self.runs.partition_point(|r| r.first <= n).checked_sub(1)
     }
 
+    #[inline]
     pub fn get(&self, n: u64) -> Option<&T> {
         let r = &self.runs[self.run_index(n)?];
         r.slots.get((n - r.first) as usize)?.as_ref()
     }
 
+    #[inline]
     pub fn get_mut(&mut self, n: u64) -> Option<&mut T> {
         let i = self.run_index(n)?;
         let r = &mut self.runs[i];
         r.slots.get_mut((n - r.first) as usize)?.as_mut()
     }
 
+    #[inline]
     pub fn contains(&self, n: u64) -> bool {
         self.get(n).is_some()
     }

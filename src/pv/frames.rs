@@ -134,10 +134,12 @@ impl<G: Grants> FrameTable<G> {
     }
 
     /// Whether the domain owns the frame holding `pa`: the only RAM it may map.
+    #[inline]
     pub fn owns(&self, pa: u64) -> bool {
         self.frames.contains(pa >> 12)
     }
 
+    #[inline]
     pub fn info(&self, pa: u64) -> Option<FrameInfo> {
         self.frames.get(pa >> 12).map(|f| f.info)
     }
@@ -316,6 +318,7 @@ impl<G: Grants> FrameTable<G> {
         f.info.type_count += 1;
     }
 
+    #[inline]
     pub(super) fn frame_mut(&mut self, pa: u64) -> &mut Frame {
         self.frames
             .get_mut(pa >> 12)

@@ -8,12 +8,14 @@ use super::frames::{FrameTable, FrameType};
 use super::{Errno, Grants, GuestMemory};
 
 impl<G: Grants> FrameTable<G> {
+    #[inline]
     pub(super) fn get_ref(&mut self, pa: u64) -> Result<(), Errno> {
         let f = self.frame_mut(pa);
         f.info.refs = f.info.refs.checked_add(1).ok_or(Errno::Busy)?;
         Ok(())
     }
 
+    #[inline]
     pub(super) fn put_ref(&mut self, pa: u64) {
         let epoch = self.epoch;
         let f = self.frame_mut(pa);
@@ -173,6 +175,7 @@ impl<G: Grants> FrameTable<G> {
         }
     }
 
+    #[inline]
     fn take_leaf(&mut self, l: Leaf, mem: &mut impl GuestMemory) -> Result<(), Errno> {
         if l.frames == 1 {
             if !self.owns(l.base) {
@@ -200,6 +203,7 @@ impl<G: Grants> FrameTable<G> {
         Ok(())
     }
 
+    #[inline]
     fn drop_leaf(&mut self, l: Leaf, mem: &mut impl GuestMemory) {
         if l.frames == 1 && !self.owns(l.base) {
             let dom = self.dom;
@@ -214,6 +218,7 @@ impl<G: Grants> FrameTable<G> {
     /// A leaf's hold on one frame: a reference, and the writable type if the leaf is
     /// writable (refused for a page-table page: `Busy`). Read-only mappings of tables are how
     /// the guest reads its own tables.
+    #[inline]
     fn take_frame(
         &mut self,
         pa: u64,
@@ -228,6 +233,7 @@ impl<G: Grants> FrameTable<G> {
         Ok(())
     }
 
+    #[inline]
     fn drop_frame(&mut self, pa: u64, writable: bool, mem: &mut impl GuestMemory) {
         if writable {
             self.put_type(pa, mem);

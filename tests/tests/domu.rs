@@ -173,3 +173,28 @@ fn adversarial_domu_is_refused_every_time_and_dom0_keeps_running() -> Result<()>
     }
     Ok(())
 }
+
+/// The same PV domUs on the Raspberry Pi 4 model (GIC-400, spin-table CPUs, RAM from 0).
+#[test]
+fn pv_domus_on_raspi4b() -> Result<()> {
+    let q = Qemu::raspi4b()
+        .timeout(TIMEOUT)
+        .label("domu-raspi4b")
+        .image(firmware("rpi4"))
+        .bootargs(
+            "semihosting dom0_vcpus=1 domu=name=pt,mem=16M,cmd=ptbuild \
+             domu=name=evil,mem=16M,cmd=evil -- dom0.sched.report=1000 poweroff",
+        );
+    let out = q.spawn()?.wait_exit(TIMEOUT)?;
+    let c = &out.console;
+    out.ensure(!c.has_panic(), "Ferrite panicked")?;
+    for needle in [
+        "domU1: ptbuild: ok",
+        "domU2: evil: done",
+        "ferrite: domain 2 (evil) shut down from vcpu0: power off",
+        "dom0: sched: report done",
+    ] {
+        out.ensure(c.contains(needle), format!("missing `{needle}`"))?;
+    }
+    out.ensure(!c.contains("ALLOWED"), "an illegal attempt was allowed")
+}

@@ -309,3 +309,38 @@ fn domain_teardown_returns_every_count_to_zero() {
     assert!(t.ft.grants().mapped.is_empty());
     assert_eq!(t.ft.base(1, Ttbr::Ttbr1), None);
 }
+
+/// Not a test: a workload for profiling `mmu_update` on the host
+/// (`valgrind --tool=callgrind <test binary> --ignored pv::tests::batches::profile_batch_512`).
+#[test]
+#[ignore]
+fn profile_batch_512() {
+    let mut env = Env::new(2048);
+    let l3 = f(0);
+    let (_, r) = mmuext_op(
+        DOM,
+        &mut env.ft,
+        &mut env.mem,
+        0,
+        &[MmuextOp {
+            cmd: ext::PIN_L3_TABLE,
+            pad: 0,
+            arg1: l3,
+            arg2: 0,
+        }],
+        8,
+        &mut |_| {},
+    );
+    r.unwrap();
+    let batches: Vec<Vec<MmuUpdate>> = (0..2u64)
+        .map(|p| {
+            (0..512u64)
+                .map(|i| MmuUpdate::normal(e(l3, i as usize), page(f(16 + (i + p) % 1024), RO)))
+                .collect()
+        })
+        .collect();
+    for round in 0..200 {
+        let (done, r) = mmu_update(DOM, &mut env.ft, &mut env.mem, &batches[round % 2], 512);
+        assert_eq!((done, r), (512, Ok(())));
+    }
+}
