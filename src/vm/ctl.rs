@@ -16,6 +16,7 @@ fn err(e: SchedError) -> i64 {
     }
 }
 
+#[inline(never)]
 pub fn sched_ctl(vm: &'static Vm, v: usize, frame: &TrapFrame) -> i64 {
     let (c, dom, a, b) = (frame.x[1], frame.x[2], frame.x[3], frame.x[4]);
     let Some(target) = u16::try_from(dom).ok().and_then(super::domain) else {

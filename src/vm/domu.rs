@@ -77,6 +77,7 @@ impl GuestMemory for Phys {
 }
 
 impl PvDomain {
+    #[inline]
     fn vcpu_info(&self, v: usize) -> &VcpuInfo {
         // SAFETY: the shared-info page is one of the domain's frames that Ferrite holds
         // writable for the domain's life (it can never become a page table), identity-mapped
@@ -91,6 +92,7 @@ impl PvDomain {
 
     /// Before a return to vCPU `v` (running here): the virtual IRQ line follows
     /// `upcall_pending` unless the guest masked upcalls.
+    #[inline]
     pub fn update_upcall_line(&self, v: usize) {
         let i = self.vcpu_info(v);
         let up = i.upcall_pending.load(Ordering::Acquire) != 0
@@ -116,6 +118,7 @@ pub fn asid16() -> bool {
 }
 
 /// `SCHED_OP`.
+#[inline(never)]
 pub fn sched_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
     match frame.x[1] {
         abi_sched::YIELD => {
@@ -171,6 +174,7 @@ fn shutdown(vm: &'static Vm, v: usize, reason: abi_sched::ShutdownReason) -> ! {
 }
 
 /// `SET_TIMER_OP`: a one-shot timer at `deadline` ticks of the vCPU's virtual counter.
+#[inline(never)]
 pub fn set_timer(vm: &'static Vm, v: usize, deadline: u64) -> i64 {
     let vc = &vm.vcpu[v];
     if deadline == 0 {
@@ -215,6 +219,7 @@ fn read_el1(r: &str) -> u64 {
 }
 
 /// `VCPU_OP`.
+#[inline(never)]
 pub fn vcpu_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
     let (cmd, target) = (frame.x[1], frame.x[2]);
     if target >= vm.vcpus as u64 {
@@ -299,15 +304,13 @@ pub fn trapped_write(vm: &Vm, v: usize, frame: &TrapFrame, r: SysReg) -> Option<
             refuse(what)
         }
     };
-    // SAFETY (for the writes below): they set the running vCPU's own EL1 registers that the
-    // ABI leaves to the guest, as the guest's own write would have.
     Some(match (r.op0, r.op1, r.crn, r.crm, r.op2) {
         (3, 0, 1, 0, 0) => {
             // SCTLR_EL1: the MMU stays on and little-endian.
             if val & 1 == 0 || val & (3 << 24) != 0 {
                 refuse("SCTLR_EL1 (MMU off or big-endian)")
             } else {
-                unsafe { asm!("msr sctlr_el1, {}", "isb", in(reg) val, options(nostack)) };
+                write_el1(El1Reg::Sctlr, val);
                 true
             }
         }
@@ -317,28 +320,41 @@ pub fn trapped_write(vm: &Vm, v: usize, frame: &TrapFrame, r: SysReg) -> Option<
         (3, 0, 2, 0, 2) => same("tcr", "TCR_EL1"),
         (3, 0, 10, 2, 0) => same("mair", "MAIR_EL1"),
         (3, 0, 10, 3, 0) => same("amair", "AMAIR_EL1"),
-        (3, 0, 13, 0, 1) => {
-            unsafe { asm!("msr contextidr_el1, {}", in(reg) val, options(nostack)) };
-            true
-        }
-        (3, 0, 5, 2, 0) => {
-            unsafe { asm!("msr esr_el1, {}", in(reg) val, options(nostack)) };
-            true
-        }
-        (3, 0, 6, 0, 0) => {
-            unsafe { asm!("msr far_el1, {}", in(reg) val, options(nostack)) };
-            true
-        }
-        (3, 0, 5, 1, 0) => {
-            unsafe { asm!("msr afsr0_el1, {}", in(reg) val, options(nostack)) };
-            true
-        }
-        (3, 0, 5, 1, 1) => {
-            unsafe { asm!("msr afsr1_el1, {}", in(reg) val, options(nostack)) };
-            true
-        }
+        (3, 0, 13, 0, 1) => write_el1(El1Reg::Contextidr, val),
+        (3, 0, 5, 2, 0) => write_el1(El1Reg::Esr, val),
+        (3, 0, 6, 0, 0) => write_el1(El1Reg::Far, val),
+        (3, 0, 5, 1, 0) => write_el1(El1Reg::Afsr0, val),
+        (3, 0, 5, 1, 1) => write_el1(El1Reg::Afsr1, val),
         _ => return None,
     })
+}
+
+/// The EL1 registers HCR_EL2.TVM traps that a PV guest may write freely.
+enum El1Reg {
+    Sctlr,
+    Contextidr,
+    Esr,
+    Far,
+    Afsr0,
+    Afsr1,
+}
+
+/// Carries out a trapped write the guest is allowed; returns true.
+fn write_el1(r: El1Reg, val: u64) -> bool {
+    // SAFETY: the running vCPU's own EL1 registers, set to what its own write would have set
+    // (SCTLR only once checked to keep the MMU on): nothing at EL2 or in another domain uses
+    // them.
+    unsafe {
+        match r {
+            El1Reg::Sctlr => asm!("msr sctlr_el1, {}", "isb", in(reg) val, options(nostack)),
+            El1Reg::Contextidr => asm!("msr contextidr_el1, {}", in(reg) val, options(nostack)),
+            El1Reg::Esr => asm!("msr esr_el1, {}", in(reg) val, options(nostack)),
+            El1Reg::Far => asm!("msr far_el1, {}", in(reg) val, options(nostack)),
+            El1Reg::Afsr0 => asm!("msr afsr0_el1, {}", in(reg) val, options(nostack)),
+            El1Reg::Afsr1 => asm!("msr afsr1_el1, {}", in(reg) val, options(nostack)),
+        }
+    }
+    true
 }
 
 /// Whether vCPU `v`, running here, must stop before returning (VCPU_OP DOWN from another

@@ -328,6 +328,7 @@ fn retire_lrs(vm: &Vm, v: usize) {
 /// The hardware list registers are then emptied (a copy is kept for the refill): left as they
 /// are, an ended level interrupt's EOI-maintenance condition or an underflow would keep the
 /// maintenance interrupt firing at EL2 for as long as the vCPU is not running.
+#[inline]
 pub fn after_exit() {
     let (vm, v) = current();
     if !vm.vcpu[v].lrs_in_use.load(Ordering::Relaxed) {
@@ -358,6 +359,12 @@ pub fn before_return(frame: &mut TrapFrame) {
         pv.update_upcall_line(v);
         return;
     }
+    refill_lrs(vm, v);
+}
+
+/// dom0: give vCPU `v` its pending interrupts through the list registers.
+#[inline(never)]
+fn refill_lrs(vm: &Vm, v: usize) {
     let vc = &vm.vcpu[v];
     let mut g = vm.vgic.lock();
     if !vc.lrs_in_use.load(Ordering::Relaxed) && g.quiet(v) {

@@ -51,6 +51,7 @@ pub fn dispatch(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
     frame.x[0] = ret as u64;
 }
 
+#[inline(never)]
 fn unknown(vm: &Vm, v: usize, f: u32) -> i64 {
     if call::is_ferrite_call(f as u64) {
         log::debug!("{}: vcpu{v}: hypercall {f:#x} not available", vm.name);
@@ -79,6 +80,7 @@ fn feature_word(vm: &Vm) -> u64 {
 }
 
 /// CONSOLE_IO WRITE: the guest's bytes, from its own memory, on Ferrite's console.
+#[inline(never)]
 fn console_io(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
     /// At most this much per call: a guest cannot hold a CPU in Ferrite for long.
     const MAX: usize = 4096;

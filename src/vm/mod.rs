@@ -26,7 +26,7 @@ use crate::vdev::pl011::Pl011;
 use crate::vgic::{Kick, Lr, Vgic};
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 /// Domain ids are 0 (dom0) to `MAX_DOMAINS - 1`.
@@ -98,10 +98,12 @@ pub struct Vm {
 }
 
 impl Vm {
+    #[inline]
     pub fn is_pv(&self) -> bool {
         matches!(self.kind, Kind::Pv(_))
     }
 
+    #[inline]
     pub fn pv(&self) -> Option<&domu::PvDomain> {
         match &self.kind {
             Kind::Pv(p) => Some(p),
@@ -115,9 +117,9 @@ impl Vm {
 static DOMAINS: [AtomicPtr<Vm>; MAX_DOMAINS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_DOMAINS];
 
-/// Per CPU: the vCPU it runs, as `dom << 16 | vcpu`, or [`NONE`].
-static CURRENT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(NONE) }; MAX_CPUS];
-const NONE: u32 = u32::MAX;
+/// Per CPU: the domain and vCPU it runs (null: none). Only that CPU writes or reads its slot.
+static CURRENT: [(AtomicPtr<Vm>, AtomicUsize); MAX_CPUS] =
+    [const { (AtomicPtr::new(core::ptr::null_mut()), AtomicUsize::new(0)) }; MAX_CPUS];
 
 pub fn domain(id: DomId) -> Option<&'static Vm> {
     let p = DOMAINS.get(id as usize)?.load(Ordering::Acquire);
@@ -135,25 +137,30 @@ pub fn free_domid() -> Option<DomId> {
 }
 
 /// The domain and vCPU this CPU runs. Only called on exits, so a vCPU runs here.
+#[inline]
 pub fn current() -> (&'static Vm, usize) {
     try_current().expect("an exit without a vCPU")
 }
 
+#[inline]
 pub fn try_current() -> Option<(&'static Vm, usize)> {
-    let c = CURRENT[cpu::index()].load(Ordering::Relaxed);
-    if c == NONE {
-        return None;
-    }
-    Some((domain((c >> 16) as DomId)?, (c & 0xffff) as usize))
+    let (d, v) = &CURRENT[cpu::index()];
+    let p = d.load(Ordering::Relaxed);
+    // SAFETY: non-null entries are domains from `install` (leaked: they live forever).
+    (!p.is_null()).then(|| (unsafe { &*p }, v.load(Ordering::Relaxed)))
 }
 
 fn set_current(c: Option<(DomId, usize)>) {
-    CURRENT[cpu::index()].store(
-        c.map_or(NONE, |(d, v)| ((d as u32) << 16) | v as u32),
+    let (d, v) = &CURRENT[cpu::index()];
+    let vm = c.and_then(|(id, _)| domain(id));
+    d.store(
+        vm.map_or(core::ptr::null_mut(), |vm| (vm as *const Vm).cast_mut()),
         Ordering::Relaxed,
     );
+    v.store(c.map_or(0, |(_, i)| i), Ordering::Relaxed);
 }
 
+#[inline]
 pub fn is_running(vm: &Vm) -> bool {
     vm.running.load(Ordering::Acquire)
 }

@@ -57,6 +57,7 @@ fn finish(frame: &mut TrapFrame, ret: i64, done: u64) {
 }
 
 /// `MMU_UPDATE`, `MMUEXT_OP`, `MEMORY_OP`.
+#[inline(never)]
 pub fn batched(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
     let f = frame.x[0] as u32;
     let (va, count, before, arg) = (frame.x[1], frame.x[2], frame.x[3], frame.x[4]);
@@ -157,45 +158,59 @@ fn mmuext_op(vm: &Vm, v: usize, va: u64, n: usize) -> (usize, Result<(), pv::Err
 
 /// Carries out what a successful `MMUEXT_OP` entry asks of the CPU, for the calling vCPU.
 fn apply(e: Effect) {
-    // SAFETY (for every block below): these change the calling vCPU's own translation
-    // registers (live on this CPU during its hypercall) to a base the validator accepted, or
-    // invalidate its own VMID's TLB entries: nothing another domain or Ferrite depends on.
     match e {
         Effect::LoadBase(which, base) => {
-            let (ttbr, epd) = match which {
-                Ttbr::Ttbr0 => (0, TCR_EPD0),
-                Ttbr::Ttbr1 => (1, TCR_EPD1),
+            let epd = match which {
+                Ttbr::Ttbr0 => TCR_EPD0,
+                Ttbr::Ttbr1 => TCR_EPD1,
             };
-            let value = base.map_or(0, |b| b.ttbr());
-            let mut tcr: u64;
-            unsafe { asm!("mrs {}, tcr_el1", out(reg) tcr, options(nomem, nostack)) };
-            tcr = if base.is_some() {
-                tcr & !epd
-            } else {
-                tcr | epd
-            };
-            unsafe {
-                if ttbr == 0 {
-                    asm!("msr ttbr0_el1, {}", in(reg) value, options(nostack));
-                } else {
-                    asm!("msr ttbr1_el1, {}", in(reg) value, options(nostack));
-                }
-                asm!("msr tcr_el1, {}", "isb", in(reg) tcr, options(nostack));
-            }
+            load_base(
+                which == Ttbr::Ttbr0,
+                base.map_or(0, |b| b.ttbr()),
+                epd,
+                base.is_some(),
+            );
         }
-        Effect::Tlb(op) => unsafe {
-            match op {
-                TlbOp::FlushLocal => asm!("dsb ishst", "tlbi vmalle1", "dsb nsh", "isb"),
-                TlbOp::FlushAll => asm!("dsb ishst", "tlbi vmalle1is", "dsb ish", "isb"),
-                TlbOp::PageLocal { va, asid } => asm!(
-                    "dsb ishst", "tlbi vae1, {}", "dsb nsh", "isb",
-                    in(reg) ((asid as u64) << 48) | ((va >> 12) & 0xfff_ffff_ffff)
-                ),
-                TlbOp::PageAll { va, asid } => asm!(
-                    "dsb ishst", "tlbi vae1is, {}", "dsb ish", "isb",
-                    in(reg) ((asid as u64) << 48) | ((va >> 12) & 0xfff_ffff_ffff)
-                ),
-            }
-        },
+        Effect::Tlb(op) => tlb(op),
+    }
+}
+
+/// Loads TTBR0 or TTBR1 of the calling vCPU with `value`, walks through that half enabled
+/// (`on`) or not (TCR_EL1.EPDn).
+fn load_base(ttbr0: bool, value: u64, epd: u64, on: bool) {
+    // SAFETY: the calling vCPU's own translation registers, live on this CPU during its
+    // hypercall, set to a base the validator accepted (a pinned level-0 table of its own) or
+    // to none: nothing Ferrite or another domain uses.
+    unsafe {
+        let mut tcr: u64;
+        asm!("mrs {}, tcr_el1", out(reg) tcr, options(nomem, nostack));
+        tcr = if on { tcr & !epd } else { tcr | epd };
+        if ttbr0 {
+            asm!("msr ttbr0_el1, {}", in(reg) value, options(nostack));
+        } else {
+            asm!("msr ttbr1_el1, {}", in(reg) value, options(nostack));
+        }
+        asm!("msr tcr_el1, {}", "isb", in(reg) tcr, options(nostack));
+    }
+}
+
+/// A TLB operation the guest asked for, on its own VMID (the one loaded).
+fn tlb(op: TlbOp) {
+    let page = |va: u64, asid: u16| ((asid as u64) << 48) | ((va >> 12) & 0xfff_ffff_ffff);
+    // SAFETY: invalidations of the current VMID's stage-1 entries only: at worst the guest
+    // loses cached translations of its own.
+    unsafe {
+        match op {
+            TlbOp::FlushLocal => asm!("dsb ishst", "tlbi vmalle1", "dsb nsh", "isb"),
+            TlbOp::FlushAll => asm!("dsb ishst", "tlbi vmalle1is", "dsb ish", "isb"),
+            TlbOp::PageLocal { va, asid } => asm!(
+                "dsb ishst", "tlbi vae1, {}", "dsb nsh", "isb",
+                in(reg) page(va, asid)
+            ),
+            TlbOp::PageAll { va, asid } => asm!(
+                "dsb ishst", "tlbi vae1is, {}", "dsb ish", "isb",
+                in(reg) page(va, asid)
+            ),
+        }
     }
 }

@@ -215,9 +215,16 @@ fn set_slice(run_for: Time) {
 /// At the end of every exit: if a decision is due, take it, and switch vCPUs if it names
 /// another one (or idle if none). Returns with `frame` holding the vCPU to return to, and
 /// whether that is another vCPU.
+#[inline]
 pub fn switch_point(frame: &mut TrapFrame) -> bool {
+    // Nothing due: the common case costs one load.
+    RESCHED[cpu::index()].load(Ordering::Relaxed) && decide(frame)
+}
+
+#[inline(never)]
+fn decide(frame: &mut TrapFrame) -> bool {
     let me = cpu::index();
-    if !RESCHED[me].load(Ordering::Relaxed) || !RESCHED[me].swap(false, Ordering::AcqRel) {
+    if !RESCHED[me].swap(false, Ordering::AcqRel) {
         return false;
     }
     let (vm, v) = current();

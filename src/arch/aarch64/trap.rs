@@ -62,8 +62,7 @@ impl core::fmt::Display for SysReg {
     }
 }
 
-pub fn guest_sync(frame: &mut TrapFrame) {
-    let esr = esr();
+pub fn guest_sync(frame: &mut TrapFrame, esr: u64) {
     let ec = (esr >> 26) & 0x3f;
     let iss = esr & 0x1ff_ffff;
 
@@ -144,7 +143,8 @@ pub fn guest_sync(frame: &mut TrapFrame) {
 /// 3 SError).
 pub fn guest_exit(frame: &mut TrapFrame, what: usize, name: &str) {
     use crate::vm::stats::{self, Exit};
-    stats::begin(match (what, (esr() >> 26) & 0x3f) {
+    let esr = esr();
+    stats::begin(match (what, (esr >> 26) & 0x3f) {
         (1, _) => Exit::Irq,
         (0, 0x01) => Exit::Wfi,
         (0, 0x16) => Exit::Hvc,
@@ -155,7 +155,7 @@ pub fn guest_exit(frame: &mut TrapFrame, what: usize, name: &str) {
     });
     crate::vm::exit::after_exit();
     match what {
-        0 => guest_sync(frame),
+        0 => guest_sync(frame, esr),
         1 => super::gic::handle_irq(),
         _ => guest_async_abort(frame, name),
     }

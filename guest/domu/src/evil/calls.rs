@@ -11,10 +11,10 @@ use ferrite_pv::hypercall::{self, DOMID_SELF};
 
 /// One raw call, x0 back as a signed value.
 fn hv(f: u32, x1: u64, x2: u64, x3: u64, x4: u64) -> i64 {
-    // SAFETY: every attempt here is something Ferrite must refuse. Each is chosen to be
-    // harmless to this domain's Rust state if Ferrite wrongly allows it (tables linked
-    // nowhere, frames Rust does not use), except those `last` makes, which come last on
-    // purpose: their harm is the finding.
+    // Every attempt here is something Ferrite must refuse. Each is chosen to be harmless to
+    // this domain's Rust state if Ferrite wrongly allows it (tables linked nowhere, frames
+    // Rust does not use), except those `last` makes, which come last on purpose.
+    // SAFETY: as above: if one is wrongly allowed, its harm is the finding.
     unsafe { hypercall::raw(f as u64, x1, x2, x3, x4, 0).0 as i64 }
 }
 
