@@ -16,7 +16,7 @@ pub const ENTRIES: usize = 512;
 /// (59..62) and bit 63. DBM because hardware dirty-state management would let the MMU itself
 /// turn a read-only entry writable; the others because Ferrite gives them no meaning and a
 /// later architecture might.
-const LEAF_RES0: u64 = d::NS | (0b11 << 48) | d::DBM | (0xF << 59) | (1 << 63);
+pub(super) const LEAF_RES0: u64 = d::NS | (0b11 << 48) | d::DBM | (0xF << 59) | (1 << 63);
 /// Bits that must be zero in a table descriptor: the ignored [11:2] (FEAT_HAFT would give
 /// bit 10 a meaning), [58:48] and NSTable (63).
 const TABLE_RES0: u64 = (0x3FF << 2) | (0x7FF << 48) | (1 << 63);

@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod desc;
+mod fast;
 mod framemap;
 pub mod frames;
 pub mod ops;

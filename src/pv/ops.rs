@@ -106,6 +106,11 @@ impl<G: Grants> FrameTable<G> {
             FrameType::PageTable(level) => level,
             _ => return Err(Errno::Inval),
         };
+        if level == 3
+            && let Some(r) = self.update_l3_fast(pte, u.val, mem)
+        {
+            return r;
+        }
         let mask = self.policy.normal_attr_mask;
         let new = desc::decode(u.val, level, index, mask)?;
         if mem.read_u64(pte).is_none() {

@@ -247,6 +247,8 @@ pub fn vcpu_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
             ctx.el1.ttbr0 = read_el1("ttbr0");
             ctx.el1.ttbr1 = read_el1("ttbr1");
             *vm.vcpu[t].ctx.lock() = ctx;
+            // A DOWN that has not taken effect yet is superseded.
+            vm.vcpu[t].stop.store(false, Ordering::Release);
             let _ = power.cpu_on(t as u64, entry, x0);
             power.take_start(t);
             drop(power);
@@ -266,17 +268,24 @@ pub fn vcpu_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
             }
             power.cpu_off(t);
             drop(power);
-            let pv = vm.pv().expect("a PV call from a PV domain");
-            pv.frames.lock().clear_bases(t, &mut Phys);
             timers::cancel(vm.id, t as u16, timers::Kind::OneShot);
             if t == v {
                 frame.x[0] = 0;
+                went_down(vm, t);
                 sched::leave_current();
             }
+            // It stops at its pCPU's next decision; its bases go when it has left (a table
+            // must not lose its base reference while a vCPU may still walk it).
             vm.vcpu[t].stop.store(true, Ordering::Release);
             let tm = sched::now();
             sched::with(|c| c.block(sched::id(vm, t), tm));
-            sched::notify_stop(vm, t);
+            if vm.vcpu[t].loaded_on.load(Ordering::Acquire) == super::NOWHERE
+                && vm.vcpu[t].stop.swap(false, Ordering::AcqRel)
+            {
+                went_down(vm, t);
+            } else {
+                sched::notify_stop(vm, t);
+            }
             0
         }
         _ => errno::ENOSYS,
@@ -327,6 +336,13 @@ pub fn trapped_write(vm: &Vm, v: usize, frame: &TrapFrame, r: SysReg) -> Option<
         (3, 0, 5, 1, 1) => write_el1(El1Reg::Afsr1, val),
         _ => return None,
     })
+}
+
+/// vCPU `v` is down and off every CPU: its translation bases are released.
+pub fn went_down(vm: &Vm, v: usize) {
+    if let Some(pv) = vm.pv() {
+        pv.frames.lock().clear_bases(v, &mut Phys);
+    }
 }
 
 /// The EL1 registers HCR_EL2.TVM traps that a PV guest may write freely.

@@ -19,13 +19,18 @@ use core::sync::atomic::Ordering;
 /// A PV domU may not use PSCI's CPU_ON/CPU_OFF (a vCPU would start with its MMU off, seeing
 /// all memory; `VCPU_OP` starts them safely), and its SYSTEM_OFF/SYSTEM_RESET stop only that
 /// domain. dom0's stop the machine.
-pub fn call(frame: &mut TrapFrame) {
-    let (vm, v) = current();
+#[inline]
+pub fn call(frame: &mut TrapFrame, vm: &'static Vm, v: usize) {
     if ferrite_abi::call::is_ferrite_call(frame.x[0]) {
         // Ferrite's own range first: the hot path of every PV guest.
         super::hypercall::dispatch(vm, v, frame);
         return;
     }
+    psci_or_other(frame, vm, v);
+}
+
+#[inline(never)]
+fn psci_or_other(frame: &mut TrapFrame, vm: &'static Vm, v: usize) {
     let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
     let ret = match psci::decode(x) {
         psci::Call::Return(r) => r,
@@ -86,8 +91,9 @@ pub fn call(frame: &mut TrapFrame) {
             vm.running.store(false, Ordering::Release);
             crate::boot::reboot();
         }
+        // Not PSCI, not in Ferrite's range: the SMCCC queries, or nothing.
         psci::Call::NotPsci => {
-            super::hypercall::dispatch(vm, v, frame);
+            super::hypercall::other(vm, v, frame);
             return;
         }
     };
@@ -293,10 +299,8 @@ pub fn stop_domain(vm: &'static Vm, why: DomainState) {
         vm.running.store(false, Ordering::Release);
     }
     for other in 0..vm.vcpus {
-        let on = vm.vcpu[other].loaded_on.load(Ordering::Acquire);
-        if on != super::NOWHERE && on != cpu::index() {
-            gic::send_ipi(on);
-        }
+        // Its pCPU leaves it at its next decision (the caller's own leaves directly).
+        sched::notify_stop(vm, other);
         super::timers::cancel(vm.id, other as u16, super::timers::Kind::OneShot);
         super::timers::cancel(vm.id, other as u16, super::timers::Kind::VirtualTimer);
     }
@@ -329,12 +333,15 @@ fn retire_lrs(vm: &Vm, v: usize) {
 /// are, an ended level interrupt's EOI-maintenance condition or an underflow would keep the
 /// maintenance interrupt firing at EL2 for as long as the vCPU is not running.
 #[inline]
-pub fn after_exit() {
-    let (vm, v) = current();
-    if !vm.vcpu[v].lrs_in_use.load(Ordering::Relaxed) {
-        // The list registers were left empty: the guest cannot have changed them.
-        return;
+pub fn after_exit(vm: &Vm, v: usize) {
+    if vm.vcpu[v].lrs_in_use.load(Ordering::Relaxed) {
+        fold_lrs(vm, v);
     }
+    // Otherwise the list registers were left empty: the guest cannot have changed them.
+}
+
+#[inline(never)]
+fn fold_lrs(vm: &Vm, v: usize) {
     let n = vgic_hw::lr_count();
     let mut lrs = vm.vcpu[v].lrs.lock();
     vgic_hw::read_lrs(&mut lrs[..n]);
@@ -342,14 +349,19 @@ pub fn after_exit() {
     vm.vgic.lock().sync_lrs(v, &lrs[..n]);
 }
 
-/// Before every return to a guest: leave if its domain has stopped meanwhile, take a due
-/// scheduling decision (which may switch to another vCPU), then give the vCPU that will run
+/// Before every return to a guest: take a due scheduling decision (which may switch to
+/// another vCPU, or leave this one if its domain stopped), then give the vCPU that will run
 /// its pending interrupts: list registers (dom0) or the upcall line (PV).
 pub fn before_return(frame: &mut TrapFrame) {
     let (vm, v) = current();
-    if !super::is_running(vm) || (vm.is_pv() && super::domu::must_stop(vm, v)) {
-        sched::leave_current();
-    }
+    before_return_of(frame, vm, v);
+}
+
+/// [`before_return`] for vCPU `v` of `vm`, the one running here. Inlined into the exit path:
+/// it runs on every exit.
+#[inline(always)]
+pub fn before_return_of(frame: &mut TrapFrame, vm: &'static Vm, v: usize) {
+    // A stopped domain or a vCPU taken down asks for a decision, which leaves it.
     let (vm, v) = if sched::switch_point(frame) {
         current()
     } else {

@@ -7,12 +7,14 @@ use super::{Vm, domu};
 use crate::arch::exceptions::TrapFrame;
 use ferrite_abi::{call, errno, features};
 
-/// Handles the call in `frame` (x0 = function) and writes its results into `frame`.
+/// Handles the call in `frame` (x0 = function, in Ferrite's range: `call::is_ferrite_call`)
+/// and writes its results into `frame`. Inlined
+/// into the exit path (the calls' bodies are not): a null call is a jump table away.
+#[inline(always)]
 pub fn dispatch(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
     let f = frame.x[0] as u32;
     let pv = vm.is_pv();
     let ret = match f {
-        _ if frame.x[0] >> 32 != 0 => unknown(vm, v, f),
         call::VERSION => call::version_word() as i64,
         call::FEATURES if frame.x[1] == 0 => feature_word(vm) as i64,
         call::FEATURES => errno::EINVAL,
@@ -35,6 +37,18 @@ pub fn dispatch(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
             super::pvmm::batched(vm, v, frame);
             return;
         }
+        _ => unknown(vm, v, f),
+    };
+    frame.x[0] = ret as u64;
+}
+
+/// A call outside Ferrite's range that is not PSCI: the SMCCC vendor-hypervisor queries, or
+/// SMCCC's "unknown".
+#[inline(never)]
+pub fn other(vm: &Vm, v: usize, frame: &mut TrapFrame) {
+    let f = frame.x[0] as u32;
+    let ret = match f {
+        _ if frame.x[0] >> 32 != 0 => unknown(vm, v, f),
         call::VENDOR_HYP_CALL_UID => {
             frame.x[1] = call::UID[1] as u64;
             frame.x[2] = call::UID[2] as u64;

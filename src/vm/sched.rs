@@ -148,8 +148,9 @@ pub fn notify(vm: &Vm, v: usize) {
 /// vCPU `v` must leave its pCPU (it was taken down): interrupt that pCPU if it is another.
 pub fn notify_stop(vm: &Vm, v: usize) {
     let on = vm.vcpu[v].loaded_on.load(Ordering::Acquire);
-    if on != NOWHERE && on != cpu::index() {
-        gic::send_ipi(on);
+    if on != NOWHERE {
+        // Its pCPU decides at its next exit, and the decision sees that it must stop.
+        resched(on);
     }
 }
 
@@ -228,6 +229,13 @@ fn decide(frame: &mut TrapFrame) -> bool {
         return false;
     }
     let (vm, v) = current();
+    // Its domain stopped, or another vCPU took it down (both ask for a decision here).
+    if !super::is_running(vm) {
+        leave_current();
+    }
+    if vm.is_pv() && super::domu::must_stop(vm, v) {
+        leave_current_then(|| super::domu::went_down(vm, v));
+    }
     let t = now();
     let Some(d) = with(|c| c.schedule(me, t)) else {
         return false;
@@ -302,6 +310,11 @@ fn load(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
 /// The running vCPU stops for good, or until it is started again (CPU_OFF, its domain shut
 /// down or crashed): it is blocked, its timer stopped, and this CPU goes on with others.
 pub fn leave_current() -> ! {
+    leave_current_then(|| {})
+}
+
+/// [`leave_current`], running `after` once the vCPU is off this CPU.
+pub fn leave_current_then(after: impl FnOnce()) -> ! {
     cpu::irq_disable();
     if let Some((vm, v)) = try_current() {
         let t = now();
@@ -312,6 +325,7 @@ pub fn leave_current() -> ! {
         }
         vm.vcpu[v].loaded_on.store(NOWHERE, Ordering::Release);
         set_current(None);
+        after();
         if !super::is_running(vm) && super::running_domains() == 0 {
             crate::boot::all_domains_gone();
         }

@@ -108,6 +108,29 @@ fn pv_domu_builds_an_address_space_with_batched_updates_and_runs_in_it() -> Resu
     Ok(())
 }
 
+/// A domU brings up three more vCPUs with `VCPU_OP UP` on two pCPUs, sees them all run, then
+/// takes them down again (while they run on the other pCPU) and sees them stop.
+#[test]
+fn pv_vcpus_come_up_and_go_down() -> Result<()> {
+    let out = run(
+        "domu-smp",
+        3,
+        2,
+        "cortex-a72",
+        "domu=name=smp,mem=8M,vcpus=4,cmd=smp",
+        1500,
+    )?;
+    let c = &out.console;
+    for needle in [
+        "domU1: smp: 4 vcpus all progressed",
+        "domU1: smp: 3 vcpus taken down",
+        "ferrite: domain 1 (smp) shut down from vcpu0: power off",
+    ] {
+        out.ensure(c.contains(needle), format!("missing `{needle}`"))?;
+    }
+    out.ensure(!c.contains("FAIL"), "a step failed")
+}
+
 /// Every illegal attempt is refused as docs/abi.md says, one line each; the domU that crashes
 /// on purpose takes nobody with it.
 #[test]

@@ -72,4 +72,40 @@ pub fn run(si: &StartInfo, stay: bool) {
     if stay {
         crate::hog::spin();
     }
+    // Take the others down again (each may be running on another pCPU when asked), and check
+    // each is reported down and stops counting.
+    let mut down = 0;
+    for v in 1..n {
+        if hypercall::vcpu_down(v as u64).is_ok() && hypercall::vcpu_is_up(v as u64) == Ok(false) {
+            down += 1;
+        }
+    }
+    // Give the IPIs that stop them time to land, then watch the counters stand still.
+    for _ in 0..1_000_000 {
+        core::hint::spin_loop();
+    }
+    let before: u64 = COUNTERS
+        .iter()
+        .take(n)
+        .skip(1)
+        .map(|c| c.0.load(Ordering::Relaxed))
+        .sum();
+    for _ in 0..1_000_000 {
+        core::hint::spin_loop();
+    }
+    let after: u64 = COUNTERS
+        .iter()
+        .take(n)
+        .skip(1)
+        .map(|c| c.0.load(Ordering::Relaxed))
+        .sum();
+    if down == n - 1 && before == after {
+        out!("smp: {down} vcpus taken down");
+    } else {
+        out!(
+            "smp: FAIL: {down} of {} vcpus taken down, counters moved by {}",
+            n - 1,
+            after - before
+        );
+    }
 }

@@ -62,7 +62,7 @@ impl core::fmt::Display for SysReg {
     }
 }
 
-pub fn guest_sync(frame: &mut TrapFrame, esr: u64) {
+pub fn guest_sync(frame: &mut TrapFrame, esr: u64, vm: &'static crate::vm::Vm, v: usize) {
     let ec = (esr >> 26) & 0x3f;
     let iss = esr & 0x1ff_ffff;
 
@@ -80,11 +80,11 @@ pub fn guest_sync(frame: &mut TrapFrame, esr: u64) {
             frame.elr -= 4;
             vcpu::inject_undef(frame)
         }
-        0x16 => crate::vm::exit::call(frame),
+        0x16 => crate::vm::exit::call(frame, vm, v),
         0x17 => {
             // A trapped SMC returns to the instruction itself; PSCI expects the next one.
             frame.elr += 4;
-            crate::vm::exit::call(frame);
+            crate::vm::exit::call(frame, vm, v);
         }
         0x18 => {
             let r = SysReg {
@@ -153,13 +153,14 @@ pub fn guest_exit(frame: &mut TrapFrame, what: usize, name: &str) {
         (0, 0x24) => Exit::Mmio,
         _ => Exit::Other,
     });
-    crate::vm::exit::after_exit();
+    let (vm, v) = crate::vm::current();
+    crate::vm::exit::after_exit(vm, v);
     match what {
-        0 => guest_sync(frame, esr),
+        0 => guest_sync(frame, esr, vm, v),
         1 => super::gic::handle_irq(),
         _ => guest_async_abort(frame, name),
     }
-    crate::vm::exit::before_return(frame);
+    crate::vm::exit::before_return_of(frame, vm, v);
     stats::end();
 }
 
