@@ -107,7 +107,14 @@ fn console_io(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
     let mut done = 0;
     while done < len {
         let n = (len - done).min(buf.len());
-        if !crate::arch::guest_mem::read(va.wrapping_add(done as u64), &mut buf[..n], &vm.memory) {
+        let at = va.wrapping_add(done as u64);
+        // A PV domain's memory is its frame list (it may have ballooned), dom0's its banks.
+        let ok = if vm.is_pv() {
+            super::pvmm::read_guest(vm, at, &mut buf[..n])
+        } else {
+            crate::arch::guest_mem::read(at, &mut buf[..n], &vm.memory)
+        };
+        if !ok {
             log::warn!(
                 "{}: vcpu{v}: CONSOLE_IO from {va:#x}: not the domain's memory",
                 vm.name

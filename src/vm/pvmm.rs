@@ -21,7 +21,7 @@ pub const BUDGET: usize = 1024;
 const CHUNK: usize = 64;
 
 /// Reads guest memory of PV domain `vm` at `va` into `out`: every byte must be the domain's.
-fn read_guest(vm: &Vm, va: u64, out: &mut [u8]) -> bool {
+pub fn read_guest(vm: &Vm, va: u64, out: &mut [u8]) -> bool {
     let pv = vm.pv().expect("PV domain");
     guest_mem::read_with(va, out, |r| owns(pv, r))
 }
