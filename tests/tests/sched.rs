@@ -191,8 +191,17 @@ fn thirty_two_vcpus_on_four_pcpus_all_progress() -> Result<()> {
         4,
         "dom0_vcpus=1 domu=name=s1,mem=8M,vcpus=8,cmd=smp+stay domu=name=s2,mem=8M,vcpus=8,cmd=smp+stay \
          domu=name=s3,mem=8M,vcpus=8,cmd=smp+stay domu=name=pinned,mem=8M,vcpus=8,cpus=2,cmd=smp+stay \
-         -- dom0.sched.report=4000 poweroff",
+         -- dom0.sched.pin=1:0:0x8 dom0.sched.weight=2:512 dom0.sched.cap=3:200 \
+         dom0.sched.report=4000 poweroff",
     )?;
+    // dom0 changed these at run time through SCHED_CTL.
+    for needle in [
+        "dom0: sched: dom1 vcpu0 pin 0x8: ok",
+        "dom0: sched: dom2 weight 512: ok",
+        "dom0: sched: dom3 cap 200: ok",
+    ] {
+        out.ensure(out.console.contains(needle), format!("missing `{needle}`"))?;
+    }
     for d in 1..=4 {
         out.ensure(
             out.console
@@ -210,6 +219,18 @@ fn thirty_two_vcpus_on_four_pcpus_all_progress() -> Result<()> {
                 l.runs > 0 && l.running_ns > 0,
                 format!("dom{d} vcpu{v} never ran"),
             )?;
+            if (d, v) == (1, 0) {
+                out.ensure(
+                    l.pcpu == 3,
+                    format!("dom1 vcpu0 pinned to pcpu 3 is on {}", l.pcpu),
+                )?;
+            }
+            if d == 2 {
+                out.ensure(l.weight == 512, format!("dom2's weight reads {}", l.weight))?;
+            }
+            if d == 3 {
+                out.ensure(l.cap == 200, format!("dom3's cap reads {}", l.cap))?;
+            }
             if d == 4 {
                 out.ensure(
                     l.pcpu == 2 && l.migrations == 0,
