@@ -137,13 +137,9 @@ pub fn parse(bootargs: &str) -> Options {
             ("bench", Some("sched")) => o.bench_sched = true,
             ("domu", Some(v)) => match crate::domain::config::DomuSpec::parse(v) {
                 Ok(d) => o.domus.push(d),
-                Err(e) => {
-                    log::warn!("domu={v}: {e}");
-                    o.rejected.push((
-                        word.to_string(),
-                        "bad domu settings (see the log line above)",
-                    ))
-                }
+                Err(e) => o
+                    .rejected
+                    .push((alloc::format!("{word} ({e})"), "bad domu settings")),
             },
             ("sched_credit_tslice_ms", Some(v)) => match v.parse::<u64>() {
                 Ok(n) if (1..=1000).contains(&n) => o.tslice_ms = Some(n),

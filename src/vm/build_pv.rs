@@ -56,6 +56,24 @@ pub fn domu(
     gic_v3: bool,
 ) -> Result<&'static Vm, String> {
     let name = spec.name.clone().unwrap_or_else(|| format!("domU{id}"));
+    let all = if cpus >= 64 {
+        u64::MAX
+    } else {
+        (1 << cpus) - 1
+    };
+    let affinity = spec.cpus.unwrap_or(all) & all;
+    if affinity == 0 {
+        return Err(format!(
+            "{name}: cpus= names no CPU this machine has ({cpus} CPUs)"
+        ));
+    }
+    if spec.cap > 100 * cpus as u32 {
+        return Err(format!(
+            "{name}: cap={} is more than {cpus} CPUs' worth ({})",
+            spec.cap,
+            100 * cpus
+        ));
+    }
     let elf = pvbuild::elf::parse(image).map_err(|e| format!("{name}: image: {e}"))?;
     let nr_pages = spec.mem / 4096;
     let plan = pvbuild::plan(&elf, nr_pages, None, spec.vcpus as u32)
@@ -194,17 +212,13 @@ pub fn domu(
         maintenance: None,
     })
     .map_err(|_| fail(format!("{name}: domain id {id} is taken")))?;
-    let all = if cpus >= 64 {
-        u64::MAX
-    } else {
-        (1 << cpus) - 1
-    };
-    let affinity = spec.cpus.unwrap_or(all) & all;
-    if affinity == 0 {
-        return Err(format!("{name}: cpus= names no CPU this machine has"));
+    if let Err(e) = super::sched::add_domain(vm, spec.weight, spec.cap, |_| affinity) {
+        // It exists but will never run: it must not count as running.
+        *vm.state.lock() = DomainState::Crashed(format!("the scheduler refused it: {e:?}"));
+        vm.running
+            .store(false, core::sync::atomic::Ordering::Release);
+        return Err(format!("{name}: the scheduler refused it: {e:?}"));
     }
-    super::sched::add_domain(vm, spec.weight, spec.cap, |_| affinity)
-        .map_err(|e| format!("{name}: the scheduler refused it: {e:?}"))?;
     log::info!(
         "{name}: domain {id}, PV, {} vcpus, {} MiB at {base:#x}, entry {:#x}, weight {}, cap {}, \
          cpus {affinity:#x}, command line \"{}\"",

@@ -221,3 +221,31 @@ fn pv_domus_on_raspi4b() -> Result<()> {
     }
     out.ensure(!c.contains("ALLOWED"), "an illegal attempt was allowed")
 }
+
+/// Bad `domu=` settings are each refused with the reason, and skipped; the good domU and dom0
+/// start anyway.
+#[test]
+fn bad_domu_settings_are_reported_and_the_rest_start() -> Result<()> {
+    let out = run(
+        "domu-bad",
+        3,
+        2,
+        "cortex-a72",
+        "domu=vcpus=99 domu=name=big,mem=4G,cmd=hello domu=name=noimg,image=linux \
+         domu=name=ok,mem=8M,cmd=hello domu=name=pinned,cpus=7,cmd=hello domu=name=capped,cap=500",
+        300,
+    )?;
+    let c = &out.console;
+    for needle in [
+        "ignoring \"domu=vcpus=99 (vcpus=99: 1 to 32)\": bad domu settings",
+        "domU: cannot start it: big: no 4096 MiB of free memory for it",
+        "domU noimg: no image 'linux' in this build",
+        "domU: cannot start it: pinned: cpus= names no CPU this machine has (2 CPUs)",
+        "domU: cannot start it: capped: cap=500 is more than 2 CPUs' worth (200)",
+        "domU1: hello: ABI 1.0",
+        "ferrite: domain 1 (ok) shut down from vcpu0: power off",
+    ] {
+        out.ensure(c.contains(needle), format!("missing `{needle}`"))?;
+    }
+    Ok(())
+}
