@@ -81,8 +81,10 @@ pub fn domu(
     let base = crate::boot::alloc_frames_aligned(nr_pages as usize, 2 << 20)
         .ok_or_else(|| format!("{name}: no {} MiB of free memory for it", spec.mem >> 20))?;
     let frames: Vec<u64> = (0..nr_pages).map(|i| base + i * 4096).collect();
+    // The builder zeroes the frames it uses; the free ones are ours to give zeroed.
+    let free = base + plan.first_free_pfn * 4096;
     // SAFETY: the frames were just allocated to this domain; RAM in Ferrite's identity map.
-    unsafe { core::ptr::write_bytes(base as *mut u8, 0, spec.mem as usize) };
+    unsafe { core::ptr::write_bytes(free as *mut u8, 0, (base + spec.mem - free) as usize) };
     let fail = |e: String| {
         crate::boot::free_frames(base, nr_pages as usize);
         e
