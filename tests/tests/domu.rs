@@ -249,3 +249,30 @@ fn bad_domu_settings_are_reported_and_the_rest_start() -> Result<()> {
     }
     Ok(())
 }
+
+/// The reservation goes up and back down (the new frames are the domain's: it can give them
+/// back), and stops at the domain's maximum with ENOMEM after the frames that fit. A domU's
+/// PSCI CPU_ON is refused and its SYSTEM_OFF stops only it: dom0 and another domU go on.
+#[test]
+fn ballooning_and_psci_from_a_domu() -> Result<()> {
+    let out = run(
+        "domu-balloon-psci",
+        3,
+        2,
+        "cortex-a72",
+        "domu=name=bal,mem=8M,maxmem=8224K,cmd=balloon domu=name=off,mem=4M,cmd=psci \
+         domu=name=after,mem=4M,cmd=hello",
+        400,
+    )?;
+    let c = &out.console;
+    for needle in [
+        "domU1: balloon: 2048 frames, up 8 to 2056, down to 2048; 12 past a maximum of 2056: 8 \
+         given, then Err(\"ENOMEM\")",
+        "domU2: psci: CPU_ON answered -1",
+        "ferrite: domain 2 (off) shut down from vcpu0: PSCI system off/reset",
+        "domU3: hello: ABI 1.0",
+    ] {
+        out.ensure(c.contains(needle), format!("missing `{needle}`"))?;
+    }
+    out.ensure(!c.contains("FAIL"), "a step failed")
+}

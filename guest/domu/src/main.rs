@@ -35,6 +35,8 @@ mod hog;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod latency;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod memory;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod ptbuild;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod smp;
@@ -42,7 +44,7 @@ mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod guest {
     use crate::args::Args;
-    use crate::{bench, evil, hello, hog, latency, ptbuild, smp};
+    use crate::{bench, evil, hello, hog, latency, memory, ptbuild, smp};
     use ferrite_pv::StartInfo;
     use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
     use ferrite_pv::rt;
@@ -58,7 +60,7 @@ mod guest {
     }
 
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
-                         bench-null <iters>, bench-mmu <batch> <rounds>";
+                         bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -72,6 +74,8 @@ mod guest {
             "evil" => evil::run(si),
             "evil-crash" => evil::crash(),
             "hog" => hog::run(),
+            "balloon" => memory::balloon(),
+            "psci" => memory::psci(),
             "latency" => latency::run(args.number("latency", "n", 100)),
             "smp" => smp::run(si, args.word() == Some("stay")),
             "bench-null" => bench::null(args.number("bench-null", "iters", 100_000)),
