@@ -87,7 +87,8 @@ impl PvDomain {
     }
 
     pub fn upcall_pending(&self, v: usize) -> bool {
-        self.vcpu_info(v).upcall_pending.load(Ordering::Acquire) != 0
+        // SeqCst: pairs with `raise_virq` and the blocked flag (see `sched::notify`).
+        self.vcpu_info(v).upcall_pending.load(Ordering::SeqCst) != 0
     }
 
     /// Before a return to vCPU `v` (running here): the virtual IRQ line follows
@@ -108,7 +109,7 @@ pub fn raise_virq(vm: &'static Vm, v: usize, bits: u32) {
     let Some(pv) = vm.pv() else { return };
     let i = pv.vcpu_info(v);
     i.virq_pending.fetch_or(bits, Ordering::AcqRel);
-    i.upcall_pending.store(1, Ordering::Release);
+    i.upcall_pending.store(1, Ordering::SeqCst);
     sched::notify(vm, v);
 }
 

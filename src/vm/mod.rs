@@ -55,6 +55,9 @@ pub struct Vcpu {
     pub timer_deadline: AtomicU64,
     /// Another vCPU took this one down (`VCPU_OP DOWN`): it leaves at its next exit.
     pub stop: AtomicBool,
+    /// It blocked (WFI, `SCHED_OP BLOCK`) and no wake-up has come since: only then does an
+    /// interrupt or event for it need the scheduler (see `sched::notify`).
+    pub blocked: AtomicBool,
 }
 
 pub const NOWHERE: usize = usize::MAX;
@@ -68,6 +71,7 @@ impl Vcpu {
             lrs_in_use: AtomicBool::new(false),
             timer_deadline: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
         }
     }
 }

@@ -130,15 +130,27 @@ pub fn wake(vm: &Vm, v: usize) {
         return;
     }
     let t = now();
-    if let Some(Some(p)) = with(|c| c.wake(id(vm, v), t)) {
+    // The flag changes with the scheduler's state, under its lock, so the two always agree.
+    let woken = with(|c| {
+        vm.vcpu[v].blocked.store(false, Ordering::SeqCst);
+        c.wake(id(vm, v), t)
+    });
+    if let Some(Some(p)) = woken {
         resched(p);
     }
 }
 
 /// Something is pending for vCPU `v`: wake it if it is blocked, and if it runs on another
 /// pCPU, interrupt that pCPU so the vCPU sees it.
+///
+/// The caller made the interrupt or event pending first; a vCPU that is not blocked needs no
+/// scheduler work (most interrupts arrive for a running vCPU). The flag and the pending state
+/// are sequentially consistent on both sides, so a vCPU blocking at the same moment either
+/// sees the pending work itself (`block_current`) or is seen blocked here.
 pub fn notify(vm: &Vm, v: usize) {
-    wake(vm, v);
+    if vm.vcpu[v].blocked.load(Ordering::SeqCst) {
+        wake(vm, v);
+    }
     let on = vm.vcpu[v].loaded_on.load(Ordering::Acquire);
     if on != NOWHERE && on != cpu::index() {
         gic::send_ipi(on);
@@ -160,7 +172,10 @@ pub fn notify_stop(vm: &Vm, v: usize) {
 pub fn block_current(pending: impl Fn() -> bool) {
     let (vm, v) = current();
     let t = now();
-    with(|c| c.block(id(vm, v), t));
+    with(|c| {
+        vm.vcpu[v].blocked.store(true, Ordering::SeqCst);
+        c.block(id(vm, v), t)
+    });
     resched_here();
     if pending() {
         wake(vm, v);
