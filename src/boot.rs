@@ -222,6 +222,9 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
     }
     let bench = opts.bench_sched;
     OPTIONS.call_once(|| opts);
+    // From here on this CPU takes the locks its interrupt handlers take (the scheduler's, the
+    // domains'): with interrupts masked, as everywhere else, until the idle loop waits for them.
+    cpu::irq_disable();
     if bench {
         bench_sched();
     }

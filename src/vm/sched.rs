@@ -29,7 +29,12 @@ static PAUTH: AtomicBool = AtomicBool::new(false);
 pub fn init(cfg: Config) -> Result<(), SchedError> {
     let c = Credit::new(cfg)?;
     PAUTH.store(context::has_pauth(), Ordering::Relaxed);
+    let masked = cpu::irqs_masked();
+    cpu::irq_disable();
     *CREDIT.lock() = Some(c);
+    if !masked {
+        cpu::irq_enable();
+    }
     log::info!(
         "sched: credit, {} pcpus, slice {} ms, tick {} ms, rate limit {} us",
         cfg.pcpus,
