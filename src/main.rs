@@ -14,6 +14,8 @@ extern crate alloc;
 pub mod cmdline;
 pub mod domain;
 pub mod dt;
+pub mod evtchn;
+pub mod grant;
 pub mod mm;
 pub mod pv;
 pub mod sched;

@@ -36,6 +36,13 @@ pub const EVENT_OP: u32 = BASE | 0x09;
 /// The scheduler's control interface, for dom0 only (`-EPERM` for anyone else): x1 = command
 /// ([`sched_ctl`]), x2 = domain id, x3, x4 = the command's arguments.
 pub const SCHED_CTL: u32 = BASE | 0x0A;
+/// Event channels: x1 = command ([`crate::evtchn`]), x2.. its arguments.
+pub const EVTCHN_OP: u32 = BASE | 0x0B;
+/// Grant tables: x1 = command ([`crate::grant`]), x2.. its arguments.
+pub const GNTTAB_OP: u32 = BASE | 0x0C;
+/// Domain information for dom0 (`-EPERM` for anyone else): x1 = command ([`domctl`]), x2 =
+/// domain id.
+pub const DOMCTL: u32 = BASE | 0x0D;
 
 /// SMCCC general query: the vendor hypervisor service's UID, in x0..x3 (32-bit call).
 pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
@@ -62,7 +69,7 @@ pub const SMCCC_NOT_SUPPORTED: i64 = -1;
 pub const DOMID_SELF: u16 = 0x7FF0;
 
 /// The number of calls [`VENDOR_HYP_CALL_COUNT`] reports.
-pub const CALL_COUNT: u32 = 11;
+pub const CALL_COUNT: u32 = 14;
 
 /// Whether `x0` is in Ferrite's range (anything in it that is not a call is `-ENOSYS`).
 pub const fn is_ferrite_call(x0: u64) -> bool {
@@ -89,6 +96,23 @@ pub mod features {
     pub const EVENTS: u64 = 1 << 7;
     /// `SCHED_CTL` (dom0).
     pub const SCHED_CTL: u64 = 1 << 8;
+    /// `EVTCHN_OP`: event channels.
+    pub const EVTCHN: u64 = 1 << 9;
+    /// `GNTTAB_OP`: grant tables (grant copy).
+    pub const GNTTAB: u64 = 1 << 10;
+    /// `DOMCTL` (dom0).
+    pub const DOMCTL: u64 = 1 << 11;
+}
+
+/// `DOMCTL` commands (x1); x2 = the domain id. Unknown domain: `-ENOENT`.
+pub mod domctl {
+    /// The domain's console back end, set up by the domain builder: x0 = the domU's event
+    /// channel port (unbound, for dom0 to bind to), x1 = the grant reference of its console
+    /// ring page (granted to dom0 read-write). `-ENOENT` if the domain has none (dom0).
+    pub const CONSOLE: u64 = 0;
+    /// x0 = the next domain id after x2 that exists (x2 = 0 starts the walk), `-ENOENT` at the
+    /// end; x1 = its number of vCPUs, x2 = 1 if it is running.
+    pub const NEXT_DOMAIN: u64 = 1;
 }
 
 /// `CONSOLE_IO` commands.
@@ -167,6 +191,9 @@ mod tests {
             MEMORY_OP,
             EVENT_OP,
             SCHED_CTL,
+            EVTCHN_OP,
+            GNTTAB_OP,
+            DOMCTL,
         ] {
             assert_eq!(f >> 31, 1, "fast call");
             assert_eq!((f >> 30) & 1, 1, "SMC64/HVC64 convention");

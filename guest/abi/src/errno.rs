@@ -19,6 +19,8 @@ pub enum Errno {
     Exist = 17,
     /// A malformed argument: reserved bits, bad alignment, unknown sub-command value.
     Inval = 22,
+    /// A per-domain limit is reached (event-channel ports, grant entries, copy batch).
+    NoSpc = 28,
     /// Unknown hypercall or sub-command.
     NoSys = 38,
 }
@@ -30,6 +32,7 @@ pub const EFAULT: i64 = -(Errno::Fault as i64);
 pub const EBUSY: i64 = -(Errno::Busy as i64);
 pub const EEXIST: i64 = -(Errno::Exist as i64);
 pub const EINVAL: i64 = -(Errno::Inval as i64);
+pub const ENOSPC: i64 = -(Errno::NoSpc as i64);
 pub const ENOSYS: i64 = -(Errno::NoSys as i64);
 
 impl Errno {
@@ -48,6 +51,7 @@ impl Errno {
             EBUSY => Self::Busy,
             EEXIST => Self::Exist,
             EINVAL => Self::Inval,
+            ENOSPC => Self::NoSpc,
             ENOSYS => Self::NoSys,
             _ => return None,
         })
@@ -62,6 +66,7 @@ impl Errno {
             Self::Busy => "EBUSY",
             Self::Exist => "EEXIST",
             Self::Inval => "EINVAL",
+            Self::NoSpc => "ENOSPC",
             Self::NoSys => "ENOSYS",
         }
     }
@@ -102,6 +107,7 @@ mod tests {
             Errno::Busy,
             Errno::Exist,
             Errno::Inval,
+            Errno::NoSpc,
             Errno::NoSys,
         ] {
             assert_eq!(Errno::from_ret(e.to_ret()), Some(e));

@@ -10,10 +10,14 @@
 #![no_std]
 
 pub mod call;
+pub mod console_ring;
 pub mod desc;
 pub mod errno;
+pub mod evtchn;
+pub mod grant;
 pub mod mmu;
 pub mod psci;
+pub mod ring;
 pub mod sched;
 pub mod shared_info;
 pub mod start_info;

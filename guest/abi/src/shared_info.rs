@@ -1,5 +1,5 @@
 //! The shared-info page and upcalls: how Ferrite tells a PV domU's vCPU that something happened
-//! (its timer fired; later, event channels).
+//! (its timer fired, an event channel is pending).
 //!
 //! Each PV domain has one shared-info page (`StartInfo::shared_info_ma`), writable by both
 //! sides. Ferrite records what is pending in the vCPU's [`VcpuInfo`] and sets
@@ -19,7 +19,7 @@
 //! is lost.
 
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicU8, AtomicU32};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
 
 /// vCPUs that have a slot in the page.
 pub const MAX_VCPUS: usize = 32;
@@ -29,6 +29,8 @@ pub mod virq {
     /// The one-shot timer of `SET_TIMER_OP` expired (or the virtual timer, CNTV, fired: Ferrite
     /// then sets CNTV_CTL_EL0.IMASK, which the guest clears when it re-arms it).
     pub const TIMER: u32 = 1 << 0;
+    /// An event-channel port is pending: see [`VcpuInfo::evtchn_pending_sel`].
+    pub const EVTCHN: u32 = 1 << 1;
 }
 
 /// One vCPU's slot: 64 bytes.
@@ -43,22 +45,28 @@ pub struct VcpuInfo {
     pub pad0: [u8; 2],
     /// [`virq`] bits: set by Ferrite, cleared by the guest.
     pub virq_pending: AtomicU32,
-    /// Reserved for event-channel selectors; 0.
-    pub reserved: [u64; 7],
+    /// Event channels: bit `w` set means word `w` of [`SharedInfo::evtchn_pending`] may hold a
+    /// pending, unmasked port for this vCPU. Set by Ferrite, swapped to 0 by the guest.
+    pub evtchn_pending_sel: AtomicU64,
+    /// Reserved, 0.
+    pub reserved: [u64; 6],
 }
 
 /// The page. Offsets: `vcpu_info` at 0 (32 × 64 bytes); the event-channel bitmaps at 2048 and
-/// 2560 are reserved for the event-channel interface (0 until then).
+/// 2560: bit `p % 64` of word `p / 64` is port `p` (see [`crate::evtchn`]).
 #[repr(C)]
 pub struct SharedInfo {
     pub vcpu_info: [VcpuInfo; MAX_VCPUS],
-    pub evtchn_pending: [u64; 64],
-    pub evtchn_mask: [u64; 64],
+    /// Set by Ferrite when an event arrives on a port; cleared by the guest when it handles it.
+    pub evtchn_pending: [AtomicU64; 64],
+    /// Set by the guest for ports it does not want upcalls for (Ferrite still sets pending).
+    pub evtchn_mask: [AtomicU64; 64],
     pub reserved: [u64; 128],
 }
 
 const _: () = assert!(size_of::<VcpuInfo>() == 64);
 const _: () = assert!(offset_of!(VcpuInfo, virq_pending) == 4);
+const _: () = assert!(offset_of!(VcpuInfo, evtchn_pending_sel) == 8);
 const _: () = assert!(offset_of!(SharedInfo, evtchn_pending) == 2048);
 const _: () = assert!(offset_of!(SharedInfo, evtchn_mask) == 2560);
 const _: () = assert!(size_of::<SharedInfo>() == 4096);

@@ -68,8 +68,12 @@ pub struct StartInfo {
     /// VA of the shared-info page in the initial mapping (writable; see
     /// [`crate::shared_info`]).
     pub shared_info: u64,
+    /// VA of the console ring page in the initial mapping (writable; see
+    /// [`crate::console_ring`]) and its machine address; 0 if the domain has none.
+    pub console_ring: u64,
+    pub console_ring_ma: u64,
     /// Reserved, 0.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 1],
 }
 
 const _: () = assert!(offset_of!(StartInfo, magic) == 0);
@@ -92,7 +96,9 @@ const _: () = assert!(offset_of!(StartInfo, nr_vcpus) == 112);
 const _: () = assert!(offset_of!(StartInfo, counter_hz) == 120);
 const _: () = assert!(offset_of!(StartInfo, cmd_line) == 128);
 const _: () = assert!(offset_of!(StartInfo, shared_info) == 1152);
-const _: () = assert!(offset_of!(StartInfo, reserved) == 1160);
+const _: () = assert!(offset_of!(StartInfo, console_ring) == 1160);
+const _: () = assert!(offset_of!(StartInfo, console_ring_ma) == 1168);
+const _: () = assert!(offset_of!(StartInfo, reserved) == 1176);
 const _: () = assert!(size_of::<StartInfo>() == 1184);
 const _: () = assert!(size_of::<StartInfo>() <= 4096);
 
@@ -121,7 +127,9 @@ impl StartInfo {
             counter_hz: 0,
             cmd_line: [0; CMDLINE_LEN],
             shared_info: 0,
-            reserved: [0; 3],
+            console_ring: 0,
+            console_ring_ma: 0,
+            reserved: [0; 1],
         }
     }
 

@@ -34,6 +34,8 @@ pub struct StartParams<'a> {
     /// `start_info::flags` (PRIVILEGED, INITDOMAIN); MODULE is set or cleared by the builder
     /// according to whether there is a module.
     pub flags: u32,
+    /// The console's event-channel port (unbound for dom0), 0 for none.
+    pub console_evtchn: u32,
 }
 
 /// One initial page-table frame.
@@ -61,6 +63,8 @@ pub struct Built {
     /// The shared-info page, for Ferrite's writable hold (`acquire_writable`).
     pub shared_info_ma: u64,
     pub shared_info_va: u64,
+    /// The console ring page (granted to dom0 as `GREF_CONSOLE`).
+    pub console_ma: u64,
     /// Every initial table, the root first and then level by level down (as laid out): to pin
     /// bottom-up, walk it backwards.
     pub page_tables: Vec<PtFrame>,
@@ -144,6 +148,7 @@ pub fn build(
         start_info_va: plan.va(plan.start_info_pfn),
         shared_info_ma: frames[plan.shared_info_pfn as usize],
         shared_info_va: plan.va(plan.shared_info_pfn),
+        console_ma: frames[plan.console_pfn as usize],
         page_tables,
     })
 }
@@ -180,6 +185,9 @@ fn start_info(plan: &Plan, frames: &[u64], p: StartParams<'_>) -> StartInfo {
     si.frame_list = plan.va(plan.frame_list.start);
     si.shared_info_ma = frames[plan.shared_info_pfn as usize];
     si.shared_info = plan.va(plan.shared_info_pfn);
+    si.console_ring = plan.va(plan.console_pfn);
+    si.console_ring_ma = frames[plan.console_pfn as usize];
+    si.console_evtchn = p.console_evtchn;
     si.virt_base = plan.virt_base;
     si.pt_base = plan.va(plan.page_tables.start);
     si.pt_base_ma = frames[plan.page_tables.start as usize];
@@ -221,6 +229,8 @@ fn encode(si: &StartInfo) -> [u8; size_of::<StartInfo>()] {
         counter_hz,
         cmd_line,
         shared_info,
+        console_ring,
+        console_ring_ma,
         reserved,
     } = *si;
     let mut b = [0u8; size_of::<StartInfo>()];
@@ -263,6 +273,14 @@ fn encode(si: &StartInfo) -> [u8; size_of::<StartInfo>()] {
     put(
         offset_of!(StartInfo, shared_info),
         &shared_info.to_le_bytes(),
+    );
+    put(
+        offset_of!(StartInfo, console_ring),
+        &console_ring.to_le_bytes(),
+    );
+    put(
+        offset_of!(StartInfo, console_ring_ma),
+        &console_ring_ma.to_le_bytes(),
     );
     for (i, r) in reserved.iter().enumerate() {
         put(offset_of!(StartInfo, reserved) + 8 * i, &r.to_le_bytes());

@@ -20,6 +20,7 @@
 //! | `frame_list` | pfn → machine address, `nr_pages` u64s |
 //! | `start_info_pfn` | the `StartInfo` page |
 //! | `shared_info_pfn` | the shared-info page, zero |
+//! | `console_pfn` | the console ring page (`ferrite_abi::console_ring`), zero |
 //! | `page_tables` | level 0, then the level 1, 2 and 3 tables, each level in VA order |
 //! | `stack` | 16 KiB boot stack; SP starts at its top |
 //! | `first_free_pfn..` | free memory |
@@ -69,6 +70,7 @@ pub struct Plan {
     pub frame_list: Range<u64>,
     pub start_info_pfn: u64,
     pub shared_info_pfn: u64,
+    pub console_pfn: u64,
     /// All the initial tables: `tables_per_level[0]` (always 1) level-0 table first, then
     /// the level-1, level-2 and level-3 ones.
     pub page_tables: Range<u64>,
@@ -141,7 +143,7 @@ impl fmt::Display for BuildError {
             ),
             Self::TooSmall { needed, nr_pages } => write!(
                 f,
-                "the kernel, boot module, frame list, start-info and shared-info pages, page \
+                "the kernel, boot module, frame list, start-info, shared-info and console pages, page \
                  tables and boot stack need {needed} pages ({} KiB), but the domain has {nr_pages}",
                 needed.saturating_mul(4)
             ),
@@ -224,6 +226,7 @@ pub fn plan(
     let frame_list = take(pages(nr_pages * 8));
     let start_info_pfn = take(1).start;
     let shared_info_pfn = take(1).start;
+    let console_pfn = take(1).start;
     let tables = tables_per_level(virt_base, nr_pages);
     let page_tables = take(tables.iter().sum());
     let stack = take(STACK_PAGES);
@@ -246,6 +249,7 @@ pub fn plan(
         frame_list,
         start_info_pfn,
         shared_info_pfn,
+        console_pfn,
         page_tables,
         tables_per_level: tables,
         stack,

@@ -22,6 +22,7 @@ fn params(nr_vcpus: u32) -> StartParams<'static> {
         cmdline: CMDLINE,
         // MODULE here is the builder's to decide: cleared when there is no module.
         flags: start_info::flags::PRIVILEGED | start_info::flags::MODULE,
+        console_evtchn: 1,
     }
 }
 
@@ -231,7 +232,7 @@ fn check(b: &mut Booted, exec: &[u64]) {
         }
         None => assert_eq!((w64(88), w64(96)), (0, 0)),
     }
-    assert_eq!(w32(104), 0, "no console event channel yet");
+    assert_eq!(w32(104), 1, "the console event channel");
     assert_eq!(w32(108), u32::from(DOM));
     assert_eq!(w32(112), 2);
     assert_eq!(w32(116), 0);
@@ -243,7 +244,15 @@ fn check(b: &mut Booted, exec: &[u64]) {
     );
     assert!(si[128 + nul..1152].iter().all(|&x| x == 0));
     assert_eq!(w64(1152), bt.shared_info_va);
-    assert!(si[1160..].iter().all(|&x| x == 0), "reserved and the rest");
+    assert_eq!(w64(1160), p.va(p.console_pfn));
+    assert_eq!(w64(1168), bt.console_ma);
+    assert_eq!(bt.console_ma, b.frames[p.console_pfn as usize]);
+    assert!(si[1176..].iter().all(|&x| x == 0), "reserved and the rest");
+    let con_page = read_va(&b.m, bt.root_ma, p.va(p.console_pfn), 4096);
+    assert!(
+        con_page.iter().all(|&x| x == 0),
+        "the console ring starts empty"
+    );
 
     // The shared-info page and the boot stack start zeroed.
     let si_page = read_va(&b.m, bt.root_ma, bt.shared_info_va, 4096);
@@ -287,7 +296,7 @@ fn kernel_in_the_upper_half() {
 fn small_domain_in_the_lower_half() {
     let mut b = boot(tiny(0x4000_0000), 64, None, 2);
     assert_eq!(b.built.ttbr, Ttbr::Ttbr0);
-    assert_eq!(b.built.stack_top, 0x4000_d000);
+    assert_eq!(b.built.stack_top, 0x4000_e000);
     check(&mut b, &[0, 1]);
 }
 

@@ -20,11 +20,12 @@ fn small_domain() {
     assert_eq!(p.frame_list, 2..3, "64 u64s");
     assert_eq!(p.start_info_pfn, 3);
     assert_eq!(p.shared_info_pfn, 4);
+    assert_eq!(p.console_pfn, 5);
     assert_eq!(p.tables_per_level, [1, 1, 1, 1]);
-    assert_eq!(p.page_tables, 5..9);
-    assert_eq!(p.stack, 9..13);
-    assert_eq!(p.first_free_pfn, 13);
-    assert_eq!(p.stack_top(), 0x4000_d000);
+    assert_eq!(p.page_tables, 6..10);
+    assert_eq!(p.stack, 10..14);
+    assert_eq!(p.first_free_pfn, 14);
+    assert_eq!(p.stack_top(), 0x4000_e000);
     assert_eq!(p.nr_pt_frames(), 4);
 
     // A module of 5000 bytes takes two pages after the kernel and moves the rest up.
@@ -32,12 +33,12 @@ fn small_domain() {
     assert_eq!(m.module, 2..4);
     assert_eq!(m.module_len, Some(5000));
     assert_eq!(m.frame_list, 4..5);
-    assert_eq!(m.page_tables, 7..11);
-    assert_eq!(m.first_free_pfn, 15);
+    assert_eq!(m.page_tables, 8..12);
+    assert_eq!(m.first_free_pfn, 16);
     // An empty module is present but takes no page.
     let e = plan_of(&tiny(0x4000_0000), 64, Some(0)).unwrap();
     assert_eq!((e.module.clone(), e.module_len), (2..2, Some(0)));
-    assert_eq!(e.first_free_pfn, 13);
+    assert_eq!(e.first_free_pfn, 14);
 }
 
 #[test]
@@ -52,21 +53,24 @@ fn larger_domains() {
     );
     assert_eq!(p.module, 136..904);
     assert_eq!(p.frame_list, 904..936, "128 KiB of frame list");
-    assert_eq!((p.start_info_pfn, p.shared_info_pfn), (936, 937));
+    assert_eq!(
+        (p.start_info_pfn, p.shared_info_pfn, p.console_pfn),
+        (936, 937, 938)
+    );
     assert_eq!(
         p.tables_per_level,
         [1, 1, 1, 32],
         "64 MiB: 32 level-3 tables"
     );
-    assert_eq!(p.page_tables, 938..973);
-    assert_eq!(p.stack, 973..977);
-    assert_eq!(p.first_free_pfn, 977);
-    assert_eq!(p.stack_top(), HIGH + 977 * 4096);
+    assert_eq!(p.page_tables, 939..974);
+    assert_eq!(p.stack, 974..978);
+    assert_eq!(p.first_free_pfn, 978);
+    assert_eq!(p.stack_top(), HIGH + 978 * 4096);
 
     let p = plan_of(&kernel(0x4000_0000), 4096, None).unwrap();
     assert_eq!(p.tables_per_level, [1, 1, 1, 8]);
     assert_eq!(p.frame_list, 136..144);
-    assert_eq!(p.first_free_pfn, 144 + 2 + 11 + 4);
+    assert_eq!(p.first_free_pfn, 144 + 3 + 11 + 4);
 
     // 1 GiB in one aligned gigabyte, then the same shifted to straddle two.
     let p = plan_of(&kernel(0x4000_0000), 262_144, None).unwrap();
@@ -109,22 +113,22 @@ fn table_counts_at_boundaries() {
 fn does_not_fit() {
     let t = tiny(0x4000_0000);
     assert_eq!(
-        plan_of(&t, 12, None),
+        plan_of(&t, 13, None),
         Err(BuildError::TooSmall {
-            needed: 13,
-            nr_pages: 12
+            needed: 14,
+            nr_pages: 13
         })
     );
-    assert!(plan_of(&t, 13, None).is_ok());
+    assert!(plan_of(&t, 14, None).is_ok());
     let e = plan_of(&t, 64, Some(1 << 20)).unwrap_err();
     assert_eq!(
         e,
         BuildError::TooSmall {
-            needed: 269,
+            needed: 270,
             nr_pages: 64
         }
     );
-    assert!(e.to_string().contains("need 269 pages (1076 KiB)"), "{e}");
+    assert!(e.to_string().contains("need 270 pages (1080 KiB)"), "{e}");
     // Absurd module lengths saturate instead of overflowing.
     assert!(matches!(
         plan_of(&t, 64, Some(u64::MAX)),
