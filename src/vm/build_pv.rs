@@ -87,8 +87,13 @@ pub fn domu(
     unsafe { core::ptr::write_bytes(free as *mut u8, 0, (base + spec.mem - free) as usize) };
     let fail = |e: String| {
         crate::boot::free_frames(base, nr_pages as usize);
+        super::events::remove_domain(id);
+        super::grant::remove_domain(id);
         e
     };
+    // The console's port, unbound for dom0, goes into the start-info page.
+    let console_evtchn = super::events::new_domu(id, spec.vcpus)
+        .map_err(|e| fail(format!("{name}: console event channel: {}", e.name())))?;
     let built = pvbuild::build(
         &plan,
         &elf,
@@ -101,6 +106,7 @@ pub fn domu(
             counter_hz: timer::frequency(),
             cmdline: &spec.cmdline,
             flags: 0,
+            console_evtchn,
         },
     )
     .map_err(|e| fail(format!("{name}: {e}")))?;
@@ -147,6 +153,7 @@ pub fn domu(
     })?;
     ft.acquire_writable(built.shared_info_ma, &mut domu::Phys)
         .map_err(|e| fail(format!("{name}: shared-info page: {}", e.name())))?;
+    super::grant::set_console_page(id, built.console_ma);
 
     let vmid = id + 1;
     let cntvoff = timer::counter();

@@ -111,6 +111,7 @@ pub fn raise_virq(vm: &'static Vm, v: usize, bits: u32) {
     i.virq_pending.fetch_or(bits, Ordering::AcqRel);
     i.upcall_pending.store(1, Ordering::SeqCst);
     sched::notify(vm, v);
+    super::events::on_virq_bits(vm, v, bits);
 }
 
 /// Whether the CPU has 16-bit ASIDs (ID_AA64MMFR0_EL1.ASIDBits = 2).

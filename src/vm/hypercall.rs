@@ -27,6 +27,13 @@ pub fn dispatch(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
         call::SCHED_OP if pv => domu::sched_op(vm, v, frame),
         call::SET_TIMER_OP if pv => domu::set_timer(vm, v, frame.x[1]),
         call::VCPU_OP if pv => domu::vcpu_op(vm, v, frame),
+        call::EVTCHN_OP => super::events::evtchn_op(vm, v, frame),
+        call::GNTTAB_OP => super::grant::gnttab_op(vm, v, frame),
+        call::DOMCTL if !pv => super::ctl::domctl(vm, v, frame),
+        call::DOMCTL => {
+            log::warn!("{}: vcpu{v}: DOMCTL refused: dom0 only", vm.name);
+            errno::EPERM
+        }
         call::EVENT_OP if pv => match frame.x[1] {
             // The line is re-evaluated on the way back, as after any call.
             call::event::ACK => 0,
@@ -87,9 +94,15 @@ fn feature_word(vm: &Vm) -> u64 {
             | features::CONSOLE
             | features::SCHED
             | features::EVENTS
+            | features::EVTCHN
+            | features::GNTTAB
             | asid16
     } else {
-        features::CONSOLE | features::SCHED_CTL
+        features::CONSOLE
+            | features::SCHED_CTL
+            | features::EVTCHN
+            | features::GNTTAB
+            | features::DOMCTL
     }
 }
 
@@ -133,6 +146,9 @@ fn console_io(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
 
 /// A guest's console output goes out as it wrote it, under the console lock so it does not
 /// interleave with Ferrite's log (PV guests prefix their own lines; see docs/pv-guest.md).
-fn write_console(_vm: &Vm, bytes: &[u8]) {
+fn write_console(vm: &Vm, bytes: &[u8]) {
     crate::console::write_guest_line(bytes);
+    if vm.is_pv() {
+        super::events::console_written();
+    }
 }

@@ -162,6 +162,13 @@ fn interrupts_and_time(m: &Machine) {
     timer::start_tick();
     cpu::irq_enable();
     smp::mark_online(0);
+    if let Some(h) = &m.hypervisor
+        && h.compatible == "ferrite,hypervisor"
+        && let Some(&irq) = h.irqs.first()
+        && let Err(e) = crate::events::init(irq)
+    {
+        println!("dom0: events: not available: {e}");
+    }
 }
 
 /// The device-tree summary lines.
@@ -324,6 +331,7 @@ fn after_ready(opts: &Options) -> ! {
         .get()
         .and_then(|m| m.hypervisor.as_ref())
         .is_some_and(|h| h.compatible == "ferrite,hypervisor");
+    crate::consback::start();
     sched::boot_options(&opts.sched, opts.sched_report_ms, under_ferrite);
     if let Some(Fault::Unmapped(a)) = opts.fault {
         println!("dom0: fault: reading {a:#x}, which is neither RAM nor a device");
@@ -342,6 +350,7 @@ fn after_ready(opts: &Options) -> ! {
         println!("dom0: PSCI SYSTEM_OFF failed");
     }
     loop {
+        crate::consback::service(false);
         cpu::wfi();
     }
 }

@@ -25,11 +25,15 @@ mod boot;
 #[cfg(any(test, all(target_arch = "aarch64", target_os = "none")))]
 mod cmdline;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod consback;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod cpu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod dt;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod entry;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod events;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod exceptions;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -64,6 +64,25 @@ pub fn hypercall4(f: u32, a1: u64, a2: u64, a3: u64, a4: u64) -> i64 {
     call4(f, a1, a2, a3, a4)
 }
 
+/// A hypercall that also answers in x1 (`DOMCTL CONSOLE`).
+pub fn hypercall_x1(f: u32, a1: u64, a2: u64, a3: u64, x1: &mut u64) -> i64 {
+    let mut x0 = f as u64;
+    let mut r1 = a1;
+    if CONDUIT.load(Ordering::Relaxed) != HVC {
+        return -1;
+    }
+    // SAFETY: as in `call4`: an HVC under the SMC Calling Convention.
+    unsafe {
+        asm!("hvc #0",
+            inout("x0") x0, inout("x1") r1, inout("x2") a2 => _, inout("x3") a3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _,
+            out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
+            out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack));
+    }
+    *x1 = r1;
+    x0 as i64
+}
+
 pub fn version() -> Option<(u16, u16)> {
     let v = call(PSCI_VERSION, 0, 0, 0);
     (v >= 0).then_some(((v >> 16) as u16, v as u16))

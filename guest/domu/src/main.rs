@@ -2,7 +2,8 @@
 //! command line picks what it does (docs/pv-guest.md lists the modes):
 //!
 //! `hello`, `ptbuild`, `evil`, `evil-crash`, `hog`, `latency <n>`, `smp [stay]`,
-//! `bench-null <iters>`, `bench-mmu <batch> <rounds>`.
+//! `bench-null <iters>`, `bench-mmu <batch> <rounds>`, `balloon`, `psci`,
+//! `ring-console <n> [gap_ms]`, `evil-io`.
 //!
 //! Every line it prints starts with `domU<id>: `. Every mode ends with `SCHED_OP SHUTDOWN`
 //! (poweroff) except those that run forever (`hog`, `smp stay`); an unknown mode or a bad
@@ -33,6 +34,8 @@ mod hello;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hog;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod io;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod latency;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod memory;
@@ -44,7 +47,7 @@ mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod guest {
     use crate::args::Args;
-    use crate::{bench, evil, hello, hog, latency, memory, ptbuild, smp};
+    use crate::{bench, evil, hello, hog, io, latency, memory, ptbuild, smp};
     use ferrite_pv::StartInfo;
     use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
     use ferrite_pv::rt;
@@ -60,7 +63,8 @@ mod guest {
     }
 
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
-                         bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci";
+                         bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
+                         ring-console <n> [gap_ms], evil-io";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -76,6 +80,12 @@ mod guest {
             "hog" => hog::run(),
             "balloon" => memory::balloon(),
             "psci" => memory::psci(),
+            "ring-console" => {
+                let n = args.number("ring-console", "n", 10);
+                let gap = args.number("ring-console", "gap_ms", 0);
+                io::ring_console(si, n, gap)
+            }
+            "evil-io" => io::evil(si),
             "latency" => latency::run(args.number("latency", "n", 100)),
             "smp" => smp::run(si, args.word() == Some("stay")),
             "bench-null" => bench::null(args.number("bench-null", "iters", 100_000)),

@@ -325,3 +325,39 @@ mod tests {
         assert_eq!(version(), 0);
     }
 }
+
+/// `EVTCHN_OP` `cmd` with x2 = `a`, x3 = `b` (`ferrite_abi::evtchn`): the port, 0, or the
+/// status kind.
+pub fn evtchn_op(cmd: u64, a: u64, b: u64) -> Result<u64, Errno> {
+    // SAFETY: event-channel calls read no buffer, change no mapping and start no code.
+    let (r0, _) = unsafe { raw(call::EVTCHN_OP as u64, cmd, a, b, 0, 0) };
+    errno::result(r0)
+}
+
+/// `EVTCHN_OP SEND` on `port`.
+pub fn evtchn_send(port: u32) -> Result<(), Errno> {
+    evtchn_op(ferrite_abi::evtchn::SEND, port as u64, 0).map(drop)
+}
+
+/// `GNTTAB_OP` `cmd` with x2 = `a`, x3 = `b` (`ferrite_abi::grant`).
+///
+/// # Safety
+/// `COPY` writes guest memory the ops name (their destinations and status fields).
+pub unsafe fn gnttab_op(cmd: u64, a: u64, b: u64) -> Result<u64, Errno> {
+    // SAFETY: the caller's contract.
+    let (r0, _) = unsafe { raw(call::GNTTAB_OP as u64, cmd, a, b, 0, 0) };
+    errno::result(r0)
+}
+
+/// `GNTTAB_OP COPY` of `ops`: how many Ferrite did; each op's `status` says how it went.
+pub fn grant_copy(ops: &mut [ferrite_abi::grant::GrantCopy]) -> Result<u64, Errno> {
+    // SAFETY: the ops' local sides are the caller's to name; Rust sees the array as borrowed
+    // mutably, and destinations written through a VA are the caller's responsibility.
+    unsafe {
+        gnttab_op(
+            ferrite_abi::grant::COPY,
+            ops.as_mut_ptr() as u64,
+            ops.len() as u64,
+        )
+    }
+}

@@ -1,0 +1,162 @@
+//! The console back end: every domU's console ring ([`ferrite_abi::console_ring`]) reaches
+//! dom0's console, one line at a time, prefixed with the domain (`dom0: console: dom<N>: `).
+//!
+//! dom0 finds each domU's ring and port with `DOMCTL CONSOLE`, binds the port, and reads the
+//! ring with grant copies only (it never maps a domU's page): the indices first, then the bytes
+//! between them, then it publishes the new consumer index and notifies the domU. A ring whose
+//! indices are impossible (a hostile or broken front end) is reported and disconnected; the
+//! other domains' consoles go on.
+
+use crate::events;
+use crate::psci::hypercall;
+use alloc::string::String;
+use alloc::vec::Vec;
+use ferrite_abi::call::{self, domctl};
+use ferrite_abi::console_ring::{self as cr, OUT_SIZE};
+use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
+use ferrite_abi::{errno, evtchn as ev};
+use spin::Mutex;
+
+struct Back {
+    dom: u16,
+    gref: u32,
+    port: u32,
+    line: Vec<u8>,
+    lines: u64,
+    dead: bool,
+}
+
+static BACKS: Mutex<Vec<Back>> = Mutex::new(Vec::new());
+
+/// Connects to every domU that has a console ring.
+pub fn start() {
+    if !events::ready() {
+        return;
+    }
+    let mut d = 0u64;
+    let mut backs = BACKS.lock();
+    loop {
+        let next = hypercall(call::DOMCTL, domctl::NEXT_DOMAIN, d, 0);
+        if next < 0 {
+            break;
+        }
+        d = next as u64;
+        let mut x1 = 0u64;
+        let port = crate::psci::hypercall_x1(call::DOMCTL, domctl::CONSOLE, d, 0, &mut x1);
+        if port < 0 {
+            continue;
+        }
+        match events::op(ev::BIND_INTERDOMAIN, d, port as u64) {
+            Ok(local) => {
+                println!("dom0: console: dom{d}: connected (its port {port}, ours {local})");
+                backs.push(Back {
+                    dom: d as u16,
+                    gref: x1 as u32,
+                    port: local as u32,
+                    line: Vec::new(),
+                    lines: 0,
+                    dead: false,
+                });
+            }
+            Err(e) => println!("dom0: console: dom{d}: cannot bind port {port}: {e}"),
+        }
+    }
+    drop(backs);
+    // Output written before we connected is drained now.
+    service(true);
+}
+
+fn gcopy(ops: &mut [GrantCopy]) -> Result<(), errno::Errno> {
+    let r = hypercall(
+        call::GNTTAB_OP,
+        grant::COPY,
+        ops.as_mut_ptr() as u64,
+        ops.len() as u64,
+    );
+    errno::result(r as u64)?;
+    for op in ops.iter() {
+        if op.status != 0 {
+            return Err(errno::Errno::from_ret(op.status as i64).unwrap_or(errno::Errno::Inval));
+        }
+    }
+    Ok(())
+}
+
+fn from_ring(b: &Back, offset: usize, into: &mut [u8]) -> GrantCopy {
+    GrantCopy {
+        source: GrantPtr {
+            gref_or_va: b.gref as u64,
+            domid: b.dom,
+            offset: offset as u16,
+            pad: 0,
+        },
+        dest: GrantPtr {
+            gref_or_va: into.as_mut_ptr() as u64,
+            ..GrantPtr::default()
+        },
+        len: into.len() as u16,
+        flags: copy::SOURCE_GREF,
+        status: 0,
+    }
+}
+
+/// Drains the rings whose port fired (all of them if `all`).
+pub fn service(all: bool) {
+    let mut backs = BACKS.lock();
+    for b in backs.iter_mut().filter(|b| !b.dead) {
+        if !events::take(b.port) && !all {
+            continue;
+        }
+        if let Err(why) = drain(b) {
+            println!("dom0: console: dom{}: {why}: disconnected", b.dom);
+            b.dead = true;
+            let _ = events::op(ev::CLOSE, b.port as u64, 0);
+        }
+    }
+}
+
+fn drain(b: &mut Back) -> Result<(), String> {
+    // out_cons and out_prod, adjacent: one copy reads both.
+    let mut raw = [0u8; 8];
+    gcopy(&mut [from_ring(b, cr::OFFSET_OUT_CONS, &mut raw)])
+        .map_err(|e| alloc::format!("reading its ring indices: {e}"))?;
+    let cons = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let prod = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    let Some(pieces) = cr::pending(cons, prod, OUT_SIZE) else {
+        return Err(alloc::format!(
+            "ring corrupt (out_cons {cons}, out_prod {prod})"
+        ));
+    };
+    let mut data = alloc::vec![0u8; pieces[0].1 + pieces[1].1];
+    let (first, second) = data.split_at_mut(pieces[0].1);
+    let mut ops = Vec::new();
+    if !first.is_empty() {
+        ops.push(from_ring(b, cr::OFFSET_OUT + pieces[0].0, first));
+    }
+    if !second.is_empty() {
+        ops.push(from_ring(b, cr::OFFSET_OUT + pieces[1].0, second));
+    }
+    gcopy(&mut ops).map_err(|e| alloc::format!("reading its output: {e}"))?;
+    for &c in &data {
+        if c == b'\n' {
+            let line = String::from_utf8_lossy(&b.line);
+            println!(
+                "dom0: console: dom{}: {}",
+                b.dom,
+                line.trim_end_matches('\r')
+            );
+            b.line.clear();
+            b.lines += 1;
+        } else if b.line.len() < 512 {
+            b.line.push(c);
+        }
+    }
+    // Publish the consumer index, then tell the domU there is room.
+    let mut newcons = prod.to_le_bytes();
+    let mut w = from_ring(b, cr::OFFSET_OUT_CONS, &mut newcons);
+    core::mem::swap(&mut w.source, &mut w.dest);
+    w.flags = copy::DEST_GREF;
+    gcopy(&mut [w]).map_err(|e| alloc::format!("writing its ring index: {e}"))?;
+    let _ = events::op(ev::SEND, b.port as u64, 0);
+    Ok(())
+}

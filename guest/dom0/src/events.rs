@@ -1,0 +1,81 @@
+//! Event channels in dom0: its shared-info page (a heap page handed to Ferrite with
+//! `EVTCHN_OP SET_SHARED_INFO`), the event interrupt named in `/hypervisor`, and the 2-level
+//! scan that turns pending ports into work. The interrupt handler only records which ports
+//! fired; the back ends do their work in thread context ([`take`]), where printing is safe.
+
+use crate::psci::hypercall;
+use alloc::alloc::{Layout, alloc_zeroed};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use ferrite_abi::evtchn as ev;
+use ferrite_abi::shared_info::SharedInfo;
+use ferrite_abi::{call, errno};
+
+static SHARED: AtomicPtr<SharedInfo> = AtomicPtr::new(core::ptr::null_mut());
+/// Ports that fired and no back end has taken yet (dom0 uses ports below 64 * 64).
+static FIRED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+/// Upcalls taken, for the report.
+pub static UPCALLS: AtomicU64 = AtomicU64::new(0);
+
+fn shared() -> Option<&'static SharedInfo> {
+    // SAFETY: null or the page `init` leaked to Ferrite for good; its shared fields are atomic.
+    unsafe { SHARED.load(Ordering::Acquire).as_ref() }
+}
+
+/// Gives Ferrite a shared-info page and takes the event interrupt on this (the boot) vCPU.
+pub fn init(irq: crate::dt::Irq) -> Result<(), &'static str> {
+    // dom0's heap is identity-mapped: the VA is the guest-physical address Ferrite wants.
+    let layout = Layout::from_size_align(4096, 4096).map_err(|_| "layout")?;
+    // SAFETY: a non-zero-sized layout; the page is never freed (Ferrite writes it for good).
+    let page = unsafe { alloc_zeroed(layout) };
+    if page.is_null() {
+        return Err("no memory for the shared-info page");
+    }
+    let r = hypercall(call::EVTCHN_OP, ev::SET_SHARED_INFO, page as u64, 0);
+    if r < 0 {
+        return Err(errno::Errno::from_ret(r).map_or("SET_SHARED_INFO failed", |e| e.name()));
+    }
+    SHARED.store(page.cast(), Ordering::Release);
+    crate::gic::enable(irq, on_event)?;
+    println!(
+        "dom0: events: shared-info page at {:#x}, event interrupt {}",
+        page as u64, irq.intid
+    );
+    Ok(())
+}
+
+/// The event interrupt: clear the upcall, take the selector, move every pending unmasked port
+/// of this vCPU into [`FIRED`].
+fn on_event(_intid: u32) {
+    let Some(si) = shared() else { return };
+    let v = crate::cpu::index().min(si.vcpu_info.len() - 1);
+    let vi = &si.vcpu_info[v];
+    UPCALLS.fetch_add(1, Ordering::Relaxed);
+    vi.upcall_pending.store(0, Ordering::SeqCst);
+    vi.virq_pending.swap(0, Ordering::AcqRel);
+    let mut sel = vi.evtchn_pending_sel.swap(0, Ordering::SeqCst);
+    while sel != 0 {
+        let w = sel.trailing_zeros() as usize;
+        sel &= sel - 1;
+        let bits =
+            si.evtchn_pending[w].load(Ordering::SeqCst) & !si.evtchn_mask[w].load(Ordering::SeqCst);
+        si.evtchn_pending[w].fetch_and(!bits, Ordering::SeqCst);
+        FIRED[w].fetch_or(bits, Ordering::AcqRel);
+    }
+}
+
+/// Takes (clears) whether `port` fired.
+pub fn take(port: u32) -> bool {
+    let (w, bit) = ev::word_bit(port);
+    FIRED
+        .get(w)
+        .is_some_and(|f| f.fetch_and(!bit, Ordering::AcqRel) & bit != 0)
+}
+
+pub fn ready() -> bool {
+    shared().is_some()
+}
+
+/// `EVTCHN_OP` with two arguments; `Err` carries the errno.
+pub fn op(cmd: u64, a: u64, b: u64) -> Result<u64, errno::Errno> {
+    errno::result(hypercall(call::EVTCHN_OP, cmd, a, b) as u64)
+}

@@ -1,0 +1,320 @@
+//! Grant tables on the machine: `GNTTAB_OP` (set the table, copy through grants) and the
+//! reserved grants the domain builder makes (each domU's console page, for dom0). The entry
+//! rules are portable ([`crate::grant`]); here are the checks that depend on the kind of
+//! domain (whose frame it is, whether it is a page table) and the copies themselves.
+//!
+//! Uses of grants are serialised by one lock held across each copy op (at most 4 KiB), so an
+//! entry's in-use mark needs no count. Frame-table locks are taken inside it, one at a time.
+
+use super::{Vm, domain, pvmm};
+use crate::arch::exceptions::TrapFrame;
+use crate::arch::guest_mem;
+use crate::domain::DomId;
+use crate::grant::{self, Access, Side, Table};
+use crate::mm::region::Region;
+use crate::pv::FrameType;
+use core::sync::atomic::{AtomicU64, Ordering};
+use ferrite_abi::grant::{self as abi, GREF_CONSOLE, GREF_FIRST_FREE, GrantCopy, GrantEntry};
+use ferrite_abi::{DOMID_SELF, Errno};
+use spin::Mutex;
+
+const NO_TABLE: Option<Table> = None;
+static TABLES: Mutex<[Option<Table>; super::MAX_DOMAINS]> =
+    Mutex::new([NO_TABLE; super::MAX_DOMAINS]);
+/// Per domU: its console ring page (machine address), granted to dom0 as `GREF_CONSOLE`.
+static CONSOLE_PAGE: [AtomicU64; super::MAX_DOMAINS] =
+    [const { AtomicU64::new(0) }; super::MAX_DOMAINS];
+
+/// The builder made domU `id`'s console page `ma`.
+pub fn set_console_page(id: DomId, ma: u64) {
+    CONSOLE_PAGE[id as usize].store(ma, Ordering::Release);
+}
+
+pub fn console_page(id: DomId) -> u64 {
+    CONSOLE_PAGE[id as usize].load(Ordering::Acquire)
+}
+
+/// Forgets domain `id`'s grants (a failed build, a destroyed domain). Its table's frames are
+/// released with the rest of its memory.
+pub fn remove_domain(id: DomId) {
+    TABLES.lock()[id as usize] = None;
+    CONSOLE_PAGE[id as usize].store(0, Ordering::Release);
+}
+
+/// `GNTTAB_OP`.
+#[inline(never)]
+pub fn gnttab_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
+    let (cmd, a, b) = (frame.x[1], frame.x[2], frame.x[3]);
+    let r = match cmd {
+        abi::SET_TABLE => set_table(vm, a, b),
+        abi::COPY => copy_batch(vm, a, b),
+        abi::QUERY_SIZE => Ok(TABLES.lock()[vm.id as usize].map_or(0, |t| t.entries() as u64)),
+        _ => Err(Errno::NoSys),
+    };
+    match r {
+        Ok(x) => x as i64,
+        Err(e) => {
+            log::warn!(
+                "{}: vcpu{v}: GNTTAB_OP {cmd} ({a:#x}, {b:#x}): {}",
+                vm.name,
+                e.name()
+            );
+            e.to_ret()
+        }
+    }
+}
+
+/// Whether the page at `pa` is `vm`'s (PV: a frame it owns; dom0: its RAM).
+fn owns_page(vm: &Vm, pa: u64) -> bool {
+    match vm.pv() {
+        Some(pv) => pv.frames.lock().owns(pa & !0xfff),
+        None => {
+            let page = Region::new(pa & !0xfff, 4096);
+            vm.memory.iter().any(|r| r.contains_region(&page))
+        }
+    }
+}
+
+fn set_table(vm: &Vm, base: u64, pages: u64) -> Result<u64, Errno> {
+    let t = Table::new(base, pages)?;
+    let mut tables = TABLES.lock();
+    if tables[vm.id as usize].is_some() {
+        return Err(Errno::Exist);
+    }
+    let addrs = (0..pages).map(|i| base + i * 4096);
+    match vm.pv() {
+        Some(pv) => {
+            // Held writable: the table can never become a page table under Ferrite's writes.
+            let mut ft = pv.frames.lock();
+            let mut held = 0;
+            for pa in addrs {
+                if let Err(e) = ft.acquire_writable(pa, &mut super::domu::Phys) {
+                    for undo in (0..held).map(|i| base + i * 4096) {
+                        let _ = ft.release_writable(undo, &mut super::domu::Phys);
+                    }
+                    return Err(e);
+                }
+                held += 1;
+            }
+        }
+        None => {
+            if !addrs.into_iter().all(|pa| owns_page(vm, pa)) {
+                return Err(Errno::Fault);
+            }
+        }
+    }
+    tables[vm.id as usize] = Some(t);
+    Ok(0)
+}
+
+/// Up to `MAX_COPY_OPS` ops from the caller's array at `va`; each op's status written back.
+fn copy_batch(vm: &'static Vm, va: u64, count: u64) -> Result<u64, Errno> {
+    let n = count.min(abi::MAX_COPY_OPS as u64);
+    for i in 0..n {
+        let at = va.wrapping_add(i * size_of::<GrantCopy>() as u64);
+        let mut raw = [0u8; size_of::<GrantCopy>()];
+        if !read_local(vm, at, &mut raw) {
+            return if i == 0 { Err(Errno::Fault) } else { Ok(i) };
+        }
+        let op = decode_op(&raw);
+        let status = match copy_one(vm, &op) {
+            Ok(()) => 0,
+            Err(e) => {
+                log::warn!(
+                    "{}: grant copy {i}: {} (source {:?}, dest {:?}, {} bytes)",
+                    vm.name,
+                    e.name(),
+                    op.source,
+                    op.dest,
+                    op.len
+                );
+                e.to_ret() as i32
+            }
+        };
+        let off = core::mem::offset_of!(GrantCopy, status) as u64;
+        if !write_local(vm, at + off, &status.to_le_bytes()) {
+            return if i == 0 { Err(Errno::Fault) } else { Ok(i) };
+        }
+    }
+    Ok(n)
+}
+
+fn decode_op(raw: &[u8; 40]) -> GrantCopy {
+    let u64_at = |o: usize| u64::from_le_bytes(raw[o..o + 8].try_into().unwrap());
+    let u16_at = |o: usize| u16::from_le_bytes(raw[o..o + 2].try_into().unwrap());
+    let ptr = |o: usize| abi::GrantPtr {
+        gref_or_va: u64_at(o),
+        domid: u16_at(o + 8),
+        offset: u16_at(o + 10),
+        pad: 0,
+    };
+    GrantCopy {
+        source: ptr(0),
+        dest: ptr(16),
+        len: u16_at(32),
+        flags: u16_at(34),
+        status: 0,
+    }
+}
+
+fn read_local(vm: &Vm, va: u64, out: &mut [u8]) -> bool {
+    if vm.is_pv() {
+        pvmm::read_guest(vm, va, out)
+    } else {
+        guest_mem::read(va, out, &vm.memory)
+    }
+}
+
+fn write_local(vm: &Vm, va: u64, data: &[u8]) -> bool {
+    if vm.is_pv() {
+        pvmm::write_guest(vm, va, data)
+    } else {
+        guest_mem::write_with(va, data, |r, copy| {
+            let ok = vm.memory.iter().any(|m| m.contains_region(&r));
+            if ok {
+                copy();
+            }
+            ok
+        })
+    }
+}
+
+/// A granted side, resolved: the granter, the entry in use (None for a reserved grant, which
+/// Ferrite keeps itself) and the machine address the copy starts at.
+struct Granted {
+    granter: &'static Vm,
+    entry: Option<&'static GrantEntry>,
+    pa: u64,
+    access: Access,
+}
+
+impl Granted {
+    fn end(&self) {
+        if let Some(e) = self.entry {
+            grant::end(e, self.access);
+        }
+    }
+}
+
+fn resolve(
+    tables: &[Option<Table>],
+    caller: DomId,
+    dom: DomId,
+    gref: u64,
+    offset: u16,
+    access: Access,
+) -> Result<Granted, Errno> {
+    let granter = domain(dom).ok_or(Errno::NoEnt)?;
+    if gref < GREF_FIRST_FREE as u64 {
+        // Reserved references are the builder's grants to dom0, kept by Ferrite.
+        let page = if gref == GREF_CONSOLE as u64 && caller == 0 {
+            console_page(dom)
+        } else {
+            0
+        };
+        if page == 0 {
+            return Err(Errno::Perm);
+        }
+        return Ok(Granted {
+            granter,
+            entry: None,
+            pa: page + offset as u64,
+            access,
+        });
+    }
+    let t = tables[dom as usize].ok_or(Errno::NoEnt)?;
+    let addr = t.entry_addr(gref)?;
+    // SAFETY: the entry is in the granter's table pages, checked at SET_TABLE to be its memory
+    // (and held writable for a PV granter), identity-mapped at EL2; its fields are atomics.
+    let entry = unsafe { &*(addr as *const GrantEntry) };
+    let frame = grant::begin(entry, caller, access)?;
+    let pa = ((frame as u64) << 12) + offset as u64;
+    if !owns_page(granter, pa) {
+        grant::end(entry, access);
+        log::warn!(
+            "{}: grant {gref} names frame {frame:#x}, which is not its own",
+            granter.name
+        );
+        return Err(Errno::Perm);
+    }
+    Ok(Granted {
+        granter,
+        entry: Some(entry),
+        pa,
+        access,
+    })
+}
+
+fn copy_one(vm: &'static Vm, op: &GrantCopy) -> Result<(), Errno> {
+    let (src, dst, len) = grant::decode(op.source, op.dest, op.len, op.flags, vm.id, DOMID_SELF)?;
+    let tables = TABLES.lock();
+    let mut held: [Option<Granted>; 2] = [None, None];
+    let r = (|| {
+        if let Side::Granted { dom, gref, offset } = src {
+            held[0] = Some(resolve(&*tables, vm.id, dom, gref, offset, Access::Read)?);
+        }
+        if let Side::Granted { dom, gref, offset } = dst {
+            held[1] = Some(resolve(&*tables, vm.id, dom, gref, offset, Access::Write)?);
+        }
+        let mut buf = [0u8; 256];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len());
+            match (&src, &held[0]) {
+                (Side::Local { va }, _) => {
+                    if !read_local(vm, va.wrapping_add(done as u64), &mut buf[..n]) {
+                        return Err(Errno::Fault);
+                    }
+                }
+                (_, Some(g)) => read_phys(g.pa + done as u64, &mut buf[..n]),
+                _ => unreachable!(),
+            }
+            match (&dst, &held[1]) {
+                (Side::Local { va }, _) => {
+                    if !write_local(vm, va.wrapping_add(done as u64), &buf[..n]) {
+                        return Err(Errno::Fault);
+                    }
+                }
+                (_, Some(g)) => write_phys(g.granter, g.pa + done as u64, &buf[..n])?,
+                _ => unreachable!(),
+            }
+            done += n;
+        }
+        Ok(())
+    })();
+    for g in held.iter().flatten() {
+        g.end();
+    }
+    r
+}
+
+fn read_phys(pa: u64, out: &mut [u8]) {
+    // SAFETY: `pa..pa + out.len()` lies in one page the granter owns (checked by `resolve`,
+    // offset + len <= 4096 by `grant::decode`), RAM identity-mapped at EL2.
+    unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, out.as_mut_ptr(), out.len()) };
+}
+
+/// Writes into the granter's page; for a PV granter only while (and if) it is no page table.
+fn write_phys(granter: &Vm, pa: u64, data: &[u8]) -> Result<(), Errno> {
+    let copy = || {
+        // SAFETY: as in `read_phys`; for a PV granter the frame table's lock is held, so the
+        // frame cannot become a page table during the copy.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), pa as *mut u8, data.len()) };
+    };
+    match granter.pv() {
+        Some(pv) => {
+            let ft = pv.frames.lock();
+            match ft.info(pa & !0xfff) {
+                Some(i) if !matches!(i.ty, FrameType::PageTable(_)) => {
+                    copy();
+                    Ok(())
+                }
+                _ => Err(Errno::Perm),
+            }
+        }
+        None => {
+            copy();
+            Ok(())
+        }
+    }
+}
