@@ -86,15 +86,13 @@ fn set_table(vm: &Vm, base: u64, pages: u64) -> Result<u64, Errno> {
         Some(pv) => {
             // Held writable: the table can never become a page table under Ferrite's writes.
             let mut ft = pv.frames.lock();
-            let mut held = 0;
-            for pa in addrs {
+            for (held, pa) in addrs.enumerate() {
                 if let Err(e) = ft.acquire_writable(pa, &mut super::domu::Phys) {
-                    for undo in (0..held).map(|i| base + i * 4096) {
+                    for undo in (0..held as u64).map(|i| base + i * 4096) {
                         let _ = ft.release_writable(undo, &mut super::domu::Phys);
                     }
                     return Err(e);
                 }
-                held += 1;
             }
         }
         None => {

@@ -82,7 +82,7 @@ fn domu_console_ring_reaches_dom0_and_a_hostile_frontend_is_refused() -> Result<
         for l in &lines {
             out.ensure(
                 text.matches(l.as_str()).count() == 1,
-                &format!("line delivered exactly once: {}", l.trim_end()),
+                format!("line delivered exactly once: {}", l.trim_end()),
             )?;
         }
         out.ensure(
@@ -95,7 +95,7 @@ fn domu_console_ring_reaches_dom0_and_a_hostile_frontend_is_refused() -> Result<
             .unwrap_or("");
         out.ensure(
             rt.contains(" over ") && !rt.contains(" over 0 of"),
-            &format!("event round trips through dom0 came back: {rt}"),
+            format!("event round trips through dom0 came back: {rt}"),
         )?;
         // The hostile domU: every attempt refused as documented, nothing allowed.
         out.ensure(

@@ -60,21 +60,6 @@ pub fn deadline_us(us: u64) -> u64 {
     counter() + (us as u128 * frequency() as u128 / 1_000_000) as u64
 }
 
-/// Sleeps at least `us` microseconds of guest time in WFI: under a hypervisor this vCPU blocks
-/// and leaves its pCPU to others. Each interrupt wakes it (at least this vCPU's 100 Hz tick), so
-/// it oversleeps by at most one tick period. IRQs must be unmasked and the tick running (as on
-/// every vCPU after boot); with IRQs masked a pending one would end every WFI at once.
-pub fn sleep_us(us: u64) {
-    debug_assert!(
-        !crate::cpu::irqs_masked(),
-        "sleep_us with IRQs masked would spin"
-    );
-    let deadline = deadline_us(us);
-    while counter() < deadline {
-        crate::cpu::wfi();
-    }
-}
-
 fn period() -> u64 {
     frequency() / TICK_HZ
 }
