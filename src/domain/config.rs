@@ -31,6 +31,9 @@ pub struct DomuSpec {
     pub cap: u32,
     /// Hard affinity (bit n = pCPU n); None = every pCPU.
     pub cpus: Option<u64>,
+    /// Its virtual disk: (offset, size) in bytes of dom0's disk, both multiples of 512, served
+    /// by dom0's block backend.
+    pub disk: Option<(u64, u64)>,
     pub cmdline: String,
 }
 
@@ -45,6 +48,7 @@ impl Default for DomuSpec {
             weight: 256,
             cap: 0,
             cpus: None,
+            disk: None,
             cmdline: String::new(),
         }
     }
@@ -124,6 +128,20 @@ impl DomuSpec {
                         .ok_or_else(|| bad("a percentage of one CPU, 0 for none"))?
                 }
                 "cpus" => s.cpus = Some(parse_cpus(v).ok_or_else(|| bad("a list like 0-1|3"))?),
+                "disk" => {
+                    let want = "offset:size in dom0's disk, like 1M:4M (multiples of 512)";
+                    let (o, z) = v.split_once(':').ok_or_else(|| bad(want))?;
+                    let parse =
+                        |x: &str| crate::cmdline::parse_size(x).filter(|n| n.is_multiple_of(512));
+                    let (o, z) = (
+                        parse(o).ok_or_else(|| bad(want))?,
+                        parse(z).ok_or_else(|| bad(want))?,
+                    );
+                    if z == 0 || o.checked_add(z).is_none() {
+                        return Err(bad(want));
+                    }
+                    s.disk = Some((o, z));
+                }
                 _ => return Err(alloc::format!("unknown setting '{k}'")),
             }
         }
@@ -149,6 +167,8 @@ mod tests {
         assert_eq!((s.vcpus, s.weight, s.cap), (2, 512, 50));
         assert_eq!(s.cpus, Some(0b1011));
         assert_eq!(s.cmdline, "hog a,b");
+        let d = DomuSpec::parse("disk=1M:4M,cmd=blk-write").unwrap();
+        assert_eq!(d.disk, Some((1 << 20, 4 << 20)));
     }
 
     #[test]
@@ -163,6 +183,9 @@ mod tests {
             ("colour=red", "unknown setting"),
             ("vcpus", "not key=value"),
             ("mem=32M,maxmem=16M", "maxmem is less than mem"),
+            ("disk=1M", "offset:size"),
+            ("disk=1M:0", "offset:size"),
+            ("disk=100:4M", "offset:size"),
         ] {
             let e = DomuSpec::parse(v).unwrap_err();
             assert!(e.contains(why), "{v}: {e}");

@@ -89,6 +89,7 @@ pub fn domu(
         crate::boot::free_frames(base, nr_pages as usize);
         super::events::remove_domain(id);
         super::grant::remove_domain(id);
+        super::devbus::remove_domain(id);
         e
     };
     // The console's port, unbound for dom0, goes into the start-info page.
@@ -154,6 +155,7 @@ pub fn domu(
     ft.acquire_writable(built.shared_info_ma, &mut domu::Phys)
         .map_err(|e| fail(format!("{name}: shared-info page: {}", e.name())))?;
     super::grant::set_console_page(id, built.console_ma);
+    super::devbus::set_disk(id, spec.disk);
 
     let vmid = id + 1;
     let cntvoff = timer::counter();

@@ -145,6 +145,18 @@ pub fn domctl(_vm: &'static Vm, _v: usize, frame: &mut TrapFrame) -> i64 {
                 None => errno::ENOENT,
             }
         }
+        dc::DISK => {
+            let Some(target) = u16::try_from(dom).ok().and_then(super::domain) else {
+                return errno::ENOENT;
+            };
+            match super::devbus::disk(target.id) {
+                Some((first, n)) => {
+                    frame.x[1] = n;
+                    first as i64
+                }
+                None => errno::ENOENT,
+            }
+        }
         _ => errno::ENOSYS,
     }
 }

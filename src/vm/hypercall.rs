@@ -29,6 +29,7 @@ pub fn dispatch(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
         call::VCPU_OP if pv => domu::vcpu_op(vm, v, frame),
         call::EVTCHN_OP => super::events::evtchn_op(vm, v, frame),
         call::GNTTAB_OP => super::grant::gnttab_op(vm, v, frame),
+        call::DEVICE_OP => super::devbus::device_op(vm, v, frame),
         call::DOMCTL if !pv => super::ctl::domctl(vm, v, frame),
         call::DOMCTL => {
             log::warn!("{}: vcpu{v}: DOMCTL refused: dom0 only", vm.name);
@@ -96,6 +97,7 @@ fn feature_word(vm: &Vm) -> u64 {
             | features::EVENTS
             | features::EVTCHN
             | features::GNTTAB
+            | features::DEVBUS
             | asid16
     } else {
         features::CONSOLE
@@ -103,6 +105,7 @@ fn feature_word(vm: &Vm) -> u64 {
             | features::EVTCHN
             | features::GNTTAB
             | features::DOMCTL
+            | features::DEVBUS
     }
 }
 

@@ -43,6 +43,8 @@ pub const GNTTAB_OP: u32 = BASE | 0x0C;
 /// Domain information for dom0 (`-EPERM` for anyone else): x1 = command ([`domctl`]), x2 =
 /// domain id.
 pub const DOMCTL: u32 = BASE | 0x0D;
+/// The device bus: x1 = command ([`crate::devbus`]), x2.. its arguments.
+pub const DEVICE_OP: u32 = BASE | 0x0E;
 
 /// SMCCC general query: the vendor hypervisor service's UID, in x0..x3 (32-bit call).
 pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
@@ -69,7 +71,7 @@ pub const SMCCC_NOT_SUPPORTED: i64 = -1;
 pub const DOMID_SELF: u16 = 0x7FF0;
 
 /// The number of calls [`VENDOR_HYP_CALL_COUNT`] reports.
-pub const CALL_COUNT: u32 = 14;
+pub const CALL_COUNT: u32 = 15;
 
 /// Whether `x0` is in Ferrite's range (anything in it that is not a call is `-ENOSYS`).
 pub const fn is_ferrite_call(x0: u64) -> bool {
@@ -102,6 +104,8 @@ pub mod features {
     pub const GNTTAB: u64 = 1 << 10;
     /// `DOMCTL` (dom0).
     pub const DOMCTL: u64 = 1 << 11;
+    /// `DEVICE_OP`: the device bus.
+    pub const DEVBUS: u64 = 1 << 12;
 }
 
 /// `DOMCTL` commands (x1); x2 = the domain id. Unknown domain: `-ENOENT`.
@@ -113,6 +117,9 @@ pub mod domctl {
     /// x0 = the next domain id after x2 that exists (x2 = 0 starts the walk), `-ENOENT` at the
     /// end; x1 = its number of vCPUs, x2 = 1 if it is running.
     pub const NEXT_DOMAIN: u64 = 1;
+    /// The domain's virtual disk in dom0's disk (its `domu=` setting `disk=`): x0 = first
+    /// sector, x1 = number of sectors (512 bytes). `-ENOENT` if it has none.
+    pub const DISK: u64 = 2;
 }
 
 /// `CONSOLE_IO` commands.
@@ -194,6 +201,7 @@ mod tests {
             EVTCHN_OP,
             GNTTAB_OP,
             DOMCTL,
+            DEVICE_OP,
         ] {
             assert_eq!(f >> 31, 1, "fast call");
             assert_eq!((f >> 30) & 1, 1, "SMC64/HVC64 convention");

@@ -79,8 +79,10 @@ pub mod virq {
     pub const CONSOLE: u32 = 1;
     /// Raised by Ferrite's debug facilities (reserved: nothing raises it yet).
     pub const DEBUG: u32 = 2;
+    /// The device bus changed ([`crate::devbus`]): for dom0, a frontend; for a domU, a backend.
+    pub const DEVBUS: u32 = 3;
     /// How many there are.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Word and bit of `port` in the bitmaps.

@@ -9,9 +9,11 @@
 
 #![no_std]
 
+pub mod blkif;
 pub mod call;
 pub mod console_ring;
 pub mod desc;
+pub mod devbus;
 pub mod errno;
 pub mod evtchn;
 pub mod grant;

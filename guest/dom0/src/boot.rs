@@ -332,6 +332,7 @@ fn after_ready(opts: &Options) -> ! {
         .and_then(|m| m.hypervisor.as_ref())
         .is_some_and(|h| h.compatible == "ferrite,hypervisor");
     crate::consback::start();
+    crate::blkback::start();
     sched::boot_options(&opts.sched, opts.sched_report_ms, under_ferrite);
     if let Some(Fault::Unmapped(a)) = opts.fault {
         println!("dom0: fault: reading {a:#x}, which is neither RAM nor a device");
@@ -351,6 +352,7 @@ fn after_ready(opts: &Options) -> ! {
     }
     loop {
         crate::consback::service(false);
+        crate::blkback::service(false);
         cpu::wfi();
     }
 }

@@ -21,6 +21,8 @@ extern crate alloc;
 mod console;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod blkback;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod boot;
 #[cfg(any(test, all(target_arch = "aarch64", target_os = "none")))]
 mod cmdline;

@@ -146,6 +146,7 @@ fn report(ms: u64) {
     let deadline = timer::deadline_us(ms.saturating_mul(1000));
     while timer::counter() < deadline {
         crate::consback::service(false);
+        crate::blkback::service(false);
         crate::cpu::wfi();
     }
     let slept = timer::ticks_to_us(timer::counter() - start) / 1000;

@@ -293,7 +293,7 @@ pub fn evil(si: &StartInfo) {
     let r = unsafe { hypercall::gnttab_op(grant::SET_TABLE, 0x4000_0000, 1) };
     t.check("grant table in dom0's memory", r, Errno::Perm);
     // A real table in one of its free frames, then a reference it never granted.
-    let ma = frame_ma(si, si.first_free_pfn);
+    let ma = crate::guest::mm().alloc_zeroed().map_or(0, |(_, ma)| ma);
     // SAFETY: as above.
     let r = unsafe { hypercall::gnttab_op(grant::SET_TABLE, ma, 1) };
     if r.is_ok() {
@@ -335,11 +335,6 @@ fn unsafe_bad_ops() -> &'static mut [GrantCopy] {
     // SAFETY: never dereferenced here: only its address goes to Ferrite, which must refuse it
     // (nothing is mapped at 16 in a PV domU's address space).
     unsafe { core::slice::from_raw_parts_mut(16 as *mut GrantCopy, 1) }
-}
-
-fn frame_ma(si: &StartInfo, pfn: u64) -> u64 {
-    // SAFETY: the frame list is mapped in the initial mapping, `nr_pages` entries.
-    unsafe { *((si.frame_list as *const u64).add(pfn as usize)) }
 }
 
 fn hypercall_domctl() -> u64 {

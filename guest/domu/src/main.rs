@@ -3,7 +3,7 @@
 //!
 //! `hello`, `ptbuild`, `evil`, `evil-crash`, `hog`, `latency <n>`, `smp [stay]`,
 //! `bench-null <iters>`, `bench-mmu <batch> <rounds>`, `balloon`, `psci`,
-//! `ring-console <n> [gap_ms]`, `evil-io`.
+//! `ring-console <n> [gap_ms]`, `evil-io`, `blk-write <seed>`, `blk-read <seed>`, `blk-evil`.
 //!
 //! Every line it prints starts with `domU<id>: `. Every mode ends with `SCHED_OP SHUTDOWN`
 //! (poweroff) except those that run forever (`hog`, `smp stay`); an unknown mode or a bad
@@ -28,6 +28,8 @@ mod args;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod bench;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod blk;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod evil;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hello;
@@ -47,7 +49,7 @@ mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod guest {
     use crate::args::Args;
-    use crate::{bench, evil, hello, hog, io, latency, memory, ptbuild, smp};
+    use crate::{bench, blk, evil, hello, hog, io, latency, memory, ptbuild, smp};
     use ferrite_pv::StartInfo;
     use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
     use ferrite_pv::rt;
@@ -64,7 +66,8 @@ mod guest {
 
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
                          bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
-                         ring-console <n> [gap_ms], evil-io";
+                         ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
+                         blk-evil";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -86,6 +89,9 @@ mod guest {
                 io::ring_console(si, n, gap)
             }
             "evil-io" => io::evil(si),
+            "blk-write" => blk::write(args.number("blk-write", "seed", 1)),
+            "blk-read" => blk::read(args.number("blk-read", "seed", 1)),
+            "blk-evil" => blk::evil(),
             "latency" => latency::run(args.number("latency", "n", 100)),
             "smp" => smp::run(si, args.word() == Some("stay")),
             "bench-null" => bench::null(args.number("bench-null", "iters", 100_000)),

@@ -16,6 +16,35 @@ const SIGNATURE_SECTOR: usize = 2;
 
 type Blk = VirtIOBlk<Dom0Hal, MmioTransport<'static>>;
 
+/// The disk after its check, for the block backend.
+pub struct Disk {
+    blk: Blk,
+    irq: DevIrq,
+    pub capacity: u64,
+}
+
+// SAFETY: the device's registers and queues are reached only through `&mut Disk`, which the
+// `DISK` mutex hands to one vCPU at a time; nothing in it is tied to the vCPU that made it.
+unsafe impl Send for Disk {}
+
+/// dom0's disk, once checked.
+pub static DISK: spin::Mutex<Option<Disk>> = spin::Mutex::new(None);
+
+impl Disk {
+    /// Reads (or, with `write`, writes) whole sectors from `sector`.
+    pub fn io(&mut self, write: bool, sector: u64, buf: &mut [u8]) -> Result<(), &'static str> {
+        let dir = if write { Dir::Write } else { Dir::Read };
+        request(&mut self.blk, &mut self.irq, dir, sector as usize, buf)
+    }
+
+    pub fn flush(&mut self) -> Result<(), &'static str> {
+        let r = self.blk.flush().map_err(|_| "flush failed");
+        self.blk.ack_interrupt();
+        self.irq.rearm();
+        r
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Dir {
     Read,
@@ -142,5 +171,6 @@ fn run(transport: MmioTransport<'static>, irq: Option<Irq>) -> Result<(), alloc:
         sectors.len() * 2 + 1,
         irq.intid().unwrap_or(0)
     );
+    *DISK.lock() = Some(Disk { blk, irq, capacity });
     Ok(())
 }

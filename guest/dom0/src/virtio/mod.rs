@@ -5,7 +5,7 @@
 //! property): under Ferrite that proves the device's interrupt is routed to dom0. Polling the
 //! used ring stays as a bounded fallback that prints a warning.
 
-mod blk;
+pub mod blk;
 mod hal;
 mod net;
 

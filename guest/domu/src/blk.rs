@@ -1,0 +1,387 @@
+//! `blk-write <seed>` / `blk-read <seed>` / `blk-evil`: a blkfront ([`ferrite_abi::blkif`]).
+//!
+//! It sets up its grant table, a ring page and 8 data pages granted to dom0, an event channel
+//! unbound for dom0, publishes them on the device bus and waits for dom0's block backend to
+//! connect (`blk: connected, <n> sectors`). Then:
+//!
+//! - `blk-write <seed>`: writes 64 sectors of a pattern made from `seed` at sector 0 in one
+//!   8-segment request, flushes, reads them back and compares:
+//!   `blk: wrote 64 sectors (seed <seed>), flushed, read back: ok`;
+//! - `blk-read <seed>`: reads 64 sectors at 0 and compares with the pattern:
+//!   `blk: read 64 sectors: pattern <seed> ok` (or `MISMATCH at sector <s>`);
+//! - `blk-evil`: sends requests the backend must refuse (past the end of its disk, a grant it
+//!   never made, a bad segment, an unknown op), each answered with an error, then a good one,
+//!   then corrupts its ring's producer index (the backend must disconnect it):
+//!   `blk-evil: done, <n> refused, <m> allowed`.
+//!
+//! Every mode ends by closing the device (front state CLOSED).
+
+use crate::guest::mm;
+use core::sync::atomic::Ordering;
+use ferrite_abi::blkif::{BlkRing, MAX_SEGMENTS, Request, Response, Segment, op};
+use ferrite_abi::devbus::{self, kind, state};
+use ferrite_abi::evtchn as ev;
+use ferrite_abi::grant::{self, GrantEntry, flags};
+use ferrite_abi::ring::FrontRing;
+use ferrite_abi::{Errno, call, errno};
+use ferrite_pv::{events, hypercall, time};
+
+const RING_GREF: u32 = grant::GREF_FIRST_FREE;
+const DATA_GREF: u32 = RING_GREF + 1;
+const KEY: u64 = devbus::key(kind::BLOCK, 0);
+
+struct Front {
+    ring: &'static BlkRing,
+    fr: FrontRing<'static, Request, Response, { ferrite_abi::blkif::RING_SLOTS }>,
+    port: u32,
+    data_va: [u64; MAX_SEGMENTS],
+    sectors: u64,
+}
+
+fn device_op(cmd: u64, a: u64, b: u64, c: u64) -> (i64, u64) {
+    // SAFETY: DEVICE_OP reads no buffer, changes no mapping, starts no code.
+    let (r0, r1) = unsafe { hypercall::raw(call::DEVICE_OP as u64, cmd, a, b, c, 0) };
+    (r0 as i64, r1)
+}
+
+fn take_pending(port: u32) -> bool {
+    let Some(s) = events::shared_info() else {
+        return false;
+    };
+    let (w, bit) = ev::word_bit(port);
+    s.evtchn_pending[w].fetch_and(!bit, Ordering::AcqRel) & bit != 0
+}
+
+fn wait_port(port: u32, ms: u64) -> bool {
+    let end = time::now() + time::us_to_ticks(ms * 1000);
+    while time::now() < end {
+        if take_pending(port) {
+            return true;
+        }
+        let _ = hypercall::set_timer(time::now() + time::us_to_ticks(1000));
+        let _ = hypercall::sched_block();
+    }
+    take_pending(port)
+}
+
+/// A zeroed frame: (VA in the initial mapping, machine address).
+fn frame() -> Result<(u64, u64), &'static str> {
+    let mut m = mm();
+    let (pfn, ma) = m.alloc_zeroed().map_err(|_| "out of frames")?;
+    Ok((m.frames.va(pfn), ma))
+}
+
+fn grant_to_dom0(table: u64, gref: u32, ma: u64) {
+    // SAFETY: `table` is our grant table page, mapped writable; entry `gref` is inside it.
+    let e = unsafe { &*((table as *const GrantEntry).add(gref as usize)) };
+    e.domid.store(0, Ordering::Relaxed);
+    e.frame.store((ma >> 12) as u32, Ordering::Relaxed);
+    e.flags.store(flags::PERMIT_ACCESS, Ordering::Release);
+}
+
+fn connect() -> Result<Front, &'static str> {
+    let (table, table_ma) = frame()?;
+    // SAFETY: SET_TABLE reads nothing; the frame is ours and free.
+    unsafe { hypercall::gnttab_op(grant::SET_TABLE, table_ma, 1) }
+        .map_err(|_| "SET_TABLE refused")?;
+    let (ring_va, ring_ma) = frame()?;
+    // SAFETY: a zeroed frame of ours, mapped writable for good; the ring is Pod and atomics.
+    let ring = unsafe { &*(ring_va as *const BlkRing) };
+    ring.init();
+    grant_to_dom0(table, RING_GREF, ring_ma);
+    let mut data_va = [0u64; MAX_SEGMENTS];
+    for (i, va) in data_va.iter_mut().enumerate() {
+        let (v, ma) = frame()?;
+        *va = v;
+        grant_to_dom0(table, DATA_GREF + i as u32, ma);
+    }
+    let port = hypercall::evtchn_op(ev::ALLOC_UNBOUND, 0, ferrite_abi::DOMID_SELF as u64)
+        .map_err(|_| "ALLOC_UNBOUND refused")? as u32;
+    let (r, _) = device_op(devbus::PUBLISH, KEY, RING_GREF as u64, port as u64);
+    if r < 0 {
+        return Err("PUBLISH refused");
+    }
+    // The backend answers on the bus: poll its state (5 s at most).
+    let end = time::now() + time::us_to_ticks(5_000_000);
+    loop {
+        // SAFETY: as in `device_op`.
+        let (r0, _) = unsafe {
+            hypercall::raw(
+                call::DEVICE_OP as u64,
+                devbus::GET,
+                ferrite_abi::DOMID_SELF as u64,
+                KEY,
+                0,
+                0,
+            )
+        };
+        let back = ((r0 >> 8) & 0xff) as u8;
+        if (r0 as i64) >= 0 && back == state::CONNECTED {
+            break;
+        }
+        if (r0 as i64) >= 0 && back == state::CLOSED {
+            return Err("the backend refused the device");
+        }
+        if time::now() > end {
+            return Err("no backend connected within 5 s");
+        }
+        let _ = time::sleep_us(1000);
+    }
+    let sectors = param();
+    out!("blk: connected, {sectors} sectors");
+    Ok(Front {
+        ring,
+        fr: FrontRing::new(ring),
+        port,
+        data_va,
+        sectors,
+    })
+}
+
+/// The backend's parameter (x3 of GET): the disk's size in sectors.
+fn param() -> u64 {
+    let x3: u64;
+    // SAFETY: DEVICE_OP GET reads no buffer; x0..x3 are clobbered by the call.
+    unsafe {
+        core::arch::asm!(
+            "hvc #0",
+            inout("x0") call::DEVICE_OP as u64 => _,
+            inout("x1") devbus::GET => _,
+            inout("x2") ferrite_abi::DOMID_SELF as u64 => _,
+            inout("x3") KEY => x3,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
+            out("x15") _, out("x16") _, out("x17") _,
+            options(nostack)
+        );
+    }
+    x3
+}
+
+/// Sends `req` and waits for its response's status.
+fn submit(f: &mut Front, req: Request) -> Result<i16, &'static str> {
+    let fr = &mut f.fr;
+    fr.push_request(req).map_err(|_| "ring full")?;
+    if fr.push_requests_and_check_notify() {
+        let _ = hypercall::evtchn_send(f.port);
+    }
+    let end = time::now() + time::us_to_ticks(5_000_000);
+    loop {
+        match fr.take_response() {
+            Ok(Some(r)) => return Ok(check_id(r, req.id)),
+            Ok(None) => {}
+            Err(_) => return Err("the backend corrupted the ring"),
+        }
+        if time::now() > end {
+            return Err("no response within 5 s");
+        }
+        wait_port(f.port, 10);
+    }
+}
+
+fn check_id(r: Response, id: u64) -> i16 {
+    if r.id != id { i16::MIN } else { r.status }
+}
+
+fn segments(first_gref: u32) -> [Segment; MAX_SEGMENTS] {
+    core::array::from_fn(|i| Segment {
+        gref: first_gref + i as u32,
+        first_sect: 0,
+        last_sect: 7,
+        pad: 0,
+    })
+}
+
+fn rw(op: u8, id: u64, sector: u64) -> Request {
+    Request {
+        op,
+        nr_segments: MAX_SEGMENTS as u8,
+        id,
+        sector,
+        seg: segments(DATA_GREF),
+        ..Request::default()
+    }
+}
+
+fn pattern(seed: u64, byte: usize) -> u8 {
+    let x = (byte as u64)
+        .wrapping_mul(0x9E37_79B9)
+        .wrapping_add(seed.wrapping_mul(131));
+    (x ^ (x >> 13)) as u8
+}
+
+fn page(f: &Front, i: usize) -> &'static mut [u8] {
+    // SAFETY: one of our data frames, mapped writable for good; dom0 writes it only through
+    // Ferrite's grant copies while a request is outstanding (none is, here).
+    unsafe { core::slice::from_raw_parts_mut(f.data_va[i] as *mut u8, 4096) }
+}
+
+fn close() {
+    device_op(devbus::SET_FRONT_STATE, KEY, state::CLOSED as u64, 0);
+}
+
+pub fn write(seed: u64) {
+    let mut f = match connect() {
+        Ok(f) => f,
+        Err(e) => return out!("blk: FAIL: {e}"),
+    };
+    for i in 0..MAX_SEGMENTS {
+        for (b, x) in page(&f, i).iter_mut().enumerate() {
+            *x = pattern(seed, i * 4096 + b);
+        }
+    }
+    let steps: [(&str, Request); 2] = [
+        ("write", rw(op::WRITE, 1, 0)),
+        (
+            "flush",
+            Request {
+                op: op::FLUSH,
+                id: 2,
+                ..Request::default()
+            },
+        ),
+    ];
+    for (what, req) in steps {
+        match submit(&mut f, req) {
+            Ok(0) => {}
+            Ok(s) => return out!("blk: FAIL: {what}: status {s}"),
+            Err(e) => return out!("blk: FAIL: {what}: {e}"),
+        }
+    }
+    for i in 0..MAX_SEGMENTS {
+        page(&f, i).fill(0);
+    }
+    if let Err(e) = read_and_compare(&mut f, seed) {
+        return out!("blk: FAIL: {e}");
+    }
+    out!("blk: wrote 64 sectors (seed {seed}), flushed, read back: ok");
+    close();
+}
+
+fn read_and_compare(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
+    match submit(f, rw(op::READ, 3, 0)) {
+        Ok(0) => {}
+        Ok(s) => return Err(alloc_free::Msg::Status("read", s)),
+        Err(e) => return Err(alloc_free::Msg::Text(e)),
+    }
+    for i in 0..MAX_SEGMENTS {
+        for (b, &x) in page(f, i).iter().enumerate() {
+            if x != pattern(seed, i * 4096 + b) {
+                return Err(alloc_free::Msg::Mismatch((i * 4096 + b) as u64 / 512));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn read(seed: u64) {
+    let mut f = match connect() {
+        Ok(f) => f,
+        Err(e) => return out!("blk: FAIL: {e}"),
+    };
+    match read_and_compare(&mut f, seed) {
+        Ok(()) => out!("blk: read 64 sectors: pattern {seed} ok"),
+        Err(e) => out!("blk: {e}"),
+    }
+    close();
+}
+
+pub fn evil() {
+    let mut f = match connect() {
+        Ok(f) => f,
+        Err(e) => return out!("blk-evil: FAIL: {e}"),
+    };
+    let (mut refused, mut allowed) = (0, 0);
+    let mut bad_seg = rw(op::READ, 12, 0);
+    bad_seg.seg[3].first_sect = 6;
+    bad_seg.seg[3].last_sect = 2;
+    let mut never = rw(op::READ, 13, 0);
+    never.seg[0].gref = 200;
+    let mut many = rw(op::WRITE, 14, 0);
+    many.nr_segments = 9;
+    let cases: [(&str, Request, Errno); 5] = [
+        (
+            "read past the end of its disk",
+            rw(op::READ, 10, f.sectors - 8),
+            Errno::Inval,
+        ),
+        (
+            "write at sector 2^63",
+            rw(op::WRITE, 11, 1 << 63),
+            Errno::Inval,
+        ),
+        ("a segment ending before it starts", bad_seg, Errno::Inval),
+        ("a grant reference it never made", never, Errno::Perm),
+        ("nine segments", many, Errno::Inval),
+    ];
+    for (name, req, want) in cases {
+        match submit(&mut f, req) {
+            Ok(0) => {
+                allowed += 1;
+                out!("blk-evil: {name}: ALLOWED");
+            }
+            Ok(s) => {
+                refused += 1;
+                let e = Errno::from_ret(s as i64);
+                match e {
+                    Some(e) if e == want => out!("blk-evil: {name}: refused {e}"),
+                    _ => out!("blk-evil: {name}: refused {s} (unexpected, the ABI says {want})"),
+                }
+            }
+            Err(e) => {
+                allowed += 1;
+                out!("blk-evil: {name}: FAIL: {e}");
+            }
+        }
+    }
+    match submit(
+        &mut f,
+        Request {
+            op: 99,
+            id: 15,
+            ..Request::default()
+        },
+    ) {
+        Ok(s) if s == errno::EINVAL as i16 => {
+            refused += 1;
+            out!("blk-evil: an unknown op: refused EINVAL");
+        }
+        other => {
+            allowed += 1;
+            out!("blk-evil: an unknown op: {other:?}");
+        }
+    }
+    // A good request still works after all that.
+    match submit(&mut f, rw(op::READ, 16, 0)) {
+        Ok(0) => out!("blk-evil: a good request after them: ok"),
+        other => out!("blk-evil: a good request after them: FAIL {other:?}"),
+    }
+    // Claim 1000 requests in a 32-slot ring.
+    let prod = f.ring.req_prod.load(Ordering::Relaxed);
+    f.ring
+        .req_prod
+        .store(prod.wrapping_add(1000), Ordering::Release);
+    let _ = hypercall::evtchn_send(f.port);
+    out!("blk-evil: corrupted its ring (req_prod + 1000)");
+    let _ = time::sleep_us(50_000);
+    out!("blk-evil: done, {refused} refused, {allowed} allowed");
+}
+
+/// Error text without a heap.
+mod alloc_free {
+    pub enum Msg {
+        Text(&'static str),
+        Status(&'static str, i16),
+        Mismatch(u64),
+    }
+
+    impl core::fmt::Display for Msg {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                Msg::Text(t) => f.write_str(t),
+                Msg::Status(w, s) => write!(f, "FAIL: {w}: status {s}"),
+                Msg::Mismatch(s) => write!(f, "MISMATCH at sector {s}"),
+            }
+        }
+    }
+}
