@@ -217,3 +217,32 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
     let _ = std::fs::remove_file(&disk);
     Ok(())
 }
+
+#[test]
+fn two_domus_exchange_frames_through_dom0s_switch() -> Result<()> {
+    let out = run(
+        "io-net",
+        3,
+        "domu=name=pong,mem=8M,cmd=net-pong+20 domu=name=ping,mem=8M,cmd=net-ping+1+20",
+        2000,
+    )?;
+    let c = &out.console;
+    out.ensure(
+        c.contains("dom0: net: dom1: connected") && c.contains("dom0: net: dom2: connected"),
+        "dom0's switch connected both netfronts",
+    )?;
+    out.ensure(
+        c.contains("domU2: net-ping: 20/20 echoes from dom1, payloads ok"),
+        "every frame came back through dom0 with its payload intact",
+    )?;
+    out.ensure(
+        c.contains("domU1: net-pong: echoed 20 frames"),
+        "the peer echoed each frame once",
+    )?;
+    out.ensure(
+        c.contains("dom0: net: dom1: the frontend closed: disconnected")
+            && c.contains("dom0: net: dom2: the frontend closed: disconnected"),
+        "both frontends disconnected and the backend saw it",
+    )?;
+    Ok(())
+}

@@ -18,6 +18,7 @@ pub mod errno;
 pub mod evtchn;
 pub mod grant;
 pub mod mmu;
+pub mod netif;
 pub mod psci;
 pub mod ring;
 pub mod sched;

@@ -21,8 +21,8 @@ use ferrite_abi::blkif::{
 };
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::devbus::{self, kind, state};
-use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
-use ferrite_abi::{Errno, errno, evtchn as ev};
+use crate::gcopy::{read_from, read_pod, write_pod, write_to};
+use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
 
 struct Front {
@@ -47,14 +47,15 @@ fn device_op(cmd: u64, a: u64, b: u64, c: u64, d: u64) -> i64 {
 
 /// Binds the device-bus virtual IRQ and connects the frontends already waiting.
 pub fn start() {
-    if !events::ready() || DISK.lock().is_none() {
+    if !events::ready() {
         return;
     }
     match events::op(ev::BIND_VIRQ, ev::virq::DEVBUS as u64, 0) {
         Ok(p) => BUS_PORT.store(p as u32, core::sync::atomic::Ordering::Release),
-        Err(e) => println!("dom0: blk: cannot bind the device bus VIRQ: {e}"),
+        Err(e) => println!("dom0: backends: cannot bind the device bus VIRQ: {e}"),
     }
     scan();
+    crate::netback::start();
 }
 
 /// Walks the device bus: connects new block frontends, drops closed ones.
@@ -126,7 +127,9 @@ fn connect(dom: u16, key: u64, ring: u32, port: u32) -> Result<Front, String> {
     if first < 0 {
         return Err("it has no disk= setting".into());
     }
-    let capacity = DISK.lock().as_ref().map_or(0, |d| d.capacity);
+    let Some(capacity) = DISK.lock().as_ref().map(|d| d.capacity) else {
+        return Err("dom0 has no disk".into());
+    };
     let first = first as u64;
     if first.checked_add(n).is_none_or(|end| end > capacity) {
         return Err(alloc::format!(
@@ -179,6 +182,7 @@ pub fn service(all: bool) {
     let bus = BUS_PORT.load(core::sync::atomic::Ordering::Acquire);
     if bus != 0 && events::take(bus) {
         scan();
+        crate::netback::scan();
     }
     let mut fronts = FRONTS.lock();
     let mut i = 0;
@@ -193,58 +197,6 @@ pub fn service(all: bool) {
         }
         i += 1;
     }
-}
-
-fn ptr_gref(gref: u32, dom: u16, offset: usize) -> GrantPtr {
-    GrantPtr {
-        gref_or_va: gref as u64,
-        domid: dom,
-        offset: offset as u16,
-        pad: 0,
-    }
-}
-
-fn ptr_local(p: *const u8) -> GrantPtr {
-    GrantPtr {
-        gref_or_va: p as u64,
-        ..GrantPtr::default()
-    }
-}
-
-/// One grant copy; its status as a `Result`.
-fn copy1(mut op: GrantCopy) -> Result<(), Errno> {
-    let r = hypercall(call::GNTTAB_OP, grant::COPY, &raw mut op as u64, 1);
-    errno::result(r as u64)?;
-    if op.status != 0 {
-        return Err(Errno::from_ret(op.status as i64).unwrap_or(Errno::Inval));
-    }
-    Ok(())
-}
-
-fn read_from(dom: u16, gref: u32, offset: usize, into: &mut [u8]) -> Result<(), Errno> {
-    copy1(GrantCopy {
-        source: ptr_gref(gref, dom, offset),
-        dest: ptr_local(into.as_mut_ptr()),
-        len: into.len() as u16,
-        flags: copy::SOURCE_GREF,
-        status: 0,
-    })
-}
-
-fn write_to(dom: u16, gref: u32, offset: usize, from: &[u8]) -> Result<(), Errno> {
-    copy1(GrantCopy {
-        source: ptr_local(from.as_ptr()),
-        dest: ptr_gref(gref, dom, offset),
-        len: from.len() as u16,
-        flags: copy::DEST_GREF,
-        status: 0,
-    })
-}
-
-fn as_bytes<T: ferrite_abi::ring::Pod>(v: &T) -> &[u8] {
-    // SAFETY: `Pod` types are plain integers with no padding invariants; reading their bytes is
-    // fine.
-    unsafe { core::slice::from_raw_parts((v as *const T).cast(), size_of::<T>()) }
 }
 
 fn serve(f: &mut Front) -> Result<(), String> {
@@ -296,13 +248,8 @@ fn serve_batch(f: &mut Front, req_prod: u32) -> Result<bool, String> {
     let mut answered = false;
     while f.req_cons != req_prod {
         let slot = OFFSET_SLOTS + (f.req_cons as usize % RING_SLOTS) * SLOT_SIZE;
-        let mut req = Request::default();
-        // SAFETY: `Request` is `Pod`: any bytes make a valid one.
-        let raw = unsafe {
-            core::slice::from_raw_parts_mut((&raw mut req).cast::<u8>(), size_of::<Request>())
-        };
-        read_from(f.dom, f.ring, slot, raw)
-            .map_err(|e| alloc::format!("reading a request: {e}"))?;
+        let req: Request =
+            read_pod(f.dom, f.ring, slot).map_err(|e| alloc::format!("reading a request: {e}"))?;
         f.req_cons = f.req_cons.wrapping_add(1);
         let status = match handle(f, &req) {
             Ok(()) => 0,
@@ -322,7 +269,7 @@ fn serve_batch(f: &mut Front, req_prod: u32) -> Result<bool, String> {
         };
         // Responses go in the slot of the oldest unanswered request, as in Xen.
         let rslot = OFFSET_SLOTS + (f.rsp_prod as usize % RING_SLOTS) * SLOT_SIZE;
-        write_to(f.dom, f.ring, rslot, as_bytes(&rsp))
+        write_pod(f.dom, f.ring, rslot, &rsp)
             .map_err(|e| alloc::format!("writing a response: {e}"))?;
         f.rsp_prod = f.rsp_prod.wrapping_add(1);
         f.served += 1;

@@ -353,6 +353,7 @@ fn after_ready(opts: &Options) -> ! {
     loop {
         crate::consback::service(false);
         crate::blkback::service(false);
+        crate::netback::service(false);
         cpu::wfi();
     }
 }

@@ -39,6 +39,8 @@ mod events;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod exceptions;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod gcopy;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod gic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod heap;
@@ -46,6 +48,8 @@ mod heap;
 mod logger;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod mmu;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod netback;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod panic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

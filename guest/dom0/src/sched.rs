@@ -147,6 +147,7 @@ fn report(ms: u64) {
     while timer::counter() < deadline {
         crate::consback::service(false);
         crate::blkback::service(false);
+        crate::netback::service(false);
         crate::cpu::wfi();
     }
     let slept = timer::ticks_to_us(timer::counter() - start) / 1000;

@@ -16,18 +16,14 @@
 //!
 //! Every mode ends by closing the device (front state CLOSED).
 
-use crate::guest::mm;
+use crate::front;
 use core::sync::atomic::Ordering;
 use ferrite_abi::blkif::{BlkRing, MAX_SEGMENTS, Request, Response, Segment, op};
-use ferrite_abi::devbus::{self, kind, state};
-use ferrite_abi::evtchn as ev;
-use ferrite_abi::grant::{self, GrantEntry, flags};
+use ferrite_abi::devbus::{self, kind};
 use ferrite_abi::ring::FrontRing;
-use ferrite_abi::{Errno, call, errno};
-use ferrite_pv::{events, hypercall, time};
+use ferrite_abi::{Errno, errno};
+use ferrite_pv::{hypercall, time};
 
-const RING_GREF: u32 = grant::GREF_FIRST_FREE;
-const DATA_GREF: u32 = RING_GREF + 1;
 const KEY: u64 = devbus::key(kind::BLOCK, 0);
 
 struct Front {
@@ -35,127 +31,37 @@ struct Front {
     fr: FrontRing<'static, Request, Response, { ferrite_abi::blkif::RING_SLOTS }>,
     port: u32,
     data_va: [u64; MAX_SEGMENTS],
+    /// The data pages' grants are consecutive from this one.
+    first_gref: u32,
     sectors: u64,
 }
 
-fn device_op(cmd: u64, a: u64, b: u64, c: u64) -> (i64, u64) {
-    // SAFETY: DEVICE_OP reads no buffer, changes no mapping, starts no code.
-    let (r0, r1) = unsafe { hypercall::raw(call::DEVICE_OP as u64, cmd, a, b, c, 0) };
-    (r0 as i64, r1)
-}
-
-fn take_pending(port: u32) -> bool {
-    let Some(s) = events::shared_info() else {
-        return false;
-    };
-    let (w, bit) = ev::word_bit(port);
-    s.evtchn_pending[w].fetch_and(!bit, Ordering::AcqRel) & bit != 0
-}
-
-fn wait_port(port: u32, ms: u64) -> bool {
-    let end = time::now() + time::us_to_ticks(ms * 1000);
-    while time::now() < end {
-        if take_pending(port) {
-            return true;
-        }
-        let _ = hypercall::set_timer(time::now() + time::us_to_ticks(1000));
-        let _ = hypercall::sched_block();
-    }
-    take_pending(port)
-}
-
-/// A zeroed frame: (VA in the initial mapping, machine address).
-fn frame() -> Result<(u64, u64), &'static str> {
-    let mut m = mm();
-    let (pfn, ma) = m.alloc_zeroed().map_err(|_| "out of frames")?;
-    Ok((m.frames.va(pfn), ma))
-}
-
-fn grant_to_dom0(table: u64, gref: u32, ma: u64) {
-    // SAFETY: `table` is our grant table page, mapped writable; entry `gref` is inside it.
-    let e = unsafe { &*((table as *const GrantEntry).add(gref as usize)) };
-    e.domid.store(0, Ordering::Relaxed);
-    e.frame.store((ma >> 12) as u32, Ordering::Relaxed);
-    e.flags.store(flags::PERMIT_ACCESS, Ordering::Release);
-}
-
 fn connect() -> Result<Front, &'static str> {
-    let (table, table_ma) = frame()?;
-    // SAFETY: SET_TABLE reads nothing; the frame is ours and free.
-    unsafe { hypercall::gnttab_op(grant::SET_TABLE, table_ma, 1) }
-        .map_err(|_| "SET_TABLE refused")?;
-    let (ring_va, ring_ma) = frame()?;
+    let (ring_va, ring_ma) = front::frame()?;
     // SAFETY: a zeroed frame of ours, mapped writable for good; the ring is Pod and atomics.
     let ring = unsafe { &*(ring_va as *const BlkRing) };
     ring.init();
-    grant_to_dom0(table, RING_GREF, ring_ma);
+    let ring_gref = front::grant_to_dom0(ring_ma)?;
     let mut data_va = [0u64; MAX_SEGMENTS];
+    let mut first_gref = 0;
     for (i, va) in data_va.iter_mut().enumerate() {
-        let (v, ma) = frame()?;
+        let (v, ma) = front::frame()?;
         *va = v;
-        grant_to_dom0(table, DATA_GREF + i as u32, ma);
-    }
-    let port = hypercall::evtchn_op(ev::ALLOC_UNBOUND, 0, ferrite_abi::DOMID_SELF as u64)
-        .map_err(|_| "ALLOC_UNBOUND refused")? as u32;
-    let (r, _) = device_op(devbus::PUBLISH, KEY, RING_GREF as u64, port as u64);
-    if r < 0 {
-        return Err("PUBLISH refused");
-    }
-    // The backend answers on the bus: poll its state (5 s at most).
-    let end = time::now() + time::us_to_ticks(5_000_000);
-    loop {
-        // SAFETY: as in `device_op`.
-        let (r0, _) = unsafe {
-            hypercall::raw(
-                call::DEVICE_OP as u64,
-                devbus::GET,
-                ferrite_abi::DOMID_SELF as u64,
-                KEY,
-                0,
-                0,
-            )
-        };
-        let back = ((r0 >> 8) & 0xff) as u8;
-        if (r0 as i64) >= 0 && back == state::CONNECTED {
-            break;
+        let g = front::grant_to_dom0(ma)?;
+        if i == 0 {
+            first_gref = g;
         }
-        if (r0 as i64) >= 0 && back == state::CLOSED {
-            return Err("the backend refused the device");
-        }
-        if time::now() > end {
-            return Err("no backend connected within 5 s");
-        }
-        let _ = time::sleep_us(1000);
     }
-    let sectors = param();
+    let (port, sectors) = front::handshake(KEY, ring_gref)?;
     out!("blk: connected, {sectors} sectors");
     Ok(Front {
         ring,
         fr: FrontRing::new(ring),
         port,
         data_va,
+        first_gref,
         sectors,
     })
-}
-
-/// The backend's parameter (x3 of GET): the disk's size in sectors.
-fn param() -> u64 {
-    let x3: u64;
-    // SAFETY: DEVICE_OP GET reads no buffer; x0..x3 are clobbered by the call.
-    unsafe {
-        core::arch::asm!(
-            "hvc #0",
-            inout("x0") call::DEVICE_OP as u64 => _,
-            inout("x1") devbus::GET => _,
-            inout("x2") ferrite_abi::DOMID_SELF as u64 => _,
-            inout("x3") KEY => x3,
-            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
-            out("x15") _, out("x16") _, out("x17") _,
-            options(nostack)
-        );
-    }
-    x3
 }
 
 /// Sends `req` and waits for its response's status.
@@ -175,7 +81,7 @@ fn submit(f: &mut Front, req: Request) -> Result<i16, &'static str> {
         if time::now() > end {
             return Err("no response within 5 s");
         }
-        wait_port(f.port, 10);
+        front::wait_port(f.port, 10);
     }
 }
 
@@ -192,13 +98,13 @@ fn segments(first_gref: u32) -> [Segment; MAX_SEGMENTS] {
     })
 }
 
-fn rw(op: u8, id: u64, sector: u64) -> Request {
+fn rw(f: &Front, op: u8, id: u64, sector: u64) -> Request {
     Request {
         op,
         nr_segments: MAX_SEGMENTS as u8,
         id,
         sector,
-        seg: segments(DATA_GREF),
+        seg: segments(f.first_gref),
         ..Request::default()
     }
 }
@@ -217,7 +123,7 @@ fn page(f: &Front, i: usize) -> &'static mut [u8] {
 }
 
 fn close() {
-    device_op(devbus::SET_FRONT_STATE, KEY, state::CLOSED as u64, 0);
+    front::close(KEY);
 }
 
 pub fn write(seed: u64) {
@@ -231,7 +137,7 @@ pub fn write(seed: u64) {
         }
     }
     let steps: [(&str, Request); 2] = [
-        ("write", rw(op::WRITE, 1, 0)),
+        ("write", rw(&f, op::WRITE, 1, 0)),
         (
             "flush",
             Request {
@@ -259,7 +165,7 @@ pub fn write(seed: u64) {
 }
 
 fn read_and_compare(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
-    match submit(f, rw(op::READ, 3, 0)) {
+    match submit(f, rw(f, op::READ, 3, 0)) {
         Ok(0) => {}
         Ok(s) => return Err(alloc_free::Msg::Status("read", s)),
         Err(e) => return Err(alloc_free::Msg::Text(e)),
@@ -292,22 +198,22 @@ pub fn evil() {
         Err(e) => return out!("blk-evil: FAIL: {e}"),
     };
     let (mut refused, mut allowed) = (0, 0);
-    let mut bad_seg = rw(op::READ, 12, 0);
+    let mut bad_seg = rw(&f, op::READ, 12, 0);
     bad_seg.seg[3].first_sect = 6;
     bad_seg.seg[3].last_sect = 2;
-    let mut never = rw(op::READ, 13, 0);
+    let mut never = rw(&f, op::READ, 13, 0);
     never.seg[0].gref = 200;
-    let mut many = rw(op::WRITE, 14, 0);
+    let mut many = rw(&f, op::WRITE, 14, 0);
     many.nr_segments = 9;
     let cases: [(&str, Request, Errno); 5] = [
         (
             "read past the end of its disk",
-            rw(op::READ, 10, f.sectors - 8),
+            rw(&f, op::READ, 10, f.sectors - 8),
             Errno::Inval,
         ),
         (
             "write at sector 2^63",
-            rw(op::WRITE, 11, 1 << 63),
+            rw(&f, op::WRITE, 11, 1 << 63),
             Errno::Inval,
         ),
         ("a segment ending before it starts", bad_seg, Errno::Inval),
@@ -352,7 +258,8 @@ pub fn evil() {
         }
     }
     // A good request still works after all that.
-    match submit(&mut f, rw(op::READ, 16, 0)) {
+    let good = rw(&f, op::READ, 16, 0);
+    match submit(&mut f, good) {
         Ok(0) => out!("blk-evil: a good request after them: ok"),
         other => out!("blk-evil: a good request after them: FAIL {other:?}"),
     }

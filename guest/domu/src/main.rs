@@ -3,7 +3,8 @@
 //!
 //! `hello`, `ptbuild`, `evil`, `evil-crash`, `hog`, `latency <n>`, `smp [stay]`,
 //! `bench-null <iters>`, `bench-mmu <batch> <rounds>`, `balloon`, `psci`,
-//! `ring-console <n> [gap_ms]`, `evil-io`, `blk-write <seed>`, `blk-read <seed>`, `blk-evil`.
+//! `ring-console <n> [gap_ms]`, `evil-io`, `blk-write <seed>`, `blk-read <seed>`, `blk-evil`,
+//! `net-ping <peer> <n>`, `net-pong <n>`.
 //!
 //! Every line it prints starts with `domU<id>: `. Every mode ends with `SCHED_OP SHUTDOWN`
 //! (poweroff) except those that run forever (`hog`, `smp stay`); an unknown mode or a bad
@@ -32,6 +33,8 @@ mod blk;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod evil;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod front;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hello;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hog;
@@ -42,6 +45,8 @@ mod latency;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod memory;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod net;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod ptbuild;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod smp;
@@ -49,7 +54,7 @@ mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod guest {
     use crate::args::Args;
-    use crate::{bench, blk, evil, hello, hog, io, latency, memory, ptbuild, smp};
+    use crate::{bench, blk, evil, hello, hog, io, latency, memory, net, ptbuild, smp};
     use ferrite_pv::StartInfo;
     use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
     use ferrite_pv::rt;
@@ -67,7 +72,7 @@ mod guest {
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
                          bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
-                         blk-evil";
+                         blk-evil, net-ping <peer> <n>, net-pong <n>";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -92,6 +97,12 @@ mod guest {
             "blk-write" => blk::write(args.number("blk-write", "seed", 1)),
             "blk-read" => blk::read(args.number("blk-read", "seed", 1)),
             "blk-evil" => blk::evil(),
+            "net-pong" => net::pong(si.domid as u16, args.number("net-pong", "n", 10)),
+            "net-ping" => {
+                let peer = args.number("net-ping", "peer", 1) as u16;
+                let n = args.number("net-ping", "n", 10);
+                net::ping(si.domid as u16, peer, n)
+            }
             "latency" => latency::run(args.number("latency", "n", 100)),
             "smp" => smp::run(si, args.word() == Some("stay")),
             "bench-null" => bench::null(args.number("bench-null", "iters", 100_000)),

@@ -1,0 +1,98 @@
+//! Grant copies for dom0's backends: dom0 never maps a domU's page; it reads and writes the
+//! pages domUs granted it through `GNTTAB_OP COPY`, one op at a time, and reads ring indices
+//! and slots the same way.
+
+use crate::psci::hypercall;
+use ferrite_abi::call;
+use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
+use ferrite_abi::ring::Pod;
+use ferrite_abi::{Errno, errno};
+
+fn gref(gref: u32, dom: u16, offset: usize) -> GrantPtr {
+    GrantPtr {
+        gref_or_va: gref as u64,
+        domid: dom,
+        offset: offset as u16,
+        pad: 0,
+    }
+}
+
+fn local(p: *const u8) -> GrantPtr {
+    GrantPtr {
+        gref_or_va: p as u64,
+        ..GrantPtr::default()
+    }
+}
+
+/// One grant copy; its status as a `Result`.
+pub fn copy1(mut op: GrantCopy) -> Result<(), Errno> {
+    let r = hypercall(call::GNTTAB_OP, grant::COPY, &raw mut op as u64, 1);
+    errno::result(r as u64)?;
+    if op.status != 0 {
+        return Err(Errno::from_ret(op.status as i64).unwrap_or(Errno::Inval));
+    }
+    Ok(())
+}
+
+/// Copies from `dom`'s grant `g` at `offset` into `into`.
+pub fn read_from(dom: u16, g: u32, offset: usize, into: &mut [u8]) -> Result<(), Errno> {
+    copy1(GrantCopy {
+        source: gref(g, dom, offset),
+        dest: local(into.as_mut_ptr()),
+        len: into.len() as u16,
+        flags: copy::SOURCE_GREF,
+        status: 0,
+    })
+}
+
+/// Copies `from` into `dom`'s grant `g` at `offset`.
+pub fn write_to(dom: u16, g: u32, offset: usize, from: &[u8]) -> Result<(), Errno> {
+    copy1(GrantCopy {
+        source: local(from.as_ptr()),
+        dest: gref(g, dom, offset),
+        len: from.len() as u16,
+        flags: copy::DEST_GREF,
+        status: 0,
+    })
+}
+
+/// Copies `len` bytes from one domain's grant straight into another's (both granted to dom0):
+/// the data never passes through dom0's memory.
+pub fn between(src: (u16, u32, usize), dst: (u16, u32, usize), len: u16) -> Result<(), Errno> {
+    copy1(GrantCopy {
+        source: gref(src.1, src.0, src.2),
+        dest: gref(dst.1, dst.0, dst.2),
+        len,
+        flags: copy::SOURCE_GREF | copy::DEST_GREF,
+        status: 0,
+    })
+}
+
+/// A `Pod` value read from a grant.
+pub fn read_pod<T: Pod + Default>(dom: u16, g: u32, offset: usize) -> Result<T, Errno> {
+    let mut v = T::default();
+    // SAFETY: `T: Pod`: any bytes make a valid value; the slice covers exactly `v`.
+    let raw = unsafe {
+        core::slice::from_raw_parts_mut((&raw mut v).cast::<u8>(), size_of::<T>())
+    };
+    read_from(dom, g, offset, raw)?;
+    Ok(v)
+}
+
+/// A `Pod` value written to a grant.
+pub fn write_pod<T: Pod>(dom: u16, g: u32, offset: usize, v: &T) -> Result<(), Errno> {
+    // SAFETY: `Pod` types are plain integers; reading their bytes is fine.
+    let raw = unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) };
+    write_to(dom, g, offset, raw)
+}
+
+/// A ring index (u32) at `offset`.
+pub fn read_u32(dom: u16, g: u32, offset: usize) -> Result<u32, Errno> {
+    let mut b = [0u8; 4];
+    read_from(dom, g, offset, &mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+pub fn write_u32(dom: u16, g: u32, offset: usize, v: u32) -> Result<(), Errno> {
+    write_to(dom, g, offset, &v.to_le_bytes())
+}

@@ -1,0 +1,323 @@
+//! The network backend: a switch between domUs' netfronts ([`ferrite_abi::netif`]).
+//!
+//! Each connected frontend has a transmit and a receive ring in one page it granted to dom0.
+//! A transmitted frame goes to the domU its destination MAC address names, or to every other
+//! domU for a broadcast, straight from the sender's granted page into a receive buffer the
+//! receiver posted, with one grant copy (dom0 is the grantee of both), so the payload never
+//! passes through dom0's memory. Requests are checked first: a bad length or offset, or a grant
+//! that does not allow the access, gets an error response; impossible ring indices disconnect
+//! that frontend. Frames to an unknown address, or to a domU with no posted buffer, are
+//! dropped and counted.
+
+use crate::events;
+use crate::gcopy::{between, read_pod, read_u32, write_pod, write_u32};
+use crate::psci::{hypercall, hypercall_regs};
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+use ferrite_abi::call::{self, domctl};
+use ferrite_abi::devbus::{self, kind, state};
+use ferrite_abi::netif::{
+    BROADCAST, MAX_FRAME, MIN_FRAME, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD,
+    OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest,
+    TxResponse, dom_of,
+};
+use ferrite_abi::{Errno, evtchn as ev};
+use spin::Mutex;
+
+/// One ring's backend indices.
+#[derive(Default)]
+struct Indices {
+    req_cons: u32,
+    rsp_prod: u32,
+    dirty: bool,
+}
+
+struct Front {
+    dom: u16,
+    key: u64,
+    page: u32,
+    port: u32,
+    tx: Indices,
+    rx: Indices,
+    /// Posted receive buffers: (grant, id).
+    bufs: VecDeque<(u32, u16)>,
+    sent: u64,
+    received: u64,
+    dropped: u64,
+}
+
+static FRONTS: Mutex<Vec<Front>> = Mutex::new(Vec::new());
+
+fn device_op(cmd: u64, a: u64, b: u64, c: u64, d: u64) -> i64 {
+    crate::psci::hypercall5(call::DEVICE_OP, cmd, a, b, c, d)
+}
+
+/// Connects the frontends already waiting (the device-bus VIRQ is the block backend's; it
+/// calls [`scan`] too).
+pub fn start() {
+    if events::ready() {
+        scan();
+    }
+}
+
+pub fn scan() {
+    let mut dom = 0u64;
+    loop {
+        let next = hypercall(call::DOMCTL, domctl::NEXT_DOMAIN, dom, 0);
+        if next < 0 {
+            break;
+        }
+        dom = next as u64;
+        let mut key = 0u64;
+        loop {
+            let k = device_op(devbus::NEXT, dom, key, 0, 0);
+            if k < 0 {
+                break;
+            }
+            key = k as u64;
+            if devbus::kind_of(key) == kind::NET {
+                consider(dom as u16, key);
+            }
+        }
+    }
+}
+
+fn consider(dom: u16, key: u64) {
+    let mut regs = [0u64; 3];
+    let st = hypercall_regs(call::DEVICE_OP, devbus::GET, dom as u64, key, &mut regs);
+    if st < 0 {
+        return;
+    }
+    let (front, back) = ((st & 0xff) as u8, ((st >> 8) & 0xff) as u8);
+    let mut fronts = FRONTS.lock();
+    let known = fronts.iter().position(|f| f.dom == dom && f.key == key);
+    match (front, known) {
+        (state::INITIALISED, None) if back != state::CONNECTED && back != state::CLOSED => {
+            let port = regs[1];
+            match events::op(ev::BIND_INTERDOMAIN, dom as u64, port) {
+                Ok(local) => {
+                    device_op(devbus::SET_BACK_STATE, dom as u64, key, state::CONNECTED as u64, 0);
+                    println!("dom0: net: dom{dom}: connected (MAC 02:fe:00:00:{:02x}:{:02x})", dom >> 8, dom & 0xff);
+                    fronts.push(Front {
+                        dom,
+                        key,
+                        page: regs[0] as u32,
+                        port: local as u32,
+                        tx: Indices::default(),
+                        rx: Indices::default(),
+                        bufs: VecDeque::new(),
+                        sent: 0,
+                        received: 0,
+                        dropped: 0,
+                    });
+                }
+                Err(e) => println!("dom0: net: dom{dom}: cannot bind port {port}: {e}"),
+            }
+        }
+        (state::CLOSING | state::CLOSED, Some(i)) => {
+            let f = fronts.remove(i);
+            disconnect(&f, "the frontend closed");
+        }
+        _ => {}
+    }
+}
+
+fn disconnect(f: &Front, why: &str) {
+    let _ = events::op(ev::CLOSE, f.port as u64, 0);
+    device_op(devbus::SET_BACK_STATE, f.dom as u64, f.key, state::CLOSED as u64, 0);
+    println!(
+        "dom0: net: dom{}: {why}: disconnected ({} frames sent, {} received, {} dropped)",
+        f.dom, f.sent, f.received, f.dropped
+    );
+}
+
+/// A ring's producer index, checked against its size.
+fn req_prod(f: &Front, base: usize, ix: &Indices, slots: usize) -> Result<u32, String> {
+    let p = read_u32(f.dom, f.page, base + OFFSET_REQ_PROD)
+        .map_err(|e| alloc::format!("reading its ring: {e}"))?;
+    if p.wrapping_sub(ix.rsp_prod) as usize > slots {
+        return Err(alloc::format!(
+            "ring corrupt (req_prod {p}, {} answered)",
+            ix.rsp_prod
+        ));
+    }
+    Ok(p)
+}
+
+/// Serves the frontends whose port fired (all if `all`).
+pub fn service(all: bool) {
+    let mut fronts = FRONTS.lock();
+    let fired: Vec<bool> = fronts.iter().map(|f| events::take(f.port) || all).collect();
+    if !fired.iter().any(|&x| x) {
+        return;
+    }
+    // Receive buffers first, so frames sent in this round find them.
+    let mut dead: Vec<(usize, String)> = Vec::new();
+    for (i, f) in fronts.iter_mut().enumerate() {
+        if let Err(e) = take_rx_buffers(f) {
+            dead.push((i, e));
+        }
+    }
+    for i in 0..fronts.len() {
+        if dead.iter().any(|(d, _)| *d == i) {
+            continue;
+        }
+        if let Err(e) = transmit(&mut fronts, i) {
+            dead.push((i, e));
+        }
+    }
+    for f in fronts.iter_mut() {
+        let _ = publish(f);
+    }
+    dead.sort_by_key(|(i, _)| core::cmp::Reverse(*i));
+    for (i, why) in dead {
+        let f = fronts.remove(i);
+        disconnect(&f, &why);
+    }
+}
+
+fn take_rx_buffers(f: &mut Front) -> Result<(), String> {
+    loop {
+        let prod = req_prod(f, RX_RING_OFFSET, &f.rx, RX_SLOTS)?;
+        while f.rx.req_cons != prod {
+            let slot = RX_RING_OFFSET + OFFSET_SLOTS + (f.rx.req_cons as usize % RX_SLOTS) * 8;
+            let r: RxRequest = read_pod(f.dom, f.page, slot).map_err(|e| alloc::format!("{e}"))?;
+            f.rx.req_cons = f.rx.req_cons.wrapping_add(1);
+            f.bufs.push_back((r.gref, r.id));
+        }
+        write_u32(f.dom, f.page, RX_RING_OFFSET + OFFSET_REQ_EVENT, prod.wrapping_add(1))
+            .map_err(|e| alloc::format!("{e}"))?;
+        if req_prod(f, RX_RING_OFFSET, &f.rx, RX_SLOTS)? == prod {
+            return Ok(());
+        }
+    }
+}
+
+fn transmit(fronts: &mut [Front], i: usize) -> Result<(), String> {
+    loop {
+        let prod = req_prod(&fronts[i], 0, &fronts[i].tx, TX_SLOTS)?;
+        while fronts[i].tx.req_cons != prod {
+            let f = &mut fronts[i];
+            let slot = OFFSET_SLOTS + (f.tx.req_cons as usize % TX_SLOTS) * 16;
+            let req: TxRequest = read_pod(f.dom, f.page, slot).map_err(|e| alloc::format!("{e}"))?;
+            f.tx.req_cons = f.tx.req_cons.wrapping_add(1);
+            let status = match switch(fronts, i, &req) {
+                Ok(()) => 0,
+                Err(e) => {
+                    println!(
+                        "dom0: net: dom{}: frame {} refused: {e}",
+                        fronts[i].dom, req.id
+                    );
+                    e.to_ret() as i16
+                }
+            };
+            let f = &mut fronts[i];
+            let rsp = TxResponse {
+                id: req.id,
+                status,
+                pad: 0,
+            };
+            let rslot = OFFSET_SLOTS + (f.tx.rsp_prod as usize % TX_SLOTS) * 16;
+            write_pod(f.dom, f.page, rslot, &rsp).map_err(|e| alloc::format!("{e}"))?;
+            f.tx.rsp_prod = f.tx.rsp_prod.wrapping_add(1);
+            f.tx.dirty = true;
+        }
+        let f = &fronts[i];
+        write_u32(f.dom, f.page, OFFSET_REQ_EVENT, prod.wrapping_add(1))
+            .map_err(|e| alloc::format!("{e}"))?;
+        if req_prod(f, 0, &f.tx, TX_SLOTS)? == prod {
+            return Ok(());
+        }
+    }
+}
+
+/// Delivers one frame from frontend `i` to its destination(s).
+fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Errno> {
+    if req.len < MIN_FRAME || req.len > MAX_FRAME || req.offset as usize + req.len as usize > 4096
+    {
+        return Err(Errno::Inval);
+    }
+    let src = fronts[i].dom;
+    let mut hdr = [0u8; 14];
+    crate::gcopy::read_from(src, req.gref, req.offset as usize, &mut hdr)?;
+    let dst = &hdr[..6];
+    fronts[i].sent += 1;
+    let targets: Vec<usize> = if dst == BROADCAST {
+        (0..fronts.len()).filter(|&j| j != i).collect()
+    } else {
+        match dom_of(dst).and_then(|d| fronts.iter().position(|f| f.dom == d)) {
+            Some(j) if j != i => alloc::vec![j],
+            _ => {
+                fronts[i].dropped += 1;
+                return Ok(());
+            }
+        }
+    };
+    for j in targets {
+        let Some((gref, id)) = fronts[j].bufs.pop_front() else {
+            fronts[j].dropped += 1;
+            continue;
+        };
+        let to = &mut fronts[j];
+        let status = match between(
+            (src, req.gref, req.offset as usize),
+            (to.dom, gref, 0),
+            req.len,
+        ) {
+            Ok(()) => {
+                to.received += 1;
+                0
+            }
+            // The sender's grant is at fault: report it to the sender; the receiver's buffer
+            // goes back with an error.
+            Err(e) => {
+                let rsp = RxResponse {
+                    id,
+                    status: e.to_ret() as i16,
+                    len: 0,
+                    pad: 0,
+                };
+                push_rx(to, rsp);
+                return Err(e);
+            }
+        };
+        push_rx(
+            to,
+            RxResponse {
+                id,
+                status,
+                len: req.len,
+                pad: 0,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn push_rx(to: &mut Front, rsp: RxResponse) {
+    let slot = RX_RING_OFFSET + OFFSET_SLOTS + (to.rx.rsp_prod as usize % RX_SLOTS) * 8;
+    if write_pod(to.dom, to.page, slot, &rsp).is_ok() {
+        to.rx.rsp_prod = to.rx.rsp_prod.wrapping_add(1);
+        to.rx.dirty = true;
+    }
+}
+
+/// Publishes both rings' responses and notifies the frontend once.
+fn publish(f: &mut Front) -> Result<(), Errno> {
+    let mut notify = false;
+    if f.tx.dirty {
+        write_u32(f.dom, f.page, OFFSET_RSP_PROD, f.tx.rsp_prod)?;
+        f.tx.dirty = false;
+        notify = true;
+    }
+    if f.rx.dirty {
+        write_u32(f.dom, f.page, RX_RING_OFFSET + OFFSET_RSP_PROD, f.rx.rsp_prod)?;
+        f.rx.dirty = false;
+        notify = true;
+    }
+    if notify {
+        let _ = events::op(ev::SEND, f.port as u64, 0);
+    }
+    Ok(())
+}

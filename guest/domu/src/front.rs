@@ -1,0 +1,124 @@
+//! What every frontend in this domU does: a grant table, frames granted to dom0, an event
+//! channel for dom0, and the device-bus handshake ([`ferrite_abi::devbus`]).
+
+use crate::guest::mm;
+use core::sync::atomic::Ordering;
+use ferrite_abi::devbus::{self, state};
+use ferrite_abi::evtchn as ev;
+use ferrite_abi::grant::{self, GrantEntry, flags};
+use ferrite_abi::{DOMID_SELF, call};
+use ferrite_pv::{events, hypercall, time};
+
+/// The grant table page (VA), set up once.
+static TABLE: ferrite_pv::sync::SpinLock<u64> = ferrite_pv::sync::SpinLock::new(0);
+/// The next free grant reference.
+static NEXT_GREF: core::sync::atomic::AtomicU32 =
+    core::sync::atomic::AtomicU32::new(grant::GREF_FIRST_FREE);
+
+pub fn device_op(cmd: u64, a: u64, b: u64, c: u64) -> (i64, u64) {
+    // SAFETY: DEVICE_OP reads no buffer, changes no mapping, starts no code.
+    let (r0, r1) = unsafe { hypercall::raw(call::DEVICE_OP as u64, cmd, a, b, c, 0) };
+    (r0 as i64, r1)
+}
+
+pub fn take_pending(port: u32) -> bool {
+    let Some(s) = events::shared_info() else {
+        return false;
+    };
+    let (w, bit) = ev::word_bit(port);
+    s.evtchn_pending[w].fetch_and(!bit, Ordering::AcqRel) & bit != 0
+}
+
+/// Waits up to `ms` for `port` to fire: blocks with a 1 ms timer, so an upcall taken between
+/// the check and the block costs at most that.
+pub fn wait_port(port: u32, ms: u64) -> bool {
+    let end = time::now() + time::us_to_ticks(ms * 1000);
+    while time::now() < end {
+        if take_pending(port) {
+            return true;
+        }
+        let _ = hypercall::set_timer(time::now() + time::us_to_ticks(1000));
+        let _ = hypercall::sched_block();
+    }
+    take_pending(port)
+}
+
+/// A zeroed frame: (VA in the initial mapping, machine address).
+pub fn frame() -> Result<(u64, u64), &'static str> {
+    let mut m = mm();
+    let (pfn, ma) = m.alloc_zeroed().map_err(|_| "out of frames")?;
+    Ok((m.frames.va(pfn), ma))
+}
+
+/// Grants frame `ma` to dom0 read-write and returns the reference.
+pub fn grant_to_dom0(ma: u64) -> Result<u32, &'static str> {
+    let mut t = TABLE.lock();
+    if *t == 0 {
+        let (va, table_ma) = frame()?;
+        // SAFETY: SET_TABLE reads nothing; the frame is ours and free.
+        unsafe { hypercall::gnttab_op(grant::SET_TABLE, table_ma, 1) }
+            .map_err(|_| "SET_TABLE refused")?;
+        *t = va;
+    }
+    let gref = NEXT_GREF.fetch_add(1, Ordering::Relaxed);
+    if gref >= grant::ENTRIES_PER_PAGE {
+        return Err("grant table full");
+    }
+    // SAFETY: `*t` is our grant table page, mapped writable; entry `gref` is inside it.
+    let e = unsafe { &*((*t as *const GrantEntry).add(gref as usize)) };
+    e.domid.store(0, Ordering::Relaxed);
+    e.frame.store((ma >> 12) as u32, Ordering::Relaxed);
+    e.flags.store(flags::PERMIT_ACCESS, Ordering::Release);
+    Ok(gref)
+}
+
+/// Publishes device `key` (its ring page's grant and a new port for dom0) and waits up to 5 s
+/// for dom0's backend to connect. Returns (port, the backend's parameter).
+pub fn handshake(key: u64, ring_gref: u32) -> Result<(u32, u64), &'static str> {
+    let port = hypercall::evtchn_op(ev::ALLOC_UNBOUND, 0, DOMID_SELF as u64)
+        .map_err(|_| "ALLOC_UNBOUND refused")? as u32;
+    let (r, _) = device_op(devbus::PUBLISH, key, ring_gref as u64, port as u64);
+    if r < 0 {
+        return Err("PUBLISH refused");
+    }
+    let end = time::now() + time::us_to_ticks(5_000_000);
+    loop {
+        let (st, param) = get(key);
+        let back = ((st >> 8) & 0xff) as u8;
+        if st >= 0 && back == state::CONNECTED {
+            return Ok((port, param));
+        }
+        if st >= 0 && back == state::CLOSED {
+            return Err("the backend refused the device");
+        }
+        if time::now() > end {
+            return Err("no backend connected within 5 s");
+        }
+        let _ = time::sleep_us(1000);
+    }
+}
+
+/// `DEVICE_OP GET` for our own device: (x0, x3 = the backend's parameter).
+fn get(key: u64) -> (i64, u64) {
+    let (x0, x3): (u64, u64);
+    // SAFETY: DEVICE_OP GET reads no buffer; x0..x3 are clobbered by the call.
+    unsafe {
+        core::arch::asm!(
+            "hvc #0",
+            inout("x0") call::DEVICE_OP as u64 => x0,
+            inout("x1") devbus::GET => _,
+            inout("x2") DOMID_SELF as u64 => _,
+            inout("x3") key => x3,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
+            out("x15") _, out("x16") _, out("x17") _,
+            options(nostack)
+        );
+    }
+    (x0 as i64, x3)
+}
+
+/// Tells the backend this device is closed.
+pub fn close(key: u64) {
+    device_op(devbus::SET_FRONT_STATE, key, state::CLOSED as u64, 0);
+}

@@ -1,0 +1,265 @@
+//! `net-ping <peer> <n>` / `net-pong <n>`: a netfront ([`ferrite_abi::netif`]) and two domUs
+//! exchanging Ethernet frames through dom0's switch.
+//!
+//! Both connect (`net: connected, MAC 02:fe:00:00:00:<id>`) and post 16 receive buffers.
+//! `net-pong` echoes every frame it receives back to its sender (MACs swapped, payload
+//! unchanged) until it has echoed `n`, then prints `net-pong: echoed <n> frames`. `net-ping`
+//! sends `n` frames (ethertype 0x88b5, 64 bytes of payload: the sequence number and a pattern
+//! made from it) to `peer`, one at a time, resending after 100 ms without an answer (the peer
+//! may not be connected yet), and checks each echo: `net-ping: <ok>/<n> echoes from dom<peer>,
+//! payloads ok, <resent> resent`.
+
+use crate::front;
+use ferrite_abi::devbus::{self, kind};
+use ferrite_abi::netif::{
+    MAX_FRAME, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, RxRing, TX_SLOTS, TxRequest,
+    TxResponse, TxRing, mac_of,
+};
+use ferrite_abi::ring::FrontRing;
+use ferrite_pv::time;
+
+const KEY: u64 = devbus::key(kind::NET, 0);
+const RX_BUFS: usize = 16;
+const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+const PAYLOAD: usize = 64;
+
+struct Net {
+    tx: FrontRing<'static, TxRequest, TxResponse, TX_SLOTS>,
+    rx: FrontRing<'static, RxRequest, RxResponse, RX_SLOTS>,
+    port: u32,
+    tx_va: u64,
+    tx_gref: u32,
+    rx_va: [u64; RX_BUFS],
+    rx_gref: [u32; RX_BUFS],
+    mac: [u8; 6],
+}
+
+fn connect(domid: u16) -> Result<Net, &'static str> {
+    let (page_va, page_ma) = front::frame()?;
+    // SAFETY: a zeroed frame of ours, mapped writable for good; both rings fit in it (checked
+    // at compile time in the ABI) and hold only Pod data and atomics.
+    let (txr, rxr) = unsafe {
+        (
+            &*(page_va as *const TxRing),
+            &*((page_va + RX_RING_OFFSET as u64) as *const RxRing),
+        )
+    };
+    txr.init();
+    rxr.init();
+    let page_gref = front::grant_to_dom0(page_ma)?;
+    let (tx_va, tx_ma) = front::frame()?;
+    let tx_gref = front::grant_to_dom0(tx_ma)?;
+    let mut rx_va = [0u64; RX_BUFS];
+    let mut rx_gref = [0u32; RX_BUFS];
+    for i in 0..RX_BUFS {
+        let (va, ma) = front::frame()?;
+        rx_va[i] = va;
+        rx_gref[i] = front::grant_to_dom0(ma)?;
+    }
+    let (port, _) = front::handshake(KEY, page_gref)?;
+    let mac = mac_of(domid);
+    out!(
+        "net: connected, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5]
+    );
+    let mut n = Net {
+        tx: FrontRing::new(txr),
+        rx: FrontRing::new(rxr),
+        port,
+        tx_va,
+        tx_gref,
+        rx_va,
+        rx_gref,
+        mac,
+    };
+    for id in 0..RX_BUFS {
+        n.post(id as u16);
+    }
+    n.notify_if(true);
+    Ok(n)
+}
+
+impl Net {
+    fn post(&mut self, id: u16) {
+        let _ = self.rx.push_request(RxRequest {
+            gref: self.rx_gref[id as usize],
+            id,
+            pad: 0,
+        });
+    }
+
+    fn notify_if(&mut self, rx: bool) {
+        let a = rx && self.rx.push_requests_and_check_notify();
+        let b = self.tx.push_requests_and_check_notify();
+        if a || b {
+            let _ = ferrite_pv::hypercall::evtchn_send(self.port);
+        }
+    }
+
+    /// Sends `frame` (waits for the previous send's response first: one TX buffer).
+    fn send(&mut self, frame: &[u8]) -> Result<(), &'static str> {
+        let len = frame.len().min(MAX_FRAME as usize);
+        // SAFETY: our TX page, mapped writable; no send is outstanding (we wait for each).
+        let page = unsafe { core::slice::from_raw_parts_mut(self.tx_va as *mut u8, 4096) };
+        page[..len].copy_from_slice(&frame[..len]);
+        self.tx
+            .push_request(TxRequest {
+                gref: self.tx_gref,
+                offset: 0,
+                len: len as u16,
+                id: 0,
+                pad: [0; 3],
+            })
+            .map_err(|_| "TX ring full")?;
+        self.notify_if(false);
+        let end = time::now() + time::us_to_ticks(1_000_000);
+        loop {
+            match self.tx.take_response() {
+                Ok(Some(r)) if r.status == 0 => return Ok(()),
+                Ok(Some(_)) => return Err("the backend refused the frame"),
+                Ok(None) => {}
+                Err(_) => return Err("the backend corrupted the TX ring"),
+            }
+            if time::now() > end {
+                return Err("no TX response within 1 s");
+            }
+            front::wait_port(self.port, 5);
+        }
+    }
+
+    /// The next received frame, copied into `buf`, within `ms`; its buffer is posted again.
+    fn recv(&mut self, buf: &mut [u8; 2048], ms: u64) -> Option<usize> {
+        let end = time::now() + time::us_to_ticks(ms * 1000);
+        loop {
+            match self.rx.take_response() {
+                Ok(Some(r)) => {
+                    let id = r.id as usize % RX_BUFS;
+                    let len = (r.len as usize).min(buf.len());
+                    let ok = r.status == 0;
+                    if ok {
+                        // SAFETY: our RX page `id`, which dom0 has filled and answered.
+                        let page =
+                            unsafe { core::slice::from_raw_parts(self.rx_va[id] as *const u8, len) };
+                        buf[..len].copy_from_slice(page);
+                    }
+                    self.post(id as u16);
+                    self.notify_if(true);
+                    if ok {
+                        return Some(len);
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            if time::now() > end {
+                return None;
+            }
+            front::wait_port(self.port, 5);
+        }
+    }
+}
+
+fn payload(seq: u64) -> [u8; PAYLOAD] {
+    let mut p = [0u8; PAYLOAD];
+    p[..8].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in p.iter_mut().enumerate().skip(8) {
+        *b = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
+    }
+    p
+}
+
+pub fn pong(domid: u16, n: u64) {
+    let mut net = match connect(domid) {
+        Ok(x) => x,
+        Err(e) => return out!("net-pong: FAIL: {e}"),
+    };
+    let mut buf = [0u8; 2048];
+    let mut echoed = 0;
+    let end = time::now() + time::us_to_ticks(10_000_000);
+    while echoed < n && time::now() < end {
+        let Some(len) = net.recv(&mut buf, 100) else {
+            continue;
+        };
+        if len < 14 {
+            continue;
+        }
+        let mut reply = [0u8; 2048];
+        reply[..len].copy_from_slice(&buf[..len]);
+        reply[..6].copy_from_slice(&buf[6..12]);
+        reply[6..12].copy_from_slice(&net.mac);
+        match net.send(&reply[..len]) {
+            Ok(()) => echoed += 1,
+            Err(e) => out!("net-pong: {e}"),
+        }
+    }
+    out!("net-pong: echoed {echoed} frames");
+    front::close(KEY);
+}
+
+pub fn ping(domid: u16, peer: u16, n: u64) {
+    let mut net = match connect(domid) {
+        Ok(x) => x,
+        Err(e) => return out!("net-ping: FAIL: {e}"),
+    };
+    let (mut ok, mut resent, mut bad) = (0u64, 0u64, 0u64);
+    let mut buf = [0u8; 2048];
+    let mut best = u64::MAX;
+    for seq in 0..n {
+        let mut frame = [0u8; 14 + PAYLOAD];
+        frame[..6].copy_from_slice(&mac_of(peer));
+        frame[6..12].copy_from_slice(&net.mac);
+        frame[12..14].copy_from_slice(&ETHERTYPE);
+        frame[14..].copy_from_slice(&payload(seq));
+        let mut got = false;
+        for attempt in 0..50 {
+            if attempt > 0 {
+                resent += 1;
+            }
+            let t0 = time::now();
+            if let Err(e) = net.send(&frame) {
+                out!("net-ping: {e}");
+                continue;
+            }
+            // Wait for this sequence number's echo; older echoes are skipped.
+            let end = time::now() + time::us_to_ticks(100_000);
+            while time::now() < end {
+                let Some(len) = net.recv(&mut buf, 20) else {
+                    continue;
+                };
+                if len != frame.len() || buf[12..14] != ETHERTYPE {
+                    continue;
+                }
+                let s = u64::from_le_bytes(buf[14..22].try_into().unwrap_or([0; 8]));
+                if s != seq {
+                    continue;
+                }
+                if buf[..6] != net.mac || buf[6..12] != mac_of(peer) || buf[14..len] != payload(seq) {
+                    bad += 1;
+                }
+                best = best.min(time::now() - t0);
+                got = true;
+                break;
+            }
+            if got {
+                break;
+            }
+        }
+        if got {
+            ok += 1;
+        }
+    }
+    if bad == 0 {
+        out!("net-ping: {ok}/{n} echoes from dom{peer}, payloads ok, {resent} resent");
+    } else {
+        out!("net-ping: {ok}/{n} echoes from dom{peer}, {bad} BAD payloads, {resent} resent");
+    }
+    if ok > 0 {
+        out!("net-ping: round trip {} us min", time::ticks_to_us(best));
+    }
+    front::close(KEY);
+}
