@@ -11,6 +11,7 @@
 //! Other frontends are served as before.
 
 use crate::events;
+use crate::gcopy::{read_from, read_pod, write_pod, write_to};
 use crate::psci::{hypercall, hypercall_x1};
 use crate::virtio::blk::DISK;
 use alloc::string::String;
@@ -21,7 +22,6 @@ use ferrite_abi::blkif::{
 };
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::devbus::{self, kind, state};
-use crate::gcopy::{read_from, read_pod, write_pod, write_to};
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
 

@@ -72,9 +72,7 @@ pub fn between(src: (u16, u32, usize), dst: (u16, u32, usize), len: u16) -> Resu
 pub fn read_pod<T: Pod + Default>(dom: u16, g: u32, offset: usize) -> Result<T, Errno> {
     let mut v = T::default();
     // SAFETY: `T: Pod`: any bytes make a valid value; the slice covers exactly `v`.
-    let raw = unsafe {
-        core::slice::from_raw_parts_mut((&raw mut v).cast::<u8>(), size_of::<T>())
-    };
+    let raw = unsafe { core::slice::from_raw_parts_mut((&raw mut v).cast::<u8>(), size_of::<T>()) };
     read_from(dom, g, offset, raw)?;
     Ok(v)
 }

@@ -19,8 +19,8 @@ use ferrite_abi::call::{self, domctl};
 use ferrite_abi::devbus::{self, kind, state};
 use ferrite_abi::netif::{
     BROADCAST, MAX_FRAME, MIN_FRAME, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD,
-    OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest,
-    TxResponse, dom_of,
+    OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest, TxResponse,
+    dom_of,
 };
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
@@ -97,8 +97,18 @@ fn consider(dom: u16, key: u64) {
             let port = regs[1];
             match events::op(ev::BIND_INTERDOMAIN, dom as u64, port) {
                 Ok(local) => {
-                    device_op(devbus::SET_BACK_STATE, dom as u64, key, state::CONNECTED as u64, 0);
-                    println!("dom0: net: dom{dom}: connected (MAC 02:fe:00:00:{:02x}:{:02x})", dom >> 8, dom & 0xff);
+                    device_op(
+                        devbus::SET_BACK_STATE,
+                        dom as u64,
+                        key,
+                        state::CONNECTED as u64,
+                        0,
+                    );
+                    println!(
+                        "dom0: net: dom{dom}: connected (MAC 02:fe:00:00:{:02x}:{:02x})",
+                        dom >> 8,
+                        dom & 0xff
+                    );
                     fronts.push(Front {
                         dom,
                         key,
@@ -125,7 +135,13 @@ fn consider(dom: u16, key: u64) {
 
 fn disconnect(f: &Front, why: &str) {
     let _ = events::op(ev::CLOSE, f.port as u64, 0);
-    device_op(devbus::SET_BACK_STATE, f.dom as u64, f.key, state::CLOSED as u64, 0);
+    device_op(
+        devbus::SET_BACK_STATE,
+        f.dom as u64,
+        f.key,
+        state::CLOSED as u64,
+        0,
+    );
     println!(
         "dom0: net: dom{}: {why}: disconnected ({} frames sent, {} received, {} dropped)",
         f.dom, f.sent, f.received, f.dropped
@@ -186,8 +202,13 @@ fn take_rx_buffers(f: &mut Front) -> Result<(), String> {
             f.rx.req_cons = f.rx.req_cons.wrapping_add(1);
             f.bufs.push_back((r.gref, r.id));
         }
-        write_u32(f.dom, f.page, RX_RING_OFFSET + OFFSET_REQ_EVENT, prod.wrapping_add(1))
-            .map_err(|e| alloc::format!("{e}"))?;
+        write_u32(
+            f.dom,
+            f.page,
+            RX_RING_OFFSET + OFFSET_REQ_EVENT,
+            prod.wrapping_add(1),
+        )
+        .map_err(|e| alloc::format!("{e}"))?;
         if req_prod(f, RX_RING_OFFSET, &f.rx, RX_SLOTS)? == prod {
             return Ok(());
         }
@@ -200,7 +221,8 @@ fn transmit(fronts: &mut [Front], i: usize) -> Result<(), String> {
         while fronts[i].tx.req_cons != prod {
             let f = &mut fronts[i];
             let slot = OFFSET_SLOTS + (f.tx.req_cons as usize % TX_SLOTS) * 16;
-            let req: TxRequest = read_pod(f.dom, f.page, slot).map_err(|e| alloc::format!("{e}"))?;
+            let req: TxRequest =
+                read_pod(f.dom, f.page, slot).map_err(|e| alloc::format!("{e}"))?;
             f.tx.req_cons = f.tx.req_cons.wrapping_add(1);
             let status = match switch(fronts, i, &req) {
                 Ok(()) => 0,
@@ -234,8 +256,7 @@ fn transmit(fronts: &mut [Front], i: usize) -> Result<(), String> {
 
 /// Delivers one frame from frontend `i` to its destination(s).
 fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Errno> {
-    if req.len < MIN_FRAME || req.len > MAX_FRAME || req.offset as usize + req.len as usize > 4096
-    {
+    if req.len < MIN_FRAME || req.len > MAX_FRAME || req.offset as usize + req.len as usize > 4096 {
         return Err(Errno::Inval);
     }
     let src = fronts[i].dom;
@@ -312,7 +333,12 @@ fn publish(f: &mut Front) -> Result<(), Errno> {
         notify = true;
     }
     if f.rx.dirty {
-        write_u32(f.dom, f.page, RX_RING_OFFSET + OFFSET_RSP_PROD, f.rx.rsp_prod)?;
+        write_u32(
+            f.dom,
+            f.page,
+            RX_RING_OFFSET + OFFSET_RSP_PROD,
+            f.rx.rsp_prod,
+        )?;
         f.rx.dirty = false;
         notify = true;
     }

@@ -7,7 +7,7 @@ use ferrite_abi::devbus::{self, state};
 use ferrite_abi::evtchn as ev;
 use ferrite_abi::grant::{self, GrantEntry, flags};
 use ferrite_abi::{DOMID_SELF, call};
-use ferrite_pv::{events, hypercall, time};
+use ferrite_pv::{cpu, events, hypercall, time};
 
 /// The grant table page (VA), set up once.
 static TABLE: ferrite_pv::sync::SpinLock<u64> = ferrite_pv::sync::SpinLock::new(0);
@@ -29,18 +29,31 @@ pub fn take_pending(port: u32) -> bool {
     s.evtchn_pending[w].fetch_and(!bit, Ordering::AcqRel) & bit != 0
 }
 
-/// Waits up to `ms` for `port` to fire: blocks with a 1 ms timer, so an upcall taken between
-/// the check and the block costs at most that.
+/// Waits up to `ms` for `port` to fire. Blocks with IRQs masked, so the upcall that an event
+/// raises keeps `SCHED_OP BLOCK` from sleeping (or ends the sleep); IRQs are opened between
+/// blocks for the handler to acknowledge it.
 pub fn wait_port(port: u32, ms: u64) -> bool {
     let end = time::now() + time::us_to_ticks(ms * 1000);
-    while time::now() < end {
+    let was_masked = cpu::irqs_masked();
+    cpu::irq_mask();
+    let mut got = false;
+    let _ = hypercall::set_timer(end);
+    loop {
         if take_pending(port) {
-            return true;
+            got = true;
+            break;
         }
-        let _ = hypercall::set_timer(time::now() + time::us_to_ticks(1000));
+        if time::now() >= end {
+            break;
+        }
         let _ = hypercall::sched_block();
+        cpu::irq_unmask();
+        cpu::irq_mask();
     }
-    take_pending(port)
+    if !was_masked {
+        cpu::irq_unmask();
+    }
+    got
 }
 
 /// A zeroed frame: (VA in the initial mapping, machine address).

@@ -14,7 +14,7 @@ use ferrite_abi::console_ring::{ConsoleRing, OUT_SIZE};
 use ferrite_abi::evtchn as ev;
 use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
 use ferrite_abi::{Errno, StartInfo};
-use ferrite_pv::{events, hypercall, time};
+use ferrite_pv::{hypercall, time};
 
 fn ring(si: &StartInfo) -> Option<&'static ConsoleRing> {
     // SAFETY: the builder maps the console page writable in the initial mapping, for good;
@@ -23,28 +23,7 @@ fn ring(si: &StartInfo) -> Option<&'static ConsoleRing> {
     (si.console_ring != 0).then(|| unsafe { &*(si.console_ring as *const ConsoleRing) })
 }
 
-/// Takes (clears) `port`'s pending bit.
-fn take_pending(port: u32) -> bool {
-    let Some(s) = events::shared_info() else {
-        return false;
-    };
-    let (w, bit) = ev::word_bit(port);
-    s.evtchn_pending[w].fetch_and(!bit, Ordering::AcqRel) & bit != 0
-}
-
-/// Waits up to `ms` for `port` to fire: blocks with a 1 ms timer so an upcall the handler took
-/// between the check and the block costs at most that.
-fn wait_port(port: u32, ms: u64) -> bool {
-    let end = time::now() + time::us_to_ticks(ms * 1000);
-    while time::now() < end {
-        if take_pending(port) {
-            return true;
-        }
-        let _ = hypercall::set_timer(time::now() + time::us_to_ticks(1000));
-        let _ = hypercall::sched_block();
-    }
-    take_pending(port)
-}
+use crate::front::{take_pending, wait_port};
 
 fn put(r: &ConsoleRing, port: u32, bytes: &[u8]) -> Result<(), &'static str> {
     for &b in bytes {

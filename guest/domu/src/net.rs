@@ -143,8 +143,9 @@ impl Net {
                     let ok = r.status == 0;
                     if ok {
                         // SAFETY: our RX page `id`, which dom0 has filled and answered.
-                        let page =
-                            unsafe { core::slice::from_raw_parts(self.rx_va[id] as *const u8, len) };
+                        let page = unsafe {
+                            core::slice::from_raw_parts(self.rx_va[id] as *const u8, len)
+                        };
                         buf[..len].copy_from_slice(page);
                     }
                     self.post(id as u16);
@@ -238,7 +239,8 @@ pub fn ping(domid: u16, peer: u16, n: u64) {
                 if s != seq {
                     continue;
                 }
-                if buf[..6] != net.mac || buf[6..12] != mac_of(peer) || buf[14..len] != payload(seq) {
+                if buf[..6] != net.mac || buf[6..12] != mac_of(peer) || buf[14..len] != payload(seq)
+                {
                     bad += 1;
                 }
                 best = best.min(time::now() - t0);
