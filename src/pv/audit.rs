@@ -25,19 +25,22 @@ impl<G: Grants> FrameTable<G> {
     pub fn audit(&self, mem: &impl GuestMemory) -> Result<(), String> {
         let mut want: BTreeMap<u64, Count> = BTreeMap::new();
         let mask = self.policy.normal_attr_mask;
-        for (n, f) in self.frames.iter() {
+        for (&n, &h) in &self.holds {
+            if !self.frames.state(n).owned() || h == 0 {
+                return Err(format!("{:#x}: {h} holds on it", n << PAGE_SHIFT));
+            }
+            let c = want.entry(n).or_default();
+            c.refs += h;
+            c.writable += h;
+        }
+        for (n, s) in self.frames.iter() {
             let pa = n << PAGE_SHIFT;
-            if f.info.pinned {
+            if s.pinned() {
                 let c = want.entry(n).or_default();
                 c.refs += 1;
                 c.table += 1;
             }
-            if f.info.holds > 0 {
-                let c = want.entry(n).or_default();
-                c.refs += f.info.holds;
-                c.writable += f.info.holds;
-            }
-            let FrameType::PageTable(level) = f.info.ty else {
+            let FrameType::PageTable(level) = s.ty() else {
                 continue;
             };
             for i in 0..ENTRIES {
@@ -61,7 +64,7 @@ impl<G: Grants> FrameTable<G> {
                     Ok(Desc::Leaf(l)) => {
                         for k in 0..l.frames {
                             let m = (l.base >> PAGE_SHIFT) + k;
-                            if !self.frames.contains(m) {
+                            if !self.frames.state(m).owned() {
                                 // A granted frame: the grant layer counts it.
                                 continue;
                             }
@@ -76,21 +79,20 @@ impl<G: Grants> FrameTable<G> {
         for (v, b) in self.bases.iter().enumerate() {
             for base in b.iter().flatten() {
                 let f = self
-                    .frames
-                    .get(base.table >> PAGE_SHIFT)
+                    .info(base.table)
                     .ok_or_else(|| format!("vcpu{v} base {:#x} not owned", base.table))?;
-                if f.info.ty != FrameType::PageTable(0) || !f.info.pinned {
-                    return Err(format!("vcpu{v} base {:#x} is {:?}", base.table, f.info));
+                if f.ty != FrameType::PageTable(0) || !f.pinned {
+                    return Err(format!("vcpu{v} base {:#x} is {f:?}", base.table));
                 }
                 let c = want.entry(base.table >> PAGE_SHIFT).or_default();
                 c.refs += 1;
                 c.table += 1;
             }
         }
-        for (n, f) in self.frames.iter() {
+        for (n, _) in self.frames.iter() {
             let pa = n << PAGE_SHIFT;
             let c = want.remove(&n).unwrap_or_default();
-            let i = f.info;
+            let i = self.info(pa).expect("an owned frame");
             let bad = |what: &str| {
                 Err(format!(
                     "{pa:#x}: {what}: {i:?}, recount {}/{}w/{}t",

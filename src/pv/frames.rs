@@ -1,11 +1,14 @@
-//! The frame table: one record per machine frame a domain owns (its type, type count,
-//! reference count, pin), the vCPUs' translation bases, and the operations on frames that are
-//! not descriptor writes: ballooning frames in and out, and Ferrite's own writable holds.
+//! The frame table: one packed state word per machine frame a domain owns (its type, type
+//! count, reference count, pin; `state.rs`), kept in a flat array over the domain's memory
+//! (`framemap.rs`), the vCPUs' translation bases, and the operations on frames that are not
+//! descriptor writes: ballooning frames in and out, and Ferrite's own writable holds.
 
 use super::desc::{Level, PAGE_SIZE};
 use super::framemap::FrameMap;
+use super::state::{Lost, State};
 use super::{Errno, Grants, GuestMemory, NoGrants};
 use crate::domain::DomId;
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 /// What a frame is currently used as. A frame is never a table and writable at once.
@@ -47,18 +50,6 @@ pub struct FrameInfo {
     pub holds: u32,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Frame {
-    pub(super) info: FrameInfo,
-    /// The type the frame last lost and the flush epoch when it did: until the next TLB
-    /// flush, TLBs may still hold it as that type.
-    pub(super) lost: FrameType,
-    pub(super) lost_epoch: u64,
-    /// The flush epoch when a reference was last dropped: until the next flush some TLB may
-    /// still reach the frame.
-    pub(super) unref_epoch: u64,
-}
-
 /// Which translation table base register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ttbr {
@@ -87,12 +78,22 @@ impl Base {
 pub struct FrameTable<G: Grants = NoGrants> {
     pub(super) dom: DomId,
     /// By frame number (machine address >> 12).
-    pub(super) frames: FrameMap<Frame>,
+    pub(super) frames: FrameMap,
+    /// Ferrite's own writable references by frame number (rare: the shared-info page, a
+    /// frame being written for a hypercall); each also counts as a reference and a use.
+    pub(super) holds: BTreeMap<u64, u32>,
     pub(super) bases: Vec<[Option<Base>; 2]>,
     pub(super) policy: Policy,
     pub(super) grants: G,
-    /// Incremented by every TLB flush; see `Frame::lost_epoch`.
+    /// Incremented by every TLB flush; see [`Lost`].
     pub(super) epoch: u64,
+    /// A reference was dropped since the last flush: some TLB may still reach a frame that
+    /// no entry maps any more. One flag for the domain, not one per frame, so the hot path
+    /// only sets it; the price is a flush before the first frame given back after unmapping.
+    pub(super) dropped: bool,
+    /// Tests: every update takes the general path, to compare the fast one with it.
+    #[cfg(test)]
+    pub(super) slow_only: bool,
 }
 
 impl FrameTable<NoGrants> {
@@ -111,18 +112,29 @@ impl<G: Grants> FrameTable<G> {
         policy: Policy,
         grants: G,
     ) -> Result<Self, Errno> {
-        let mut t = Self {
+        let mut numbers = Vec::with_capacity(frames.len());
+        for &pa in frames {
+            if !pa.is_multiple_of(PAGE_SIZE) {
+                return Err(Errno::Inval);
+            }
+            numbers.push(pa >> 12);
+        }
+        numbers.sort_unstable();
+        if numbers.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Errno::Exist);
+        }
+        Ok(Self {
             dom,
-            frames: FrameMap::default(),
+            frames: FrameMap::new(&numbers),
+            holds: BTreeMap::new(),
             bases: alloc::vec![[None; 2]; vcpus],
             policy,
             grants,
             epoch: 1,
-        };
-        for &pa in frames {
-            t.add_frame(pa)?;
-        }
-        Ok(t)
+            dropped: false,
+            #[cfg(test)]
+            slow_only: false,
+        })
     }
 
     pub fn dom(&self) -> DomId {
@@ -136,19 +148,26 @@ impl<G: Grants> FrameTable<G> {
     /// Whether the domain owns the frame holding `pa`: the only RAM it may map.
     #[inline]
     pub fn owns(&self, pa: u64) -> bool {
-        self.frames.contains(pa >> 12)
+        self.frames.state(pa >> 12).owned()
     }
 
-    #[inline]
     pub fn info(&self, pa: u64) -> Option<FrameInfo> {
-        self.frames.get(pa >> 12).map(|f| f.info)
+        let s = self.frames.state(pa >> 12);
+        s.owned().then(|| FrameInfo {
+            ty: s.ty(),
+            type_count: s.type_count(),
+            refs: s.refs(),
+            pinned: s.pinned(),
+            holds: self.holds.get(&(pa >> 12)).copied().unwrap_or(0),
+        })
     }
 
     pub fn nr_frames(&self) -> usize {
         self.frames.len()
     }
 
-    /// The machine addresses of the domain's frames, ascending.
+    /// The machine addresses of the domain's frames: its main allocation ascending, then
+    /// any others ascending.
     pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
         self.frames.iter().map(|(n, _)| n << 12)
     }
@@ -176,21 +195,7 @@ impl<G: Grants> FrameTable<G> {
         if !pa.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::Inval);
         }
-
-        let info = FrameInfo {
-            ty: FrameType::None,
-            type_count: 0,
-            refs: 0,
-            pinned: false,
-            holds: 0,
-        };
-        let frame = Frame {
-            info,
-            lost: FrameType::None,
-            lost_epoch: 0,
-            unref_epoch: 0,
-        };
-        if self.frames.insert(pa >> 12, frame) {
+        if self.frames.insert(pa >> 12) {
             Ok(())
         } else {
             Err(Errno::Exist)
@@ -201,12 +206,14 @@ impl<G: Grants> FrameTable<G> {
     /// no type, no reference (`Busy` otherwise; `Perm` if not the domain's). TLBs that may
     /// still reach it are flushed first, so the caller may scrub and reuse it at once.
     pub fn release_frame(&mut self, pa: u64, mem: &mut impl GuestMemory) -> Result<(), Errno> {
-        let f = self.frames.get(pa >> 12).ok_or(Errno::Perm)?;
-        let i = f.info;
-        if i.ty != FrameType::None || i.type_count != 0 || i.refs != 0 || i.pinned {
+        let s = self.frames.state(pa >> 12);
+        if !s.owned() {
+            return Err(Errno::Perm);
+        }
+        if s != State::FREE {
             return Err(Errno::Busy);
         }
-        if f.unref_epoch == self.epoch || f.lost_epoch == self.epoch {
+        if self.dropped || self.frames.lost(pa >> 12).since(self.epoch) {
             self.flush(mem);
         }
         self.frames.remove(pa >> 12);
@@ -225,17 +232,23 @@ impl<G: Grants> FrameTable<G> {
             self.put_ref(pa);
             return Err(e);
         }
-        self.frame_mut(pa).info.holds += 1;
+        *self.holds.entry(pa >> 12).or_default() += 1;
         Ok(())
     }
 
     /// Drops a reference [`FrameTable::acquire_writable`] took; `Inval` if there is none.
     pub fn release_writable(&mut self, pa: u64, mem: &mut impl GuestMemory) -> Result<(), Errno> {
-        let f = self.frames.get_mut(pa >> 12).ok_or(Errno::Perm)?;
-        if f.info.holds == 0 {
-            return Err(Errno::Inval);
+        if !self.owns(pa) {
+            return Err(Errno::Perm);
         }
-        f.info.holds -= 1;
+        let n = pa >> 12;
+        match self.holds.get_mut(&n) {
+            None => return Err(Errno::Inval),
+            Some(1) => {
+                self.holds.remove(&n);
+            }
+            Some(h) => *h -= 1,
+        }
         self.put_type(pa, mem);
         self.put_ref(pa);
         Ok(())
@@ -247,11 +260,10 @@ impl<G: Grants> FrameTable<G> {
             return;
         };
         for ttbr in [Ttbr::Ttbr0, Ttbr::Ttbr1] {
-            // Taking before dropping keeps a table shared by both vCPUs alive.
-            if let Some(b) = src[ttbr as usize] {
-                self.take_base(b.table);
-            }
-            self.set_base(to, ttbr, src[ttbr as usize], mem);
+            // Taking before dropping keeps a table shared by both vCPUs alive. A table whose
+            // counts are at their limit cannot be shared: that half starts with no base.
+            let b = src[ttbr as usize].filter(|b| self.take_base(b.table).is_ok());
+            self.set_base(to, ttbr, b, mem);
         }
     }
 
@@ -273,20 +285,15 @@ impl<G: Grants> FrameTable<G> {
         let pinned: Vec<u64> = self
             .frames
             .iter()
-            .filter(|(_, f)| f.info.pinned)
+            .filter(|(_, s)| s.pinned())
             .map(|(n, _)| n << 12)
             .collect();
         for pa in pinned {
-            self.frame_mut(pa).info.pinned = false;
+            self.set_pinned(pa, false);
             self.put_type(pa, mem);
             self.put_ref(pa);
         }
-        let held: Vec<(u64, u32)> = self
-            .frames
-            .iter()
-            .filter(|(_, f)| f.info.holds > 0)
-            .map(|(n, f)| (n << 12, f.info.holds))
-            .collect();
+        let held: Vec<(u64, u32)> = self.holds.iter().map(|(&n, &h)| (n << 12, h)).collect();
         for (pa, n) in held {
             for _ in 0..n {
                 let _ = self.release_writable(pa, mem);
@@ -312,21 +319,36 @@ impl<G: Grants> FrameTable<G> {
     }
 
     /// A base reference on a table known to be a pinned level-0 table: cannot fail.
-    pub(super) fn take_base(&mut self, table: u64) {
-        let f = self.frame_mut(table);
-        f.info.refs += 1;
-        f.info.type_count += 1;
+    /// Refused (`Busy`) only when a count is at its limit.
+    pub(super) fn take_base(&mut self, table: u64) -> Result<(), Errno> {
+        let s = self.state_mut(table);
+        *s = s.with_ref().and_then(State::with_use).ok_or(Errno::Busy)?;
+        Ok(())
     }
 
+    /// The state of a frame the caller checked to be the domain's.
     #[inline]
-    pub(super) fn frame_mut(&mut self, pa: u64) -> &mut Frame {
+    pub(super) fn state_mut(&mut self, pa: u64) -> &mut State {
         self.frames
-            .get_mut(pa >> 12)
+            .state_mut(pa >> 12)
             .expect("the frame was checked to be the domain's")
+    }
+
+    pub(super) fn set_pinned(&mut self, pa: u64, pinned: bool) {
+        let s = self.state_mut(pa);
+        *s = s.with_pin(pinned);
+    }
+
+    pub(super) fn set_lost(&mut self, pa: u64, ty: FrameType) {
+        let epoch = self.epoch;
+        if let Some(l) = self.frames.lost_mut(pa >> 12) {
+            *l = Lost::new(ty, epoch);
+        }
     }
 
     pub(super) fn flush(&mut self, mem: &mut impl GuestMemory) {
         mem.flush_tlbs();
         self.epoch += 1;
+        self.dropped = false;
     }
 }

@@ -17,6 +17,7 @@ mod framemap;
 pub mod frames;
 pub mod ops;
 mod refs;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +43,55 @@ pub trait GuestMemory {
     /// leaving the domain. It is required, not defaulted, because forgetting it would let a
     /// stale writable TLB entry edit a validated table.
     fn flush_tlbs(&mut self);
+}
+
+/// A batch of requests as the validator reads them: entry `i` once, when it processes it.
+/// The hypervisor reads `MMU_UPDATE` batches in place from the guest's memory, which the
+/// guest may change meanwhile, so nothing may be read twice and assumed equal; a slice (the
+/// tests, a copied batch) is the plain case.
+pub trait Requests<T> {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Entry `i`, for `i < self.len()`.
+    fn at(&self, i: usize) -> T;
+}
+
+impl<T: Copy> Requests<T> for [T] {
+    #[inline]
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> T {
+        self[i]
+    }
+}
+
+impl<T: Copy, const N: usize> Requests<T> for [T; N] {
+    #[inline]
+    fn len(&self) -> usize {
+        N
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> T {
+        self[i]
+    }
+}
+
+impl<T: Copy> Requests<T> for alloc::vec::Vec<T> {
+    #[inline]
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> T {
+        self[i]
+    }
 }
 
 /// What the grant tables (a later step) say about frames a domain does not own. A leaf

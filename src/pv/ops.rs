@@ -5,7 +5,7 @@
 
 use super::desc::{self, PAGE_SIZE};
 use super::frames::{Base, FrameTable, FrameType, Ttbr};
-use super::{Errno, Grants, GuestMemory};
+use super::{Errno, Grants, GuestMemory, Requests};
 use crate::domain::DomId;
 use ferrite_abi::mmu::{MMU_NORMAL_PT_UPDATE, MmuUpdate, MmuextOp, ext};
 
@@ -40,21 +40,26 @@ pub fn mmu_update<G: Grants>(
     dom: DomId,
     ft: &mut FrameTable<G>,
     mem: &mut impl GuestMemory,
-    batch: &[MmuUpdate],
+    batch: &(impl Requests<MmuUpdate> + ?Sized),
     budget: usize,
 ) -> (usize, Result<(), Errno>) {
     if dom != ft.dom {
         return (0, Err(Errno::Perm));
     }
-    for (i, u) in batch.iter().enumerate() {
-        if i == budget.max(1) {
-            return (i, Ok(()));
-        }
+    let n = batch.len().min(budget.max(1));
+    let mut i = 0;
+    while i < n {
+        let (at, stopped) = ft.fast_run(batch, i, n, mem);
+        i = at;
+        let Some(u) = stopped else {
+            break;
+        };
         if let Err(e) = ft.update_one(u, mem) {
             return (i, Err(e));
         }
+        i += 1;
     }
-    (batch.len(), Ok(()))
+    (n, Ok(()))
 }
 
 /// Applies `ops` for `vcpu` of domain `dom`, like [`mmu_update`]; `effect` receives what the
@@ -64,7 +69,7 @@ pub fn mmuext_op<G: Grants>(
     ft: &mut FrameTable<G>,
     mem: &mut impl GuestMemory,
     vcpu: usize,
-    ops: &[MmuextOp],
+    ops: &(impl Requests<MmuextOp> + ?Sized),
     budget: usize,
     effect: &mut impl FnMut(Effect),
 ) -> (usize, Result<(), Errno>) {
@@ -74,25 +79,24 @@ pub fn mmuext_op<G: Grants>(
     if vcpu >= ft.nr_vcpus() {
         return (0, Err(Errno::Inval));
     }
-    for (i, op) in ops.iter().enumerate() {
-        if i == budget.max(1) {
-            return (i, Ok(()));
-        }
-        match ft.ext_one(vcpu, op, mem) {
+    let n = ops.len().min(budget.max(1));
+    for i in 0..n {
+        match ft.ext_one(vcpu, &ops.at(i), mem) {
             Ok(Some(e)) => effect(e),
             Ok(None) => {}
             Err(e) => return (i, Err(e)),
         }
     }
-    (ops.len(), Ok(()))
+    (n, Ok(()))
 }
 
 impl<G: Grants> FrameTable<G> {
-    /// One checked descriptor write: the target must be an entry of one of the domain's
-    /// tables, the new value valid at that table's level. The new value's references are
-    /// taken before the old one's are dropped, so rewriting an entry with what it already
-    /// holds never releases a subtree.
-    fn update_one(&mut self, u: &MmuUpdate, mem: &mut impl GuestMemory) -> Result<(), Errno> {
+    /// One checked descriptor write by the general path (the fast path in `fast.rs` declined
+    /// it): the target must be an entry of one of the domain's tables, the new value valid at
+    /// that table's level. The new value's references are taken before the old one's are
+    /// dropped, so rewriting an entry with what it already holds never releases a subtree.
+    #[inline(never)]
+    fn update_one(&mut self, u: MmuUpdate, mem: &mut impl GuestMemory) -> Result<(), Errno> {
         if u.command() != MMU_NORMAL_PT_UPDATE {
             return Err(Errno::NoSys);
         }
@@ -102,15 +106,13 @@ impl<G: Grants> FrameTable<G> {
         }
         let table = pte & !(PAGE_SIZE - 1);
         let index = ((pte & (PAGE_SIZE - 1)) / 8) as usize;
-        let level = match self.info(table).ok_or(Errno::Perm)?.ty {
-            FrameType::PageTable(level) => level,
-            _ => return Err(Errno::Inval),
-        };
-        if level == 3
-            && let Some(r) = self.update_l3_fast(pte, u.val, mem)
-        {
-            return r;
+        let s = self.frames.state(table >> 12);
+        if !s.owned() {
+            return Err(Errno::Perm);
         }
+        let FrameType::PageTable(level) = s.ty() else {
+            return Err(Errno::Inval);
+        };
         let mask = self.policy.normal_attr_mask;
         let new = desc::decode(u.val, level, index, mask)?;
         if mem.read_u64(pte).is_none() {
@@ -197,7 +199,7 @@ impl<G: Grants> FrameTable<G> {
             self.put_ref(pa);
             return Err(e);
         }
-        self.frame_mut(pa).info.pinned = true;
+        self.set_pinned(pa, true);
         Ok(())
     }
 
@@ -213,7 +215,7 @@ impl<G: Grants> FrameTable<G> {
         if info.type_count > 1 {
             return Err(Errno::Busy);
         }
-        self.frame_mut(pa).info.pinned = false;
+        self.set_pinned(pa, false);
         self.put_type(pa, mem);
         self.put_ref(pa);
         Ok(())
@@ -235,7 +237,7 @@ impl<G: Grants> FrameTable<G> {
             if info.ty != FrameType::PageTable(0) || !info.pinned {
                 return Err(Errno::Inval);
             }
-            self.take_base(pa);
+            self.take_base(pa)?;
             Some(Base { table: pa, asid })
         };
         self.set_base(vcpu, ttbr, new, mem);

@@ -10,18 +10,16 @@ use super::{Errno, Grants, GuestMemory};
 impl<G: Grants> FrameTable<G> {
     #[inline]
     pub(super) fn get_ref(&mut self, pa: u64) -> Result<(), Errno> {
-        let f = self.frame_mut(pa);
-        f.info.refs = f.info.refs.checked_add(1).ok_or(Errno::Busy)?;
+        let s = self.state_mut(pa);
+        *s = s.with_ref().ok_or(Errno::Busy)?;
         Ok(())
     }
 
     #[inline]
     pub(super) fn put_ref(&mut self, pa: u64) {
-        let epoch = self.epoch;
-        let f = self.frame_mut(pa);
-        debug_assert!(f.info.refs > 0, "reference count underflow at {pa:#x}");
-        f.info.refs = f.info.refs.saturating_sub(1);
-        f.unref_epoch = epoch;
+        let s = self.state_mut(pa);
+        *s = s.without_ref();
+        self.dropped = true;
     }
 
     /// One more use of the frame as `want`. A frame with no type takes it (a table is
@@ -32,31 +30,27 @@ impl<G: Grants> FrameTable<G> {
         want: FrameType,
         mem: &mut impl GuestMemory,
     ) -> Result<(), Errno> {
-        let epoch = self.epoch;
-        let f = self.frame_mut(pa);
-        if f.info.ty == want {
-            f.info.type_count = f.info.type_count.checked_add(1).ok_or(Errno::Busy)?;
+        let s = self.state_mut(pa);
+        if s.ty() == want {
+            *s = s.with_use().ok_or(Errno::Busy)?;
             return Ok(());
         }
-        if f.info.ty != FrameType::None {
+        if s.ty() != FrameType::None {
             return Err(Errno::Busy);
         }
+        *s = s.retyped(want).with_count(1);
         // A TLB may still hold the frame in its old use (a writable page, or a table whose
         // walks are cached): flush before it starts another, and before a table's contents
         // are read for validation, so no stale writer can change them afterwards.
-        let stale = f.lost_epoch == epoch && f.lost != want && f.lost != FrameType::None;
-        f.info.ty = want;
-        f.info.type_count = 1;
-        if stale {
+        if self.frames.lost(pa >> 12).conflicts(want, self.epoch) {
             self.flush(mem);
         }
         if let FrameType::PageTable(level) = want {
             // Typed before its entries are checked, so an entry mapping the table itself
             // writable, or as a table of another level, is refused like any other.
             if let Err(e) = self.validate_table(pa, level, mem) {
-                let f = self.frame_mut(pa);
-                f.info.ty = FrameType::None;
-                f.info.type_count = 0;
+                let s = self.state_mut(pa);
+                *s = s.retyped(FrameType::None).with_count(0);
                 return Err(e);
             }
         }
@@ -66,21 +60,18 @@ impl<G: Grants> FrameTable<G> {
     /// One use fewer. At zero the frame loses its type; a table first releases what its
     /// entries hold.
     pub(super) fn put_type(&mut self, pa: u64, mem: &mut impl GuestMemory) {
-        let f = self.frame_mut(pa);
-        debug_assert!(f.info.type_count > 0, "type count underflow at {pa:#x}");
-        f.info.type_count = f.info.type_count.saturating_sub(1);
-        if f.info.type_count > 0 {
+        let s = self.state_mut(pa);
+        *s = s.without_use();
+        if s.type_count() > 0 {
             return;
         }
-        let ty = f.info.ty;
+        let ty = s.ty();
         if let FrameType::PageTable(level) = ty {
             self.release_table(pa, level, mem);
         }
-        let epoch = self.epoch;
-        let f = self.frame_mut(pa);
-        f.info.ty = FrameType::None;
-        f.lost = ty;
-        f.lost_epoch = epoch;
+        let s = self.state_mut(pa);
+        *s = s.retyped(FrameType::None);
+        self.set_lost(pa, ty);
     }
 
     /// Takes, entry by entry, what a table's valid descriptors hold; on the first refusal

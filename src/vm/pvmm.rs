@@ -1,7 +1,11 @@
 //! The PV MMU calls at the hypercall boundary: `MMU_UPDATE`, `MMUEXT_OP` and `MEMORY_OP`
-//! copy their batch in from the guest through checked accessors, hand it to the validator
-//! (`crate::pv`), carry out what it asks (TTBR loads, TLB maintenance), and report how many
-//! entries were done. A long batch is preempted after [`BUDGET`] entries: the call is rewound
+//! hand their batch to the validator (`crate::pv`), carry out what it asks (TTBR loads, TLB
+//! maintenance), and report how many entries were done. A batch is read in place, a page at a
+//! time: the page is translated as the guest would read it (`AT S12E1R`) and must be the
+//! domain's, checked under the frame-table lock, which stays held while the validator reads
+//! the page's entries (each once, with volatile loads: the guest may be changing them). An
+//! entry across a page boundary, or a misaligned array, is copied in through the checked
+//! accessor instead. A long batch is preempted after [`BUDGET`] entries: the call is rewound
 //! to its `hvc` with its arguments advanced (x1 past the done entries, x2 reduced, x3 the
 //! running total), so the CPU takes interrupts and may run others before it continues.
 
@@ -10,15 +14,15 @@ use super::domu::{Phys, TCR_EPD0, TCR_EPD1};
 use crate::arch::exceptions::TrapFrame;
 use crate::arch::guest_mem;
 use crate::mm::region::Region;
-use crate::pv::{self, Effect, FrameType, TlbOp, Ttbr};
+use crate::pv::{self, Effect, FrameTable, FrameType, Requests, TlbOp, Ttbr};
 use core::arch::asm;
+use core::marker::PhantomData;
 use ferrite_abi::mmu::{MmuUpdate, MmuextOp};
 use ferrite_abi::{DOMID_SELF, call, errno};
 
 /// Entries handled per trap before the call is preempted and continued.
 pub const BUDGET: usize = 1024;
-/// Entries copied in at a time.
-const CHUNK: usize = 64;
+const PAGE: u64 = 4096;
 
 /// Reads guest memory of PV domain `vm` at `va` into `out`: every byte must be the domain's.
 pub fn read_guest(vm: &Vm, va: u64, out: &mut [u8]) -> bool {
@@ -102,52 +106,107 @@ pub fn batched(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
 }
 
 fn mmu_update(vm: &Vm, va: u64, n: usize) -> (usize, Result<(), pv::Errno>) {
-    let pv = vm.pv().expect("PV domain");
-    let mut buf = [MmuUpdate { ptr: 0, val: 0 }; CHUNK];
-    let mut done = 0;
-    while done < n {
-        let k = (n - done).min(CHUNK);
-        let bytes = k * size_of::<MmuUpdate>();
-        // SAFETY: MmuUpdate is plain old data (two u64); any bytes are a valid value.
-        let raw = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), bytes) };
-        if !read_guest(vm, va + (done * size_of::<MmuUpdate>()) as u64, raw) {
-            return (done, Err(pv::Errno::Fault));
-        }
-        let (d, r) = pv::mmu_update(vm.id, &mut pv.frames.lock(), &mut Phys, &buf[..k], k);
-        done += d;
-        if r.is_err() {
-            return (done, r);
-        }
-    }
-    (done, Ok(()))
+    each_page::<MmuUpdate>(vm, va, n, |ft, batch| {
+        pv::mmu_update(vm.id, ft, &mut Phys, batch, batch.len())
+    })
 }
 
 fn mmuext_op(vm: &Vm, v: usize, va: u64, n: usize) -> (usize, Result<(), pv::Errno>) {
+    each_page::<MmuextOp>(vm, va, n, |ft, ops| {
+        pv::mmuext_op(vm.id, ft, &mut Phys, v, ops, ops.len(), &mut apply)
+    })
+}
+
+/// A request type that is plain old data.
+///
+/// # Safety
+/// Every bit pattern of `size_of::<Self>()` bytes is a valid value, and the alignment is 8.
+unsafe trait Pod: Copy + Default {}
+// SAFETY: two u64s.
+unsafe impl Pod for MmuUpdate {}
+// SAFETY: two u32s and two u64s, no padding.
+unsafe impl Pod for MmuextOp {}
+
+/// Requests at an address in Ferrite's map, read in place, each when the validator asks for
+/// it, with a volatile load.
+struct Src<T> {
+    addr: u64,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T> Src<T> {
+    /// # Safety
+    /// `addr..addr + len * size_of::<T>()` must be 8-aligned memory in Ferrite's map that
+    /// stays readable for as long as the result is used.
+    unsafe fn new(addr: u64, len: usize) -> Self {
+        Self {
+            addr,
+            len,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Requests<T> for Src<T> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> T {
+        assert!(i < self.len);
+        // SAFETY: entry i is inside the memory `Src::new` was given, readable while this
+        // exists, 8-aligned, and any bits are a T (`Pod`). The guest may be writing its page
+        // meanwhile: the value is what it held at the load.
+        unsafe { core::ptr::read_volatile((self.addr as *const T).add(i)) }
+    }
+}
+
+/// Runs `call` over the `n` requests of type T at guest VA `va` a page at a time, and
+/// returns the requests done and the first refusal. Each call gets the page's requests in
+/// place, with the frame-table lock held.
+fn each_page<T: Pod>(
+    vm: &Vm,
+    va: u64,
+    n: usize,
+    mut call: impl FnMut(&mut FrameTable, &Src<T>) -> (usize, Result<(), pv::Errno>),
+) -> (usize, Result<(), pv::Errno>) {
     let pv = vm.pv().expect("PV domain");
-    let mut buf = [MmuextOp {
-        cmd: 0,
-        pad: 0,
-        arg1: 0,
-        arg2: 0,
-    }; CHUNK];
+    let size = size_of::<T>() as u64;
     let mut done = 0;
     while done < n {
-        let k = (n - done).min(CHUNK);
-        let bytes = k * size_of::<MmuextOp>();
-        // SAFETY: MmuextOp is plain old data (integers only); any bytes are a valid value.
-        let raw = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), bytes) };
-        if !read_guest(vm, va + (done * size_of::<MmuextOp>()) as u64, raw) {
-            return (done, Err(pv::Errno::Fault));
-        }
-        let (d, r) = pv::mmuext_op(
-            vm.id,
-            &mut pv.frames.lock(),
-            &mut Phys,
-            v,
-            &buf[..k],
-            k,
-            &mut apply,
-        );
+        let at = va.wrapping_add(done as u64 * size);
+        // The requests wholly on `at`'s page.
+        let room = ((PAGE - (at & (PAGE - 1))) / size) as usize;
+        let (d, r) = if at.is_multiple_of(8) && room > 0 {
+            let Some(pa) = guest_mem::translate_read(at) else {
+                return (done, Err(pv::Errno::Fault));
+            };
+            let mut ft = pv.frames.lock();
+            // The domain's own page, and it stays so while the lock is held.
+            if !ft.owns(pa) {
+                return (done, Err(pv::Errno::Fault));
+            }
+            // SAFETY: `room` requests from `pa` fit in its page, one of the domain's RAM
+            // frames (identity-mapped), which stays the domain's while `ft` is held (giving it
+            // back takes the lock); `at`, and so `pa`, is 8-aligned.
+            let src = unsafe { Src::new(pa, room.min(n - done)) };
+            call(&mut ft, &src)
+        } else {
+            let mut one = T::default();
+            // SAFETY: `one` is a Pod: any bytes written into it make a valid T.
+            let raw = unsafe {
+                core::slice::from_raw_parts_mut((&raw mut one).cast::<u8>(), size as usize)
+            };
+            if !read_guest(vm, at, raw) {
+                return (done, Err(pv::Errno::Fault));
+            }
+            // SAFETY: `one` is a T on this stack (8-aligned), alive until after the call.
+            let src = unsafe { Src::<T>::new(&raw const one as u64, 1) };
+            call(&mut pv.frames.lock(), &src)
+        };
         done += d;
         if r.is_err() {
             return (done, r);

@@ -27,6 +27,12 @@ fn translate(va: u64, write: bool) -> Option<u64> {
     (par & 1 == 0).then_some((par & 0x000f_ffff_ffff_f000) | (va & (PAGE - 1)))
 }
 
+/// The physical address guest VA `va` reads, if the guest could read it itself. For a caller
+/// that reads the memory in place once it has checked (and holds) that it is the domain's.
+pub fn translate_read(va: u64) -> Option<u64> {
+    translate(va, false)
+}
+
 /// Copies `out.len()` bytes from guest VA `va` into `out`. Every page must translate and lie
 /// in `owned` (the domain's RAM). Returns false, copying nothing further, on the first page
 /// that does not.

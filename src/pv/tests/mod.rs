@@ -1,10 +1,12 @@
 //! Host tests of the PV MMU: a fake machine memory, a domain over a run of frames, and the
-//! rules one by one (`rules`), batches, blocks and lifecycles (`batches`), and a randomised
-//! model (`model`) that checks the invariants after every operation.
+//! rules one by one (`rules`), batches, blocks and lifecycles (`batches`), a randomised
+//! model (`model`) that checks the invariants after every operation, and the frame table
+//! itself with the fast path compared against the general one (`table`).
 
 mod batches;
 mod model;
 mod rules;
+mod table;
 
 use super::*;
 use alloc::boxed::Box;
@@ -24,6 +26,14 @@ pub(super) const DEVICE: u64 = 0x0900_0000;
 /// Frame `k` of the domain.
 pub(super) const fn f(k: u64) -> u64 {
     RAM + k * 4096
+}
+
+/// Where frames ballooned in from elsewhere come from: RAM away from the domain's own run.
+pub(super) const ELSEWHERE: u64 = RAM + (64 << 20);
+
+/// Frame `k` of [`ELSEWHERE`].
+pub(super) const fn x(k: u64) -> u64 {
+    ELSEWHERE + k * 4096
 }
 
 /// The address of entry `i` of the table at `t`.
@@ -157,7 +167,13 @@ pub(super) struct Env {
 impl Env {
     /// A domain owning `n` frames from [`RAM`], with two vCPUs.
     pub fn new(n: u64) -> Self {
-        let frames: Vec<u64> = (0..n).map(f).collect();
+        Self::with_extra(n, 0)
+    }
+
+    /// A domain owning `n` frames from [`RAM`] and `extra` frames from [`ELSEWHERE`] (as if
+    /// ballooned in), with two vCPUs.
+    pub fn with_extra(n: u64, extra: u64) -> Self {
+        let frames: Vec<u64> = (0..n).map(f).chain((0..extra).map(x)).collect();
         let ft = FrameTable::with_grants(DOM, &frames, 2, Policy::default(), TestGrants::default())
             .unwrap();
         Self {

@@ -27,13 +27,15 @@ impl Rng {
 }
 
 /// Frames the model plays with: the first 24 of the domain, plus its whole first 2 MiB for
-/// blocks.
+/// blocks, and [`EXTRA`] frames from elsewhere.
 const HOT: u64 = 24;
+const EXTRA: u64 = 6;
 
 fn frame(r: &mut Rng) -> u64 {
     match r.below(40) {
         0 => FOREIGN,
         1 => DEVICE,
+        2..=5 => x(r.below(EXTRA)),
         _ => f(r.below(HOT)),
     }
 }
@@ -65,7 +67,11 @@ fn step(t: &mut Env, r: &mut Rng, stats: &mut [u32; 2]) {
     let result = match r.below(20) {
         // The guest writes its own ordinary pages (tables it is building, data).
         0..=4 => {
-            let pa = f(r.below(HOT));
+            let pa = if r.chance(80) {
+                f(r.below(HOT))
+            } else {
+                x(r.below(EXTRA))
+            };
             if !matches!(t.ty(pa), FrameType::PageTable(_)) {
                 t.poke(e(pa, r.below(20) as usize), value(r));
             }
@@ -73,7 +79,7 @@ fn step(t: &mut Env, r: &mut Rng, stats: &mut [u32; 2]) {
         }
         5..=10 => {
             // Mostly into real tables, sometimes anywhere.
-            let pa = f(r.below(HOT));
+            let pa = frame(r);
             t.upd(e(pa, r.below(20) as usize), value(r))
         }
         11 => {
@@ -141,7 +147,7 @@ fn step(t: &mut Env, r: &mut Rng, stats: &mut [u32; 2]) {
 fn random_operations_keep_the_invariants() {
     for seed in 1..=4u64 {
         let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
-        let mut t = Env::new(512);
+        let mut t = Env::with_extra(512, EXTRA);
         let mut stats = [0u32; 2];
         for _ in 0..1500 {
             step(&mut t, &mut r, &mut stats);
