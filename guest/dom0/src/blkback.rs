@@ -308,21 +308,28 @@ fn handle(f: &Front, req: &Request) -> Result<(), Errno> {
     {
         return Err(Errno::Inval);
     }
+    // The segments follow each other on the disk: one disk request for all of them (up to
+    // 32 KiB), one grant copy per segment.
     let write = req.op == op::WRITE;
-    let mut buf = [0u8; 4096];
-    let mut sector = f.first + req.sector;
+    let mut buf = alloc::vec![0u8; total as usize * SECTOR_SIZE as usize];
+    let sector = f.first + req.sector;
+    if !write {
+        disk.io(false, sector, &mut buf).map_err(|_| Errno::Busy)?;
+    }
+    let mut at = 0;
     for s in segs {
         let len = (s.last_sect - s.first_sect + 1) as usize * SECTOR_SIZE as usize;
         let off = s.first_sect as usize * SECTOR_SIZE as usize;
-        let b = &mut buf[..len];
+        let b = &mut buf[at..at + len];
         if write {
             read_from(f.dom, s.gref, off, b)?;
-            disk.io(true, sector, b).map_err(|_| Errno::Busy)?;
         } else {
-            disk.io(false, sector, b).map_err(|_| Errno::Busy)?;
             write_to(f.dom, s.gref, off, b)?;
         }
-        sector += (len / SECTOR_SIZE as usize) as u64;
+        at += len;
+    }
+    if write {
+        disk.io(true, sector, &mut buf).map_err(|_| Errno::Busy)?;
     }
     Ok(())
 }

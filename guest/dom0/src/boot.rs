@@ -331,6 +331,9 @@ fn after_ready(opts: &Options) -> ! {
         .get()
         .and_then(|m| m.hypervisor.as_ref())
         .is_some_and(|h| h.compatible == "ferrite,hypervisor");
+    if let Some(mib) = opts.bench_blk_mib {
+        crate::virtio::blk::bench(mib);
+    }
     crate::consback::start();
     crate::blkback::start();
     sched::boot_options(&opts.sched, opts.sched_report_ms, under_ferrite);

@@ -35,6 +35,8 @@ pub struct Options {
     pub sched: Vec<SchedSetting>,
     /// `dom0.sched.report=<ms>`: sleep that long, then print the scheduler table.
     pub sched_report_ms: Option<u64>,
+    /// `dom0.bench.blk=<MiB>`: read that much of the disk directly and print the rate.
+    pub bench_blk_mib: Option<u64>,
 }
 
 /// Parses the options; each word dom0 does not know is passed to `unknown`.
@@ -45,6 +47,7 @@ pub fn parse<'a>(args: &'a str, mut unknown: impl FnMut(&'a str)) -> Options {
         fault: None,
         sched: Vec::new(),
         sched_report_ms: None,
+        bench_blk_mib: None,
     };
     for word in args.split_ascii_whitespace() {
         match word.split_once('=') {
@@ -66,6 +69,10 @@ pub fn parse<'a>(args: &'a str, mut unknown: impl FnMut(&'a str)) -> Options {
             Some(("dom0.sched.report", v)) => match number(v) {
                 Some(ms) => o.sched_report_ms = Some(ms),
                 None => unknown(word),
+            },
+            Some(("dom0.bench.blk", v)) => match number(v) {
+                Some(m) if m > 0 => o.bench_blk_mib = Some(m),
+                _ => unknown(word),
             },
             _ => unknown(word),
         }

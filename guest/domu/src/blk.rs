@@ -292,3 +292,29 @@ mod alloc_free {
         }
     }
 }
+
+/// `blk-bench <MiB>`: reads `mib` MiB through dom0 in 8-segment (32 KiB) requests, one at a
+/// time, and prints the rate in virtual time.
+pub fn bench(mib: u64) {
+    let mut f = match connect() {
+        Ok(f) => f,
+        Err(e) => return out!("blk-bench: FAIL: {e}"),
+    };
+    let per = 64u64;
+    let total = ((mib << 20) / (per * 512)).min(f.sectors / per);
+    let t0 = time::now();
+    for i in 0..total {
+        let req = rw(&f, op::READ, 100 + i, i * per);
+        match submit(&mut f, req) {
+            Ok(0) => {}
+            other => return out!("blk-bench: FAIL at request {i}: {other:?}"),
+        }
+    }
+    let us = time::ticks_to_us(time::now() - t0).max(1);
+    let kib = total * per / 2;
+    out!(
+        "blk-bench: read {kib} KiB through dom0 in {us} us: {} KiB/s",
+        kib * 1_000_000 / us
+    );
+    close();
+}

@@ -105,9 +105,14 @@ pub fn ring_console(si: &StartInfo, n: u64, gap_ms: u64) {
             got += 1;
         }
     }
+    let ns = if got > 0 {
+        (best as u128 * 1_000_000_000 / time::hz().max(1) as u128) as u64
+    } else {
+        0
+    };
     out!(
-        "ring-console: round trip {} us min over {got} of {rounds}",
-        if got > 0 { time::ticks_to_us(best) } else { 0 }
+        "ring-console: round trip {} us ({ns} ns) min over {got} of {rounds}",
+        ns / 1000
     );
 }
 

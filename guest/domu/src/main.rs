@@ -72,7 +72,8 @@ mod guest {
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
                          bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
-                         blk-evil, net-ping <peer> <n>, net-pong <n>";
+                         blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, \
+                         net-blast <peer> <n>, net-sink <n>";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -97,6 +98,13 @@ mod guest {
             "blk-write" => blk::write(args.number("blk-write", "seed", 1)),
             "blk-read" => blk::read(args.number("blk-read", "seed", 1)),
             "blk-evil" => blk::evil(),
+            "blk-bench" => blk::bench(args.number("blk-bench", "mib", 4)),
+            "net-sink" => net::sink(si.domid as u16, args.number("net-sink", "n", 1000)),
+            "net-blast" => {
+                let peer = args.number("net-blast", "peer", 1) as u16;
+                let n = args.number("net-blast", "n", 1000);
+                net::blast(si.domid as u16, peer, n)
+            }
             "net-pong" => net::pong(si.domid as u16, args.number("net-pong", "n", 10)),
             "net-ping" => {
                 let peer = args.number("net-ping", "peer", 1) as u16;

@@ -265,3 +265,56 @@ pub fn ping(domid: u16, peer: u16, n: u64) {
     }
     front::close(KEY);
 }
+
+/// `net-blast <peer> <n>`: sends `n` full-size frames to `peer` as fast as the TX ring answers.
+pub fn blast(domid: u16, peer: u16, n: u64) {
+    let mut net = match connect(domid) {
+        Ok(x) => x,
+        Err(e) => return out!("net-blast: FAIL: {e}"),
+    };
+    // Give the sink a moment to post its buffers (frames to a domU without any are dropped).
+    let _ = time::sleep_us(20_000);
+    let mut frame = [0u8; MAX_FRAME as usize];
+    frame[..6].copy_from_slice(&mac_of(peer));
+    frame[6..12].copy_from_slice(&net.mac);
+    frame[12..14].copy_from_slice(&ETHERTYPE);
+    let mut sent = 0;
+    for seq in 0..n {
+        frame[14..22].copy_from_slice(&seq.to_le_bytes());
+        if net.send(&frame).is_ok() {
+            sent += 1;
+        }
+    }
+    out!("net-blast: sent {sent} frames of {MAX_FRAME} bytes to dom{peer}");
+    front::close(KEY);
+}
+
+/// `net-sink <n>`: receives until `n` frames came or none came for 2 s, and prints the rate
+/// from the first frame to the last, in virtual time.
+pub fn sink(domid: u16, n: u64) {
+    let mut net = match connect(domid) {
+        Ok(x) => x,
+        Err(e) => return out!("net-sink: FAIL: {e}"),
+    };
+    let mut buf = [0u8; 2048];
+    let (mut got, mut bytes, mut first, mut last) = (0u64, 0u64, 0u64, 0u64);
+    while got < n {
+        let Some(len) = net.recv(&mut buf, 2000) else {
+            break;
+        };
+        let now = time::now();
+        if got == 0 {
+            first = now;
+        }
+        last = now;
+        got += 1;
+        bytes += len as u64;
+    }
+    let us = time::ticks_to_us(last.saturating_sub(first)).max(1);
+    out!(
+        "net-sink: {got} frames, {} KiB in {us} us: {} KiB/s",
+        bytes >> 10,
+        (bytes >> 10) * 1_000_000 / us
+    );
+    front::close(KEY);
+}

@@ -7,7 +7,8 @@
 //! its shell marker under Ferrite against the same kernel and initramfs on QEMU with no
 //! hypervisor, as a ratio; a PV domU's null hypercall and `mmu_update` cost per entry at batch
 //! sizes 1, 16 and 512; the vCPU switch between domains; the Credit scheduler's decision cost
-//! with 1, 16 and 256 runnable vCPUs.
+//! with 1, 16 and 256 runnable vCPUs; shared-memory I/O through dom0: the event-channel round
+//! trip, block reads by a domU against dom0 reading directly, domU-to-domU frames.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -214,7 +215,90 @@ fn main() {
         );
     }
 
-    // 4. Linux dom0 to its shell marker, against Linux on bare QEMU.
+    // 4. Shared-memory I/O through dom0 (one CPU: virtual ns are instructions of every
+    // domain and Ferrite together).
+    let out = pv(
+        "bench-evtchn",
+        "domu=mem=8M,cmd=ring-console+1 -- dom0.sched.report=300 poweroff",
+    );
+    let rt = out
+        .console
+        .lines()
+        .iter()
+        .find(|l| l.contains("ring-console: round trip"))
+        .cloned()
+        .unwrap_or_default();
+    row(
+        "event round trip domU -> dom0 -> domU (instructions, all domains)",
+        rt.split('(')
+            .nth(1)
+            .and_then(|r| r.split(" ns").next())
+            .unwrap_or("?")
+            .to_string(),
+    );
+    let d = disk("io-blk", 16 << 20);
+    let out = Qemu::virt()
+        .cpus(1)
+        .icount(true)
+        .timeout(T)
+        .label("bench-blk")
+        .image(build("qemu-virt/ferrite-dom0.bin"))
+        .bootargs(
+            "semihosting domu=mem=8M,disk=1M:8M,cmd=blk-bench+8 \
+             -- dom0.bench.blk=8 dom0.sched.report=3000 poweroff",
+        )
+        .args([
+            "-drive".to_string(),
+            format!("file={},if=none,format=raw,id=d0", d.display()),
+            "-device".into(),
+            "virtio-blk-device,drive=d0".into(),
+        ])
+        .spawn()
+        .and_then(|r| r.wait_exit(T))
+        .expect("the block benchmark runs");
+    let rate = |key: &str| -> Option<f64> {
+        let l = out
+            .console
+            .lines()
+            .iter()
+            .find(|l| l.contains(key))?
+            .clone();
+        l.rsplit(": ").next()?.split(' ').next()?.parse().ok()
+    };
+    let (direct, domu) = (rate("dom0: bench: blk: read"), rate("blk-bench: read"));
+    row(
+        "block read, 32 KiB requests: dom0 direct / domU via dom0 (KiB/s)",
+        format!(
+            "{} / {}",
+            direct.map_or("?".into(), |v| format!("{v:.0}")),
+            domu.map_or("?".into(), |v| format!("{v:.0}"))
+        ),
+    );
+    if let (Some(a), Some(b)) = (direct, domu) {
+        row("block read domU / dom0 direct", format!("{:.2}", b / a));
+    }
+    let out = pv(
+        "bench-net",
+        "domu=mem=8M,cmd=net-sink+500 domu=mem=8M,cmd=net-blast+1+500 \
+         -- dom0.sched.report=3000 poweroff",
+    );
+    let l = out
+        .console
+        .lines()
+        .iter()
+        .find(|l| l.contains("net-sink: "))
+        .cloned()
+        .unwrap_or_default();
+    row(
+        "domU -> domU through dom0, 1514-byte frames (KiB/s; frames)",
+        format!(
+            "{}; {}",
+            l.rsplit(": ").next().unwrap_or("?"),
+            num_after(&l, "net-sink: ").unwrap_or("?")
+        ),
+    );
+
+    // 5. Linux dom0 to its shell marker, against Linux on bare QEMU.
     let uptime = |o: &ferrite_systests::Outcome| -> Option<f64> {
         let l = o
             .console
