@@ -41,6 +41,7 @@ pub mod paths;
 mod process;
 pub mod qemu;
 pub mod run;
+pub mod sdcard;
 pub mod serial;
 pub mod target;
 
