@@ -9,6 +9,7 @@
 #   make test                host unit tests + system tests booting the image in QEMU
 #   make sdcard BOARD=rpi4   build/rpi4/sdcard.img: a bootable Raspberry Pi 4 SD card (docs/rpi4.md)
 #   make netboot BOARD=rpi4 DIR=/srv/tftp    the same boot files in a TFTP directory
+#   make hil [HIL_ARGS=...]  the hardware-in-loop scenarios, on QEMU through a pty or on a board
 #
 # A fresh Debian machine needs nothing else: missing tools are installed by tools/setup-host.sh.
 
@@ -56,7 +57,7 @@ QEMU_ARGS = $(QEMU_BOARD_ARGS) -nographic -no-reboot -semihosting-config enable=
 	$(if $(filter linux,$(DOM0)),$(LINUX_LOADERS)) $(QEMU_EXTRA)
 
 .PHONY: all build dom0-guest domu-guest linux-dom0 run debug test unit-test system-test bench setup setup-rust setup-qemu \
-	clippy fmt clean FORCE sdcard netboot
+	clippy fmt clean FORCE sdcard netboot hil
 all: build
 
 setup: setup-rust setup-qemu
@@ -163,6 +164,12 @@ netboot: build
 	@tools/fetch-debian.sh build/debian
 	@tools/fetch-rpi-firmware.sh build/debian
 	$(MK_SDCARD) netboot $(DIR)
+
+# The hardware-in-loop scenarios (tests/src/scenarios.rs) against a target: by default QEMU
+# (this BOARD) with the console on a pty; HIL_ARGS="--target serial --config FILE" for a board.
+HIL_ARGS ?= --target qemu-pty --board $(BOARD)
+hil: build setup-qemu $(QEMU_BOARD_DEPS)
+	cargo run -q -p ferrite-systests --target $(HOST) --bin hil -- $(HIL_ARGS)
 
 clippy: setup-rust
 	cargo clippy -p ferrite --target $(TARGET) --release -- -D warnings

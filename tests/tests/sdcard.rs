@@ -243,7 +243,7 @@ fn the_cards_own_files_boot_ferrite_and_dom0_on_raspi4b() -> Result<()> {
         .dtb(&dtb)
         .bootargs(cmdline.trim_end())
         // Guest time follows instructions: dom0's timer self-check holds on a busy host.
-        .args(["-icount", "shift=5,sleep=off"])
+        .args(["-icount", ferrite_systests::scenarios::QEMU_ICOUNT])
         .timeout(Duration::from_secs(60))
         .spawn()?;
     let ready = run.expect("ferrite: ready: 4 cpus", Duration::from_secs(45))?;
