@@ -7,6 +7,9 @@
 #                            and build/<board>/ferrite-dom0.bin (Ferrite with dom0 packed in)
 #   make debug               QEMU waiting for gdb on :1234
 #   make test                host unit tests + system tests booting the image in QEMU
+#   make sdcard BOARD=rpi4   build/rpi4/sdcard.img: a bootable Raspberry Pi 4 SD card (docs/rpi4.md)
+#   make netboot BOARD=rpi4 DIR=/srv/tftp    the same boot files in a TFTP directory
+#   make hil [HIL_ARGS=...]  the hardware-in-loop scenarios, on QEMU through a pty or on a board
 #
 # A fresh Debian machine needs nothing else: missing tools are installed by tools/setup-host.sh.
 
@@ -54,7 +57,7 @@ QEMU_ARGS = $(QEMU_BOARD_ARGS) -nographic -no-reboot -semihosting-config enable=
 	$(if $(filter linux,$(DOM0)),$(LINUX_LOADERS)) $(QEMU_EXTRA)
 
 .PHONY: all build dom0-guest domu-guest linux-dom0 run debug test unit-test system-test bench setup setup-rust setup-qemu \
-	clippy fmt clean FORCE
+	clippy fmt clean FORCE sdcard netboot hil
 all: build
 
 setup: setup-rust setup-qemu
@@ -131,6 +134,42 @@ bench: setup
 	$(MAKE) --no-print-directory build BOARD=qemu-virt
 	$(MAKE) --no-print-directory linux-dom0
 	cargo run -q -p ferrite-systests --target $(HOST) --release --bin bench
+
+# Raspberry Pi 4 boot files (docs/rpi4.md): the Pi firmware from Debian's raspi-firmware, the
+# Pi 4 device tree, boards/rpi4/config.txt, cmdline.txt with BOOTARGS, and the image `make run`
+# would boot (Ferrite with its boot domains; DOM0=none: Ferrite alone).
+SDCARD ?= $(BUILD)/sdcard.img
+SDCARD_MIB ?= 64
+RPI_FIRMWARE := build/debian/raspi-firmware
+ifneq ($(filter sdcard netboot,$(MAKECMDGOALS)),)
+ifneq ($(BOARD),rpi4)
+$(error make $(filter sdcard netboot,$(MAKECMDGOALS)) writes Raspberry Pi 4 boot files: add BOARD=rpi4)
+endif
+ifeq ($(DOM0),linux)
+$(error DOM0=linux needs QEMU's guest-loader; the Pi firmware loads only Ferrite's image)
+endif
+endif
+MK_SDCARD = tools/mk-sdcard.sh --image $(RUN_IMAGE) --dtb $(PI_DTB) --firmware $(RPI_FIRMWARE) \
+	--config boards/rpi4/config.txt --bootargs "$(BOOTARGS)"
+
+sdcard: build
+	@tools/setup-host.sh sdcard $(RPI_FIRMWARE)
+	@tools/fetch-debian.sh build/debian
+	@tools/fetch-rpi-firmware.sh build/debian
+	$(MK_SDCARD) --size $(SDCARD_MIB) sdcard $(SDCARD)
+
+netboot: build
+	@[ -n "$(DIR)" ] || { echo "make netboot: say where, e.g. DIR=/srv/tftp (see docs/rpi4.md)" >&2; exit 1; }
+	@tools/setup-host.sh sdcard $(RPI_FIRMWARE)
+	@tools/fetch-debian.sh build/debian
+	@tools/fetch-rpi-firmware.sh build/debian
+	$(MK_SDCARD) netboot $(DIR)
+
+# The hardware-in-loop scenarios (tests/src/scenarios.rs) against a target: by default QEMU
+# (this BOARD) with the console on a pty; HIL_ARGS="--target serial --config FILE" for a board.
+HIL_ARGS ?= --target qemu-pty --board $(BOARD)
+hil: build setup-qemu $(QEMU_BOARD_DEPS)
+	cargo run -q -p ferrite-systests --target $(HOST) --bin hil -- $(HIL_ARGS)
 
 clippy: setup-rust
 	cargo clippy -p ferrite --target $(TARGET) --release -- -D warnings

@@ -6,6 +6,12 @@
 # has 10.x). The backports apt source is derived from the machine's own Debian source, so this
 # script names no mirror. Where it cannot install (not root, not Debian), it says exactly what to
 # install and fails.
+#
+# `setup-host.sh sdcard [FIRMWARE_DIR]` (for `make sdcard` / `make netboot`) installs mtools and
+# fdisk (sfdisk), which build a FAT image without root or loop devices, and makes Debian's
+# `raspi-firmware` package (the Pi's boot firmware, in the non-free-firmware component) known to
+# apt, adding a non-free-firmware source derived from the machine's own Debian source when there
+# is none; not when FIRMWARE_DIR already holds the firmware (tools/fetch-rpi-firmware.sh).
 set -euo pipefail
 
 say() { echo "setup: $*" >&2; }
@@ -83,6 +89,71 @@ SRC
     apt_updated=
 }
 
+# Is PKG known to apt with a downloadable candidate?
+apt_known() {
+    local cand
+    cand=$(apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *//p')
+    [ -n "$cand" ] && [ "$cand" != "(none)" ]
+}
+
+# The Raspberry Pi boot firmware is in non-free-firmware, which a minimal Debian source lacks.
+add_non_free_firmware() {
+    local src=/etc/apt/sources.list.d/ferrite-non-free-firmware.sources uris suite
+    [ -f "$src" ] && return 0
+    . /etc/os-release
+    suite=${VERSION_CODENAME:-}
+    [ "$suite" = bookworm ] || die "raspi-firmware is not known to apt; enable the non-free-firmware
+setup:   component of Debian $suite in the apt sources, apt-get update, and re-run"
+    uris=$(debian_uris)
+    [ -n "$uris" ] || die "cannot find the Debian bookworm apt source to add non-free-firmware to"
+    say "adding apt source bookworm non-free-firmware (same archive as bookworm: $uris) at $src"
+    as_root tee "$src" >/dev/null <<SRC
+Types: deb
+URIs: $uris
+Suites: bookworm bookworm-updates
+Components: non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt_updated=
+}
+
+# mtools and sfdisk to build the SD-card image; raspi-firmware known to apt for its download
+# unless the firmware is in $1 already.
+setup_sdcard() {
+    local missing=() tool need_firmware=1
+    for tool in mformat:mtools mcopy:mtools mdir:mtools mtype:mtools sfdisk:fdisk; do
+        command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+    done
+    if [ -n "${1:-}" ] && [ -s "$1/start4.elf" ] && [ -s "$1/fixup4.dat" ]; then
+        need_firmware=
+    fi
+    [ ${#missing[@]} -eq 0 ] && [ -z "$need_firmware" ] && return 0
+    if [ ${#missing[@]} -gt 0 ] || ! apt_known raspi-firmware; then
+        command -v apt-get >/dev/null ||
+            die "this is not a Debian system; install mtools and sfdisk, and fetch the Raspberry Pi
+setup:   firmware (start4.elf, fixup4.dat) by hand into build/rpi4/firmware/"
+        as_root true || die "not root and no sudo; as root run: apt-get install mtools fdisk, and
+setup:   enable Debian's non-free-firmware component (for raspi-firmware), then apt-get update"
+    fi
+    if [ -n "$need_firmware" ] && ! apt_known raspi-firmware; then
+        # The lists may just be stale: update before adding a source.
+        apt_update
+        apt_known raspi-firmware || { add_non_free_firmware; apt_update; }
+        apt_known raspi-firmware || die "raspi-firmware is still unknown to apt after adding the
+setup:   non-free-firmware component; check the apt sources"
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+        apt_update
+        say "installing ${missing[*]} (to build the SD-card image without root)"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+        for tool in mformat mcopy mdir mtype sfdisk; do
+            command -v "$tool" >/dev/null || die "$tool still missing after installing ${missing[*]}"
+        done
+    fi
+}
+
 setup_qemu() {
     [ "$(qemu_major)" -ge "$need_qemu_major" ] && return 0
     local hint="QEMU >= $need_qemu_major with qemu-system-aarch64 (Debian: qemu-system-arm from bookworm-backports)"
@@ -112,6 +183,7 @@ what=${1:-all}
 case "$what" in
     rust) rust_ready || setup_rust ;;
     qemu) setup_qemu ;;
+    sdcard) setup_sdcard "${2:-}" ;;
     all) rust_ready || setup_rust; setup_qemu ;;
-    *) die "usage: $0 [rust|qemu|all]" ;;
+    *) die "usage: $0 [rust|qemu|sdcard [FIRMWARE_DIR]|all]" ;;
 esac

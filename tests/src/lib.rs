@@ -1,9 +1,10 @@
 //! Ferrite's system tests: boot the real firmware image and check its console.
 //!
 //! The harness runs on the host. A [`Target`] starts Ferrite with its console connected and
-//! returns a [`Run`]; today the target is QEMU ([`Qemu`]), with the console on QEMU's stdio or on
-//! a pty ([`Serial::Pty`], read exactly like a board's `/dev/ttyUSB0`); a later board runner
-//! implements [`Target`] over a serial device.
+//! returns a [`Run`]: QEMU ([`Qemu`]), with the console on QEMU's stdio or on a pty
+//! ([`Serial::Pty`], read exactly like a board's `/dev/ttyUSB0`), or a board on a serial device
+//! ([`board::SerialBoard`]). [`scenarios`] are the checks written against any target, which the
+//! hardware-in-loop runner (`hil`) runs; [`sdcard`] checks a Raspberry Pi 4 SD-card image.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -33,14 +34,18 @@
 //! status line `ferrite: ready: N cpus, M MiB free`, `memory:`, `reserved:` and `frames:` lines,
 //! `cpuN online`, `gic: vN`, and `ferrite: PANIC on cpuN at file:line: message`.
 
+pub mod board;
 pub mod console;
 pub mod dtb;
 pub mod error;
 pub mod fake;
+pub mod nullmodem;
 pub mod paths;
 mod process;
 pub mod qemu;
 pub mod run;
+pub mod scenarios;
+pub mod sdcard;
 pub mod serial;
 pub mod target;
 
@@ -48,4 +53,4 @@ pub use console::{MemoryBank, Range, Ready, Transcript};
 pub use error::{Error, ErrorKind, Result};
 pub use qemu::{Board, Qemu, Serial};
 pub use run::{Exit, Machine, Outcome, Run};
-pub use target::Target;
+pub use target::{Boot, Image, Target};

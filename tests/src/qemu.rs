@@ -10,7 +10,7 @@ use crate::paths;
 use crate::process::{QemuMachine, die_with_parent};
 use crate::run::{Machine, Run};
 use crate::serial;
-use crate::target::Target;
+use crate::target::{Boot, Target};
 
 /// The default overall timeout of a run, after which QEMU is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -445,6 +445,17 @@ impl Target for Qemu {
 
     fn start(&self) -> Result<Run> {
         self.spawn()
+    }
+
+    /// This configuration with the scenario's image (from this board's build directory), boot
+    /// options and timeout.
+    fn boot(&self, boot: &Boot) -> Result<Run> {
+        self.clone()
+            .image(boot.image.path(self.board.dir_name()))
+            .bootargs(boot.bootargs.clone())
+            .timeout(boot.timeout)
+            .label(format!("{}-{}", self.label_or_default(), boot.label))
+            .spawn()
     }
 }
 
