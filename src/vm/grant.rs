@@ -254,7 +254,11 @@ fn copy_one(vm: &'static Vm, op: &GrantCopy) -> Result<(), Errno> {
         if let Side::Granted { dom, gref, offset } = dst {
             held[1] = Some(resolve(&*tables, vm.id, dom, gref, offset, Access::Write)?);
         }
-        let mut buf = [0u8; 256];
+        // A bounce buffer, 8-aligned so whole words move.
+        let mut bounce = [0u64; 128];
+        // SAFETY: plain bytes over the u64 array, which outlives `buf`.
+        let buf =
+            unsafe { core::slice::from_raw_parts_mut(bounce.as_mut_ptr().cast::<u8>(), 1024) };
         let mut done = 0;
         while done < len {
             let n = (len - done).min(buf.len());
@@ -289,7 +293,7 @@ fn copy_one(vm: &'static Vm, op: &GrantCopy) -> Result<(), Errno> {
 fn read_phys(pa: u64, out: &mut [u8]) {
     // SAFETY: `pa..pa + out.len()` lies in one page the granter owns (checked by `resolve`,
     // offset + len <= 4096 by `grant::decode`), RAM identity-mapped at EL2.
-    unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, out.as_mut_ptr(), out.len()) };
+    unsafe { guest_mem::copy(out.as_mut_ptr(), pa as *const u8, out.len()) };
 }
 
 /// Writes into the granter's page; for a PV granter only while (and if) it is no page table.
@@ -297,7 +301,7 @@ fn write_phys(granter: &Vm, pa: u64, data: &[u8]) -> Result<(), Errno> {
     let copy = || {
         // SAFETY: as in `read_phys`; for a PV granter the frame table's lock is held, so the
         // frame cannot become a page table during the copy.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), pa as *mut u8, data.len()) };
+        unsafe { guest_mem::copy(pa as *mut u8, data.as_ptr(), data.len()) };
     };
     match granter.pv() {
         Some(pv) => {

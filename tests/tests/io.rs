@@ -192,7 +192,7 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
     let bad = (0..64 * 512).find(|&i| img[at + i] != pattern(7, i));
     out.ensure(
         bad.is_none(),
-        &format!("the disk image holds the pattern at 1 MiB (first difference at byte {bad:?})"),
+        format!("the disk image holds the pattern at 1 MiB (first difference at byte {bad:?})"),
     )?;
 
     // A new boot, a new domU with the same disk region: it reads the pattern back. One without

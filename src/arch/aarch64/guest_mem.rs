@@ -58,23 +58,36 @@ pub fn read_with(va: u64, out: &mut [u8], owns: impl Fn(Region) -> bool) -> bool
     true
 }
 
-/// Copies guest RAM at `pa` into `out`, a word at a time when both are 8-aligned (hypercall
-/// batches are): this build's byte-wise `memcpy` would cost more than validating the entries.
+/// Copies guest RAM at `pa` into `out`.
 fn copy_in(pa: u64, out: &mut [u8]) {
-    let dst = out.as_mut_ptr();
-    if pa.is_multiple_of(8) && (dst as usize).is_multiple_of(8) && out.len().is_multiple_of(8) {
-        for i in 0..out.len() / 8 {
-            // SAFETY: `pa..pa + out.len()` is the domain's RAM (checked by the caller),
-            // identity-mapped in Ferrite's map, and `dst` is `out`, 8-aligned; the guest may
-            // change its memory meanwhile, which only changes the words copied.
+    // SAFETY: `pa..pa + out.len()` is the domain's RAM (checked by the caller), identity-mapped
+    // in Ferrite's map; `out` is ours.
+    unsafe { copy(out.as_mut_ptr(), pa as *const u8, out.len()) };
+}
+
+/// Copies `len` bytes, a 64-bit word at a time where source and destination are both 8-aligned
+/// (hypercall batches, grant copies of whole sectors and frames): this soft-float build's
+/// `memcpy` goes byte by byte. Guest memory may change meanwhile, which only changes the bytes
+/// copied (volatile loads: the compiler may not assume otherwise).
+///
+/// # Safety
+/// `src..src + len` must be readable and `dst..dst + len` writable, not overlapping.
+pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
+    let mut i = 0;
+    if (dst as usize).is_multiple_of(8) && (src as usize).is_multiple_of(8) {
+        while i + 8 <= len {
+            // SAFETY: the caller's contract; both pointers 8-aligned at `i`.
             unsafe {
-                let w = core::ptr::read_volatile((pa as *const u64).add(i));
-                dst.cast::<u64>().add(i).write(w);
+                let w = core::ptr::read_volatile(src.add(i).cast::<u64>());
+                core::ptr::write_volatile(dst.add(i).cast::<u64>(), w);
             }
+            i += 8;
         }
-    } else {
-        // SAFETY: as above, byte by byte.
-        unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, dst, out.len()) };
+    }
+    while i < len {
+        // SAFETY: the caller's contract.
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+        i += 1;
     }
 }
 
@@ -96,7 +109,7 @@ pub fn write_with(va: u64, data: &[u8], writable: impl Fn(Region, &dyn Fn()) -> 
             // SAFETY: `pa..pa + chunk` is memory `writable` accepted for the domain (its RAM,
             // identity-mapped in Ferrite's map), and `writable` holds it in that state while
             // this runs.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), pa as *mut u8, chunk) };
+            unsafe { copy(pa as *mut u8, src.as_ptr(), chunk) };
         };
         if !writable(Region::new(pa, chunk as u64), &copy) {
             return false;
