@@ -9,6 +9,8 @@
 //! mark needs no count. Whether the frame the entry names is the granter's, and not a page
 //! table, is the machine side's check: it depends on the kind of domain.
 
+pub mod active;
+
 use crate::domain::DomId;
 use core::sync::atomic::Ordering;
 use ferrite_abi::Errno;
@@ -55,6 +57,17 @@ pub enum Access {
 /// `Inval` if the granter set bits that are not its own (or the entry is already in use: only
 /// a granter that wrote the marks itself can cause that, Ferrite's own uses are serialised).
 pub fn begin(e: &GrantEntry, grantee: DomId, access: Access) -> Result<u32, Errno> {
+    begin_holding(e, grantee, access, 0)
+}
+
+/// [`begin`] for an entry on which Ferrite already holds the marks in `ours` (another kind of
+/// use in progress), which are then not the granter's doing.
+pub fn begin_holding(
+    e: &GrantEntry,
+    grantee: DomId,
+    access: Access,
+    ours: u16,
+) -> Result<u32, Errno> {
     let mark = match access {
         Access::Read => flags::READING,
         Access::Write => flags::WRITING,
@@ -64,7 +77,7 @@ pub fn begin(e: &GrantEntry, grantee: DomId, access: Access) -> Result<u32, Errn
         if f & flags::PERMIT_ACCESS == 0 {
             return Err(Errno::Perm);
         }
-        if f & !flags::GRANTER_BITS != 0 {
+        if f & !(flags::GRANTER_BITS | ours) != 0 {
             return Err(Errno::Inval);
         }
         if access == Access::Write && f & flags::READONLY != 0 {

@@ -22,6 +22,8 @@ use spin::Mutex;
 const MIB: u64 = 1 << 20;
 /// The PPI dom0's device tree names for event-channel notifications (a later issue uses it).
 pub const EVENT_PPI: u32 = 31;
+/// The size of dom0's grant window: 4096 pages.
+pub const GRANT_WINDOW: u64 = 16 << 20;
 /// The virtual timer's PPI.
 pub const VTIMER_PPI: u32 = 27;
 /// Ferrite's ABI version, as the `/hypervisor` node states it.
@@ -65,9 +67,21 @@ pub fn dom0(
         .unwrap_or_else(|| layout::default_dom0_mem(free))
         / TWO_MIB
         * TWO_MIB;
-    let banks = layout::plan_banks(want.min(free), 8, |bytes| {
+    let mut banks = layout::plan_banks(want.min(free), 8, |bytes| {
         frames.alloc_aligned((bytes / 4096) as usize, TWO_MIB)
     });
+    // The grant window: the top of dom0's largest bank becomes guest-physical space where it
+    // maps granted frames (nothing else lives there in any board's map: it was RAM). The 16 MiB
+    // of RAM behind it stay allocated and unused (the frame allocator frees whole allocations
+    // only).
+    let grant_window = banks
+        .iter_mut()
+        .filter(|b| b.size >= 4 * GRANT_WINDOW)
+        .max_by_key(|b| b.size)
+        .map(|b| {
+            b.size -= GRANT_WINDOW;
+            Region::new(b.end(), GRANT_WINDOW)
+        });
     let got: u64 = banks.iter().map(|b| b.size).sum();
     if banks.is_empty() {
         return Err("no memory left for dom0".into());
@@ -129,6 +143,7 @@ pub fn dom0(
             abi_major: ABI.0,
             abi_minor: ABI.1,
             event_ppi: EVENT_PPI,
+            grant_window,
         },
     };
     let dt = crate::dt::dom0::generate(host_dtb, &cfg)
@@ -246,8 +261,8 @@ pub fn dom0(
         }),
     })
     .map_err(|_| "domain 0 exists already")?;
-    // The tables live as long as the domain; keep them (a later issue frees them on destroy).
-    core::mem::forget(s2);
+    // The tables live as long as the domain; the grant layer maps granted frames into them.
+    super::grant::set_dom0_stage2(s2, grant_window);
 
     for &spi in &spis {
         if let Err(e) = gic::forward(spi, true, super::on_physical_irq) {

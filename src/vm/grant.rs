@@ -10,6 +10,8 @@ use super::{Vm, domain, pvmm};
 use crate::arch::exceptions::TrapFrame;
 use crate::arch::guest_mem;
 use crate::domain::DomId;
+use crate::arch::stage2::{self, Stage2Map};
+use crate::grant::active::{Active, Mapping, Window};
 use crate::grant::{self, Access, Side, Table};
 use crate::mm::region::Region;
 use crate::pv::FrameType;
@@ -21,6 +23,34 @@ use spin::Mutex;
 const NO_TABLE: Option<Table> = None;
 static TABLES: Mutex<[Option<Table>; super::MAX_DOMAINS]> =
     Mutex::new([NO_TABLE; super::MAX_DOMAINS]);
+/// Uses of grant entries (copies in progress, mappings). Taken after `TABLES`.
+static ACTIVE: Mutex<Active> = Mutex::new(Active::new());
+/// dom0's stage 2 and its grant window. Taken after `TABLES`, before `ACTIVE`.
+static DOM0_MAPS: Mutex<Option<Dom0Maps>> = Mutex::new(None);
+
+struct Dom0Maps {
+    s2: Stage2Map,
+    window: Window,
+}
+
+// SAFETY: the stage-2 tables are Ferrite's heap memory, reached only through this mutex; nothing
+// in them is tied to the CPU that built them.
+unsafe impl Send for Dom0Maps {}
+
+/// dom0's stage 2, kept for mapping granted frames into `window` (none: dom0 cannot map).
+pub fn set_dom0_stage2(s2: Stage2Map, window: Option<Region>) {
+    match window {
+        Some(w) => {
+            *DOM0_MAPS.lock() = Some(Dom0Maps {
+                s2,
+                window: Window::new(w.start, (w.size / 4096) as usize),
+            });
+            log::info!("dom0: grant window {w}: {} pages", w.size / 4096);
+        }
+        // Nothing will map into it: the tables stay for the domain's life.
+        None => core::mem::forget(s2),
+    }
+}
 /// Per domU: its console ring page (machine address), granted to dom0 as `GREF_CONSOLE`.
 static CONSOLE_PAGE: [AtomicU64; super::MAX_DOMAINS] =
     [const { AtomicU64::new(0) }; super::MAX_DOMAINS];
@@ -49,6 +79,8 @@ pub fn gnttab_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
         abi::SET_TABLE => set_table(vm, a, b),
         abi::COPY => copy_batch(vm, a, b),
         abi::QUERY_SIZE => Ok(TABLES.lock()[vm.id as usize].map_or(0, |t| t.entries() as u64)),
+        abi::MAP => map(vm, a, b, frame.x[4], frame),
+        abi::UNMAP => unmap(vm, a),
         _ => Err(Errno::NoSys),
     };
     match r {
@@ -181,15 +213,15 @@ fn write_local(vm: &Vm, va: u64, data: &[u8]) -> bool {
 /// Ferrite keeps itself) and the machine address the copy starts at.
 struct Granted {
     granter: &'static Vm,
-    entry: Option<&'static GrantEntry>,
+    entry: Option<(&'static GrantEntry, DomId, u64)>,
     pa: u64,
     access: Access,
 }
 
 impl Granted {
     fn end(&self) {
-        if let Some(e) = self.entry {
-            grant::end(e, self.access);
+        if let Some((e, dom, gref)) = self.entry {
+            ACTIVE.lock().release(e, dom, gref, self.access);
         }
     }
 }
@@ -225,10 +257,10 @@ fn resolve(
     // SAFETY: the entry is in the granter's table pages, checked at SET_TABLE to be its memory
     // (and held writable for a PV granter), identity-mapped at EL2; its fields are atomics.
     let entry = unsafe { &*(addr as *const GrantEntry) };
-    let frame = grant::begin(entry, caller, access)?;
+    let frame = ACTIVE.lock().acquire(entry, dom, gref, caller, access)?;
     let pa = ((frame as u64) << 12) + offset as u64;
     if !owns_page(granter, pa) {
-        grant::end(entry, access);
+        ACTIVE.lock().release(entry, dom, gref, access);
         log::warn!(
             "{}: grant {gref} names frame {frame:#x}, which is not its own",
             granter.name
@@ -237,7 +269,7 @@ fn resolve(
     }
     Ok(Granted {
         granter,
-        entry: Some(entry),
+        entry: Some((entry, dom, gref)),
         pa,
         access,
     })
@@ -319,4 +351,89 @@ fn write_phys(granter: &Vm, pa: u64, data: &[u8]) -> Result<(), Errno> {
             Ok(())
         }
     }
+}
+
+/// `MAP` (dom0): granter `dom`'s reference `gref` into dom0's grant window, read-only if bit 0
+/// of `fl` is set. Returns the guest-physical address; x1 = the machine address (for DMA by a
+/// device dom0 drives).
+fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> Result<u64, Errno> {
+    if vm.is_pv() {
+        // PV domUs map grants through their page tables: not built yet.
+        return Err(Errno::NoSys);
+    }
+    if fl & !abi::MAP_READONLY != 0 {
+        return Err(Errno::Inval);
+    }
+    let writable = fl & abi::MAP_READONLY == 0;
+    let access = if writable { Access::Write } else { Access::Read };
+    let dom = u16::try_from(dom).map_err(|_| Errno::Inval)?;
+    let tables = TABLES.lock();
+    let mut maps = DOM0_MAPS.lock();
+    let maps = maps.as_mut().ok_or(Errno::NoSys)?;
+    let g = resolve(&*tables, vm.id, dom, gref, 0, access)?;
+    let ma = g.pa & !0xfff;
+    // A writable mapping of a PV granter's frame holds it writable: it cannot become a page
+    // table while dom0 can write it.
+    if writable && let Some(pv) = g.granter.pv() {
+        if let Err(e) = pv.frames.lock().acquire_writable(ma, &mut super::domu::Phys) {
+            g.end();
+            return Err(e);
+        }
+    }
+    let undo = |g: &Granted| {
+        if writable && let Some(pv) = g.granter.pv() {
+            let _ = pv.frames.lock().release_writable(ma, &mut super::domu::Phys);
+        }
+        g.end();
+    };
+    let m = Mapping {
+        granter: dom,
+        gref,
+        ma,
+        writable,
+    };
+    let ipa = match maps.window.insert(m) {
+        Ok(ipa) => ipa,
+        Err(e) => {
+            undo(&g);
+            return Err(e);
+        }
+    };
+    if maps.s2.map_page_at(ipa, ma, writable).is_err() {
+        let _ = maps.window.remove(ipa);
+        undo(&g);
+        return Err(Errno::Inval);
+    }
+    frame.x[1] = ma;
+    Ok(ipa)
+}
+
+/// `UNMAP` (dom0): the mapping at guest-physical `ipa` goes; the grant's use ends.
+fn unmap(vm: &'static Vm, ipa: u64) -> Result<u64, Errno> {
+    if vm.is_pv() {
+        return Err(Errno::NoSys);
+    }
+    let tables = TABLES.lock();
+    let mut maps = DOM0_MAPS.lock();
+    let maps = maps.as_mut().ok_or(Errno::NoSys)?;
+    let m = maps.window.remove(ipa)?;
+    let _ = maps.s2.unmap_page(ipa);
+    // The caller is dom0, whose VMID is loaded: its TLBs forget the page on every CPU before
+    // the grant's use ends.
+    stage2::flush_ipa(ipa);
+    let access = if m.writable { Access::Write } else { Access::Read };
+    if let Some(granter) = domain(m.granter) {
+        if m.writable && let Some(pv) = granter.pv() {
+            let _ = pv.frames.lock().release_writable(m.ma, &mut super::domu::Phys);
+        }
+        if m.gref >= GREF_FIRST_FREE as u64
+            && let Some(t) = tables[m.granter as usize]
+            && let Ok(addr) = t.entry_addr(m.gref)
+        {
+            // SAFETY: as in `resolve`: the granter's table page, identity-mapped, atomics.
+            let entry = unsafe { &*(addr as *const GrantEntry) };
+            ACTIVE.lock().release(entry, m.granter, m.gref, access);
+        }
+    }
+    Ok(0)
 }

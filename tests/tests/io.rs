@@ -90,6 +90,15 @@ fn domu_console_ring_reaches_dom0_and_a_hostile_frontend_is_refused() -> Result<
                 && c.contains("dom0: console: dom2: connected"),
             "dom0's console back end connected to both domUs",
         )?;
+        // Grant map: dom0 maps the console page into its grant window, reads it there, unmaps
+        // it (a second unmap is ENOENT).
+        out.ensure(
+            text.lines().any(|l| {
+                l.contains("dom0: grant map: dom1: console page at 0x")
+                    && l.contains("as copied, unmapped")
+            }),
+            "dom0 mapped a granted page, read it through the mapping and unmapped it",
+        )?;
         // Every line, once, in order, through the ring and dom0.
         let lines: Vec<String> = (1..=40)
             .map(|i| format!("dom0: console: dom1: ring line {i} of 40\n"))
@@ -171,8 +180,12 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
         "the writer wrote, flushed and read back its pattern",
     )?;
     out.ensure(
-        c.contains("domU2: blk-evil: done, 6 refused, 0 allowed") && !text.contains("(unexpected"),
+        c.contains("domU2: blk-evil: done, 7 refused, 0 allowed") && !text.contains("(unexpected"),
         "each bad block request got the documented error",
+    )?;
+    out.ensure(
+        c.contains("blk-evil: ending its ring grant while dom0 maps it: refused (in use)"),
+        "a granter cannot end a grant dom0 has mapped",
     )?;
     out.ensure(
         c.contains("domU2: blk-evil: a good request after them: ok"),

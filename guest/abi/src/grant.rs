@@ -32,6 +32,18 @@ pub const SET_TABLE: u64 = 0;
 pub const COPY: u64 = 1;
 /// Returns the number of entries the caller's table has (0 before [`SET_TABLE`]).
 pub const QUERY_SIZE: u64 = 2;
+/// dom0 only (PV domUs: `-ENOSYS`, not built yet): x2 = granter, x3 = reference, x4 =
+/// [`MAP_READONLY`] or 0. Maps the granted frame at a free page of dom0's grant window (the
+/// `/hypervisor` node's `ferrite,grant-window`) and returns its guest-physical address; x1 =
+/// its machine address, for DMA by a device dom0 drives. The entry stays marked in use (the
+/// granter cannot end the grant) until [`UNMAP`]; a PV granter's frame cannot become a page
+/// table while mapped writable. A full window: `-ENOSPC`.
+pub const MAP: u64 = 3;
+/// dom0 only: x2 = the guest-physical address [`MAP`] returned. The page is unmapped (and
+/// forgotten by every CPU's TLB) before the grant's use ends.
+pub const UNMAP: u64 = 4;
+/// [`MAP`] flag: map read-only (needs only a read grant).
+pub const MAP_READONLY: u64 = 1;
 
 /// The most pages a grant table may have (2048 entries).
 pub const MAX_TABLE_PAGES: u64 = 4;

@@ -11,15 +11,13 @@
 //! Other frontends are served as before.
 
 use crate::events;
-use crate::gcopy::{read_from, read_pod, write_pod, write_to};
+use crate::gcopy::{read_from, write_to};
 use crate::psci::{hypercall, hypercall_x1};
 use crate::virtio::blk::DISK;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use ferrite_abi::blkif::{
-    MAX_SEGMENTS, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD, OFFSET_SLOTS, RING_SLOTS,
-    Request, Response, SECTOR_SIZE, SLOT_SIZE, op,
-};
+use ferrite_abi::blkif::{BlkRing, MAX_SEGMENTS, RING_SLOTS, Request, Response, SECTOR_SIZE, op};
+use ferrite_abi::ring::BackRing;
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::devbus::{self, kind, state};
 use ferrite_abi::{Errno, evtchn as ev};
@@ -28,14 +26,18 @@ use spin::Mutex;
 struct Front {
     dom: u16,
     key: u64,
-    ring: u32,
+    /// The ring page, mapped in the grant window at `ring_ipa`.
+    ring: BackRing<'static, Request, Response, RING_SLOTS>,
+    ring_ipa: u64,
     port: u32,
     first: u64,
     sectors: u64,
-    req_cons: u32,
-    rsp_prod: u32,
     served: u64,
 }
+
+// SAFETY: the ring view points into the grant window page Ferrite mapped for this frontend,
+// valid until `disconnect` unmaps it; `FRONTS` hands it to one vCPU at a time.
+unsafe impl Send for Front {}
 
 static FRONTS: Mutex<Vec<Front>> = Mutex::new(Vec::new());
 /// dom0's port for the device bus's virtual IRQ, 0 until bound.
@@ -136,8 +138,20 @@ fn connect(dom: u16, key: u64, ring: u32, port: u32) -> Result<Front, String> {
             "its disk (sectors {first}+{n}) is outside dom0's disk of {capacity} sectors"
         ));
     }
-    let local = events::op(ev::BIND_INTERDOMAIN, dom as u64, port as u64)
-        .map_err(|e| alloc::format!("binding its port {port}: {e}"))?;
+    // The ring is read for every request: map it rather than copy it.
+    let (ring_ipa, _) = crate::gcopy::map(dom, ring, false)
+        .map_err(|e| alloc::format!("mapping its ring (grant {ring}): {e}"))?;
+    // SAFETY: Ferrite mapped the granted ring page at `ring_ipa` (in the grant window, which
+    // dom0's map covers), writable, until `disconnect` unmaps it; the ring holds only Pod
+    // slots and atomics, and every index the peer writes is checked by `BackRing`.
+    let shared = unsafe { &*(ring_ipa as *const BlkRing) };
+    let local = match events::op(ev::BIND_INTERDOMAIN, dom as u64, port as u64) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = crate::gcopy::unmap(ring_ipa);
+            return Err(alloc::format!("binding its port {port}: {e}"));
+        }
+    };
     let r = device_op(
         devbus::SET_BACK_STATE,
         dom as u64,
@@ -147,23 +161,24 @@ fn connect(dom: u16, key: u64, ring: u32, port: u32) -> Result<Front, String> {
     );
     if r < 0 {
         let _ = events::op(ev::CLOSE, local, 0);
+        let _ = crate::gcopy::unmap(ring_ipa);
         return Err(alloc::format!("SET_BACK_STATE: {r}"));
     }
     Ok(Front {
         dom,
         key,
-        ring,
+        ring: BackRing::new(shared),
+        ring_ipa,
         port: local as u32,
         first,
         sectors: n,
-        req_cons: 0,
-        rsp_prod: 0,
         served: 0,
     })
 }
 
 fn disconnect(f: &Front, why: &str) {
     let _ = events::op(ev::CLOSE, f.port as u64, 0);
+    let _ = crate::gcopy::unmap(f.ring_ipa);
     device_op(
         devbus::SET_BACK_STATE,
         f.dom as u64,
@@ -202,80 +217,41 @@ pub fn service(all: bool) {
 fn serve(f: &mut Front) -> Result<(), String> {
     let mut answered = false;
     loop {
-        let req_prod = req_prod(f)?;
-        if req_prod == f.req_cons {
-            // Drained: ask for a notification at the next request (Xen's
-            // RING_FINAL_CHECK_FOR_REQUESTS), then look once more for one that raced it.
-            let next = f.req_cons.wrapping_add(1).to_le_bytes();
-            write_to(f.dom, f.ring, OFFSET_REQ_EVENT, &next)
-                .map_err(|e| alloc::format!("writing its ring: {e}"))?;
-            if req_prod_of(f)? == f.req_cons {
-                break;
-            }
-            continue;
+        while let Some(req) = f
+            .ring
+            .take_request()
+            .map_err(|_| "ring corrupt (more requests than slots)".to_string())?
+        {
+            let status = match handle(f, &req) {
+                Ok(()) => 0,
+                Err(e) => {
+                    println!(
+                        "dom0: blk: dom{}: request {} (op {}, sector {}) refused: {e}",
+                        f.dom, req.id, req.op, req.sector
+                    );
+                    e.to_ret() as i16
+                }
+            };
+            let rsp = Response {
+                id: req.id,
+                op: req.op,
+                status,
+                ..Response::default()
+            };
+            // One response per request taken: the slot is always there.
+            let _ = f.ring.push_response(rsp);
+            f.served += 1;
+            answered = true;
         }
-        answered |= serve_batch(f, req_prod)?;
+        // Drained: ask to be told of the next request, and look once more for one that raced.
+        if !f.ring.final_check_for_requests() {
+            break;
+        }
     }
-    if answered {
-        write_to(f.dom, f.ring, OFFSET_RSP_PROD, &f.rsp_prod.to_le_bytes())
-            .map_err(|e| alloc::format!("publishing responses: {e}"))?;
+    if answered && f.ring.push_responses_and_check_notify() {
         let _ = events::op(ev::SEND, f.port as u64, 0);
     }
     Ok(())
-}
-
-fn req_prod_of(f: &Front) -> Result<u32, String> {
-    let mut hdr = [0u8; 4];
-    read_from(f.dom, f.ring, OFFSET_REQ_PROD, &mut hdr)
-        .map_err(|e| alloc::format!("reading its ring: {e}"))?;
-    Ok(u32::from_le_bytes(hdr))
-}
-
-/// The front end's producer index, checked: never more outstanding requests than slots.
-fn req_prod(f: &Front) -> Result<u32, String> {
-    let req_prod = req_prod_of(f)?;
-    if req_prod.wrapping_sub(f.rsp_prod) as usize > RING_SLOTS {
-        return Err(alloc::format!(
-            "ring corrupt (req_prod {req_prod}, {} answered)",
-            f.rsp_prod
-        ));
-    }
-    Ok(req_prod)
-}
-
-/// Answers the requests up to `req_prod`; true if there were any.
-fn serve_batch(f: &mut Front, req_prod: u32) -> Result<bool, String> {
-    let mut answered = false;
-    while f.req_cons != req_prod {
-        let slot = OFFSET_SLOTS + (f.req_cons as usize % RING_SLOTS) * SLOT_SIZE;
-        let req: Request =
-            read_pod(f.dom, f.ring, slot).map_err(|e| alloc::format!("reading a request: {e}"))?;
-        f.req_cons = f.req_cons.wrapping_add(1);
-        let status = match handle(f, &req) {
-            Ok(()) => 0,
-            Err(e) => {
-                println!(
-                    "dom0: blk: dom{}: request {} (op {}, sector {}) refused: {e}",
-                    f.dom, req.id, req.op, req.sector
-                );
-                e.to_ret() as i16
-            }
-        };
-        let rsp = Response {
-            id: req.id,
-            op: req.op,
-            status,
-            ..Response::default()
-        };
-        // Responses go in the slot of the oldest unanswered request, as in Xen.
-        let rslot = OFFSET_SLOTS + (f.rsp_prod as usize % RING_SLOTS) * SLOT_SIZE;
-        write_pod(f.dom, f.ring, rslot, &rsp)
-            .map_err(|e| alloc::format!("writing a response: {e}"))?;
-        f.rsp_prod = f.rsp_prod.wrapping_add(1);
-        f.served += 1;
-        answered = true;
-    }
-    Ok(answered)
 }
 
 fn handle(f: &Front, req: &Request) -> Result<(), Errno> {

@@ -290,7 +290,12 @@ fn build_map(m: &Machine, opts: &Options) {
             devices.push(("the fault probe", page));
         }
     }
-    let mut space = match AddressSpace::build(&m.memory, &devices) {
+    // Ferrite's grant window is mapped like RAM: granted frames appear there.
+    let mut ram = m.memory.clone();
+    if let Some(w) = m.hypervisor.as_ref().and_then(|h| h.grant_window) {
+        ram.push(w);
+    }
+    let mut space = match AddressSpace::build(&ram, &devices) {
         Ok(s) => s,
         Err(e) => fatal(format_args!("cannot map {} at {}", e.what, e.region)),
     };

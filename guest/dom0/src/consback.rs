@@ -61,9 +61,33 @@ pub fn start() {
             Err(e) => println!("dom0: console: dom{d}: cannot bind port {port}: {e}"),
         }
     }
+    let checks: Vec<(u16, u32)> = backs.iter().map(|b| (b.dom, b.gref)).collect();
     drop(backs);
     // Output written before we connected is drained now.
     service(true);
+    for (dom, gref) in checks {
+        map_check(dom, gref);
+    }
+}
+
+/// Maps a console page through the grant window, reads its producer index there, checks it
+/// against a grant copy of the same word, and unmaps it: `dom0: grant map: ...`.
+fn map_check(dom: u16, gref: u32) {
+    let (ipa, ma) = match crate::gcopy::map(dom, gref, true) {
+        Ok(x) => x,
+        Err(e) => return println!("dom0: grant map: dom{dom}: MAP failed: {e}"),
+    };
+    // SAFETY: Ferrite just mapped a granted page at `ipa`, inside the grant window, which
+    // dom0's own map covers as memory; an aligned u32 read.
+    let seen = unsafe { core::ptr::read_volatile((ipa as usize + cr::OFFSET_OUT_PROD) as *const u32) };
+    let copied = crate::gcopy::read_u32(dom, gref, cr::OFFSET_OUT_PROD);
+    let again = crate::gcopy::unmap(ipa).and_then(|()| crate::gcopy::unmap(ipa));
+    match (copied, again) {
+        (Ok(c), Err(errno::Errno::NoEnt)) if c == seen || c >= seen => println!(
+            "dom0: grant map: dom{dom}: console page at {ipa:#x} (machine {ma:#x}), out_prod {seen} as copied, unmapped"
+        ),
+        other => println!("dom0: grant map: dom{dom}: FAILED: mapped {seen}, {other:?}"),
+    }
 }
 
 fn gcopy(ops: &mut [GrantCopy]) -> Result<(), errno::Errno> {

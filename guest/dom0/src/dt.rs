@@ -115,6 +115,8 @@ pub struct Hypervisor {
     pub abi: Option<(u32, u32)>,
     pub conduit: Option<String>,
     pub irqs: Vec<Irq>,
+    /// `ferrite,grant-window`: where dom0 maps granted frames.
+    pub grant_window: Option<Region>,
 }
 
 /// Everything dom0 uses from the device tree.
@@ -567,6 +569,12 @@ impl Dt {
             abi,
             conduit: n.property("ferrite,conduit").map(|p| cstr(p.value).into()),
             irqs: irqs(n, cells),
+            grant_window: n.property("ferrite,grant-window").and_then(|p| {
+                let mut w = be32s(p.value);
+                let (a, b, c, d) = (w.next()?, w.next()?, w.next()?, w.next()?);
+                let size = ((c as u64) << 32) | d as u64;
+                (size > 0).then(|| Region::new(((a as u64) << 32) | b as u64, size))
+            }),
         })
     }
 }

@@ -1,6 +1,6 @@
-//! Grant copies for dom0's backends: dom0 never maps a domU's page; it reads and writes the
-//! pages domUs granted it through `GNTTAB_OP COPY`, one op at a time, and reads ring indices
-//! and slots the same way.
+//! Grants for dom0's backends: copies (`GNTTAB_OP COPY`, one op at a time) for data, and
+//! mappings into Ferrite's grant window (`GNTTAB_OP MAP`/`UNMAP`) for rings that are read
+//! often.
 
 use crate::psci::hypercall;
 use ferrite_abi::call;
@@ -93,4 +93,17 @@ pub fn read_u32(dom: u16, g: u32, offset: usize) -> Result<u32, Errno> {
 
 pub fn write_u32(dom: u16, g: u32, offset: usize, v: u32) -> Result<(), Errno> {
     write_to(dom, g, offset, &v.to_le_bytes())
+}
+
+/// Maps `dom`'s grant `g` into the grant window: (guest-physical address, machine address).
+pub fn map(dom: u16, g: u32, readonly: bool) -> Result<(u64, u64), Errno> {
+    let mut ma = 0;
+    let fl = if readonly { grant::MAP_READONLY } else { 0 };
+    let r = crate::psci::hypercall4_x1(call::GNTTAB_OP, grant::MAP, dom as u64, g as u64, fl, &mut ma);
+    errno::result(r as u64).map(|ipa| (ipa, ma))
+}
+
+/// Undoes [`map`].
+pub fn unmap(ipa: u64) -> Result<(), Errno> {
+    errno::result(hypercall(call::GNTTAB_OP, grant::UNMAP, ipa, 0) as u64).map(drop)
 }

@@ -100,6 +100,25 @@ pub fn hypercall_regs(f: u32, a1: u64, a2: u64, a3: u64, out: &mut [u64; 3]) -> 
     x0 as i64
 }
 
+/// A hypercall with x1..x4 as arguments that also answers in x1 (`GNTTAB_OP MAP`).
+pub fn hypercall4_x1(f: u32, a1: u64, a2: u64, a3: u64, a4: u64, x1: &mut u64) -> i64 {
+    let mut x0 = f as u64;
+    let mut r1 = a1;
+    if CONDUIT.load(Ordering::Relaxed) != HVC {
+        return -1;
+    }
+    // SAFETY: as in `call4`: an HVC under the SMC Calling Convention.
+    unsafe {
+        asm!("hvc #0",
+            inout("x0") x0, inout("x1") r1, inout("x2") a2 => _, inout("x3") a3 => _,
+            inout("x4") a4 => _, out("x5") _, out("x6") _, out("x7") _, out("x8") _,
+            out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
+            out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack));
+    }
+    *x1 = r1;
+    x0 as i64
+}
+
 /// A hypercall that also answers in x1 (`DOMCTL CONSOLE`).
 pub fn hypercall_x1(f: u32, a1: u64, a2: u64, a3: u64, x1: &mut u64) -> i64 {
     let mut x0 = f as u64;

@@ -33,6 +33,7 @@ struct Front {
     data_va: [u64; MAX_SEGMENTS],
     /// The data pages' grants are consecutive from this one.
     first_gref: u32,
+    ring_gref: u32,
     sectors: u64,
 }
 
@@ -60,6 +61,7 @@ fn connect() -> Result<Front, &'static str> {
         port,
         data_va,
         first_gref,
+        ring_gref,
         sectors,
     })
 }
@@ -262,6 +264,14 @@ pub fn evil() {
     match submit(&mut f, good) {
         Ok(0) => out!("blk-evil: a good request after them: ok"),
         other => out!("blk-evil: a good request after them: FAIL {other:?}"),
+    }
+    // dom0 maps the ring: ending that grant must fail while it is mapped.
+    if front::try_end_grant(f.ring_gref) {
+        allowed += 1;
+        out!("blk-evil: ending its ring grant while dom0 maps it: ALLOWED");
+    } else {
+        refused += 1;
+        out!("blk-evil: ending its ring grant while dom0 maps it: refused (in use)");
     }
     // Claim 1000 requests in a 32-slot ring.
     let prod = f.ring.req_prod.load(Ordering::Relaxed);

@@ -135,3 +135,18 @@ fn get(key: u64) -> (i64, u64) {
 pub fn close(key: u64) {
     device_op(devbus::SET_FRONT_STATE, key, state::CLOSED as u64, 0);
 }
+
+/// Tries to end grant `gref` as Xen's `gnttab_end_foreign_access` does: a compare-and-swap of
+/// its flags from "granted" to 0, which fails while Ferrite marks the entry in use (a copy in
+/// progress, or dom0 mapping it). True if the grant ended.
+pub fn try_end_grant(gref: u32) -> bool {
+    let t = TABLE.lock();
+    if *t == 0 || gref >= grant::ENTRIES_PER_PAGE {
+        return false;
+    }
+    // SAFETY: `*t` is our grant table page, mapped writable; entry `gref` is inside it.
+    let e = unsafe { &*((*t as *const GrantEntry).add(gref as usize)) };
+    e.flags
+        .compare_exchange(flags::PERMIT_ACCESS, 0, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}

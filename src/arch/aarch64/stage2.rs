@@ -109,9 +109,78 @@ impl Stage2Map {
             .map_err(|_| MapError(r))
     }
 
+    /// Maps the 4 KiB page at `ipa` to the machine frame `pa` (normal memory, never
+    /// executable; read-only unless `writable`): a granted frame in dom0's grant window. The
+    /// entry is written invalid, then given its frame and made valid, so no walk ever sees it
+    /// point anywhere else; `ipa` must be unmapped.
+    pub fn map_page_at(&mut self, ipa: u64, pa: u64, writable: bool) -> Result<(), MapError> {
+        let r = Region::new(ipa, 4096);
+        if r.end() > 1u64 << ipa_bits() || !ipa.is_multiple_of(4096) || !pa.is_multiple_of(4096) {
+            return Err(MapError(r));
+        }
+        let range = MemoryRegion::new(ipa as usize, ipa as usize + 4096);
+        let ap = if writable {
+            S2::S2AP_ACCESS_RW
+        } else {
+            S2::S2AP_ACCESS_RO
+        };
+        let flags = (ram() - S2::VALID - S2::S2AP_ACCESS_RW) | ap | S2::XN;
+        self.map.map_range(&range, flags).map_err(|_| MapError(r))?;
+        self.map
+            .modify_range(&range, &|_, d| {
+                if d.is_table() {
+                    return Ok(());
+                }
+                // Our attributes, as map_range left them, made a valid level-3 page.
+                d.set(
+                    aarch64_paging::descriptor::PhysicalAddress(pa as usize),
+                    d.flags() | S2::VALID | S2::TABLE_OR_PAGE,
+                )
+            })
+            .map_err(|_| MapError(r))?;
+        // The walker must see the new entry before the guest is told where it is.
+        // SAFETY: barriers only.
+        unsafe { asm!("dsb ishst", "isb", options(nostack)) };
+        Ok(())
+    }
+
+    /// Unmaps the page at `ipa` (the caller invalidates the TLBs: [`flush_ipa`]).
+    pub fn unmap_page(&mut self, ipa: u64) -> Result<(), MapError> {
+        let r = Region::new(ipa, 4096);
+        let range = MemoryRegion::new(ipa as usize, ipa as usize + 4096);
+        self.map
+            .modify_range(&range, &|_, d| {
+                if d.is_table() {
+                    return Ok(());
+                }
+                d.set(aarch64_paging::descriptor::PhysicalAddress(0), S2::empty())
+            })
+            .map_err(|_| MapError(r))
+    }
+
     /// VTTBR_EL2: the root table and the VMID.
     pub fn vttbr(&self) -> u64 {
         self.map.root_address().0 as u64 | ((self.vmid as u64) << 48)
+    }
+}
+
+/// Invalidates, on every CPU, what the current VMID's TLBs hold for guest-physical page `ipa`
+/// (its stage-2 entry and the combined entries built on it). The caller's domain is the one
+/// loaded (VTTBR_EL2), as it is during its own hypercall.
+pub fn flush_ipa(ipa: u64) {
+    // SAFETY: TLB maintenance for the current VMID only: it drops cached translations, never
+    // makes any memory reachable.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi ipas2e1is, {ipa}",
+            "dsb ish",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            ipa = in(reg) ipa >> 12,
+            options(nostack),
+        );
     }
 }
 

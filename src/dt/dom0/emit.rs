@@ -453,6 +453,15 @@ impl<'a> Emitter<'_, '_, '_, 'a, '_> {
         self.w
             .property_cells("ferrite,abi-version", &[h.abi_major, h.abi_minor]);
         self.w.property_string("ferrite,conduit", "hvc");
+        if let Some(w) = h.grant_window {
+            let cells = [
+                (w.start >> 32) as u32,
+                w.start as u32,
+                (w.size >> 32) as u32,
+                w.size as u32,
+            ];
+            self.w.property_cells("ferrite,grant-window", &cells);
+        }
         let interrupt = self.event_interrupt();
         match (interrupt, self.plan.gic_phandle) {
             (Ok(spec), Some(gic)) => {

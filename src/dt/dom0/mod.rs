@@ -108,6 +108,8 @@ pub struct HypervisorNode {
     pub abi_minor: u32,
     /// The PPI (as a GIC INTID, 16..=31; e.g. 31) on which Ferrite signals events to dom0.
     pub event_ppi: u32,
+    /// Guest-physical space where dom0 maps granted frames (`ferrite,grant-window`).
+    pub grant_window: Option<Region>,
 }
 
 /// dom0's device tree and what Ferrite must do to make it true.

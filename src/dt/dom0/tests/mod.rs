@@ -25,6 +25,7 @@ const HYP: HypervisorNode = HypervisorNode {
     abi_major: 1,
     abi_minor: 2,
     event_ppi: 31,
+    grant_window: None,
 };
 
 const QEMU_MEMORY: &[Region] = &[Region::new(0x4800_0000, 256 * MIB)];
@@ -272,6 +273,16 @@ fn hypervisor_node() {
     assert_eq!(prop_str(b, h, "ferrite,conduit").as_deref(), Some("hvc"));
     assert_eq!(prop_cells(b, h, "interrupts"), Some(vec![1, 15, 4]));
     assert_eq!(prop_cells(b, h, "interrupt-parent"), Some(vec![0x8002]));
+    assert_eq!(prop(b, h, "ferrite,grant-window"), None, "no window configured");
+
+    // A grant window: address and size, two cells each.
+    let mut cfg = qemu_cfg(2, qemu_v3_view(2));
+    cfg.hypervisor.grant_window = Some(Region::new(0x1_7f00_0000, 16 << 20));
+    let (dt, _) = gen_parse(&host, &cfg);
+    assert_eq!(
+        prop_cells(&dt.blob, h, "ferrite,grant-window"),
+        Some(vec![1, 0x7f00_0000, 0, 0x0100_0000])
+    );
 
     // A PPI out of range leaves the interrupt out, with a note.
     let mut cfg = qemu_cfg(2, qemu_v3_view(2));
