@@ -77,6 +77,8 @@ fn submit(f: &mut Front, req: Request) -> Result<i16, &'static str> {
     loop {
         match fr.take_response() {
             Ok(Some(r)) => return Ok(check_id(r, req.id)),
+            // Ask to be notified of the next response (and look again if one raced that).
+            Ok(None) if fr.final_check_for_responses() => continue,
             Ok(None) => {}
             Err(_) => return Err("the backend corrupted the ring"),
         }
