@@ -152,7 +152,10 @@ impl Window {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| m.filter(|m| m.granter == granter).map(|m| (self.base + i as u64 * 4096, m)))
+            .filter_map(|(i, m)| {
+                m.filter(|m| m.granter == granter)
+                    .map(|m| (self.base + i as u64 * 4096, m))
+            })
             .collect()
     }
 
@@ -184,7 +187,11 @@ mod tests {
         assert_eq!(a.acquire(&e, 3, 9, 0, Access::Read), Ok(5));
         assert_eq!(a.uses(3, 9), (1, 2));
         a.release(&e, 3, 9, Access::Write);
-        assert_ne!(e.flags.load(Ordering::Relaxed) & flags::WRITING, 0, "still one writer");
+        assert_ne!(
+            e.flags.load(Ordering::Relaxed) & flags::WRITING,
+            0,
+            "still one writer"
+        );
         a.release(&e, 3, 9, Access::Write);
         assert_eq!(e.flags.load(Ordering::Relaxed) & flags::WRITING, 0);
         assert_ne!(e.flags.load(Ordering::Relaxed) & flags::READING, 0);
@@ -205,7 +212,11 @@ mod tests {
         let e = entry(flags::PERMIT_ACCESS | flags::READONLY, 0, 5);
         a.acquire(&e, 1, 8, 0, Access::Read).unwrap();
         assert_eq!(a.acquire(&e, 1, 8, 0, Access::Write), Err(Errno::Perm));
-        assert_eq!(a.acquire(&e, 1, 8, 2, Access::Read), Err(Errno::Perm), "another grantee");
+        assert_eq!(
+            a.acquire(&e, 1, 8, 2, Access::Read),
+            Err(Errno::Perm),
+            "another grantee"
+        );
         assert_eq!(a.uses(1, 8), (1, 0));
     }
 

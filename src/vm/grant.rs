@@ -9,8 +9,8 @@
 use super::{Vm, domain, pvmm};
 use crate::arch::exceptions::TrapFrame;
 use crate::arch::guest_mem;
-use crate::domain::DomId;
 use crate::arch::stage2::{self, Stage2Map};
+use crate::domain::DomId;
 use crate::grant::active::{Active, Mapping, Window};
 use crate::grant::{self, Access, Side, Table};
 use crate::mm::region::Region;
@@ -365,7 +365,11 @@ fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> 
         return Err(Errno::Inval);
     }
     let writable = fl & abi::MAP_READONLY == 0;
-    let access = if writable { Access::Write } else { Access::Read };
+    let access = if writable {
+        Access::Write
+    } else {
+        Access::Read
+    };
     let dom = u16::try_from(dom).map_err(|_| Errno::Inval)?;
     let tables = TABLES.lock();
     let mut maps = DOM0_MAPS.lock();
@@ -374,15 +378,22 @@ fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> 
     let ma = g.pa & !0xfff;
     // A writable mapping of a PV granter's frame holds it writable: it cannot become a page
     // table while dom0 can write it.
-    if writable && let Some(pv) = g.granter.pv() {
-        if let Err(e) = pv.frames.lock().acquire_writable(ma, &mut super::domu::Phys) {
-            g.end();
-            return Err(e);
-        }
+    if writable
+        && let Some(pv) = g.granter.pv()
+        && let Err(e) = pv
+            .frames
+            .lock()
+            .acquire_writable(ma, &mut super::domu::Phys)
+    {
+        g.end();
+        return Err(e);
     }
     let undo = |g: &Granted| {
         if writable && let Some(pv) = g.granter.pv() {
-            let _ = pv.frames.lock().release_writable(ma, &mut super::domu::Phys);
+            let _ = pv
+                .frames
+                .lock()
+                .release_writable(ma, &mut super::domu::Phys);
         }
         g.end();
     };
@@ -421,10 +432,19 @@ fn unmap(vm: &'static Vm, ipa: u64) -> Result<u64, Errno> {
     // The caller is dom0, whose VMID is loaded: its TLBs forget the page on every CPU before
     // the grant's use ends.
     stage2::flush_ipa(ipa);
-    let access = if m.writable { Access::Write } else { Access::Read };
+    let access = if m.writable {
+        Access::Write
+    } else {
+        Access::Read
+    };
     if let Some(granter) = domain(m.granter) {
-        if m.writable && let Some(pv) = granter.pv() {
-            let _ = pv.frames.lock().release_writable(m.ma, &mut super::domu::Phys);
+        if m.writable
+            && let Some(pv) = granter.pv()
+        {
+            let _ = pv
+                .frames
+                .lock()
+                .release_writable(m.ma, &mut super::domu::Phys);
         }
         if m.gref >= GREF_FIRST_FREE as u64
             && let Some(t) = tables[m.granter as usize]

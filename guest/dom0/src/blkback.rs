@@ -17,9 +17,9 @@ use crate::virtio::blk::DISK;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use ferrite_abi::blkif::{BlkRing, MAX_SEGMENTS, RING_SLOTS, Request, Response, SECTOR_SIZE, op};
-use ferrite_abi::ring::BackRing;
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::devbus::{self, kind, state};
+use ferrite_abi::ring::BackRing;
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
 

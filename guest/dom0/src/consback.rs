@@ -79,7 +79,8 @@ fn map_check(dom: u16, gref: u32) {
     };
     // SAFETY: Ferrite just mapped a granted page at `ipa`, inside the grant window, which
     // dom0's own map covers as memory; an aligned u32 read.
-    let seen = unsafe { core::ptr::read_volatile((ipa as usize + cr::OFFSET_OUT_PROD) as *const u32) };
+    let seen =
+        unsafe { core::ptr::read_volatile((ipa as usize + cr::OFFSET_OUT_PROD) as *const u32) };
     let copied = crate::gcopy::read_u32(dom, gref, cr::OFFSET_OUT_PROD);
     let again = crate::gcopy::unmap(ipa).and_then(|()| crate::gcopy::unmap(ipa));
     match (copied, again) {

@@ -99,7 +99,14 @@ pub fn write_u32(dom: u16, g: u32, offset: usize, v: u32) -> Result<(), Errno> {
 pub fn map(dom: u16, g: u32, readonly: bool) -> Result<(u64, u64), Errno> {
     let mut ma = 0;
     let fl = if readonly { grant::MAP_READONLY } else { 0 };
-    let r = crate::psci::hypercall4_x1(call::GNTTAB_OP, grant::MAP, dom as u64, g as u64, fl, &mut ma);
+    let r = crate::psci::hypercall4_x1(
+        call::GNTTAB_OP,
+        grant::MAP,
+        dom as u64,
+        g as u64,
+        fl,
+        &mut ma,
+    );
     errno::result(r as u64).map(|ipa| (ipa, ma))
 }
 

@@ -273,7 +273,11 @@ fn hypervisor_node() {
     assert_eq!(prop_str(b, h, "ferrite,conduit").as_deref(), Some("hvc"));
     assert_eq!(prop_cells(b, h, "interrupts"), Some(vec![1, 15, 4]));
     assert_eq!(prop_cells(b, h, "interrupt-parent"), Some(vec![0x8002]));
-    assert_eq!(prop(b, h, "ferrite,grant-window"), None, "no window configured");
+    assert_eq!(
+        prop(b, h, "ferrite,grant-window"),
+        None,
+        "no window configured"
+    );
 
     // A grant window: address and size, two cells each.
     let mut cfg = qemu_cfg(2, qemu_v3_view(2));
