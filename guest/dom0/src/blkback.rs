@@ -12,13 +12,13 @@
 
 use crate::events;
 use crate::gcopy::{read_from, write_to};
-use crate::psci::{hypercall, hypercall_x1};
+use crate::psci::hypercall_x1;
 use crate::virtio::blk::DISK;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use ferrite_abi::blkif::{BlkRing, MAX_SEGMENTS, RING_SLOTS, Request, Response, SECTOR_SIZE, op};
 use ferrite_abi::call::{self, domctl};
-use ferrite_abi::devbus::{self, kind, state};
+use ferrite_abi::devbus::{kind, state};
 use ferrite_abi::ring::BackRing;
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
@@ -43,10 +43,6 @@ static FRONTS: Mutex<Vec<Front>> = Mutex::new(Vec::new());
 /// dom0's port for the device bus's virtual IRQ, 0 until bound.
 static BUS_PORT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
-fn device_op(cmd: u64, a: u64, b: u64, c: u64, d: u64) -> i64 {
-    crate::psci::hypercall5(call::DEVICE_OP, cmd, a, b, c, d)
-}
-
 /// Binds the device-bus virtual IRQ and connects the frontends already waiting.
 pub fn start() {
     if !events::ready() {
@@ -62,35 +58,19 @@ pub fn start() {
 
 /// Walks the device bus: connects new block frontends, drops closed ones.
 fn scan() {
-    let mut dom = 0u64;
-    loop {
-        let next = hypercall(call::DOMCTL, domctl::NEXT_DOMAIN, dom, 0);
-        if next < 0 {
-            break;
-        }
-        dom = next as u64;
-        let mut key = 0u64;
-        loop {
-            let k = device_op(devbus::NEXT, dom, key, 0, 0);
-            if k < 0 {
-                break;
-            }
-            key = k as u64;
-            if devbus::kind_of(key) == kind::BLOCK {
-                consider(dom as u16, key);
-            }
-        }
-    }
+    crate::bus::for_each(kind::BLOCK, consider);
 }
 
 fn consider(dom: u16, key: u64) {
-    let mut regs = [0u64; 3];
-    let st = crate::psci::hypercall_regs(call::DEVICE_OP, devbus::GET, dom as u64, key, &mut regs);
-    if st < 0 {
+    let Some(crate::bus::Entry {
+        front,
+        back,
+        ring,
+        port,
+    }) = crate::bus::get(dom, key)
+    else {
         return;
-    }
-    let (front, back) = ((st & 0xff) as u8, ((st >> 8) & 0xff) as u8);
-    let (ring, port) = (regs[0] as u32, regs[1] as u32);
+    };
     let mut fronts = FRONTS.lock();
     let known = fronts.iter().position(|f| f.dom == dom && f.key == key);
     match (front, known) {
@@ -105,13 +85,7 @@ fn consider(dom: u16, key: u64) {
                 }
                 Err(why) => {
                     println!("dom0: blk: dom{dom}: not connected: {why}");
-                    device_op(
-                        devbus::SET_BACK_STATE,
-                        dom as u64,
-                        key,
-                        state::CLOSED as u64,
-                        0,
-                    );
+                    let _ = crate::bus::set_back(dom, key, state::CLOSED, 0);
                 }
             }
         }
@@ -152,14 +126,7 @@ fn connect(dom: u16, key: u64, ring: u32, port: u32) -> Result<Front, String> {
             return Err(alloc::format!("binding its port {port}: {e}"));
         }
     };
-    let r = device_op(
-        devbus::SET_BACK_STATE,
-        dom as u64,
-        key,
-        state::CONNECTED as u64,
-        n,
-    );
-    if r < 0 {
+    if let Err(r) = crate::bus::set_back(dom, key, state::CONNECTED, n) {
         let _ = events::op(ev::CLOSE, local, 0);
         let _ = crate::gcopy::unmap(ring_ipa);
         return Err(alloc::format!("SET_BACK_STATE: {r}"));
@@ -179,13 +146,7 @@ fn connect(dom: u16, key: u64, ring: u32, port: u32) -> Result<Front, String> {
 fn disconnect(f: &Front, why: &str) {
     let _ = events::op(ev::CLOSE, f.port as u64, 0);
     let _ = crate::gcopy::unmap(f.ring_ipa);
-    device_op(
-        devbus::SET_BACK_STATE,
-        f.dom as u64,
-        f.key,
-        state::CLOSED as u64,
-        0,
-    );
+    let _ = crate::bus::set_back(f.dom, f.key, state::CLOSED, 0);
     println!(
         "dom0: blk: dom{}: {why}: disconnected after {} requests",
         f.dom, f.served

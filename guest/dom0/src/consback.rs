@@ -176,7 +176,11 @@ fn drain(b: &mut Back) -> Result<(), String> {
             b.line.push(c);
         }
     }
-    // Publish the consumer index, then tell the domU there is room.
+    // Publish the consumer index (when it moved), then tell the domU there is room.
+    if prod == cons {
+        let _ = events::op(ev::SEND, b.port as u64, 0);
+        return Ok(());
+    }
     let mut newcons = prod.to_le_bytes();
     let mut w = from_ring(b, cr::OFFSET_OUT_CONS, &mut newcons);
     core::mem::swap(&mut w.source, &mut w.dest);

@@ -24,6 +24,8 @@ mod console;
 mod blkback;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod boot;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod bus;
 #[cfg(any(test, all(target_arch = "aarch64", target_os = "none")))]
 mod cmdline;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -11,12 +11,10 @@
 
 use crate::events;
 use crate::gcopy::{between, read_pod, read_u32, write_pod, write_u32};
-use crate::psci::{hypercall, hypercall_regs};
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
-use ferrite_abi::call::{self, domctl};
-use ferrite_abi::devbus::{self, kind, state};
+use ferrite_abi::devbus::{kind, state};
 use ferrite_abi::netif::{
     BROADCAST, MAX_FRAME, MIN_FRAME, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD,
     OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest, TxResponse,
@@ -49,10 +47,6 @@ struct Front {
 
 static FRONTS: Mutex<Vec<Front>> = Mutex::new(Vec::new());
 
-fn device_op(cmd: u64, a: u64, b: u64, c: u64, d: u64) -> i64 {
-    crate::psci::hypercall5(call::DEVICE_OP, cmd, a, b, c, d)
-}
-
 /// Connects the frontends already waiting (the device-bus VIRQ is the block backend's; it
 /// calls [`scan`] too).
 pub fn start() {
@@ -62,48 +56,26 @@ pub fn start() {
 }
 
 pub fn scan() {
-    let mut dom = 0u64;
-    loop {
-        let next = hypercall(call::DOMCTL, domctl::NEXT_DOMAIN, dom, 0);
-        if next < 0 {
-            break;
-        }
-        dom = next as u64;
-        let mut key = 0u64;
-        loop {
-            let k = device_op(devbus::NEXT, dom, key, 0, 0);
-            if k < 0 {
-                break;
-            }
-            key = k as u64;
-            if devbus::kind_of(key) == kind::NET {
-                consider(dom as u16, key);
-            }
-        }
-    }
+    crate::bus::for_each(kind::NET, consider);
 }
 
 fn consider(dom: u16, key: u64) {
-    let mut regs = [0u64; 3];
-    let st = hypercall_regs(call::DEVICE_OP, devbus::GET, dom as u64, key, &mut regs);
-    if st < 0 {
+    let Some(crate::bus::Entry {
+        front,
+        back,
+        ring,
+        port,
+    }) = crate::bus::get(dom, key)
+    else {
         return;
-    }
-    let (front, back) = ((st & 0xff) as u8, ((st >> 8) & 0xff) as u8);
+    };
     let mut fronts = FRONTS.lock();
     let known = fronts.iter().position(|f| f.dom == dom && f.key == key);
     match (front, known) {
         (state::INITIALISED, None) if back != state::CONNECTED && back != state::CLOSED => {
-            let port = regs[1];
-            match events::op(ev::BIND_INTERDOMAIN, dom as u64, port) {
+            match events::op(ev::BIND_INTERDOMAIN, dom as u64, port as u64) {
                 Ok(local) => {
-                    device_op(
-                        devbus::SET_BACK_STATE,
-                        dom as u64,
-                        key,
-                        state::CONNECTED as u64,
-                        0,
-                    );
+                    let _ = crate::bus::set_back(dom, key, state::CONNECTED, 0);
                     println!(
                         "dom0: net: dom{dom}: connected (MAC 02:fe:00:00:{:02x}:{:02x})",
                         dom >> 8,
@@ -112,7 +84,7 @@ fn consider(dom: u16, key: u64) {
                     fronts.push(Front {
                         dom,
                         key,
-                        page: regs[0] as u32,
+                        page: ring,
                         port: local as u32,
                         tx: Indices::default(),
                         rx: Indices::default(),
@@ -135,13 +107,7 @@ fn consider(dom: u16, key: u64) {
 
 fn disconnect(f: &Front, why: &str) {
     let _ = events::op(ev::CLOSE, f.port as u64, 0);
-    device_op(
-        devbus::SET_BACK_STATE,
-        f.dom as u64,
-        f.key,
-        state::CLOSED as u64,
-        0,
-    );
+    let _ = crate::bus::set_back(f.dom, f.key, state::CLOSED, 0);
     println!(
         "dom0: net: dom{}: {why}: disconnected ({} frames sent, {} received, {} dropped)",
         f.dom, f.sent, f.received, f.dropped
