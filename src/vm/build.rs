@@ -70,6 +70,13 @@ pub fn dom0(
     let mut banks = layout::plan_banks(want.min(free), 8, |bytes| {
         frames.alloc_aligned((bytes / 4096) as usize, TWO_MIB)
     });
+    let got: u64 = banks.iter().map(|b| b.size).sum();
+    if banks.is_empty() {
+        return Err("no memory left for dom0".into());
+    }
+    if got < want {
+        log::warn!("dom0: asked for {} MiB, got {} MiB", want / MIB, got / MIB);
+    }
     // The grant window: the top of dom0's largest bank becomes guest-physical space where it
     // maps granted frames (nothing else lives there in any board's map: it was RAM). The 16 MiB
     // of RAM behind it stay allocated and unused (the frame allocator frees whole allocations
@@ -82,13 +89,6 @@ pub fn dom0(
             b.size -= GRANT_WINDOW;
             Region::new(b.end(), GRANT_WINDOW)
         });
-    let got: u64 = banks.iter().map(|b| b.size).sum();
-    if banks.is_empty() {
-        return Err("no memory left for dom0".into());
-    }
-    if got < want {
-        log::warn!("dom0: asked for {} MiB, got {} MiB", want / MIB, got / MIB);
-    }
 
     // The boot images go in the lowest bank they fit in (the first may be a small piece below
     // Ferrite's image, too small for a Linux kernel).

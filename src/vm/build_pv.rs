@@ -116,8 +116,14 @@ pub fn domu(
 
     // The initial tables are checked like any the guest builds: pinned as a whole tree, then
     // loaded as vCPU 0's base. Ferrite holds the shared-info page writable for good.
-    let mut ft = FrameTable::new(id, &frames, spec.vcpus, Policy::default())
-        .map_err(|e| fail(format!("{name}: frame table: {e:?}")))?;
+    let mut ft = FrameTable::with_grants(
+        id,
+        &frames,
+        spec.vcpus,
+        Policy::default(),
+        super::grant::PvGrants,
+    )
+    .map_err(|e| fail(format!("{name}: frame table: {e:?}")))?;
     let new_base = if built.ttbr == Ttbr::Ttbr1 {
         ext::NEW_TTBR1
     } else {

@@ -29,7 +29,7 @@ pub const TCR_EPD1: u64 = 1 << 23;
 /// What Ferrite keeps for a PV domain besides its `Vm`.
 pub struct PvDomain {
     /// Its frames and the page-table state built on them (src/pv).
-    pub frames: Mutex<FrameTable>,
+    pub frames: Mutex<FrameTable<super::grant::PvGrants>>,
     /// Machine address of the shared-info page (held writable by Ferrite for the domain's life).
     pub shared_info: u64,
     /// The most frames it may own (ballooning up stops there).

@@ -300,7 +300,7 @@ fn copy_one(vm: &'static Vm, op: &GrantCopy) -> Result<(), Errno> {
                         return Err(Errno::Fault);
                     }
                 }
-                (_, Some(g)) => read_phys(g.pa + done as u64, &mut buf[..n]),
+                (_, Some(g)) => read_phys(g.granter, g.pa + done as u64, &mut buf[..n])?,
                 _ => unreachable!(),
             }
             match (&dst, &held[1]) {
@@ -322,10 +322,26 @@ fn copy_one(vm: &'static Vm, op: &GrantCopy) -> Result<(), Errno> {
     r
 }
 
-fn read_phys(pa: u64, out: &mut [u8]) {
-    // SAFETY: `pa..pa + out.len()` lies in one page the granter owns (checked by `resolve`,
-    // offset + len <= 4096 by `grant::decode`), RAM identity-mapped at EL2.
-    unsafe { guest_mem::copy(out.as_mut_ptr(), pa as *const u8, out.len()) };
+/// Reads from the granter's page; for a PV granter under its frame table's lock, so the frame
+/// cannot be given back (and given to another domain) during the read.
+fn read_phys(granter: &Vm, pa: u64, out: &mut [u8]) -> Result<(), Errno> {
+    let mut copy = || {
+        // SAFETY: `pa..pa + out.len()` lies in one page the granter owns (checked by
+        // `resolve`, and again here for a PV granter, under its lock; offset + len <= 4096 by
+        // `grant::decode`), RAM identity-mapped at EL2.
+        unsafe { guest_mem::copy(out.as_mut_ptr(), pa as *const u8, out.len()) };
+    };
+    match granter.pv() {
+        Some(pv) => {
+            let ft = pv.frames.lock();
+            if !ft.owns(pa & !0xfff) {
+                return Err(Errno::Perm);
+            }
+            copy();
+        }
+        None => copy(),
+    }
+    Ok(())
 }
 
 /// Writes into the granter's page; for a PV granter only while (and if) it is no page table.
@@ -358,8 +374,7 @@ fn write_phys(granter: &Vm, pa: u64, data: &[u8]) -> Result<(), Errno> {
 /// device dom0 drives).
 fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> Result<u64, Errno> {
     if vm.is_pv() {
-        // PV domUs map grants through their page tables: not built yet.
-        return Err(Errno::NoSys);
+        return pv_map(vm, dom, gref, fl);
     }
     if fl & !abi::MAP_READONLY != 0 {
         return Err(Errno::Inval);
@@ -376,10 +391,9 @@ fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> 
     let maps = maps.as_mut().ok_or(Errno::NoSys)?;
     let g = resolve(&*tables, vm.id, dom, gref, 0, access)?;
     let ma = g.pa & !0xfff;
-    // A writable mapping of a PV granter's frame holds it writable: it cannot become a page
-    // table while dom0 can write it.
-    if writable
-        && let Some(pv) = g.granter.pv()
+    // A mapping of a PV granter's frame holds it (as writable): while mapped it cannot become
+    // a page table nor be given back to Ferrite and on to another domain.
+    if let Some(pv) = g.granter.pv()
         && let Err(e) = pv
             .frames
             .lock()
@@ -389,7 +403,7 @@ fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> 
         return Err(e);
     }
     let undo = |g: &Granted| {
-        if writable && let Some(pv) = g.granter.pv() {
+        if let Some(pv) = g.granter.pv() {
             let _ = pv
                 .frames
                 .lock()
@@ -422,7 +436,7 @@ fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> 
 /// `UNMAP` (dom0): the mapping at guest-physical `ipa` goes; the grant's use ends.
 fn unmap(vm: &'static Vm, ipa: u64) -> Result<u64, Errno> {
     if vm.is_pv() {
-        return Err(Errno::NoSys);
+        return pv_unmap(vm, ipa);
     }
     let tables = TABLES.lock();
     let mut maps = DOM0_MAPS.lock();
@@ -453,6 +467,145 @@ fn unmap(vm: &'static Vm, ipa: u64) -> Result<u64, Errno> {
             // SAFETY: as in `resolve`: the granter's table page, identity-mapped, atomics.
             let entry = unsafe { &*(addr as *const GrantEntry) };
             ACTIVE.lock().release(entry, m.granter, m.gref, access);
+        }
+    }
+    Ok(0)
+}
+
+/// What a PV domU may map of another domain's memory: per (grantee, machine address), from
+/// `MAP` to `UNMAP`. Taken inside the grantee's frame-table lock (the validator asks it), so
+/// it takes no other lock itself.
+static PV_ALLOWED: Mutex<alloc::collections::BTreeMap<(DomId, u64), Allowed>> =
+    Mutex::new(alloc::collections::BTreeMap::new());
+
+#[derive(Clone, Copy, Debug)]
+struct Allowed {
+    granter: DomId,
+    gref: u64,
+    writable: bool,
+    /// `MAP` calls not yet undone.
+    maps: u32,
+    /// Page-table entries of the grantee that map it now.
+    ptes: u32,
+}
+
+/// The validator's view of a PV domU's grants: a foreign frame may appear in one of its leaf
+/// entries only while a `MAP` allows it (writable only if that map was).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PvGrants;
+
+impl crate::pv::Grants for PvGrants {
+    fn map(&mut self, dom: DomId, pa: u64, writable: bool) -> bool {
+        let mut a = PV_ALLOWED.lock();
+        match a.get_mut(&(dom, pa)) {
+            Some(x) if x.maps > 0 && (x.writable || !writable) => {
+                x.ptes += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn unmap(&mut self, dom: DomId, pa: u64, _writable: bool) {
+        if let Some(x) = PV_ALLOWED.lock().get_mut(&(dom, pa)) {
+            x.ptes = x.ptes.saturating_sub(1);
+        }
+    }
+}
+
+/// `MAP` for a PV domU: allows the granted frame in its page tables (through `MMU_UPDATE`) and
+/// returns its machine address. The grant is marked in use and the granter's frame held until
+/// the matching `UNMAP`.
+fn pv_map(vm: &'static Vm, dom: u64, gref: u64, fl: u64) -> Result<u64, Errno> {
+    if fl & !abi::MAP_READONLY != 0 {
+        return Err(Errno::Inval);
+    }
+    let writable = fl & abi::MAP_READONLY == 0;
+    let access = if writable {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    let dom = u16::try_from(dom).map_err(|_| Errno::Inval)?;
+    if dom == vm.id {
+        return Err(Errno::Inval);
+    }
+    let tables = TABLES.lock();
+    let g = resolve(&*tables, vm.id, dom, gref, 0, access)?;
+    let ma = g.pa & !0xfff;
+    if let Some(pv) = g.granter.pv()
+        && let Err(e) = pv
+            .frames
+            .lock()
+            .acquire_writable(ma, &mut super::domu::Phys)
+    {
+        g.end();
+        return Err(e);
+    }
+    let mut a = PV_ALLOWED.lock();
+    let x = a.entry((vm.id, ma)).or_insert(Allowed {
+        granter: dom,
+        gref,
+        writable,
+        maps: 0,
+        ptes: 0,
+    });
+    if x.maps > 0 && (x.granter != dom || x.gref != gref || x.writable != writable) {
+        drop(a);
+        if let Some(pv) = g.granter.pv() {
+            let _ = pv
+                .frames
+                .lock()
+                .release_writable(ma, &mut super::domu::Phys);
+        }
+        g.end();
+        return Err(Errno::Busy);
+    }
+    x.granter = dom;
+    x.gref = gref;
+    x.writable = writable;
+    x.maps += 1;
+    Ok(ma)
+}
+
+/// `UNMAP` for a PV domU: `ma` as `MAP` returned it. `-EBUSY` while an entry still maps it.
+fn pv_unmap(vm: &'static Vm, ma: u64) -> Result<u64, Errno> {
+    let tables = TABLES.lock();
+    let x = {
+        let mut a = PV_ALLOWED.lock();
+        let x = a.get_mut(&(vm.id, ma)).ok_or(Errno::NoEnt)?;
+        if x.ptes > 0 && x.maps == 1 {
+            return Err(Errno::Busy);
+        }
+        x.maps -= 1;
+        let x = *x;
+        if x.maps == 0 {
+            a.remove(&(vm.id, ma));
+        }
+        x
+    };
+    // The entries are gone, but a TLB may still hold the frame: forget it on every CPU (the
+    // caller's VMID is the one loaded) before the granter can have it back.
+    crate::pv::GuestMemory::flush_tlbs(&mut super::domu::Phys);
+    let access = if x.writable {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    if let Some(granter) = domain(x.granter) {
+        if let Some(pv) = granter.pv() {
+            let _ = pv
+                .frames
+                .lock()
+                .release_writable(ma, &mut super::domu::Phys);
+        }
+        if x.gref >= GREF_FIRST_FREE as u64
+            && let Some(t) = tables[x.granter as usize]
+            && let Ok(addr) = t.entry_addr(x.gref)
+        {
+            // SAFETY: as in `resolve`: the granter's table page, identity-mapped, atomics.
+            let entry = unsafe { &*(addr as *const GrantEntry) };
+            ACTIVE.lock().release(entry, x.granter, x.gref, access);
         }
     }
     Ok(0)

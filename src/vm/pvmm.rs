@@ -171,7 +171,10 @@ fn each_page<T: Pod>(
     vm: &Vm,
     va: u64,
     n: usize,
-    mut call: impl FnMut(&mut FrameTable, &Src<T>) -> (usize, Result<(), pv::Errno>),
+    mut call: impl FnMut(
+        &mut FrameTable<super::grant::PvGrants>,
+        &Src<T>,
+    ) -> (usize, Result<(), pv::Errno>),
 ) -> (usize, Result<(), pv::Errno>) {
     let pv = vm.pv().expect("PV domain");
     let size = size_of::<T>() as u64;

@@ -259,3 +259,28 @@ fn two_domus_exchange_frames_through_dom0s_switch() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn a_pv_domu_maps_a_page_another_granted_it() -> Result<()> {
+    let out = run(
+        "io-share",
+        3,
+        "domu=name=granter,mem=8M,cmd=share-grant+2 domu=name=mapper,mem=8M,cmd=share-map+1",
+        1500,
+    )?;
+    let c = &out.console;
+    out.ensure(
+        c.contains("domU2: share-map: mapped dom1's page, pattern ok, mark written, unmapped"),
+        "the mapper mapped the granted page through its validated page tables, read and \
+         wrote it, could not UNMAP while mapped nor map a frame it was not granted",
+    )?;
+    out.ensure(
+        c.contains("domU1: share-grant: ending the grant while it is mapped: refused (in use)"),
+        "the granter could not end the grant while it was mapped",
+    )?;
+    out.ensure(
+        c.contains("domU1: share-grant: peer wrote its mark, grant ended after unmap"),
+        "the granter saw the mark and ended the grant once unmapped",
+    )?;
+    Ok(())
+}

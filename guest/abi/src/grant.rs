@@ -32,15 +32,20 @@ pub const SET_TABLE: u64 = 0;
 pub const COPY: u64 = 1;
 /// Returns the number of entries the caller's table has (0 before [`SET_TABLE`]).
 pub const QUERY_SIZE: u64 = 2;
-/// dom0 only (PV domUs: `-ENOSYS`, not built yet): x2 = granter, x3 = reference, x4 =
-/// [`MAP_READONLY`] or 0. Maps the granted frame at a free page of dom0's grant window (the
-/// `/hypervisor` node's `ferrite,grant-window`) and returns its guest-physical address; x1 =
-/// its machine address, for DMA by a device dom0 drives. The entry stays marked in use (the
-/// granter cannot end the grant) until [`UNMAP`]; a PV granter's frame cannot become a page
-/// table while mapped writable. A full window: `-ENOSPC`.
+/// x2 = granter, x3 = reference, x4 = [`MAP_READONLY`] or 0. The entry stays marked in use
+/// (the granter cannot end the grant) and a PV granter's frame stays held (it cannot become a
+/// page table or be given back) until [`UNMAP`].
+///
+/// - dom0: maps the granted frame at a free page of its grant window (the `/hypervisor` node's
+///   `ferrite,grant-window`) and returns the page's guest-physical address; x1 = the frame's
+///   machine address, for DMA by a device dom0 drives. A full window: `-ENOSPC`.
+/// - PV domU: returns the frame's machine address, which it may then put in one of its own
+///   page-table leaf entries with `MMU_UPDATE` (writable only after a writable map; 4 KiB pages
+///   only) until it calls [`UNMAP`]. Mapping its own grants: `-EINVAL`.
 pub const MAP: u64 = 3;
-/// dom0 only: x2 = the guest-physical address [`MAP`] returned. The page is unmapped (and
-/// forgotten by every CPU's TLB) before the grant's use ends.
+/// x2 = what [`MAP`] returned (dom0: the guest-physical address; PV domU: the machine address).
+/// dom0's page is unmapped; a PV domU must have removed every entry that maps the frame first
+/// (`-EBUSY` otherwise). Every CPU's TLB forgets the frame before the grant's use ends.
 pub const UNMAP: u64 = 4;
 /// [`MAP`] flag: map read-only (needs only a read grant).
 pub const MAP_READONLY: u64 = 1;

@@ -65,6 +65,11 @@ pub fn frame() -> Result<(u64, u64), &'static str> {
 
 /// Grants frame `ma` to dom0 read-write and returns the reference.
 pub fn grant_to_dom0(ma: u64) -> Result<u32, &'static str> {
+    grant_to(0, ma)
+}
+
+/// Grants frame `ma` to domain `dom` read-write and returns the reference.
+pub fn grant_to(dom: u16, ma: u64) -> Result<u32, &'static str> {
     let mut t = TABLE.lock();
     if *t == 0 {
         let (va, table_ma) = frame()?;
@@ -79,7 +84,7 @@ pub fn grant_to_dom0(ma: u64) -> Result<u32, &'static str> {
     }
     // SAFETY: `*t` is our grant table page, mapped writable; entry `gref` is inside it.
     let e = unsafe { &*((*t as *const GrantEntry).add(gref as usize)) };
-    e.domid.store(0, Ordering::Relaxed);
+    e.domid.store(dom, Ordering::Relaxed);
     e.frame.store((ma >> 12) as u32, Ordering::Relaxed);
     e.flags.store(flags::PERMIT_ACCESS, Ordering::Release);
     Ok(gref)

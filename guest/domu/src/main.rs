@@ -49,12 +49,14 @@ mod net;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod ptbuild;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod share;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod smp;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod guest {
     use crate::args::Args;
-    use crate::{bench, blk, evil, hello, hog, io, latency, memory, net, ptbuild, smp};
+    use crate::{bench, blk, evil, hello, hog, io, latency, memory, net, ptbuild, share, smp};
     use ferrite_pv::StartInfo;
     use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
     use ferrite_pv::rt;
@@ -73,7 +75,8 @@ mod guest {
                          bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
                          blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, \
-                         net-blast <peer> <n>, net-sink <n>";
+                         net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
+                         share-map <peer>";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -98,6 +101,8 @@ mod guest {
             "blk-write" => blk::write(args.number("blk-write", "seed", 1)),
             "blk-read" => blk::read(args.number("blk-read", "seed", 1)),
             "blk-evil" => blk::evil(),
+            "share-grant" => share::grant_side(args.number("share-grant", "peer", 1) as u16),
+            "share-map" => share::map_side(si, args.number("share-map", "peer", 1) as u16),
             "blk-bench" => blk::bench(args.number("blk-bench", "mib", 4)),
             "net-sink" => net::sink(si.domid as u16, args.number("net-sink", "n", 1000)),
             "net-blast" => {
