@@ -389,28 +389,8 @@ fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> 
     let tables = TABLES.lock();
     let mut maps = DOM0_MAPS.lock();
     let maps = maps.as_mut().ok_or(Errno::NoSys)?;
-    let g = resolve(&*tables, vm.id, dom, gref, 0, access)?;
-    let ma = g.pa & !0xfff;
-    // A mapping of a PV granter's frame holds it (as writable): while mapped it cannot become
-    // a page table nor be given back to Ferrite and on to another domain.
-    if let Some(pv) = g.granter.pv()
-        && let Err(e) = pv
-            .frames
-            .lock()
-            .acquire_writable(ma, &mut super::domu::Phys)
-    {
-        g.end();
-        return Err(e);
-    }
-    let undo = |g: &Granted| {
-        if let Some(pv) = g.granter.pv() {
-            let _ = pv
-                .frames
-                .lock()
-                .release_writable(ma, &mut super::domu::Phys);
-        }
-        g.end();
-    };
+    let ma = begin_mapping(&*tables, vm.id, dom, gref, access)?;
+    let undo = || end_mapping(&*tables, dom, gref, ma, writable);
     let m = Mapping {
         granter: dom,
         gref,
@@ -420,13 +400,13 @@ fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> 
     let ipa = match maps.window.insert(m) {
         Ok(ipa) => ipa,
         Err(e) => {
-            undo(&g);
+            undo();
             return Err(e);
         }
     };
     if maps.s2.map_page_at(ipa, ma, writable).is_err() {
         let _ = maps.window.remove(ipa);
-        undo(&g);
+        undo();
         return Err(Errno::Inval);
     }
     frame.x[1] = ma;
@@ -446,29 +426,7 @@ fn unmap(vm: &'static Vm, ipa: u64) -> Result<u64, Errno> {
     // The caller is dom0, whose VMID is loaded: its TLBs forget the page on every CPU before
     // the grant's use ends.
     stage2::flush_ipa(ipa);
-    let access = if m.writable {
-        Access::Write
-    } else {
-        Access::Read
-    };
-    if let Some(granter) = domain(m.granter) {
-        if m.writable
-            && let Some(pv) = granter.pv()
-        {
-            let _ = pv
-                .frames
-                .lock()
-                .release_writable(m.ma, &mut super::domu::Phys);
-        }
-        if m.gref >= GREF_FIRST_FREE as u64
-            && let Some(t) = tables[m.granter as usize]
-            && let Ok(addr) = t.entry_addr(m.gref)
-        {
-            // SAFETY: as in `resolve`: the granter's table page, identity-mapped, atomics.
-            let entry = unsafe { &*(addr as *const GrantEntry) };
-            ACTIVE.lock().release(entry, m.granter, m.gref, access);
-        }
-    }
+    end_mapping(&*tables, m.granter, m.gref, m.ma, m.writable);
     Ok(0)
 }
 
@@ -531,17 +489,7 @@ fn pv_map(vm: &'static Vm, dom: u64, gref: u64, fl: u64) -> Result<u64, Errno> {
         return Err(Errno::Inval);
     }
     let tables = TABLES.lock();
-    let g = resolve(&*tables, vm.id, dom, gref, 0, access)?;
-    let ma = g.pa & !0xfff;
-    if let Some(pv) = g.granter.pv()
-        && let Err(e) = pv
-            .frames
-            .lock()
-            .acquire_writable(ma, &mut super::domu::Phys)
-    {
-        g.end();
-        return Err(e);
-    }
+    let ma = begin_mapping(&*tables, vm.id, dom, gref, access)?;
     let mut a = PV_ALLOWED.lock();
     let x = a.entry((vm.id, ma)).or_insert(Allowed {
         granter: dom,
@@ -552,13 +500,7 @@ fn pv_map(vm: &'static Vm, dom: u64, gref: u64, fl: u64) -> Result<u64, Errno> {
     });
     if x.maps > 0 && (x.granter != dom || x.gref != gref || x.writable != writable) {
         drop(a);
-        if let Some(pv) = g.granter.pv() {
-            let _ = pv
-                .frames
-                .lock()
-                .release_writable(ma, &mut super::domu::Phys);
-        }
-        g.end();
+        end_mapping(&*tables, dom, gref, ma, writable);
         return Err(Errno::Busy);
     }
     x.granter = dom;
@@ -587,26 +529,54 @@ fn pv_unmap(vm: &'static Vm, ma: u64) -> Result<u64, Errno> {
     // The entries are gone, but a TLB may still hold the frame: forget it on every CPU (the
     // caller's VMID is the one loaded) before the granter can have it back.
     crate::pv::GuestMemory::flush_tlbs(&mut super::domu::Phys);
-    let access = if x.writable {
-        Access::Write
-    } else {
-        Access::Read
-    };
-    if let Some(granter) = domain(x.granter) {
-        if let Some(pv) = granter.pv() {
-            let _ = pv
-                .frames
-                .lock()
-                .release_writable(ma, &mut super::domu::Phys);
-        }
-        if x.gref >= GREF_FIRST_FREE as u64
-            && let Some(t) = tables[x.granter as usize]
-            && let Ok(addr) = t.entry_addr(x.gref)
-        {
-            // SAFETY: as in `resolve`: the granter's table page, identity-mapped, atomics.
-            let entry = unsafe { &*(addr as *const GrantEntry) };
-            ACTIVE.lock().release(entry, x.granter, x.gref, access);
-        }
-    }
+    end_mapping(&*tables, x.granter, x.gref, ma, x.writable);
     Ok(0)
+}
+
+/// Starts a mapping's use of `dom`'s reference `gref`: the entry is marked in use and a PV
+/// granter's frame held (as writable: while mapped it can neither become a page table nor be
+/// given back and on to another domain). Returns the frame's machine address.
+fn begin_mapping(
+    tables: &[Option<Table>],
+    caller: DomId,
+    dom: DomId,
+    gref: u64,
+    access: Access,
+) -> Result<u64, Errno> {
+    let g = resolve(tables, caller, dom, gref, 0, access)?;
+    let ma = g.pa & !0xfff;
+    if let Some(pv) = g.granter.pv()
+        && let Err(e) = pv
+            .frames
+            .lock()
+            .acquire_writable(ma, &mut super::domu::Phys)
+    {
+        g.end();
+        return Err(e);
+    }
+    Ok(ma)
+}
+
+/// Ends what [`begin_mapping`] started (the granter may be gone by now).
+fn end_mapping(tables: &[Option<Table>], granter: DomId, gref: u64, ma: u64, writable: bool) {
+    let Some(vm) = domain(granter) else { return };
+    if let Some(pv) = vm.pv() {
+        let _ = pv
+            .frames
+            .lock()
+            .release_writable(ma, &mut super::domu::Phys);
+    }
+    if gref >= GREF_FIRST_FREE as u64
+        && let Some(t) = tables[granter as usize]
+        && let Ok(addr) = t.entry_addr(gref)
+    {
+        let access = if writable {
+            Access::Write
+        } else {
+            Access::Read
+        };
+        // SAFETY: as in `resolve`: the granter's table page, identity-mapped, atomics.
+        let entry = unsafe { &*(addr as *const GrantEntry) };
+        ACTIVE.lock().release(entry, granter, gref, access);
+    }
 }
