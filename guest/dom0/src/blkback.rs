@@ -10,6 +10,7 @@
 //! response; a ring whose indices are impossible is reported and that frontend disconnected.
 //! Other frontends are served as before.
 
+use crate::bus::Change;
 use crate::events;
 use crate::gcopy::{read_from, write_to};
 use crate::psci::hypercall_x1;
@@ -62,34 +63,23 @@ fn scan() {
 }
 
 fn consider(dom: u16, key: u64) {
-    let Some(crate::bus::Entry {
-        front,
-        back,
-        ring,
-        port,
-    }) = crate::bus::get(dom, key)
-    else {
-        return;
-    };
     let mut fronts = FRONTS.lock();
     let known = fronts.iter().position(|f| f.dom == dom && f.key == key);
-    match (front, known) {
-        (state::INITIALISED, None) if back != state::CONNECTED && back != state::CLOSED => {
-            match connect(dom, key, ring, port) {
-                Ok(f) => {
-                    println!(
-                        "dom0: blk: dom{dom}: connected, {} sectors at sector {} of dom0's disk",
-                        f.sectors, f.first
-                    );
-                    fronts.push(f);
-                }
-                Err(why) => {
-                    println!("dom0: blk: dom{dom}: not connected: {why}");
-                    let _ = crate::bus::set_back(dom, key, state::CLOSED, 0);
-                }
+    match (crate::bus::change(dom, key, known.is_some()), known) {
+        (Change::Connect { ring, port }, _) => match connect(dom, key, ring, port) {
+            Ok(f) => {
+                println!(
+                    "dom0: blk: dom{dom}: connected, {} sectors at sector {} of dom0's disk",
+                    f.sectors, f.first
+                );
+                fronts.push(f);
             }
-        }
-        (state::CLOSING | state::CLOSED, Some(i)) => {
+            Err(why) => {
+                println!("dom0: blk: dom{dom}: not connected: {why}");
+                let _ = crate::bus::set_back(dom, key, state::CLOSED, 0);
+            }
+        },
+        (Change::Disconnect, Some(i)) => {
             let f = fronts.remove(i);
             disconnect(&f, "the frontend closed");
         }

@@ -4,7 +4,7 @@
 
 use crate::psci::{hypercall, hypercall_regs, hypercall5};
 use ferrite_abi::call::{self, domctl};
-use ferrite_abi::devbus;
+use ferrite_abi::devbus::{self, state};
 
 /// What a device's entry says.
 pub struct Entry {
@@ -62,4 +62,34 @@ pub fn set_back(dom: u16, key: u64, state: u8, param: u64) -> Result<(), i64> {
         param,
     );
     if r < 0 { Err(r) } else { Ok(()) }
+}
+
+/// What a backend must do about a device after a change on the bus.
+pub enum Change {
+    /// A frontend is waiting for a backend: connect to its ring and port.
+    Connect {
+        ring: u32,
+        port: u32,
+    },
+    /// A frontend this backend serves has closed.
+    Disconnect,
+    Nothing,
+}
+
+/// The change for `dom`'s device `key`, given whether this backend serves it already. A device
+/// the backend refused (back state Closed) waits until its frontend publishes again.
+pub fn change(dom: u16, key: u64, served: bool) -> Change {
+    let Some(e) = get(dom, key) else {
+        return Change::Nothing;
+    };
+    match (e.front, served) {
+        (state::INITIALISED, false) if e.back != state::CONNECTED && e.back != state::CLOSED => {
+            Change::Connect {
+                ring: e.ring,
+                port: e.port,
+            }
+        }
+        (state::CLOSING | state::CLOSED, true) => Change::Disconnect,
+        _ => Change::Nothing,
+    }
 }

@@ -9,6 +9,7 @@
 //! that frontend. Frames to an unknown address, or to a domU with no posted buffer, are
 //! dropped and counted.
 
+use crate::bus::Change;
 use crate::events;
 use crate::gcopy::{between, read_pod, read_u32, write_pod, write_u32};
 use alloc::collections::VecDeque;
@@ -60,19 +61,10 @@ pub fn scan() {
 }
 
 fn consider(dom: u16, key: u64) {
-    let Some(crate::bus::Entry {
-        front,
-        back,
-        ring,
-        port,
-    }) = crate::bus::get(dom, key)
-    else {
-        return;
-    };
     let mut fronts = FRONTS.lock();
     let known = fronts.iter().position(|f| f.dom == dom && f.key == key);
-    match (front, known) {
-        (state::INITIALISED, None) if back != state::CONNECTED && back != state::CLOSED => {
+    match (crate::bus::change(dom, key, known.is_some()), known) {
+        (Change::Connect { ring, port }, _) => {
             match events::op(ev::BIND_INTERDOMAIN, dom as u64, port as u64) {
                 Ok(local) => {
                     let _ = crate::bus::set_back(dom, key, state::CONNECTED, 0);
@@ -94,10 +86,13 @@ fn consider(dom: u16, key: u64) {
                         dropped: 0,
                     });
                 }
-                Err(e) => println!("dom0: net: dom{dom}: cannot bind port {port}: {e}"),
+                Err(e) => {
+                    println!("dom0: net: dom{dom}: not connected: cannot bind port {port}: {e}");
+                    let _ = crate::bus::set_back(dom, key, state::CLOSED, 0);
+                }
             }
         }
-        (state::CLOSING | state::CLOSED, Some(i)) => {
+        (Change::Disconnect, Some(i)) => {
             let f = fronts.remove(i);
             disconnect(&f, "the frontend closed");
         }
