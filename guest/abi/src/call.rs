@@ -120,6 +120,53 @@ pub mod domctl {
     /// The domain's virtual disk in dom0's disk (its `domu=` setting `disk=`): x0 = first
     /// sector, x1 = number of sectors (512 bytes). `-ENOENT` if it has none.
     pub const DISK: u64 = 2;
+    /// Build a new domain, paused, from an image and a configuration in dom0's memory: x2 =
+    /// guest VA of a [`crate::ctl::CreateArgs`]. Returns the new domain's id. On failure the
+    /// reason is also written, NUL-terminated, into the args' error buffer.
+    pub const CREATE: u64 = 3;
+    /// Stop the domain's vCPUs; its memory and devices stay. Returns 0 (also if it was paused).
+    pub const PAUSE: u64 = 4;
+    /// Let a paused (or newly created) domain's vCPUs run. Returns 0.
+    pub const UNPAUSE: u64 = 5;
+    /// Release everything the domain holds: its vCPUs, frames, grants, maps, event channels
+    /// and devices; its id becomes free. `-EBUSY` if a vCPU could not be stopped in time
+    /// (call again).
+    pub const DESTROY: u64 = 6;
+    /// Ask the domain to shut down: x3 = [`crate::sched::SHUTDOWN_POWEROFF`] or
+    /// [`crate::sched::SHUTDOWN_REBOOT`]. The guest sees [`crate::shared_info::virq::CONTROL`]
+    /// and [`crate::SharedInfo::shutdown_request`] and answers with `SCHED_OP SHUTDOWN`.
+    pub const SHUTDOWN: u64 = 7;
+    /// x3 = guest VA of a [`crate::ctl::DomInfo`] Ferrite fills.
+    pub const GET_INFO: u64 = 8;
+    /// x3 = guest VA of a [`crate::ctl::PhysInfo`] Ferrite fills (x2 is ignored).
+    pub const PHYSINFO: u64 = 9;
+    /// Ferrite's log ring: x2 = the sequence number to start at (0: the oldest kept), x3 =
+    /// guest VA of a buffer, x4 = its length. Returns the bytes copied; x1 = the sequence
+    /// number after them (pass it back to go on).
+    pub const DMESG: u64 = 10;
+    /// Start saving a paused domain: x3 = guest VA of a [`crate::ctl::SaveHeader`] Ferrite
+    /// fills. `-EINVAL` if it runs, `-EOPNOTSUPP`-like `-ENOSYS` for a domain that cannot be
+    /// saved (dom0, or one holding frames outside its initial allocation).
+    pub const SAVE_BEGIN: u64 = 11;
+    /// x3 = a pseudo-physical frame number below the header's `nr_pages`, x4 = guest VA of a
+    /// 4 KiB buffer: Ferrite copies the frame there in canonical form (page-table entries
+    /// rewritten from machine to pseudo-physical addresses). Returns the frame's
+    /// [`crate::ctl::page_type`].
+    pub const SAVE_PAGE: u64 = 12;
+    /// x3 = vCPU index, x4 = guest VA of a [`crate::ctl::VcpuState`] Ferrite fills.
+    pub const SAVE_VCPU: u64 = 13;
+    /// Start restoring: x2 = guest VA of a [`crate::ctl::CreateArgs`] whose image is a
+    /// [`crate::ctl::SaveHeader`] (`image_len` = its size). Returns the new (paused) domain's
+    /// id, with `nr_pages` fresh frames for the pages that follow.
+    pub const RESTORE_BEGIN: u64 = 14;
+    /// x3 = pseudo-physical frame number, x4 = guest VA of the 4 KiB page as `SAVE_PAGE` gave
+    /// it, x5 = its page type.
+    pub const RESTORE_PAGE: u64 = 15;
+    /// x3 = vCPU index, x4 = guest VA of its [`crate::ctl::VcpuState`].
+    pub const RESTORE_VCPU: u64 = 16;
+    /// Every page and vCPU is in: Ferrite validates and pins the page tables exactly as for a
+    /// new domain. The domain stays paused; any refusal destroys it.
+    pub const RESTORE_END: u64 = 17;
 }
 
 /// `CONSOLE_IO` commands.

@@ -12,6 +12,7 @@
 pub mod blkif;
 pub mod call;
 pub mod console_ring;
+pub mod ctl;
 pub mod desc;
 pub mod devbus;
 pub mod errno;

@@ -31,6 +31,8 @@ pub mod virq {
     pub const TIMER: u32 = 1 << 0;
     /// An event-channel port is pending: see [`VcpuInfo::evtchn_pending_sel`].
     pub const EVTCHN: u32 = 1 << 1;
+    /// dom0 asked the domain to shut down (vCPU 0 only): see [`SharedInfo::shutdown_request`].
+    pub const CONTROL: u32 = 1 << 2;
 }
 
 /// One vCPU's slot: 64 bytes.
@@ -61,7 +63,10 @@ pub struct SharedInfo {
     pub evtchn_pending: [AtomicU64; 64],
     /// Set by the guest for ports it does not want upcalls for (Ferrite still sets pending).
     pub evtchn_mask: [AtomicU64; 64],
-    pub reserved: [u64; 128],
+    /// dom0's request, with [`virq::CONTROL`]: 0 none, else 1 + a `SHUTDOWN_*` reason
+    /// (poweroff or reboot). The guest answers with `SCHED_OP SHUTDOWN` of that reason.
+    pub shutdown_request: AtomicU64,
+    pub reserved: [u64; 127],
 }
 
 const _: () = assert!(size_of::<VcpuInfo>() == 64);
@@ -69,6 +74,7 @@ const _: () = assert!(offset_of!(VcpuInfo, virq_pending) == 4);
 const _: () = assert!(offset_of!(VcpuInfo, evtchn_pending_sel) == 8);
 const _: () = assert!(offset_of!(SharedInfo, evtchn_pending) == 2048);
 const _: () = assert!(offset_of!(SharedInfo, evtchn_mask) == 2560);
+const _: () = assert!(offset_of!(SharedInfo, shutdown_request) == 3072);
 const _: () = assert!(size_of::<SharedInfo>() == 4096);
 
 /// Byte offset of vCPU `v`'s slot in the page.
