@@ -12,6 +12,9 @@
 //! | `weight` | Credit weight, 1..=65535 | 256 |
 //! | `cap` | Credit cap, percent of one pCPU (0 = none) | 0 |
 //! | `cpus` | hard affinity of every vCPU: a list like `0-1,3`, written with `-` and `\|` (`0-1\|3`) | all |
+//! | `on_crash` | after a crash: `destroy`, `restart` or `preserve` (kept for inspection) | `destroy` |
+//! | `on_poweroff` | after it powers itself off: `destroy` or `preserve` | `destroy` |
+//! | `on_reboot` | after it asks for a reboot: `restart`, `destroy` or `preserve` | `restart` |
 //! | `cmd` | its command line; `+` stands for a space; must be last (it may contain commas) | empty |
 
 use alloc::string::{String, ToString};
@@ -34,7 +37,51 @@ pub struct DomuSpec {
     /// Its virtual disk: (offset, size) in bytes of dom0's disk, both multiples of 512, served
     /// by dom0's block backend.
     pub disk: Option<(u64, u64)>,
+    pub on_crash: Action,
+    pub on_poweroff: Action,
+    pub on_reboot: Action,
     pub cmdline: String,
+}
+
+/// What Ferrite does with a domain that stopped (`xl.cfg`'s `on_crash`, `on_poweroff`,
+/// `on_reboot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Release everything it holds.
+    Destroy,
+    /// Destroy it and build it again from the same image and configuration.
+    Restart,
+    /// Keep it, stopped, until dom0 destroys it.
+    Preserve,
+}
+
+impl Action {
+    pub fn parse(v: &str) -> Option<Self> {
+        Some(match v {
+            "destroy" => Self::Destroy,
+            "restart" => Self::Restart,
+            "preserve" => Self::Preserve,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Destroy => "destroy",
+            Self::Restart => "restart",
+            Self::Preserve => "preserve",
+        }
+    }
+
+    /// Its number in the ABI (`ctl::on_crash`).
+    pub fn abi(self) -> u32 {
+        use ferrite_abi::ctl::on_crash as a;
+        match self {
+            Self::Destroy => a::DESTROY,
+            Self::Restart => a::RESTART,
+            Self::Preserve => a::PRESERVE,
+        }
+    }
 }
 
 impl Default for DomuSpec {
@@ -49,6 +96,9 @@ impl Default for DomuSpec {
             cap: 0,
             cpus: None,
             disk: None,
+            on_crash: Action::Destroy,
+            on_poweroff: Action::Destroy,
+            on_reboot: Action::Restart,
             cmdline: String::new(),
         }
     }
@@ -142,6 +192,19 @@ impl DomuSpec {
                     }
                     s.disk = Some((o, z));
                 }
+                "on_crash" | "on_reboot" => {
+                    let a = Action::parse(v).ok_or_else(|| bad("destroy, restart or preserve"))?;
+                    if k == "on_crash" {
+                        s.on_crash = a;
+                    } else {
+                        s.on_reboot = a;
+                    }
+                }
+                "on_poweroff" => {
+                    s.on_poweroff = Action::parse(v)
+                        .filter(|a| *a != Action::Restart)
+                        .ok_or_else(|| bad("destroy or preserve"))?
+                }
                 _ => return Err(alloc::format!("unknown setting '{k}'")),
             }
         }
@@ -167,7 +230,10 @@ mod tests {
         assert_eq!((s.vcpus, s.weight, s.cap), (2, 512, 50));
         assert_eq!(s.cpus, Some(0b1011));
         assert_eq!(s.cmdline, "hog a,b");
-        let d = DomuSpec::parse("disk=1M:4M,cmd=blk-write").unwrap();
+        let d = DomuSpec::parse("disk=1M:4M,on_crash=restart,on_reboot=preserve,cmd=blk-write")
+            .unwrap();
+        assert_eq!((d.on_crash, d.on_reboot), (Action::Restart, Action::Preserve));
+        assert_eq!(d.on_poweroff, Action::Destroy);
         assert_eq!(d.disk, Some((1 << 20, 4 << 20)));
     }
 
@@ -186,6 +252,8 @@ mod tests {
             ("disk=1M", "offset:size"),
             ("disk=1M:0", "offset:size"),
             ("disk=100:4M", "offset:size"),
+            ("on_crash=explode", "destroy, restart or preserve"),
+            ("on_poweroff=restart", "destroy or preserve"),
         ] {
             let e = DomuSpec::parse(v).unwrap_err();
             assert!(e.contains(why), "{v}: {e}");
