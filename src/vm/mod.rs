@@ -14,6 +14,7 @@ pub mod events;
 pub mod exit;
 pub mod grant;
 pub mod hypercall;
+pub mod keys;
 pub mod lifecycle;
 pub mod modules;
 pub mod pvmm;
@@ -231,9 +232,13 @@ pub fn on_physical_irq(intid: u32) {
     kick(vm, k);
 }
 
-/// Bytes typed on Ferrite's console: they go to dom0's emulated UART (a later issue adds the
-/// switch between Ferrite, dom0 and each domU).
+/// Bytes typed on Ferrite's console: to dom0, or to Ferrite's keys ([`keys`]).
 pub fn console_input(bytes: &[u8]) {
+    keys::input(bytes);
+}
+
+/// Bytes for dom0's emulated UART.
+fn console_to_dom0(bytes: &[u8]) {
     let Some(vm) = domain(0) else { return };
     let level = vm.vuart.lock().push_rx(bytes);
     if let Some(spi) = vm.uart_spi {
