@@ -20,11 +20,11 @@ use std::path::Path;
 // The hypervisor's own modules, compiled for the host, so there is one parser and one set of
 // rules. Only the parsing functions are used here.
 #[allow(dead_code)]
-#[path = "src/cmdline.rs"]
-mod cmdline;
-#[allow(dead_code)]
 #[path = "src/domain/bootcfg.rs"]
 mod bootcfg;
+#[allow(dead_code)]
+#[path = "src/cmdline.rs"]
+mod cmdline;
 #[allow(dead_code)]
 #[path = "src/domain/config.rs"]
 mod config;
@@ -50,7 +50,12 @@ fn boot_domains(out_dir: &Path) {
             )])
         });
         let domains = domain::bootcfg::parse(&text).unwrap_or_else(|errors| {
-            fail(&errors.iter().map(|e| format!("{given}:{e}")).collect::<Vec<_>>())
+            fail(
+                &errors
+                    .iter()
+                    .map(|e| format!("{given}:{e}"))
+                    .collect::<Vec<_>>(),
+            )
         });
         let packed_pv = std::env::var("FERRITE_DOMU_IMAGE").is_ok_and(|p| !p.is_empty());
         let missing: Vec<String> = domains
@@ -68,7 +73,10 @@ fn boot_domains(out_dir: &Path) {
             fail(&missing);
         }
         for d in &domains {
-            println!("cargo:warning=packing boot domain {} from {given}: domu={}", d.name, d.settings);
+            println!(
+                "cargo:warning=packing boot domain {} from {given}: domu={}",
+                d.name, d.settings
+            );
         }
         domus = domains.into_iter().map(|d| d.settings).collect();
     }
@@ -77,12 +85,13 @@ fn boot_domains(out_dir: &Path) {
     std::fs::write(out_dir.join("domains.rs"), out).unwrap();
 }
 
+/// Fails the build: cargo prints each `cargo::error` as `error: ferrite@...: <e>` (the script
+/// itself succeeds, so cargo shows those lines and not a dump of its output).
 fn fail(errors: &[String]) -> ! {
     for e in errors {
-        eprintln!("error: {e}");
         println!("cargo::error={e}");
     }
-    std::process::exit(1);
+    std::process::exit(0);
 }
 
 fn packed(var: &str, out: &mut String) {

@@ -274,7 +274,8 @@ impl<'a> Parser<'a> {
                 let digits: String = w.chars().filter(|&c| c != '_').collect();
                 let ok = !w.contains("__")
                     && !w.ends_with('_')
-                    && w.trim_start_matches(['+', '-']).starts_with(|c: char| c.is_ascii_digit());
+                    && w.trim_start_matches(['+', '-'])
+                        .starts_with(|c: char| c.is_ascii_digit());
                 match digits.parse::<i64>() {
                     Ok(n) if ok => {
                         self.at += w.len();
@@ -503,11 +504,7 @@ fn cpus(e: &Entry) -> Result<Option<String>, String> {
         Value::Int(n) if *n >= 0 => Ok(Some(n.to_string())),
         Value::Str(s) if s.trim() == "all" => Ok(None),
         Value::Str(s) => {
-            let list: String = s
-                .split(',')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("|");
+            let list: String = s.split(',').map(str::trim).collect::<Vec<_>>().join("|");
             if list.is_empty()
                 || !list
                     .chars()
@@ -549,7 +546,10 @@ fn domain(t: &Table) -> Result<BootDomain, Vec<Error>> {
                 if n < 1 {
                     return Err(format!("{n} MiB: at least 1"));
                 }
-                Ok(Some((if k == "memory" { "mem" } else { "maxmem" }, format!("{n}M"))))
+                Ok(Some((
+                    if k == "memory" { "mem" } else { "maxmem" },
+                    format!("{n}M"),
+                )))
             }),
             "vcpus" | "weight" | "cap" => {
                 integer(e, "an integer").map(|n| Some((e.key.as_str(), n.to_string())))
@@ -567,9 +567,11 @@ fn domain(t: &Table) -> Result<BootDomain, Vec<Error>> {
                      dom0 serves, which every domU has"
                 )),
             }),
-            "vif" => Err("not supported yet: there is nothing to configure; every domU may \
+            "vif" => Err(
+                "not supported yet: there is nothing to configure; every domU may \
                  connect to dom0's switch, with MAC address 02:fe:00:00:00:<domid> (docs/io.md)"
-                .to_string()),
+                    .to_string(),
+            ),
             "cmdline" | "extra" => string(e, "\"hog\"").and_then(|s| {
                 if let Some((_, first)) = &cmd {
                     return Err(format!(
@@ -578,8 +580,9 @@ fn domain(t: &Table) -> Result<BootDomain, Vec<Error>> {
                     ));
                 }
                 if s.contains('+') {
-                    return Err("'+' cannot be passed: in domu= settings it stands for a space"
-                        .to_string());
+                    return Err(
+                        "'+' cannot be passed: in domu= settings it stands for a space".to_string(),
+                    );
                 }
                 cmd = Some((s.replace(' ', "+"), e));
                 Ok(None)
@@ -596,21 +599,35 @@ fn domain(t: &Table) -> Result<BootDomain, Vec<Error>> {
             }),
         }
     }
-    let Some(name) = name else {
-        if named {
-            return Err(errors);
-        }
+    if name.is_none() && !named {
         errors.push(Error {
             line: t.line,
             key: Some("name".into()),
             why: "every domain needs a name".into(),
         });
+    }
+    // DomuSpec's rules, one setting at a time so that every mistake is reported.
+    for (s, v, line, key) in &settings {
+        if let Err(e) = DomuSpec::parse(&format!("{s}={v}")) {
+            let why = e.strip_prefix(&format!("{s}={v}: ")).unwrap_or(&e);
+            let why = match *key {
+                "cpus" => why.replace("0-1|3", "\"0-1,3\""),
+                _ => why.to_string(),
+            };
+            errors.push(Error {
+                line: *line,
+                key: Some(key.to_string()),
+                why,
+            });
+        }
+    }
+    let (Some(name), true) = (name, errors.is_empty()) else {
         return Err(errors);
     };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let mut text: Vec<String> = settings.iter().map(|(s, v, ..)| format!("{s}={v}")).collect();
+    let mut text: Vec<String> = settings
+        .iter()
+        .map(|(s, v, ..)| format!("{s}={v}"))
+        .collect();
     if let Some((c, _)) = &cmd {
         text.push(format!("cmd={c}"));
     }
@@ -623,26 +640,14 @@ fn domain(t: &Table) -> Result<BootDomain, Vec<Error>> {
             spec,
         }),
         Err(e) => {
-            // `setting=value: why`, or a rule across settings (`maxmem is less than mem`).
-            let found = settings
+            // A rule across settings (`maxmem is less than mem`): the later key's line.
+            let (line, key) = settings
                 .iter()
-                .find(|(s, v, ..)| e.starts_with(&format!("{s}={v}: ")))
-                .map(|(s, v, line, key)| (*line, *key, e[s.len() + v.len() + 3..].to_string()))
-                .or_else(|| {
-                    settings
-                        .iter()
-                        .find(|(s, ..)| e.starts_with(&format!("{s} ")))
-                        .map(|(_, _, line, key)| (*line, *key, e.clone()))
-                });
-            let (line, key, mut why) = found.unwrap_or((t.line, "", e));
-            if key == "cpus" {
-                why = why.replace("0-1|3", "\"0-1,3\"");
-            }
-            Err(alloc::vec![Error {
-                line,
-                key: (!key.is_empty()).then(|| key.to_string()),
-                why,
-            }])
+                .filter(|(s, ..)| e.contains(s))
+                .map(|(_, _, line, key)| (*line, Some(key.to_string())))
+                .max()
+                .unwrap_or((t.line, None));
+            Err(alloc::vec![Error { line, key, why: e }])
         }
     }
 }
@@ -653,27 +658,27 @@ pub fn parse(text: &str) -> Result<Vec<BootDomain>, Vec<Error>> {
     let tables = parse_tables(text).map_err(|e| alloc::vec![e])?;
     let mut domains: Vec<BootDomain> = Vec::new();
     let mut errors = Vec::new();
+    // (name, line of its table) of the tables before.
+    let mut names: Vec<(&str, usize)> = Vec::new();
     for t in &tables {
-        match domain(t) {
-            Ok(d) => {
-                if let Some(first) = domains.iter().find(|f| f.name == d.name) {
-                    let line = t
-                        .entries
-                        .iter()
-                        .find(|e| e.key == "name")
-                        .map_or(t.line, |e| e.line);
-                    errors.push(Error {
-                        line,
-                        key: Some("name".into()),
-                        why: format!(
-                            "'{}' is already the name of the domain on line {}",
-                            d.name, first.line
-                        ),
-                    });
-                } else {
-                    domains.push(d);
-                }
+        let name = t.entries.iter().find(|e| e.key == "name");
+        if let Some(Entry {
+            value: Value::Str(n),
+            line,
+            ..
+        }) = name
+        {
+            if let Some((_, first)) = names.iter().find(|(f, _)| f == n) {
+                errors.push(Error {
+                    line: *line,
+                    key: Some("name".into()),
+                    why: format!("'{n}' is already the name of the domain on line {first}"),
+                });
             }
+            names.push((n, t.line));
+        }
+        match domain(t) {
+            Ok(d) => domains.push(d),
             Err(e) => errors.extend(e),
         }
     }
@@ -682,6 +687,24 @@ pub fn parse(text: &str) -> Result<Vec<BootDomain>, Vec<Error>> {
     } else {
         Err(errors)
     }
+}
+
+/// The domUs to start at boot and where they come from: the command line's `domu=` options if
+/// it has any (they win: tests and one-off runs), else the domains packed into the image
+/// (`packed`, their `domu=` settings, from the file `source` names).
+pub fn boot_domus(cmdline: &[DomuSpec], packed: &[&str], source: &str) -> (Vec<DomuSpec>, String) {
+    if !cmdline.is_empty() || packed.is_empty() {
+        return (cmdline.to_vec(), "the command line (domu=)".into());
+    }
+    let specs = packed
+        .iter()
+        .filter_map(|s| {
+            DomuSpec::parse(s)
+                .inspect_err(|e| log::error!("domU: packed settings '{s}' refused: {e}"))
+                .ok()
+        })
+        .collect();
+    (specs, format!("{source} (packed into the image)"))
 }
 
 #[cfg(test)]
@@ -755,7 +778,10 @@ extra = "blk-write 7"
         // What is packed is what boot reads back.
         assert_eq!(DomuSpec::parse(&d[0].settings).unwrap(), *s);
         let t = &d[1].spec;
-        assert_eq!(d[1].settings, "name=db,cpus=2,disk=8M:1024K,cmd=blk-write+7");
+        assert_eq!(
+            d[1].settings,
+            "name=db,cpus=2,disk=8M:1024K,cmd=blk-write+7"
+        );
         assert_eq!(t.cpus, Some(0b100));
         assert_eq!(t.disk, Some((8 << 20, 1 << 20)));
         assert_eq!(t.cmdline, "blk-write 7");
@@ -784,7 +810,10 @@ extra = "blk-write 7"
         let e = &t[0].entries;
         assert_eq!(e[0].value, Value::Str("a\"b\\c\n\td".into()));
         assert_eq!(e[1].value, Value::Int(-1000));
-        assert_eq!((e[2].value.clone(), e[3].value.clone()), (Value::Bool(true), Value::Bool(false)));
+        assert_eq!(
+            (e[2].value.clone(), e[3].value.clone()),
+            (Value::Bool(true), Value::Bool(false))
+        );
         assert_eq!(
             e[4].value,
             Value::Array(alloc::vec![
@@ -799,24 +828,69 @@ extra = "blk-write 7"
     #[test]
     fn syntax_errors_name_their_line() {
         for (text, want) in [
-            ("[domain]\n", "1: '[domain]': only [[domain]] tables are supported"),
-            ("\n[[vm]]\n", "2: '[[vm]]': only [[domain]] tables are supported"),
+            (
+                "[domain]\n",
+                "1: '[domain]': only [[domain]] tables are supported",
+            ),
+            (
+                "\n[[vm]]\n",
+                "2: '[[vm]]': only [[domain]] tables are supported",
+            ),
             ("name = \"a\"\n", "1: name: every key belongs to a domain"),
-            ("[[domain]]\nname = \"a\nvcpus = 1\n", "2: name: this string has no closing \""),
-            ("[[domain]]\nname = 'a\n", "2: name: this string has no closing '"),
-            ("[[domain]]\n\nmemory = 1.5\n", "3: memory: '1.5' is not an integer"),
-            ("[[domain]]\nmemory = 32M\n", "2: memory: '32M' is not an integer"),
-            ("[[domain]]\nname = web\n", "2: name: 'web' is not a value: strings are quoted"),
+            (
+                "[[domain]]\nname = \"a\nvcpus = 1\n",
+                "2: name: this string has no closing \"",
+            ),
+            (
+                "[[domain]]\nname = 'a\n",
+                "2: name: this string has no closing '",
+            ),
+            (
+                "[[domain]]\n\nmemory = 1.5\n",
+                "3: memory: '1.5' is not an integer",
+            ),
+            (
+                "[[domain]]\nmemory = 32M\n",
+                "2: memory: '32M' is not an integer",
+            ),
+            (
+                "[[domain]]\nname = web\n",
+                "2: name: 'web' is not a value: strings are quoted",
+            ),
             ("[[domain]]\nname =\n", "2: name: no value after '='"),
-            ("[[domain]]\nname \"a\"\n", "2: name: expected '=' after the key"),
-            ("[[domain]]\na.b = 1\n", "2: a: dotted keys are not supported"),
+            (
+                "[[domain]]\nname \"a\"\n",
+                "2: name: expected '=' after the key",
+            ),
+            (
+                "[[domain]]\na.b = 1\n",
+                "2: a: dotted keys are not supported",
+            ),
             ("[[domain]]\n\"a\" = 1\n", "2: '\"a\"': expected a key"),
-            ("[[domain]]\nname = \"a\" \"b\"\n", "2: name: unexpected '\"b\"' after the value"),
-            ("[[domain]]\ndisk = [\"a\"\n\n", "2: disk: this array has no closing ]"),
-            ("[[domain]]\ndisk = [\"a\" \"b\"]\n", "2: disk: expected ',' or ']'"),
-            ("[[domain]]\nx = {a = 1}\n", "2: x: inline tables are not supported"),
-            ("[[domain]]\nx = \"\"\"a\"\"\"\n", "2: x: multi-line strings are not supported"),
-            ("[[domain]]\nx = \"\\q\"\n", "2: x: the escape \\q is not supported"),
+            (
+                "[[domain]]\nname = \"a\" \"b\"\n",
+                "2: name: unexpected '\"b\"' after the value",
+            ),
+            (
+                "[[domain]]\ndisk = [\"a\"\n\n",
+                "2: disk: this array has no closing ]",
+            ),
+            (
+                "[[domain]]\ndisk = [\"a\" \"b\"]\n",
+                "2: disk: expected ',' or ']'",
+            ),
+            (
+                "[[domain]]\nx = {a = 1}\n",
+                "2: x: inline tables are not supported",
+            ),
+            (
+                "[[domain]]\nx = \"\"\"a\"\"\"\n",
+                "2: x: multi-line strings are not supported",
+            ),
+            (
+                "[[domain]]\nx = \"\\q\"\n",
+                "2: x: the escape \\q is not supported",
+            ),
             ("[[domain]] x\n", "1: unexpected 'x' after [[domain]]"),
             (
                 "[[domain]]\nname = \"a\"\nvcpus = 1\nname = \"b\"\n",
@@ -831,10 +905,22 @@ extra = "blk-write 7"
     #[test]
     fn unknown_keys_and_bad_values_name_their_line_and_key() {
         for (body, want) in [
-            ("colour = \"red\"", "colour: unknown key (known: name, kernel, memory"),
-            ("kernel = \"linux\"", "kernel: 'linux' does not exist: the only kernel is \"pv\""),
-            ("kernel = 1", "kernel: expected a string like \"pv\", not an integer"),
-            ("memory = \"32M\"", "memory: expected a number of MiB, like 32, not a string"),
+            (
+                "colour = \"red\"",
+                "colour: unknown key (known: name, kernel, memory",
+            ),
+            (
+                "kernel = \"linux\"",
+                "kernel: 'linux' does not exist: the only kernel is \"pv\"",
+            ),
+            (
+                "kernel = 1",
+                "kernel: expected a string like \"pv\", not an integer",
+            ),
+            (
+                "memory = \"32M\"",
+                "memory: expected a number of MiB, like 32, not a string",
+            ),
             ("memory = 0", "memory: 0 MiB: at least 1"),
             ("vcpus = 0", "vcpus: 1 to 32"),
             ("vcpus = 33", "vcpus: 1 to 32"),
@@ -847,16 +933,37 @@ extra = "blk-write 7"
             ("disk = \"1M:4M\"", "disk: '1M:4M' is not key=value"),
             ("disk = \"offset=1M\"", "disk: size= is missing"),
             ("disk = \"size=4M\"", "disk: offset= is missing"),
-            ("disk = \"offset=1M,size=4M,vdev=xvda\"", "disk: 'vdev' is not supported"),
-            ("disk = \"offset=100,size=4M\"", "disk: offset:size in dom0's disk"),
-            ("disk = [\"offset=1M,size=4M\", \"offset=8M,size=4M\"]", "disk: one disk per domain"),
+            (
+                "disk = \"offset=1M,size=4M,vdev=xvda\"",
+                "disk: 'vdev' is not supported",
+            ),
+            (
+                "disk = \"offset=100,size=4M\"",
+                "disk: offset:size in dom0's disk",
+            ),
+            (
+                "disk = [\"offset=1M,size=4M\", \"offset=8M,size=4M\"]",
+                "disk: one disk per domain",
+            ),
             ("vif = [\"bridge=xenbr0\"]", "vif: not supported yet"),
             ("console = \"vfb\"", "console: 'vfb' is not supported yet"),
-            ("on_crash = \"explode\"", "on_crash: destroy, restart or preserve"),
-            ("on_poweroff = \"restart\"", "on_poweroff: destroy or preserve"),
-            ("on_reboot = \"destroy,vcpus=4\"", "on_reboot: 'destroy,vcpus=4' is not an action"),
+            (
+                "on_crash = \"explode\"",
+                "on_crash: destroy, restart or preserve",
+            ),
+            (
+                "on_poweroff = \"restart\"",
+                "on_poweroff: destroy or preserve",
+            ),
+            (
+                "on_reboot = \"destroy,vcpus=4\"",
+                "on_reboot: 'destroy,vcpus=4' is not an action",
+            ),
             ("cmdline = \"a+b\"", "cmdline: '+' cannot be passed"),
-            ("cmdline = \"a\"\nextra = \"b\"", "extra: give either cmdline or extra, not both"),
+            (
+                "cmdline = \"a\"\nextra = \"b\"",
+                "extra: give either cmdline or extra, not both",
+            ),
         ] {
             let text = format!("[[domain]]\nname = \"d\"\n{body}\n");
             let e = one_error(&text);
@@ -875,7 +982,9 @@ extra = "blk-write 7"
             one_error("[[domain]]\nvcpus = 1\n"),
             "1: name: every domain needs a name"
         );
-        assert!(one_error("[[domain]]\nname = \"a b\"\n").starts_with("2: name: 'a b' is not a name"));
+        assert!(
+            one_error("[[domain]]\nname = \"a b\"\n").starts_with("2: name: 'a b' is not a name")
+        );
         assert!(one_error("[[domain]]\nname = \"\"\n").starts_with("2: name: '' is not a name"));
         assert_eq!(
             one_error(&format!("[[domain]]\nname = \"{}\"\n", "x".repeat(33))),
@@ -888,12 +997,43 @@ extra = "blk-write 7"
     }
 
     #[test]
+    fn the_command_line_wins_over_packed_domains() {
+        let packed = ["name=a,vcpus=2", "name=b,cmd=hog"];
+        let cmd = [DomuSpec::parse("name=c").unwrap()];
+        let (s, from) = boot_domus(&cmd, &packed, "boards/x/domains.toml");
+        assert_eq!(s, cmd);
+        assert_eq!(from, "the command line (domu=)");
+        let (s, from) = boot_domus(&[], &packed, "boards/x/domains.toml");
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].vcpus, s[1].cmdline.as_str()), (2, "hog"));
+        assert_eq!(from, "boards/x/domains.toml (packed into the image)");
+        assert!(boot_domus(&[], &[], "").0.is_empty());
+    }
+
+    #[test]
     fn every_mistake_is_reported() {
         let e = parse(
-            "[[domain]]\nname = \"a\"\nvcpus = 0\n[[domain]]\nname = \"b\"\ncolour = 1\nvif = []\n",
+            "[[domain]]\nname = \"a\"\nvcpus = 0\n[[domain]]\nname = \"b\"\ncolour = 1\nvif = []\n\
+             [[domain]]\nname = \"a\"\nkernel = \"linux\"\nvcpus = 40\ncap = -1\n[[domain]]\nweight = 0\n",
         )
         .unwrap_err();
-        let lines: Vec<_> = e.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [3, 6, 7]);
+        let lines: Vec<_> = e
+            .iter()
+            .map(|e| (e.line, e.key.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (3, "vcpus"),
+                (6, "colour"),
+                (7, "vif"),
+                (9, "name"),
+                (10, "kernel"),
+                (11, "vcpus"),
+                (12, "cap"),
+                (13, "name"),
+                (14, "weight")
+            ]
+        );
     }
 }
