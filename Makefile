@@ -63,7 +63,7 @@ QEMU_ARGS = $(QEMU_BOARD_ARGS) -nographic -no-reboot -semihosting-config enable=
 	-kernel $(RUN_IMAGE) -append "$(BOOTARGS)" $(QEMU_DEVICES) \
 	$(if $(filter linux,$(DOM0)),$(LINUX_LOADERS)) $(QEMU_EXTRA)
 
-.PHONY: all build dom0-guest domu-guest linux-dom0 run debug test unit-test system-test bench setup setup-rust setup-qemu \
+.PHONY: all build bootcfg-test-image dom0-guest domu-guest linux-dom0 run debug test unit-test system-test bench setup setup-rust setup-qemu \
 	clippy fmt clean FORCE sdcard netboot hil
 all: build
 
@@ -131,10 +131,17 @@ unit-test: setup-rust
 system-test: setup
 	$(MAKE) --no-print-directory build BOARD=qemu-virt
 	$(MAKE) --no-print-directory build BOARD=rpi4
+	$(MAKE) --no-print-directory bootcfg-test-image
 	$(MAKE) --no-print-directory linux-dom0
 	cargo test -p ferrite-systests --target $(HOST) -- --test-threads=2
 
 test: unit-test system-test
+
+# tests/tests/bootcfg.rs's firmware: qemu-virt's, with tests/fixtures/domains.toml packed in, in
+# its own directories (build/bootcfg, target/boards/bootcfg-dom0) so the others are untouched.
+bootcfg-test-image:
+	$(MAKE) --no-print-directory build BOARD=qemu-virt BUILD=build/bootcfg \
+		CARGO_TARGET_DOM0=target/boards/bootcfg-dom0 DOMAINS=tests/fixtures/domains.toml
 
 # Benchmarks: deterministic under -icount, a table in build/bench/results.txt. Not tests.
 bench: setup

@@ -795,8 +795,10 @@ extra = "blk-write 7"
     fn a_minimal_domain_has_domus_defaults() {
         let d = parse("[[domain]]\nname = \"a\"\ncpus = \"all\"\n").unwrap();
         assert_eq!(d[0].settings, "name=a");
-        let mut want = DomuSpec::default();
-        want.name = Some("a".into());
+        let want = DomuSpec {
+            name: Some("a".into()),
+            ..DomuSpec::default()
+        };
         assert_eq!(d[0].spec, want);
     }
 
