@@ -998,6 +998,26 @@ extra = "blk-write 7"
         );
     }
 
+    /// The shipped files start nothing (the system tests boot those images), and their
+    /// commented example is valid once uncommented.
+    #[test]
+    fn the_boards_files_are_empty_and_their_examples_valid() {
+        for (board, text, n) in [
+            ("qemu-virt", include_str!("../../boards/qemu-virt/domains.toml"), 3),
+            ("rpi4", include_str!("../../boards/rpi4/domains.toml"), 2),
+        ] {
+            assert_eq!(parse(text).unwrap(), [], "{board}");
+            let start = text.find("# [[domain]]").expect("an example");
+            let example: String = text[start..]
+                .lines()
+                .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let d = parse(&example).unwrap_or_else(|e| panic!("{board}: {e:?}"));
+            assert_eq!(d.len(), n, "{board}");
+        }
+    }
+
     #[test]
     fn the_command_line_wins_over_packed_domains() {
         let packed = ["name=a,vcpus=2", "name=b,cmd=hog"];
