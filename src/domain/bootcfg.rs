@@ -1003,7 +1003,11 @@ extra = "blk-write 7"
     #[test]
     fn the_boards_files_are_empty_and_their_examples_valid() {
         for (board, text, n) in [
-            ("qemu-virt", include_str!("../../boards/qemu-virt/domains.toml"), 3),
+            (
+                "qemu-virt",
+                include_str!("../../boards/qemu-virt/domains.toml"),
+                3,
+            ),
             ("rpi4", include_str!("../../boards/rpi4/domains.toml"), 2),
         ] {
             assert_eq!(parse(text).unwrap(), [], "{board}");
