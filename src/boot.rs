@@ -294,8 +294,12 @@ fn start_domus(info: &MachineInfo, cpus: usize) {
     let opts = OPTIONS.get().expect("options are parsed before domUs");
     let gic_v3 = matches!(info.gic, Some(crate::dt::GicInfo::V3 { .. }));
     use crate::domain::packed;
-    let (specs, source) =
-        crate::domain::bootcfg::boot_domus(&opts.domus, packed::DOMUS, packed::SOURCE);
+    let (specs, source) = crate::domain::bootcfg::boot_domus(
+        &opts.domus,
+        opts.domus_none,
+        packed::DOMUS,
+        packed::SOURCE,
+    );
     for spec in &specs {
         let Some(id) = crate::vm::free_domid() else {
             log::error!("domU: no free domain id");

@@ -690,11 +690,24 @@ pub fn parse(text: &str) -> Result<Vec<BootDomain>, Vec<Error>> {
 }
 
 /// The domUs to start at boot and where they come from: the command line's `domu=` options if
-/// it has any (they win: tests and one-off runs), else the domains packed into the image
-/// (`packed`, their `domu=` settings, from the file `source` names).
-pub fn boot_domus(cmdline: &[DomuSpec], packed: &[&str], source: &str) -> (Vec<DomuSpec>, String) {
+/// it has any (they win: tests and one-off runs), none if it says `domu=none` (`none`), else
+/// the domains packed into the image (`packed`, their `domu=` settings, from the file `source`
+/// names).
+pub fn boot_domus(
+    cmdline: &[DomuSpec],
+    none: bool,
+    packed: &[&str],
+    source: &str,
+) -> (Vec<DomuSpec>, String) {
     if !cmdline.is_empty() || packed.is_empty() {
         return (cmdline.to_vec(), "the command line (domu=)".into());
+    }
+    if none {
+        log::info!(
+            "domU: domu=none: not starting the {} domains packed from {source}",
+            packed.len()
+        );
+        return (Vec::new(), String::new());
     }
     let specs = packed
         .iter()
@@ -1026,14 +1039,17 @@ extra = "blk-write 7"
     fn the_command_line_wins_over_packed_domains() {
         let packed = ["name=a,vcpus=2", "name=b,cmd=hog"];
         let cmd = [DomuSpec::parse("name=c").unwrap()];
-        let (s, from) = boot_domus(&cmd, &packed, "boards/x/domains.toml");
+        let (s, from) = boot_domus(&cmd, false, &packed, "boards/x/domains.toml");
         assert_eq!(s, cmd);
         assert_eq!(from, "the command line (domu=)");
-        let (s, from) = boot_domus(&[], &packed, "boards/x/domains.toml");
+        // domu=none with other domu= options: those start.
+        assert_eq!(boot_domus(&cmd, true, &packed, "x").0, cmd);
+        let (s, from) = boot_domus(&[], false, &packed, "boards/x/domains.toml");
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].vcpus, s[1].cmdline.as_str()), (2, "hog"));
         assert_eq!(from, "boards/x/domains.toml (packed into the image)");
-        assert!(boot_domus(&[], &[], "").0.is_empty());
+        assert!(boot_domus(&[], true, &packed, "x").0.is_empty());
+        assert!(boot_domus(&[], false, &[], "").0.is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Boot domains from `domains.toml` (docs/domains.md): a firmware packed with
 //! `tests/fixtures/domains.toml` starts its four domUs with their settings when the command
-//! line names none, only the command line's when it does; a file with mistakes fails the
-//! build with each one's line and key.
+//! line names none, only the command line's when it does, none for `domu=none`; a file with
+//! mistakes fails the build with each one's line and key.
 //!
 //! The firmware is `$FERRITE_IMAGE_DIR/bootcfg/ferrite-dom0.bin`, which `make system-test`
 //! builds (`make build BUILD=build/bootcfg CARGO_TARGET_DOM0=target/boards/bootcfg-dom0
@@ -89,7 +89,8 @@ fn the_packed_domains_start_with_their_settings() -> Result<()> {
 }
 
 #[test]
-fn domu_options_on_the_command_line_replace_the_packed_domains() -> Result<()> {
+fn domu_options_on_the_command_line_replace_the_packed_domains_and_none_starts_none() -> Result<()>
+{
     let out = boot(
         "bootcfg-override",
         "domu=name=solo,mem=8M,cmd=ring-console+2",
@@ -107,6 +108,15 @@ fn domu_options_on_the_command_line_replace_the_packed_domains() -> Result<()> {
     out.ensure(
         c.contains("dom0: console: dom1: ring line 2 of 2"),
         "the command line's domU ran",
+    )?;
+    let out = boot("bootcfg-none", "domu=none", None)?;
+    let c = &out.console;
+    out.ensure(
+        c.contains(
+            "domU: domu=none: not starting the 4 domains packed from tests/fixtures/domains.toml",
+        ) && !c.text().contains("started from")
+            && !c.text().contains("bad domu settings"),
+        "domu=none started no domU, and said so",
     )?;
     Ok(())
 }
