@@ -584,6 +584,13 @@ fn domain(t: &Table) -> Result<BootDomain, Vec<Error>> {
                         "'+' cannot be passed: in domu= settings it stands for a space".to_string(),
                     );
                 }
+                let most = ferrite_abi::start_info::CMDLINE_LEN - 1;
+                if s.len() > most || s.contains('\0') {
+                    return Err(format!(
+                        "{} bytes: at most {most}, without NUL (StartInfo::cmd_line)",
+                        s.len()
+                    ));
+                }
                 cmd = Some((s.replace(' ', "+"), e));
                 Ok(None)
             }),
@@ -986,6 +993,19 @@ extra = "blk-write 7"
             let want = format!("{line}: {want}");
             assert!(e.starts_with(&want), "{body}: got {e:?}, want {want:?}");
         }
+        let long = format!(
+            "[[domain]]\nname = \"d\"\ncmdline = \"{}\"\n",
+            "x".repeat(1024)
+        );
+        assert_eq!(
+            one_error(&long),
+            "3: cmdline: 1024 bytes: at most 1023, without NUL (StartInfo::cmd_line)"
+        );
+        let fits = format!(
+            "[[domain]]\nname = \"d\"\ncmdline = \"{}\"\n",
+            "x".repeat(1023)
+        );
+        assert_eq!(parse(&fits).unwrap()[0].spec.cmdline.len(), 1023);
         // A rule across two keys names the later one.
         let e = one_error("[[domain]]\nname = \"d\"\nmemory = 32\nmaxmem = 16\n");
         assert_eq!(e, "4: maxmem: maxmem is less than mem");
