@@ -32,6 +32,8 @@ pub enum Image {
     Packed(&'static [u8]),
     /// Copied from dom0's memory by `DOMCTL CREATE`.
     Copied(Arc<Vec<u8>>),
+    /// None: a restored domain (it cannot be built again from scratch).
+    None,
 }
 
 impl Image {
@@ -39,6 +41,7 @@ impl Image {
         match self {
             Image::Packed(b) => b,
             Image::Copied(b) => b,
+            Image::None => &[],
         }
     }
 }
@@ -257,6 +260,14 @@ pub fn stopped(vm: &'static Vm) {
             vm.name
         ),
         Action::Destroy => begin(vm, false),
+        Action::Restart if matches!(origin.image, Image::None) => {
+            crate::println!(
+                "ferrite: domain {} ({}) was restored from a save: it has no image to restart                  from, so it is destroyed",
+                vm.id,
+                vm.name
+            );
+            begin(vm, false)
+        }
         Action::Restart => begin(vm, true),
     }
 }
@@ -363,6 +374,7 @@ fn unpublish(vm: &'static Vm) {
         super::timers::cancel(vm.id, v as u16, super::timers::Kind::OneShot);
         super::timers::cancel(vm.id, v as u16, super::timers::Kind::VirtualTimer);
     }
+    super::set_retiring(vm.id, true);
     super::uninstall(vm);
 }
 
@@ -384,6 +396,7 @@ fn release(d: Dying) {
     let restart = d.restart.then(|| vm.life.origin.clone()).flatten();
     let restarts = vm.life.restarts.load(Ordering::Relaxed);
     let gic_v3 = vm.gic_v3;
+    super::set_retiring(id, false);
     // SAFETY: `vm` was leaked by `install` and unpublished in step 3; every other CPU has
     // taken an interrupt since, i.e. finished the exit it may have been handling, and no
     // vCPU of it is loaded anywhere. Nothing can reach it any more.

@@ -145,9 +145,25 @@ pub fn domains() -> impl Iterator<Item = &'static Vm> {
     (0..MAX_DOMAINS as DomId).filter_map(domain)
 }
 
-/// The next free domain id after 0.
+/// Ids of destroyed domains not yet completely released: not to be given out yet.
+static RETIRING: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
+/// Where the search for a free id starts: ids are handed out in turn (as Xen does), so a new
+/// domain does not take the id a domain just destroyed had and logs stay unambiguous.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// A free domain id (never 0), the next in turn after the last one given.
 pub fn free_domid() -> Option<DomId> {
-    (1..MAX_DOMAINS as DomId).find(|&d| domain(d).is_none())
+    let n = MAX_DOMAINS - 1;
+    let start = NEXT_ID.load(Ordering::Relaxed);
+    let id = (0..n)
+        .map(|i| 1 + (start - 1 + i) % n)
+        .find(|&d| domain(d as DomId).is_none() && !RETIRING[d].load(Ordering::Acquire))?;
+    Some(id as DomId)
+}
+
+/// A destroyed domain's id stays taken until its release is complete.
+pub(crate) fn set_retiring(id: DomId, on: bool) {
+    RETIRING[id as usize].store(on, Ordering::Release);
 }
 
 /// The domain and vCPU this CPU runs. Only called on exits, so a vCPU runs here.
@@ -251,8 +267,14 @@ pub(crate) fn install(vm: Vm) -> Result<&'static Vm, ()> {
         Ordering::AcqRel,
         Ordering::Acquire,
     ) {
-        // SAFETY: just leaked above; it lives for the rest of Ferrite's run.
-        Ok(_) => Ok(unsafe { &*p }),
+        Ok(_) => {
+            // The next id handed out is after this one (a failed build takes none).
+            if id != 0 {
+                NEXT_ID.store(1 + id % (MAX_DOMAINS - 1), Ordering::Relaxed);
+            }
+            // SAFETY: just leaked above; freed only by `free_record` after its destruction.
+            Ok(unsafe { &*p })
+        }
         Err(_) => {
             // SAFETY: `p` came from Box::into_raw above and was not published.
             drop(unsafe { alloc::boxed::Box::from_raw(p) });

@@ -73,9 +73,8 @@ fn a_crashing_domu_is_reported_and_restarted_while_the_others_keep_running() -> 
         text.contains("ferrite: domain 1 (crashy): on_crash=restart"),
         "on_crash=restart not applied",
     )?;
-    let restarts = text
-        .matches("ferrite: domain 1 (crashy) restarted as domain")
-        .count();
+    // Each restart takes the next free id, as Xen's do.
+    let restarts = text.matches(" (crashy) restarted as domain ").count();
     out.ensure(
         restarts >= 3,
         format!("crashy was restarted {restarts} times, expected at least 3"),
@@ -86,7 +85,7 @@ fn a_crashing_domu_is_reported_and_restarted_while_the_others_keep_running() -> 
     )?;
     // preserve: kept, not restarted.
     out.ensure(
-        text.contains("ferrite: domain 3 (kept) is kept for inspection"),
+        text.contains("(kept) is kept for inspection"),
         "on_crash=preserve did not keep the domain",
     )?;
     out.ensure(

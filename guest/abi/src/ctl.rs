@@ -125,7 +125,7 @@ const _: () = assert!(size_of::<PhysInfo>() == 32);
 /// "FERSAVE1": the first word of a [`SaveHeader`].
 pub const SAVE_MAGIC: u64 = u64::from_le_bytes(*b"FERSAVE1");
 
-/// What `SAVE_BEGIN` reports and a save file starts with (104 bytes). The file goes on with
+/// What `SAVE_BEGIN` reports and a save file starts with (112 bytes). The file goes on with
 /// `nr_vcpus` [`VcpuState`]s, then `nr_pages` records of an 8-byte page type and 4096 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
@@ -136,6 +136,9 @@ pub struct SaveHeader {
     pub pad: u32,
     /// The domain's maximum memory in pages (its balloon limit).
     pub max_pages: u64,
+    /// Its virtual counter (CNTVCT_EL0) when it was saved: the restored domain's goes on from
+    /// there.
+    pub virtual_count: u64,
     /// Pseudo-physical frames of its shared-info, start-info and console-ring pages.
     pub shared_info_pfn: u64,
     pub start_info_pfn: u64,
@@ -157,6 +160,7 @@ impl Default for SaveHeader {
             nr_vcpus: 0,
             pad: 0,
             max_pages: 0,
+            virtual_count: 0,
             shared_info_pfn: 0,
             start_info_pfn: 0,
             console_pfn: 0,
@@ -169,7 +173,7 @@ impl Default for SaveHeader {
     }
 }
 
-const _: () = assert!(size_of::<SaveHeader>() == 104);
+const _: () = assert!(size_of::<SaveHeader>() == 112);
 
 /// A saved page's type, as `SAVE_PAGE` returns it.
 pub mod page_type {
