@@ -72,6 +72,7 @@ pub fn domu_from(
     gic_v3: bool,
     paused: bool,
 ) -> Result<&'static Vm, String> {
+    let born = timer::counter();
     let spec = &origin.spec;
     let image = origin.image.bytes();
     let name = spec.name.clone().unwrap_or_else(|| format!("domU{id}"));
@@ -232,6 +233,9 @@ pub fn domu_from(
         affinity,
     )
     .map_err(&fail)?;
+    vm.life
+        .born
+        .store(born, core::sync::atomic::Ordering::Relaxed);
     log::info!(
         "{name}: domain {id}, PV, {} vcpus, {} MiB at {base:#x}, entry {:#x}, weight {}, cap {}, \
          cpus {affinity:#x}, command line \"{}\"",

@@ -48,7 +48,7 @@ pub mod on_crash {
 }
 
 /// A domain as `DOMCTL GET_INFO` describes it (96 bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct DomInfo {
     pub id: u16,
@@ -72,26 +72,6 @@ pub struct DomInfo {
     /// Its name, NUL-padded UTF-8.
     pub name: [u8; 32],
     pub reserved: [u64; 2],
-}
-
-impl Default for DomInfo {
-    fn default() -> Self {
-        Self {
-            id: 0,
-            state: 0,
-            privileged: 0,
-            vcpus: 0,
-            mem_kib: 0,
-            maxmem_kib: 0,
-            cpu_ns: 0,
-            shutdown_reason: 0,
-            on_crash: 0,
-            restarts: 0,
-            pad: 0,
-            name: [0; 32],
-            reserved: [0; 2],
-        }
-    }
 }
 
 impl DomInfo {
@@ -188,7 +168,7 @@ pub mod page_type {
 }
 
 /// A vCPU in canonical form (944 bytes): translation bases hold pseudo-physical addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct VcpuState {
     /// 1 if the vCPU is up.
@@ -220,37 +200,6 @@ pub struct VcpuState {
     pub fpsr: u64,
     pub fpcr: u64,
     pub v: [u128; 32],
-}
-
-impl Default for VcpuState {
-    fn default() -> Self {
-        Self {
-            up: 0,
-            x: [0; 31],
-            pc: 0,
-            pstate: 0,
-            sp_el0: 0,
-            sp_el1: 0,
-            elr_el1: 0,
-            spsr_el1: 0,
-            ttbr0: 0,
-            ttbr1: 0,
-            sctlr: 0,
-            tcr: 0,
-            mair: 0,
-            vbar: 0,
-            tpidr_el0: 0,
-            tpidr_el1: 0,
-            tpidrro_el0: 0,
-            contextidr: 0,
-            cntkctl: 0,
-            timer_deadline: 0,
-            virtual_count: 0,
-            fpsr: 0,
-            fpcr: 0,
-            v: [0; 32],
-        }
-    }
 }
 
 const _: () = assert!(size_of::<VcpuState>() == 944);
