@@ -302,7 +302,8 @@ pub fn stop_domain(vm: &'static Vm, why: DomainState) {
             return;
         }
         *st = why;
-        vm.running.store(false, Ordering::Release);
+        // SeqCst: pairs with `sched::claim` (see there).
+        vm.running.store(false, Ordering::SeqCst);
     }
     for other in 0..vm.vcpus {
         // Its pCPU leaves it at its next decision (the caller's own leaves directly).

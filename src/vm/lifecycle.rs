@@ -134,7 +134,8 @@ pub fn pause(vm: &'static Vm) -> Result<(), Refused> {
     if !super::is_running(vm) || vm.life.dying.load(Ordering::Acquire) {
         return Err(Refused::NotRunning);
     }
-    if vm.life.paused.swap(true, Ordering::AcqRel) {
+    // SeqCst: pairs with `sched::claim` (see there).
+    if vm.life.paused.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
     let t = sched::now();
@@ -204,7 +205,7 @@ pub fn first_run(vm: &Vm) {
 pub fn all_vcpus_off(vm: &Vm) -> bool {
     vm.vcpu
         .iter()
-        .all(|c| c.loaded_on.load(Ordering::Acquire) == NOWHERE)
+        .all(|c| c.loaded_on.load(Ordering::SeqCst) == NOWHERE)
 }
 
 /// A domain on its way out.
@@ -244,7 +245,7 @@ fn domain_ptr(id: crate::domain::DomId) -> *const Vm {
 
 /// Queues `vm` for destruction (once), stopping it first if it still runs.
 fn begin(vm: &'static Vm, restart: bool) {
-    if vm.life.dying.swap(true, Ordering::AcqRel) {
+    if vm.life.dying.swap(true, Ordering::SeqCst) {
         return;
     }
     super::exit::stop_domain(vm, DomainState::PoweredOff);

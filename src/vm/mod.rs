@@ -182,11 +182,12 @@ pub fn try_current() -> Option<(&'static Vm, usize)> {
     (!p.is_null()).then(|| (unsafe { &*p }, v.load(Ordering::Relaxed)))
 }
 
-fn set_current(c: Option<(DomId, usize)>) {
+fn set_current(c: Option<(&'static Vm, usize)>) {
     let (d, v) = &CURRENT[cpu::index()];
-    let vm = c.and_then(|(id, _)| domain(id));
     d.store(
-        vm.map_or(core::ptr::null_mut(), |vm| (vm as *const Vm).cast_mut()),
+        c.map_or(core::ptr::null_mut(), |(vm, _)| {
+            (vm as *const Vm).cast_mut()
+        }),
         Ordering::Relaxed,
     );
     v.store(c.map_or(0, |(_, i)| i), Ordering::Relaxed);

@@ -166,7 +166,7 @@ pub fn notify(vm: &Vm, v: usize) {
 
 /// vCPU `v` must leave its pCPU (it was taken down): interrupt that pCPU if it is another.
 pub fn notify_stop(vm: &Vm, v: usize) {
-    let on = vm.vcpu[v].loaded_on.load(Ordering::Acquire);
+    let on = vm.vcpu[v].loaded_on.load(Ordering::SeqCst);
     if on != NOWHERE {
         // Its pCPU decides at its next exit, and the decision sees that it must stop.
         resched(on);
@@ -272,12 +272,13 @@ fn decide(frame: &mut TrapFrame) -> bool {
             let start = crate::arch::pmu::instructions();
             save_current(vm, v, frame);
             match next.and_then(|n| Some((domain(n.dom)?, n.vcpu as usize))) {
-                Some((nvm, nv)) => {
+                Some((nvm, nv)) if claim(nvm, nv) => {
                     load(nvm, nv, frame);
                     super::stats::switched(crate::arch::pmu::instructions().wrapping_sub(start));
                     true
                 }
-                None => idle_loop(),
+                // Gone or stopped meanwhile: decide again from idle.
+                _ => idle_loop(),
             }
         }
     }
@@ -312,25 +313,42 @@ fn save_current(vm: &'static Vm, v: usize, frame: &TrapFrame) {
     set_current(None);
 }
 
-/// Loads vCPU `v` of `vm` on this CPU into `frame`.
-fn load(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
+/// Takes vCPU `v` of `vm` for this CPU once the pCPU it last ran on has saved it. Returns
+/// false (leaving it) if its domain stopped, is being destroyed or was paused meanwhile.
+///
+/// Sequentially consistent with `exit::stop_domain`, `lifecycle::pause` and
+/// `lifecycle::all_vcpus_off`: either this sees the domain stopped or paused and backs off, or
+/// they see the vCPU loaded here (and IPI this CPU, or wait for it to leave).
+fn claim(vm: &'static Vm, v: usize) -> bool {
     let me = cpu::index();
     let vc = &vm.vcpu[v];
-    // The pCPU it last ran on may still be saving it.
     while vc
         .loaded_on
-        .compare_exchange(NOWHERE, me, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(NOWHERE, me, Ordering::SeqCst, Ordering::Acquire)
         .is_err()
     {
         core::hint::spin_loop();
     }
+    if !vm.running.load(Ordering::SeqCst)
+        || vm.life.paused.load(Ordering::SeqCst)
+        || vm.life.dying.load(Ordering::SeqCst)
+    {
+        vc.loaded_on.store(NOWHERE, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
+/// Loads vCPU `v` of `vm`, [`claim`]ed for this CPU, into `frame`.
+fn load(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
+    let vc = &vm.vcpu[v];
     if !vm.life.started.load(Ordering::Relaxed) {
         super::lifecycle::first_run(vm);
     }
     let ctx = vc.ctx.lock();
     context::load(&ctx, frame, PAUTH.load(Ordering::Relaxed));
     drop(ctx);
-    set_current(Some((vm.id, v)));
+    set_current(Some((vm, v)));
 }
 
 /// The running vCPU stops for good, or until it is started again (CPU_OFF, its domain shut
@@ -373,7 +391,9 @@ pub fn idle_loop() -> ! {
         let t = now();
         if let Some(d) = with(|c| c.schedule(me, t)) {
             kick_mask(d.kick);
-            if let Some((vm, v)) = d.next.and_then(|n| Some((domain(n.dom)?, n.vcpu as usize))) {
+            if let Some((vm, v)) = d.next.and_then(|n| Some((domain(n.dom)?, n.vcpu as usize)))
+                && claim(vm, v)
+            {
                 set_slice(d.run_for);
                 reprogram();
                 enter(vm, v);
