@@ -1,0 +1,186 @@
+//! The shell on dom0's console: a line editor fed from dom0's main loop ([`poll`]) and the
+//! command table.
+//!
+//! Ferrite's emulated UART passes dom0's output on a line at a time, so the prompt and the
+//! echo of what is typed appear when the line ends (Enter): the transcript reads
+//! `ferrite# list`, then the command's output.
+
+use super::{cmds, parse, xl};
+use crate::cmdline::Shell;
+use crate::console;
+use alloc::string::String;
+use alloc::vec::Vec;
+use spin::Mutex;
+
+pub const PROMPT: &str = "ferrite# ";
+const LINE_MAX: usize = 512;
+
+struct State {
+    mode: Shell,
+    /// The prompt has been shown (the shell is in use).
+    awake: bool,
+    line: String,
+    /// The previous byte was CR (a CR LF pair ends one line, not two).
+    after_cr: bool,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    mode: Shell::Off,
+    awake: false,
+    line: String::new(),
+    after_cr: false,
+});
+
+pub fn init(mode: Shell) {
+    let mut s = STATE.lock();
+    s.mode = mode;
+    if mode == Shell::Run {
+        s.awake = true;
+        drop(s);
+        banner();
+        prompt();
+    }
+}
+
+fn banner() {
+    println!("dom0: toolstack: shell ready (type help)");
+}
+
+fn prompt() {
+    console::write_bytes(PROMPT.as_bytes());
+}
+
+/// Reads what was typed; runs each finished line.
+pub fn poll() {
+    loop {
+        let mut s = STATE.lock();
+        if s.mode == Shell::Off {
+            return;
+        }
+        let Some(b) = console::read_byte() else {
+            return;
+        };
+        if !s.awake {
+            s.awake = true;
+            drop(s);
+            println!("");
+            banner();
+            prompt();
+            s = STATE.lock();
+        }
+        let after_cr = core::mem::replace(&mut s.after_cr, b == b'\r');
+        match b {
+            b'\n' if after_cr => {}
+            b'\r' | b'\n' => {
+                let line = core::mem::take(&mut s.line);
+                drop(s);
+                console::write_bytes(b"\r\n");
+                run_line(&line);
+                prompt();
+            }
+            // Backspace, DEL.
+            0x08 | 0x7f if s.line.pop().is_some() => console::write_bytes(b"\x08 \x08"),
+            // Ctrl-C, Ctrl-U: drop the line.
+            0x03 | 0x15 => {
+                s.line.clear();
+                drop(s);
+                console::write_bytes(b"^C\r\n");
+                prompt();
+            }
+            0x20..=0x7e if s.line.len() < LINE_MAX => {
+                s.line.push(b as char);
+                console::write_bytes(&[b]);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs one command line (from the shell or `dom0.exec`).
+pub fn run_line(line: &str) {
+    let words = parse::words(line);
+    let Some((cmd, args)) = words.split_first() else {
+        return;
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if !super::under_ferrite() && !matches!(cmd.as_str(), "help" | "echo") {
+        println!("error: {cmd}: not under Ferrite (no hypervisor to ask)");
+        return;
+    }
+    match cmd.as_str() {
+        "help" => help(),
+        "echo" => println!("{}", args.join(" ")),
+        "list" | "ls" => cmds::list(&args),
+        "info" => cmds::info(),
+        "create" => cmds::create(&args),
+        "pause" => cmds::pause(&args),
+        "unpause" => cmds::unpause(&args),
+        "destroy" => cmds::destroy(&args),
+        "shutdown" => cmds::shutdown(&args, false),
+        "reboot" => cmds::shutdown(&args, true),
+        "cycle" => cmds::cycle(&args),
+        "sched-credit" => xl::sched_credit(&args),
+        "vcpu-pin" => xl::vcpu_pin(&args),
+        "vcpu-list" => xl::vcpu_list(&args),
+        "console" => xl::console(&args),
+        "top" => xl::top(&args),
+        "dmesg" => xl::dmesg(&args),
+        "save" => super::store::save(&args),
+        "restore" => super::store::restore(&args),
+        "files" => super::store::files(&args),
+        "rm" => super::store::remove(&args),
+        "sleep" => xl::sleep(&args),
+        other => println!("error: unknown command \"{other}\" (type help)"),
+    }
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("list [dom]", "domains: Name ID Mem VCPUs State Time(s)"),
+    ("info", "the machine: CPUs, memory, free memory"),
+    (
+        "create [-p] <config>",
+        "build a domain from the packed PV image (domu= settings, e.g. name=web mem=8M cmd=hog); -p: leave it paused",
+    ),
+    ("pause <dom>", "stop its vCPUs"),
+    ("unpause <dom>", "let them run again"),
+    ("shutdown <dom>", "ask it to power off"),
+    ("reboot <dom>", "ask it to reboot"),
+    ("destroy <dom>", "release it at once"),
+    (
+        "save [-c] <dom> <file>",
+        "save it into a file in dom0's RAM, then destroy it (-c: keep it running)",
+    ),
+    ("restore [-p] <file>", "build a domain from a saved file"),
+    ("files / rm <file>", "saved files"),
+    (
+        "sched-credit [-d dom] [-w weight] [-c cap]",
+        "show or set Credit weights and caps",
+    ),
+    (
+        "vcpu-pin <dom> <vcpu|all> <cpus>",
+        "hard affinity, cpus like 0-1,3 or all",
+    ),
+    ("vcpu-list [dom]", "vCPUs: where they run, their time"),
+    (
+        "console <dom>",
+        "its console: the last lines, then new ones until Ctrl-]",
+    ),
+    (
+        "top [-b] [-d ms] [-n count]",
+        "CPU% and memory per domain, refreshed; any key quits",
+    ),
+    ("dmesg", "Ferrite's log"),
+    (
+        "cycle <n> <config>",
+        "n x (create, unpause, pause, unpause, destroy); free memory before and after",
+    ),
+    ("sleep <ms>", "wait (serving the domains)"),
+    ("help", "this"),
+];
+
+fn help() {
+    println!("commands (<dom> is a domain id or name):");
+    for (c, what) in HELP {
+        println!("  {c:<42} {what}");
+    }
+}
