@@ -103,7 +103,7 @@ pub fn run_line(line: &str) {
         return;
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    if !super::under_ferrite() && !matches!(cmd.as_str(), "help" | "echo") {
+    if !super::under_ferrite() && !matches!(cmd.as_str(), "help" | "echo" | "poweroff") {
         println!("error: {cmd}: not under Ferrite (no hypervisor to ask)");
         return;
     }
@@ -130,6 +130,7 @@ pub fn run_line(line: &str) {
         "files" => super::store::files(&args),
         "rm" => super::store::remove(&args),
         "sleep" => xl::sleep(&args),
+        "poweroff" => poweroff(),
         other => println!("error: unknown command \"{other}\" (type help)"),
     }
 }
@@ -175,8 +176,20 @@ const HELP: &[(&str, &str)] = &[
         "n x (create, unpause, pause, unpause, destroy); free memory before and after",
     ),
     ("sleep <ms>", "wait (serving the domains)"),
+    (
+        "poweroff",
+        "power the machine off (PSCI SYSTEM_OFF, as dom0's poweroff option)",
+    ),
     ("help", "this"),
 ];
+
+fn poweroff() {
+    println!("dom0: powering off");
+    console::flush();
+    crate::timer::stop_all();
+    crate::psci::system_off();
+    println!("error: poweroff: PSCI SYSTEM_OFF failed");
+}
 
 fn help() {
     println!("commands (<dom> is a domain id or name):");

@@ -64,12 +64,19 @@ pub fn sched_credit(args: &[&str]) {
         },
         None => ctl::domain_ids(),
     };
-    println!("{:<32} {:>5} {:>6} {:>4}", "Name", "ID", "Weight", "Cap");
+    let mut rows = Vec::new();
     for id in ids {
-        let name = name_of(id);
         match (sched::get_weight(id), sched::get_cap(id)) {
-            (Ok(w), Ok(c)) => println!("{name:<32} {id:>5} {w:>6} {c:>4}"),
+            (Ok(w), Ok(c)) => {
+                rows.push(alloc::format!("{:<32} {id:>5} {w:>6} {c:>4}", name_of(id)))
+            }
             (Err(e), _) | (_, Err(e)) => fail("sched-credit", &alloc::format!("dom{id}"), e),
+        }
+    }
+    if !rows.is_empty() {
+        println!("{:<32} {:>5} {:>6} {:>4}", "Name", "ID", "Weight", "Cap");
+        for r in rows {
+            println!("{r}");
         }
     }
 }
@@ -121,7 +128,9 @@ pub fn vcpu_pin(args: &[&str]) {
     for c in vcpus {
         match sched::set_affinity(id, c, mask) {
             Ok(()) => println!("{d} vcpu{c} pinned to cpus {}", parse::cpu_list(mask)),
-            Err(Errno::NoEnt) => return println!("error: vcpu-pin {d}: no vcpu {c} (ENOENT)"),
+            Err(Errno::NoEnt) => {
+                return println!("error: vcpu-pin {d}: no such domain or no vcpu {c} (ENOENT)");
+            }
             Err(e) => return fail("vcpu-pin", &alloc::format!("{d} vcpu{c}"), e),
         }
     }
@@ -136,10 +145,7 @@ pub fn vcpu_list(args: &[&str]) {
         },
         None => ctl::domain_ids(),
     };
-    println!(
-        "{:<32} {:>5} {:>5} {:>4} {:>5} {:>9} {:>6} {:>10}",
-        "Name", "ID", "VCPU", "CPU", "State", "Time(s)", "Runs", "Migrations"
-    );
+    let mut rows = Vec::new();
     for id in ids {
         let n = match sched::get_info(id) {
             Ok(n) => n,
@@ -165,13 +171,22 @@ pub fn vcpu_list(args: &[&str]) {
                 _ if s.priority == 0 => "b",
                 _ => "r",
             };
-            println!(
+            rows.push(alloc::format!(
                 "{name:<32} {id:>5} {c:>5} {:>4} {st:>5} {:>9.1} {:>6} {:>10}",
                 s.pcpu,
                 s.running_ns as f64 / 1e9,
                 s.runs,
                 s.migrations
-            );
+            ));
+        }
+    }
+    if !rows.is_empty() {
+        println!(
+            "{:<32} {:>5} {:>5} {:>4} {:>5} {:>9} {:>6} {:>10}",
+            "Name", "ID", "VCPU", "CPU", "State", "Time(s)", "Runs", "Migrations"
+        );
+        for r in rows {
+            println!("{r}");
         }
     }
 }

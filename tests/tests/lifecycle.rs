@@ -1,0 +1,224 @@
+//! Domain lifecycle from dom0's toolstack (guest/dom0/src/toolstack, docs/toolstack.md): PV
+//! domUs created from the image packed into dom0, paused, unpaused and destroyed through
+//! Ferrite's `DOMCTL`, typed at the shell on dom0's console or run from `dom0.exec`; 200
+//! create/destroy cycles give every frame back.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrite_systests::{ErrorKind, Exit, Outcome, Qemu, Result, Run};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+/// One command's answer.
+const STEP: Duration = Duration::from_secs(60);
+
+fn firmware() -> PathBuf {
+    let dir = std::env::var("FERRITE_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
+    dir.join("qemu-virt").join("ferrite-dom0.bin")
+}
+
+fn qemu(label: &str, dom0_args: &str) -> Qemu {
+    Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .memory("1G")
+        .timeout(TIMEOUT)
+        .label(label)
+        .image(firmware())
+        .bootargs(format!("semihosting dom0_vcpus=1 -- {dom0_args}"))
+}
+
+fn check_clean(out: &Outcome) -> Result<()> {
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    out.ensure(!out.console.contains("dom0: PANIC"), "dom0 panicked")?;
+    out.ensure(
+        !out.console.contains("crashed on vcpu"),
+        "Ferrite crashed dom0",
+    )
+}
+
+/// Types a command and waits for the shell to echo it (`ferrite# <cmd>`).
+fn type_cmd(run: &mut Run, cmd: &str) -> Result<()> {
+    run.send(&format!("{cmd}\n"))?;
+    let echo = format!("ferrite# {cmd}");
+    run.expect_line(&format!("{echo:?}"), STEP, |l| l.trim_end() == echo)?;
+    Ok(())
+}
+
+/// Types a command followed by `echo <marker>`; returns the lines in between (its output).
+fn output_of(run: &mut Run, cmd: &str, marker: &str) -> Result<Vec<String>> {
+    type_cmd(run, cmd)?;
+    run.send(&format!("echo {marker}\n"))?;
+    let mut lines = Vec::new();
+    run.expect_line(marker, STEP, |l| {
+        if l.trim() == marker {
+            return true;
+        }
+        lines.push(l.to_string());
+        false
+    })?;
+    // The echo of `echo <marker>` itself is not the command's output.
+    lines.retain(|l| !l.contains(&format!("echo {marker}")));
+    Ok(lines)
+}
+
+/// The `list` row of the domain named `name`: (id, state letters).
+fn row<'a>(lines: &'a [String], name: &str) -> Option<(u64, &'a str)> {
+    lines.iter().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (w.len() >= 6 && w[0] == name).then(|| (w[1].parse().unwrap_or(u64::MAX), w[4]))
+    })
+}
+
+/// 200 × (create, unpause, pause, unpause, destroy) of a PV domU with 4 MiB, from
+/// `dom0.exec`: Ferrite's free frames after the last destroy are what they were before the
+/// first create.
+#[test]
+fn two_hundred_create_destroy_cycles_give_every_frame_back() -> Result<()> {
+    let q = qemu(
+        "lifecycle-cycles",
+        "dom0.exec=\"info;cycle 200 name=cyc mem=4M cmd=hog;info;list\" poweroff",
+    );
+    let out = q.spawn()?.wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    check_clean(&out)?;
+    out.ensure(
+        out.console.contains("dom0: exec: done"),
+        "dom0.exec did not finish",
+    )?;
+    let Some(done) = out.console.find("cycle: 200 cycles in") else {
+        return Err(out.fail("no `cycle: 200 cycles` summary (a cycle failed?)"));
+    };
+    out.ensure(
+        done.ends_with(": ok"),
+        format!("free memory did not come back: {done}"),
+    )?;
+    out.ensure(
+        !out.console.lines().iter().any(|l| l.starts_with("cyc ")),
+        "a cycled domain is still listed",
+    )
+}
+
+/// The shell, typed at the console: create a domain, see it in `list`, pause it (state `p`),
+/// unpause it, read its console, destroy it, and it is gone from `list`; an unknown domain and
+/// a bad configuration get one-line errors naming them; the machine powers off from the shell.
+#[test]
+fn shell_creates_lists_pauses_and_destroys_a_domain() -> Result<()> {
+    let q = qemu("lifecycle-shell", "dom0.shell=run");
+    let mut run = q.spawn()?;
+    run.expect("dom0: toolstack: shell ready", TIMEOUT)?;
+
+    type_cmd(
+        &mut run,
+        "create name=web mem=8M cmd=ring-console 10000 100",
+    )?;
+    let created = run.expect("created domain", STEP)?;
+    let list = output_of(&mut run, "list", "end-of-list-1")?;
+    let Some((id, st)) = row(&list, "web") else {
+        return Err(run.error(
+            ErrorKind::Check,
+            format!("list does not show web: {created}; {list:?}"),
+        ));
+    };
+    if !(st.starts_with('r') || st.contains('b')) {
+        return Err(run.error(
+            ErrorKind::Check,
+            format!("web should run or block, is {st}"),
+        ));
+    }
+    if row(&list, "Domain-0").is_none() && !list.iter().any(|l| l.contains(" 0 ")) {
+        return Err(run.error(
+            ErrorKind::Check,
+            format!("list does not show dom0: {list:?}"),
+        ));
+    }
+
+    type_cmd(&mut run, "pause web")?;
+    run.expect(&format!("paused web (dom{id})"), STEP)?;
+    let list = output_of(&mut run, "list web", "end-of-list-2")?;
+    match row(&list, "web") {
+        Some((_, st)) if st.contains('p') => {}
+        other => return Err(run.error(ErrorKind::Check, format!("paused web shows as {other:?}"))),
+    }
+    type_cmd(&mut run, &format!("unpause {id}"))?;
+    run.expect(&format!("unpaused web (dom{id})"), STEP)?;
+
+    // Its console: the lines it wrote so far, then it detaches on a key.
+    type_cmd(&mut run, "console web")?;
+    run.expect(&format!("console dom{id}:"), STEP)?;
+    run.expect("ring-console", STEP)?;
+    run.send("\x1d")?;
+    run.expect(&format!("console dom{id}: detached"), STEP)?;
+
+    type_cmd(&mut run, "destroy web")?;
+    run.expect(&format!("destroyed web (dom{id})"), STEP)?;
+    let list = output_of(&mut run, "list", "end-of-list-3")?;
+    if row(&list, "web").is_some() {
+        return Err(run.error(
+            ErrorKind::Check,
+            format!("web is still listed after destroy: {list:?}"),
+        ));
+    }
+
+    // Mistakes: one clear line each, and the shell goes on.
+    type_cmd(&mut run, "pause nosuch")?;
+    run.expect("error: pause nosuch: no domain named \"nosuch\"", STEP)?;
+    type_cmd(&mut run, "destroy 42")?;
+    run.expect("error: destroy 42: no such domain (ENOENT)", STEP)?;
+    type_cmd(&mut run, "create name=bad mem=lots cmd=hog")?;
+    let e = run.expect("error: create bad:", STEP)?;
+    type_cmd(&mut run, "frobnicate")?;
+    run.expect("error: unknown command \"frobnicate\"", STEP)?;
+    let list = output_of(&mut run, "list", "end-of-list-4")?;
+    if row(&list, "bad").is_some() {
+        return Err(run.error(
+            ErrorKind::Check,
+            format!("a refused create left a domain ({e}): {list:?}"),
+        ));
+    }
+
+    type_cmd(&mut run, "poweroff")?;
+    let out = run.wait_exit(STEP)?;
+    out.ensure_exit(Exit::Code(0))?;
+    check_clean(&out)
+}
+
+/// Without Ferrite's answers nothing hangs: every command of `help` run from `dom0.exec` on a
+/// domain that does not exist prints one error line, and dom0 goes on to power off.
+#[test]
+fn every_command_fails_cleanly_on_a_missing_domain() -> Result<()> {
+    let cmds = "list 9;pause 9;unpause 9;shutdown 9;reboot 9;destroy 9;save 9 f;restore f;\
+                sched-credit -d 9;sched-credit -d 9 -w 0;vcpu-pin 9 0 all;vcpu-list 9;console 9;\
+                top -b -n 1;dmesg;create;cycle;bogus";
+    let q = qemu(
+        "lifecycle-errors",
+        &format!("dom0.exec=\"{cmds}\" poweroff"),
+    );
+    let out = q.spawn()?.wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    check_clean(&out)?;
+    out.ensure(
+        out.console.contains("dom0: exec: done"),
+        "dom0.exec did not finish",
+    )?;
+    for c in cmds.split(';') {
+        let c = c.trim();
+        let Some(at) = out
+            .console
+            .lines()
+            .iter()
+            .position(|l| l.trim_end() == format!("ferrite# {c}"))
+        else {
+            return Err(out.fail(format!("`{c}` was not run")));
+        };
+        // The next line answers it.
+        let next = out.console.lines().get(at + 1).cloned().unwrap_or_default();
+        let fine = next.starts_with("error: ")
+            || (c.starts_with("top") && next.starts_with("top: "))
+            || (c == "dmesg" && !next.starts_with("ferrite# "));
+        out.ensure(fine, format!("`{c}` answered `{next}`"))?;
+    }
+    Ok(())
+}
