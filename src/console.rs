@@ -10,7 +10,9 @@ use spin::Mutex;
 
 /// Base address of the console UART, or 0 before there is one.
 static BASE: AtomicUsize = AtomicUsize::new(0);
+/// Held while writing; it also guards the log ring, which keeps what Ferrite wrote.
 static LOCK: Mutex<()> = Mutex::new(());
+static RING: Mutex<crate::logring::LogRing> = Mutex::new(crate::logring::LogRing::new());
 
 /// Points the console at a PL011. Callable more than once (the early console is replaced by the
 /// one the device tree names).
@@ -34,6 +36,28 @@ fn uart() -> Option<Pl011> {
 
 struct Raw<'a>(&'a Pl011);
 
+/// Writes to the UART and the log ring.
+struct Logged<'a>(&'a Pl011);
+
+impl Write for Logged<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write_bytes(s.as_bytes());
+        RING.lock().write(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Copies Ferrite's log from byte number `from` (see [`crate::logring`]).
+pub fn read_log(from: u64, out: &mut [u8]) -> (usize, u64) {
+    let masked = crate::arch::cpu::irqs_masked();
+    crate::arch::cpu::irq_disable();
+    let r = RING.lock().read(from, out);
+    if !masked {
+        crate::arch::cpu::irq_enable();
+    }
+    r
+}
+
 impl Write for Raw<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.0.write_bytes(s.as_bytes());
@@ -45,7 +69,7 @@ impl Write for Raw<'_> {
 pub fn write_fmt(args: fmt::Arguments) {
     if let Some(uart) = uart() {
         let _guard = LOCK.lock();
-        let _ = Raw(&uart).write_fmt(args);
+        let _ = Logged(&uart).write_fmt(args);
     }
 }
 

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod dt;
 pub mod evtchn;
 pub mod grant;
+pub mod logring;
 pub mod mm;
 pub mod pv;
 pub mod sched;

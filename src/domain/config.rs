@@ -232,7 +232,10 @@ mod tests {
         assert_eq!(s.cmdline, "hog a,b");
         let d = DomuSpec::parse("disk=1M:4M,on_crash=restart,on_reboot=preserve,cmd=blk-write")
             .unwrap();
-        assert_eq!((d.on_crash, d.on_reboot), (Action::Restart, Action::Preserve));
+        assert_eq!(
+            (d.on_crash, d.on_reboot),
+            (Action::Restart, Action::Preserve)
+        );
         assert_eq!(d.on_poweroff, Action::Destroy);
         assert_eq!(d.disk, Some((1 << 20, 4 << 20)));
     }

@@ -76,6 +76,11 @@ impl Active {
         }
     }
 
+    /// How many of `granter`'s references are in use (by anyone).
+    pub fn granter_uses(&self, granter: DomId) -> usize {
+        self.uses.range((granter, 0)..=(granter, u64::MAX)).count()
+    }
+
     /// Uses of `granter`'s reference `gref`: (reads, writes).
     pub fn uses(&self, granter: DomId, gref: u64) -> (u32, u32) {
         self.uses.get(&(granter, gref)).copied().unwrap_or((0, 0))

@@ -259,6 +259,7 @@ pub fn dom0(
                 maintenance_irq, ..
             } => *maintenance_irq,
         }),
+        life: super::lifecycle::Life::new(None, false),
     })
     .map_err(|_| "domain 0 exists already")?;
     // The tables live as long as the domain; the grant layer maps granted frames into them.

@@ -4,6 +4,7 @@
 //! MMU on, and the domain handed to the scheduler.
 
 use super::domu::{self, PvDomain};
+use super::lifecycle::{Image, Life, Origin};
 use super::{Kind, Vcpu, Vm};
 use crate::arch::context::{Context, El2};
 use crate::arch::{cpu, timer, vcpu};
@@ -47,14 +48,32 @@ fn tcr() -> u64 {
     t0 | t1 | ips | asid16
 }
 
-/// Builds the PV domU `spec` from the ELF `image` as domain `id`, and makes vCPU 0 runnable.
+/// Builds the PV domU `spec` from the ELF `image` packed in Ferrite as domain `id`, and makes
+/// vCPU 0 runnable.
 pub fn domu(
     id: DomId,
     spec: &DomuSpec,
-    image: &[u8],
+    image: &'static [u8],
     cpus: usize,
     gic_v3: bool,
 ) -> Result<&'static Vm, String> {
+    let origin = Origin {
+        spec: spec.clone(),
+        image: Image::Packed(image),
+    };
+    domu_from(id, origin, cpus, gic_v3, false)
+}
+
+/// Builds a PV domU from `origin` as domain `id`; vCPU 0 runs at once unless `paused`.
+pub fn domu_from(
+    id: DomId,
+    origin: Origin,
+    cpus: usize,
+    gic_v3: bool,
+    paused: bool,
+) -> Result<&'static Vm, String> {
+    let spec = &origin.spec;
+    let image = origin.image.bytes();
     let name = spec.name.clone().unwrap_or_else(|| format!("domU{id}"));
     let all = if cpus >= 64 {
         u64::MAX
@@ -227,6 +246,7 @@ pub fn domu(
         uart: None,
         uart_spi: None,
         maintenance: None,
+        life: Life::new(Some(origin.clone()), paused),
     })
     .map_err(|_| fail(format!("{name}: domain id {id} is taken")))?;
     if let Err(e) = super::sched::add_domain(vm, spec.weight, spec.cap, |_| affinity) {

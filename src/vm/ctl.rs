@@ -102,7 +102,7 @@ pub fn sched_ctl(vm: &'static Vm, v: usize, frame: &TrapFrame) -> i64 {
 }
 
 /// Writes into dom0's own RAM at its VA `va` (stage 1 and 2 translated, checked).
-fn write_dom0(vm: &Vm, va: u64, data: &[u8]) -> bool {
+pub(super) fn write_dom0(vm: &Vm, va: u64, data: &[u8]) -> bool {
     crate::arch::guest_mem::write_with(va, data, |r, copy| {
         let ok = vm.memory.iter().any(|m| m.contains_region(&r));
         if ok {
@@ -110,53 +110,4 @@ fn write_dom0(vm: &Vm, va: u64, data: &[u8]) -> bool {
         }
         ok
     })
-}
-
-/// `DOMCTL` (dom0 only; the dispatcher refuses the others): what dom0 needs to find each
-/// domU's console back end, and the list of domains.
-#[inline(never)]
-pub fn domctl(_vm: &'static Vm, _v: usize, frame: &mut TrapFrame) -> i64 {
-    use ferrite_abi::call::domctl as dc;
-    let (c, dom) = (frame.x[1], frame.x[2]);
-    match c {
-        dc::CONSOLE => {
-            let Some(target) = u16::try_from(dom).ok().and_then(super::domain) else {
-                return errno::ENOENT;
-            };
-            let page = super::grant::console_page(target.id);
-            let Some(port) = (page != 0)
-                .then(|| target.pv().map(|_| super::events::console_port(target.id)))
-                .flatten()
-                .flatten()
-            else {
-                return errno::ENOENT;
-            };
-            frame.x[1] = ferrite_abi::grant::GREF_CONSOLE as u64;
-            port as i64
-        }
-        dc::NEXT_DOMAIN => {
-            let next = super::domains().find(|d| d.id as u64 > dom);
-            match next {
-                Some(d) => {
-                    frame.x[1] = d.vcpus as u64;
-                    frame.x[2] = super::is_running(d) as u64;
-                    d.id as i64
-                }
-                None => errno::ENOENT,
-            }
-        }
-        dc::DISK => {
-            let Some(target) = u16::try_from(dom).ok().and_then(super::domain) else {
-                return errno::ENOENT;
-            };
-            match super::devbus::disk(target.id) {
-                Some((first, n)) => {
-                    frame.x[1] = n;
-                    first as i64
-                }
-                None => errno::ENOENT,
-            }
-        }
-        _ => errno::ENOSYS,
-    }
 }

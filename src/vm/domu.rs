@@ -172,6 +172,7 @@ fn shutdown(vm: &'static Vm, v: usize, reason: abi_sched::ShutdownReason) -> ! {
         vm.name
     );
     super::exit::stop_domain(vm, state);
+    super::lifecycle::stopped(vm);
     sched::leave_current()
 }
 

@@ -280,6 +280,7 @@ pub fn crash(frame: &TrapFrame, why: fmt::Arguments) -> ! {
     crate::println!("{frame}");
     stop_domain(vm, DomainState::Crashed(reason));
     crate::println!("ferrite: {} is gone; Ferrite keeps running", vm.name);
+    super::lifecycle::stopped(vm);
     sched::leave_current();
 }
 

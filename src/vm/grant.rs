@@ -71,6 +71,35 @@ pub fn remove_domain(id: DomId) {
     CONSOLE_PAGE[id as usize].store(0, Ordering::Release);
 }
 
+/// How many of domain `id`'s grant references other domains use now (mappings, copies).
+pub fn mapped_by_others(id: DomId) -> usize {
+    ACTIVE.lock().granter_uses(id)
+}
+
+/// A dying PV domU's own maps of other domains' grants end: its vCPUs are off every CPU for
+/// good, so its page tables are never walked again; TLBs are flushed before the granters get
+/// their frames back.
+pub fn release_maps_of(id: DomId) {
+    let tables = TABLES.lock();
+    let mine: alloc::vec::Vec<(u64, Allowed)> = {
+        let mut a = PV_ALLOWED.lock();
+        let keys: alloc::vec::Vec<(DomId, u64)> =
+            a.range((id, 0)..=(id, u64::MAX)).map(|(k, _)| *k).collect();
+        keys.into_iter()
+            .filter_map(|k| a.remove(&k).map(|x| (k.1, x)))
+            .collect()
+    };
+    if mine.is_empty() {
+        return;
+    }
+    crate::arch::cpu::tlb_flush_guests();
+    for (ma, x) in mine {
+        for _ in 0..x.maps {
+            end_mapping(&*tables, x.granter, x.gref, ma, x.writable);
+        }
+    }
+}
+
 /// `GNTTAB_OP`.
 #[inline(never)]
 pub fn gnttab_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {

@@ -30,7 +30,7 @@ pub fn dispatch(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
         call::EVTCHN_OP => super::events::evtchn_op(vm, v, frame),
         call::GNTTAB_OP => super::grant::gnttab_op(vm, v, frame),
         call::DEVICE_OP => super::devbus::device_op(vm, v, frame),
-        call::DOMCTL if !pv => super::ctl::domctl(vm, v, frame),
+        call::DOMCTL if !pv => super::domctl::domctl(vm, v, frame),
         call::DOMCTL => {
             log::warn!("{}: vcpu{v}: DOMCTL refused: dom0 only", vm.name);
             errno::EPERM
@@ -151,6 +151,7 @@ fn console_io(vm: &Vm, v: usize, frame: &TrapFrame) -> i64 {
 /// interleave with Ferrite's log (PV guests prefix their own lines; see docs/pv-guest.md).
 fn write_console(vm: &Vm, bytes: &[u8]) {
     crate::console::write_guest_line(bytes);
+    vm.life.console_written(bytes);
     if vm.is_pv() {
         super::events::console_written();
     }

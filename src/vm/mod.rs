@@ -8,13 +8,16 @@ pub mod build;
 pub mod build_pv;
 pub mod ctl;
 pub mod devbus;
+pub mod domctl;
 pub mod domu;
 pub mod events;
 pub mod exit;
 pub mod grant;
 pub mod hypercall;
+pub mod lifecycle;
 pub mod modules;
 pub mod pvmm;
+pub mod save;
 pub mod sched;
 pub mod stats;
 pub mod timers;
@@ -102,6 +105,8 @@ pub struct Vm {
     pub uart_spi: Option<u32>,
     /// The GIC maintenance interrupt (a PPI), enabled on each CPU that runs a vCPU.
     pub maintenance: Option<u32>,
+    /// Paused, dying, what it was built from ([`lifecycle`]).
+    pub life: lifecycle::Life,
 }
 
 impl Vm {
@@ -119,8 +124,8 @@ impl Vm {
     }
 }
 
-/// The domains, by id. A domain's `Vm` is never freed while Ferrite runs (destroying one
-/// releases its memory and scheduler entries, and leaves this record behind).
+/// The domains, by id. A record is leaked by [`install`] and freed only by a destroyed
+/// domain's last step ([`lifecycle`]), once no CPU can hold a reference to it.
 static DOMAINS: [AtomicPtr<Vm>; MAX_DOMAINS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_DOMAINS];
 
@@ -130,7 +135,9 @@ static CURRENT: [(AtomicPtr<Vm>, AtomicUsize); MAX_CPUS] =
 
 pub fn domain(id: DomId) -> Option<&'static Vm> {
     let p = DOMAINS.get(id as usize)?.load(Ordering::Acquire);
-    // SAFETY: non-null entries come from `install`, which leaks a Box: they live forever.
+    // SAFETY: non-null entries come from `install`, which leaks a Box; it is freed only after
+    // being unpublished and every CPU passing an exit boundary (`lifecycle`), and references
+    // are never kept across one.
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
@@ -252,6 +259,27 @@ pub(crate) fn install(vm: Vm) -> Result<&'static Vm, ()> {
             Err(())
         }
     }
+}
+
+/// Takes a destroyed domain out of the table: `domain(id)` finds nothing from now on.
+pub(crate) fn uninstall(vm: &'static Vm) {
+    let p = (vm as *const Vm).cast_mut();
+    let _ = DOMAINS[vm.id as usize].compare_exchange(
+        p,
+        core::ptr::null_mut(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+}
+
+/// Drops a record [`install`] leaked.
+///
+/// # Safety
+/// `vm` must have been [`uninstall`]ed, and no reference to it may exist or be made again: no
+/// vCPU of it is loaded, and every other CPU has passed an exit boundary since.
+pub(crate) unsafe fn free_record(vm: &'static Vm) {
+    // SAFETY: from the caller; the pointer came from Box::into_raw in `install`.
+    drop(unsafe { alloc::boxed::Box::from_raw((vm as *const Vm).cast_mut()) });
 }
 
 /// How many domains are still running.

@@ -115,7 +115,6 @@ pub fn add_domain(
 }
 
 /// Takes a stopped domain's vCPUs out of the scheduler.
-#[allow(dead_code)] // for domain destruction (the lifecycle issue)
 pub fn remove_domain(vm: &Vm) {
     let t = now();
     let kick = with(|c| {
@@ -131,7 +130,10 @@ pub fn remove_domain(vm: &Vm) {
 
 /// Wakes vCPU `v` of `vm` if it is up and its domain runs.
 pub fn wake(vm: &Vm, v: usize) {
-    if !super::is_running(vm) || vm.power.lock().state(v) != Some(Power::On) {
+    if !super::is_running(vm)
+        || super::lifecycle::is_paused(vm)
+        || vm.power.lock().state(v) != Some(Power::On)
+    {
         return;
     }
     let t = now();
@@ -202,6 +204,7 @@ pub fn on_timer_irq() {
     let t = timer::counter();
     timers::expire(me, t);
     if ticked {
+        super::lifecycle::poll();
         let ns = timer::ticks_to_ns(t);
         if let Some(tick) = with(|c| c.tick(me, ns)) {
             if tick.resched {
@@ -346,7 +349,10 @@ pub fn leave_current_then(after: impl FnOnce()) -> ! {
         vm.vcpu[v].loaded_on.store(NOWHERE, Ordering::Release);
         set_current(None);
         after();
-        if !super::is_running(vm) && super::running_domains() == 0 {
+        // Once polled, a destroyed domain's record may be gone: read what is needed first.
+        let stopped = !super::is_running(vm);
+        super::lifecycle::poll();
+        if stopped && super::running_domains() == 0 && !super::lifecycle::restart_pending() {
             crate::boot::all_domains_gone();
         }
     }
@@ -360,6 +366,7 @@ pub fn idle_loop() -> ! {
     cpu::irq_disable();
     set_current(None);
     loop {
+        super::lifecycle::poll();
         let t = now();
         if let Some(d) = with(|c| c.schedule(me, t)) {
             kick_mask(d.kick);

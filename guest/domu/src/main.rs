@@ -43,6 +43,8 @@ mod io;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod latency;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod life;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod memory;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod net;
@@ -56,7 +58,9 @@ mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod guest {
     use crate::args::Args;
-    use crate::{bench, blk, evil, hello, hog, io, latency, memory, net, ptbuild, share, smp};
+    use crate::{
+        bench, blk, evil, hello, hog, io, latency, life, memory, net, ptbuild, share, smp,
+    };
     use ferrite_pv::StartInfo;
     use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
     use ferrite_pv::rt;
@@ -76,7 +80,7 @@ mod guest {
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
                          blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
-                         share-map <peer>";
+                         share-map <peer>, counter <ms> [fault <n>], evil-ctl";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -90,6 +94,13 @@ mod guest {
             "evil" => evil::run(si),
             "evil-crash" => evil::crash(),
             "hog" => hog::run(),
+            "counter" => {
+                let ms = args.number("counter", "ms", 100);
+                let fault =
+                    (args.word() == Some("fault")).then(|| args.number("counter", "fault", 10));
+                life::counter(ms, fault)
+            }
+            "evil-ctl" => life::evil_ctl(),
             "balloon" => memory::balloon(),
             "psci" => memory::psci(),
             "ring-console" => {

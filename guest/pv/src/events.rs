@@ -74,7 +74,30 @@ pub fn handle_upcall() -> u32 {
     STAMP[v].store(t, Ordering::Relaxed);
     UPCALLS[v].fetch_add(1, Ordering::Relaxed);
     RECEIVED[v].fetch_or(bits, Ordering::Release);
+    if bits & ferrite_abi::shared_info::virq::CONTROL != 0 {
+        control_request();
+    }
     bits
+}
+
+/// dom0 asked this domain to shut down (`virq::CONTROL`): do it now, with dom0's reason.
+/// Returns if there is no request.
+pub fn control_request() {
+    let Some(si) = shared_info() else { return };
+    let r = si.shutdown_request.swap(0, Ordering::AcqRel);
+    if r == 0 {
+        return;
+    }
+    let reason = r - 1;
+    crate::println!(
+        "domU: dom0 asks for a {}: shutting down",
+        if reason == ferrite_abi::sched::SHUTDOWN_REBOOT {
+            "reboot"
+        } else {
+            "power off"
+        }
+    );
+    let _ = crate::hypercall::shutdown(reason);
 }
 
 /// Takes (clears and returns) the received bits of vCPU `v` that are in `mask`.

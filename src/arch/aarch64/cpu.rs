@@ -48,6 +48,21 @@ pub fn dcache_line_size() -> u64 {
     4 << ((ctr >> 16) & 0xf)
 }
 
+/// Every guest's (EL1&0, every VMID) TLB entries, on every CPU: a destroyed domain's VMID is
+/// given to the next domain with its id, which must not see the old translations.
+pub fn tlb_flush_guests() {
+    // SAFETY: invalidating TLB entries only makes later walks re-read the tables.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi alle1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
 pub fn tlb_flush_el2() {
     // SAFETY: invalidating EL2 TLB entries only makes later walks re-read the tables.
     unsafe {

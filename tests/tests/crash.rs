@@ -1,0 +1,126 @@
+//! Domain lifecycle seen from Ferrite alone (no toolstack): a domU that faults is reported
+//! (reason, registers, its last console lines) and handled by its `on_crash` setting while the
+//! others keep running; a domU that calls a control operation gets `-EPERM`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrite_systests::{Exit, Outcome, Qemu, Result};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn firmware() -> PathBuf {
+    let dir = std::env::var("FERRITE_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
+    dir.join("qemu-virt").join("ferrite-dom0.bin")
+}
+
+fn run(label: &str, domus: &str, report_ms: u32) -> Result<Outcome> {
+    let out = Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .memory("1G")
+        .icount(true)
+        .timeout(TIMEOUT)
+        .label(label)
+        .image(firmware())
+        .bootargs(format!(
+            "semihosting dom0_vcpus=1 {domus} -- dom0.sched.report={report_ms} poweroff"
+        ))
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    out.ensure(
+        out.console.contains("dom0: sched: report done"),
+        "dom0 did not keep running to its report",
+    )?;
+    Ok(out)
+}
+
+/// The highest `counter: N` a domain printed.
+fn last_count(text: &str, dom: u32) -> u64 {
+    let prefix = format!("domU{dom}: counter: ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|r| r.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_crashing_domu_is_reported_and_restarted_while_the_others_keep_running() -> Result<()> {
+    let out = run(
+        "crash-restart",
+        "domu=name=crashy,mem=8M,on_crash=restart,cmd=counter+20+fault+3 \
+         domu=name=steady,mem=8M,cmd=counter+50 \
+         domu=name=kept,mem=8M,on_crash=preserve,cmd=counter+20+fault+2",
+        1500,
+    )?;
+    let text = out.console.text();
+    // The report: the reason, the guest's own fault line, and its last console lines.
+    out.ensure(
+        text.contains("ferrite: domain 1 (crashy) shut down from vcpu0: crash"),
+        "no crash line for crashy",
+    )?;
+    out.ensure(
+        text.contains("ferrite: domain 1 (crashy): its last console lines:")
+            && text.contains("ferrite:   | domU1: counter: faulting on purpose at 3"),
+        "the report does not show crashy's last console lines",
+    )?;
+    out.ensure(
+        text.contains("ferrite: domain 1 (crashy): on_crash=restart"),
+        "on_crash=restart not applied",
+    )?;
+    let restarts = text
+        .matches("ferrite: domain 1 (crashy) restarted as domain")
+        .count();
+    out.ensure(
+        restarts >= 3,
+        format!("crashy was restarted {restarts} times, expected at least 3"),
+    )?;
+    out.ensure(
+        text.contains("crashy: domain 1 destroyed; 2048 frames freed"),
+        "crashy's 8 MiB were not freed before its restart",
+    )?;
+    // preserve: kept, not restarted.
+    out.ensure(
+        text.contains("ferrite: domain 3 (kept) is kept for inspection"),
+        "on_crash=preserve did not keep the domain",
+    )?;
+    out.ensure(
+        !text.contains("(kept) restarted"),
+        "a preserved domain was restarted",
+    )?;
+    // The bystander counted all along: ~1.5 s at 50 ms a count.
+    let steady = last_count(&text, 2);
+    out.ensure(
+        steady >= 15,
+        format!("steady only counted to {steady} while crashy crashed"),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn a_domu_calling_control_operations_gets_eperm() -> Result<()> {
+    let out = run(
+        "evil-ctl",
+        "domu=name=evil,mem=8M,cmd=evil-ctl domu=name=steady,mem=8M,cmd=counter+50",
+        500,
+    )?;
+    out.ensure(
+        out.console
+            .contains("domU1: evil-ctl: 12 refused with EPERM, 0 allowed"),
+        "a domU's control call was not refused with EPERM",
+    )?;
+    out.ensure(
+        out.console
+            .contains("evil: vcpu0: DOMCTL refused: dom0 only"),
+        "no log line names the refused domain",
+    )?;
+    out.ensure(
+        last_count(&out.console.text(), 2) >= 5,
+        "the other domU stopped counting",
+    )
+}
