@@ -148,7 +148,7 @@ fn shell_creates_lists_pauses_and_destroys_a_domain() -> Result<()> {
     // Its console: the lines it wrote so far, then it detaches on a key.
     type_cmd(&mut run, "console web")?;
     run.expect(&format!("console dom{id}:"), STEP)?;
-    run.expect("ring-console", STEP)?;
+    run.expect("ring line", STEP)?;
     run.send("\x1d")?;
     run.expect(&format!("console dom{id}: detached"), STEP)?;
 

@@ -92,7 +92,11 @@ fn sample_busy(ids: &[(u64, u32)], ms: u64) -> Vec<(u64, u64)> {
         v
     };
     let before = read();
-    super::sleep_or_key(ms);
+    // Not sleep_or_key: what is typed meanwhile is the shell's next command.
+    let deadline = timer::deadline_us(ms * 1000);
+    while timer::counter() < deadline {
+        super::idle();
+    }
     let after = read();
     after
         .iter()
@@ -244,13 +248,19 @@ pub fn unpause(args: &[&str]) {
     on_domain("unpause", args, "unpaused", ctl::unpause)
 }
 
-/// Destroys `id`, calling again while Ferrite says it is busy (a vCPU still leaving its CPU),
-/// for up to 2 s.
+/// Destroys `id`. Ferrite answers `EBUSY` while the domain is still being taken apart (a vCPU
+/// leaving its CPU, frames still mapped): call again, up to 2 s, until it is gone (`ENOENT`
+/// after an `EBUSY` means just that).
 pub fn destroy_id(id: u64) -> Result<()> {
     let deadline = timer::deadline_us(2_000_000);
+    let mut busy = false;
     loop {
         match ctl::destroy(id) {
-            Err(Errno::Busy) if timer::counter() < deadline => super::idle(),
+            Err(Errno::Busy) if timer::counter() < deadline => {
+                busy = true;
+                super::idle();
+            }
+            Err(Errno::NoEnt) if busy => return Ok(()),
             r => return r,
         }
     }

@@ -30,6 +30,12 @@ pub fn image() -> &'static [u8] {
 }
 
 static UNDER_FERRITE: AtomicBool = AtomicBool::new(false);
+/// Commands come from `dom0.exec`, not a person: nothing waits for a key.
+static SCRIPTED: AtomicBool = AtomicBool::new(false);
+
+pub fn scripted() -> bool {
+    SCRIPTED.load(Ordering::Relaxed)
+}
 
 pub fn under_ferrite() -> bool {
     UNDER_FERRITE.load(Ordering::Relaxed)
@@ -39,10 +45,12 @@ pub fn under_ferrite() -> bool {
 pub fn boot(opts: &crate::cmdline::Options, under_ferrite: bool) {
     UNDER_FERRITE.store(under_ferrite, Ordering::Relaxed);
     if let Some(script) = &opts.exec {
+        SCRIPTED.store(true, Ordering::Relaxed);
         for c in parse::commands(script) {
             println!("ferrite# {c}");
             shell::run_line(c);
         }
+        SCRIPTED.store(false, Ordering::Relaxed);
         println!("dom0: exec: done");
     }
     shell::init(opts.shell);

@@ -1,9 +1,10 @@
 //! The shell on dom0's console: a line editor fed from dom0's main loop ([`poll`]) and the
 //! command table.
 //!
-//! Ferrite's emulated UART passes dom0's output on a line at a time, so the prompt and the
-//! echo of what is typed appear when the line ends (Enter): the transcript reads
-//! `ferrite# list`, then the command's output.
+//! Ferrite's emulated UART passes dom0's output on a line at a time, so a prompt or an echo
+//! without its newline would show only when the line ends, and lines from the domUs' consoles
+//! printed meanwhile would land in the middle of it. So the shell echoes a whole line when Enter
+//! is pressed, prompt included (`ferrite# list`), as one console line, then the command's output.
 
 use super::{cmds, parse, xl};
 use crate::cmdline::Shell;
@@ -38,16 +39,11 @@ pub fn init(mode: Shell) {
         s.awake = true;
         drop(s);
         banner();
-        prompt();
     }
 }
 
 fn banner() {
     println!("dom0: toolstack: shell ready (type help)");
-}
-
-fn prompt() {
-    console::write_bytes(PROMPT.as_bytes());
 }
 
 /// Reads what was typed; runs each finished line.
@@ -63,9 +59,7 @@ pub fn poll() {
         if !s.awake {
             s.awake = true;
             drop(s);
-            println!("");
             banner();
-            prompt();
             s = STATE.lock();
         }
         let after_cr = core::mem::replace(&mut s.after_cr, b == b'\r');
@@ -74,23 +68,20 @@ pub fn poll() {
             b'\r' | b'\n' => {
                 let line = core::mem::take(&mut s.line);
                 drop(s);
-                console::write_bytes(b"\r\n");
+                println!("{PROMPT}{line}");
                 run_line(&line);
-                prompt();
             }
             // Backspace, DEL.
-            0x08 | 0x7f if s.line.pop().is_some() => console::write_bytes(b"\x08 \x08"),
+            0x08 | 0x7f => {
+                s.line.pop();
+            }
             // Ctrl-C, Ctrl-U: drop the line.
             0x03 | 0x15 => {
-                s.line.clear();
+                let line = core::mem::take(&mut s.line);
                 drop(s);
-                console::write_bytes(b"^C\r\n");
-                prompt();
+                println!("{PROMPT}{line}^C");
             }
-            0x20..=0x7e if s.line.len() < LINE_MAX => {
-                s.line.push(b as char);
-                console::write_bytes(&[b]);
-            }
+            0x20..=0x7e if s.line.len() < LINE_MAX => s.line.push(b as char),
             _ => {}
         }
     }

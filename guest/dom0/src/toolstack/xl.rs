@@ -192,7 +192,9 @@ pub fn vcpu_list(args: &[&str]) {
 }
 
 /// `console <dom>`: the domain's last lines, then its new ones as they come, until a key is
-/// typed (Ctrl-] as in xl, or any other: input is not forwarded to the domain).
+/// typed (Ctrl-] as in xl, or any other: input is not forwarded to the domain). From
+/// `dom0.exec`, only the lines so far. What the domain writes with `CONSOLE_IO` goes straight
+/// to Ferrite's console and is not seen here: only its console ring is.
 pub fn console(args: &[&str]) {
     let Some((id, _)) = resolve("console", args.first().copied()) else {
         return;
@@ -203,12 +205,18 @@ pub fn console(args: &[&str]) {
             "error: console dom{id}: dom0 does not serve its console (dom0 itself, or none)"
         );
     };
-    println!(
-        "console dom{id}: {} earlier line(s); any key (Ctrl-]) detaches",
-        lines.len()
-    );
+    let scripted = super::scripted();
+    let how = if scripted {
+        ""
+    } else {
+        "; any key (Ctrl-]) detaches"
+    };
+    println!("console dom{id}: {} earlier line(s){how}", lines.len());
     for l in &lines {
         println!("{l}");
+    }
+    if scripted {
+        return println!("console dom{id}: detached");
     }
     crate::consback::follow(id);
     loop {
