@@ -116,8 +116,8 @@ fn map_check(dom: u16, gref: u32) {
 }
 
 /// Brings the connections up to date with the domains that exist: drains and drops those whose
-/// domain is gone (or `gone` says is going), connects new domUs (the toolstack's). Quiet about
-/// domains it already serves.
+/// domain is gone (or `gone` says is going, or whose port is no longer bound to it), connects
+/// new domUs (the toolstack's, restarted ones). Quiet about domains it already serves.
 pub fn rescan(gone: Option<u64>) {
     if !events::ready() {
         return;
@@ -126,7 +126,7 @@ pub fn rescan(gone: Option<u64>) {
     service(true);
     let mut backs = BACKS.lock();
     backs.retain(|b| {
-        let keep = ids.contains(&(b.dom as u64)) && gone != Some(b.dom as u64);
+        let keep = ids.contains(&(b.dom as u64)) && gone != Some(b.dom as u64) && !stale(b);
         if !keep && !b.dead {
             let _ = events::op(ev::CLOSE, b.port as u64, 0);
         }
@@ -139,6 +139,23 @@ pub fn rescan(gone: Option<u64>) {
             backs.push(b);
         }
     }
+}
+
+/// Whether our port no longer leads to the domain's console: the domain went (its id may have
+/// been given to another, a restarted one), leaving our port unbound.
+fn stale(b: &Back) -> bool {
+    if b.dead {
+        return false;
+    }
+    let mut r = [0u64; 3];
+    let kind = crate::psci::hypercall_regs(
+        call::EVTCHN_OP,
+        ev::STATUS,
+        b.port as u64,
+        ferrite_abi::call::DOMID_SELF as u64,
+        &mut r,
+    );
+    !(kind == ev::status::INTERDOMAIN as i64 && r[0] == b.dom as u64)
 }
 
 /// Domain `dom`'s last lines (and its unfinished one), or `None` if dom0 does not serve its

@@ -106,6 +106,8 @@ fn sample_busy(ids: &[(u64, u32)], ms: u64) -> Vec<(u64, u64)> {
 }
 
 pub fn list(args: &[&str]) {
+    // Restarted domains (on_crash, on_reboot) get their consoles served again.
+    crate::consback::rescan(None);
     let ids: Vec<u64> = match args.first() {
         Some(a) => match resolve("list", Some(a)) {
             Some((id, _)) => alloc::vec![id],
