@@ -222,3 +222,47 @@ fn every_command_fails_cleanly_on_a_missing_domain() -> Result<()> {
     }
     Ok(())
 }
+
+/// `save` keeps a counting domain in dom0's RAM and destroys it; `restore` builds it again and
+/// it counts on from where it was (its count lives in its registers and stack), not from 1.
+#[test]
+fn a_saved_domain_is_restored_and_goes_on_counting() -> Result<()> {
+    let q = qemu(
+        "lifecycle-save",
+        "dom0.exec=\"create name=cnt mem=8M cmd=counter 100;sleep 1500;save cnt f;files;list;\
+         restore f;sleep 1500;list;destroy cnt\" poweroff",
+    );
+    let out = q.spawn()?.wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    check_clean(&out)?;
+    let lines = out.console.lines();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    let Some(saved) = at("saved dom1 to \"f\"") else {
+        return Err(out.fail("no `saved dom1 to \"f\"` line"));
+    };
+    let Some(restored) = at("restored \"f\" as dom") else {
+        return Err(out.fail("no `restored \"f\" as dom<N>` line"));
+    };
+    // The counter's values (`domU<N>: counter: <n>`) before the save and after the restore.
+    let count = |l: &String| -> Option<u64> { l.split("counter: ").nth(1)?.trim().parse().ok() };
+    let last_before = lines[..saved].iter().filter_map(count).max().unwrap_or(0);
+    // From the command on: the restored domain may print before the shell says it is back.
+    let restore_cmd = at("ferrite# restore f").unwrap_or(restored);
+    let after: Vec<u64> = lines[restore_cmd..].iter().filter_map(count).collect();
+    out.ensure(
+        last_before >= 5,
+        format!("it counted only to {last_before} before the save"),
+    )?;
+    out.ensure(!after.is_empty(), "the restored domain printed no count")?;
+    out.ensure(
+        after[0] > last_before && after[0] <= last_before + 2,
+        format!(
+            "counted to {last_before} before the save, then {} after the restore",
+            after[0]
+        ),
+    )?;
+    out.ensure(
+        out.console.contains("destroyed cnt"),
+        "the restored domain was not destroyed by name",
+    )
+}
