@@ -3,6 +3,7 @@
 #   make run                 boot Ferrite and its dom0 in QEMU virt (4 CPUs, GICv3); Ctrl-A X quits
 #   make run GIC=2 CPUS=2 MEM=2G    other virt shapes;  make run BOARD=rpi4   QEMU raspi4b
 #   make run DOM0=none       Ferrite alone
+#   make run DOMAINS=FILE    start FILE's domUs at boot (default boards/<board>/domains.toml)
 #   make build               build/<board>/ferrite.bin (Ferrite alone, and ferrite.elf for gdb)
 #                            and build/<board>/ferrite-dom0.bin (Ferrite with dom0 packed in)
 #   make debug               QEMU waiting for gdb on :1234
@@ -26,6 +27,9 @@ BOOTARGS ?= loglevel=info
 # busybox initramfs, loaded beside Ferrite by QEMU's guest-loader as U-Boot would) or `none`.
 DOM0 ?= ferrite
 DOM0_CMDLINE ?= loglevel=info
+# The PV domUs the firmware with dom0 starts at boot (docs/domains.md): checked by build.rs and
+# packed in; `domu=` options in BOOTARGS replace them. Empty: none.
+DOMAINS ?= $(wildcard boards/$(BOARD)/domains.toml)
 LINUX_CMDLINE ?= console=ttyAMA0
 # Ferrite is built soft-float: EL2 code must never touch the FP/SIMD registers, which hold the
 # interrupted guest's state (they are not saved on exits). Guests use the ordinary target.
@@ -49,6 +53,9 @@ LINUX_LOADERS = -device guest-loader,addr=0x50000000,kernel=$(LINUX_KERNEL),boot
 # One cargo target directory per board: each board's image differs only in its early console
 # (FERRITE_EARLY_UART), and separate directories keep switching boards from rebuilding.
 CARGO_TARGET := target/boards/$(BOARD)
+# The firmware with dom0 differs from Ferrite alone in what is packed into it (its own directory
+# keeps each from rebuilding the other; tests/tests/bootcfg.rs gives it another one again).
+CARGO_TARGET_DOM0 := $(CARGO_TARGET)-dom0
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 OBJCOPY = $(shell rustc --print sysroot)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 QEMU := qemu-system-aarch64
@@ -56,7 +63,7 @@ QEMU_ARGS = $(QEMU_BOARD_ARGS) -nographic -no-reboot -semihosting-config enable=
 	-kernel $(RUN_IMAGE) -append "$(BOOTARGS)" $(QEMU_DEVICES) \
 	$(if $(filter linux,$(DOM0)),$(LINUX_LOADERS)) $(QEMU_EXTRA)
 
-.PHONY: all build dom0-guest domu-guest linux-dom0 run debug test unit-test system-test bench setup setup-rust setup-qemu \
+.PHONY: all build bootcfg-test-image dom0-guest domu-guest linux-dom0 run debug test unit-test system-test bench setup setup-rust setup-qemu \
 	clippy fmt clean FORCE sdcard netboot hil
 all: build
 
@@ -76,11 +83,11 @@ build: setup-rust
 	$(MAKE) --no-print-directory domu-guest
 	$(MAKE) --no-print-directory dom0-guest
 	FERRITE_EARLY_UART=$(EARLY_UART) FERRITE_DOM0_KERNEL=$(abspath $(DOM0_IMAGE)) \
-		FERRITE_DOMU_IMAGE=$(abspath $(DOMU_IMAGE)) \
+		FERRITE_DOMU_IMAGE=$(abspath $(DOMU_IMAGE)) FERRITE_DOMAINS="$(DOMAINS)" \
 		FERRITE_DOM0_CMDLINE="$(DOM0_CMDLINE)" cargo build -p ferrite --target $(TARGET) \
-		$(CARGO_PROFILE_FLAG) --target-dir $(CARGO_TARGET)-dom0
-	$(OBJCOPY) -O binary $(CARGO_TARGET)-dom0/$(TARGET)/$(PROFILE)/ferrite $(FIRMWARE_DOM0)
-	@echo "built $(FIRMWARE_DOM0) ($$(stat -c %s $(FIRMWARE_DOM0)) bytes, dom0 and the PV domU packed in)"
+		$(CARGO_PROFILE_FLAG) --target-dir $(CARGO_TARGET_DOM0)
+	$(OBJCOPY) -O binary $(CARGO_TARGET_DOM0)/$(TARGET)/$(PROFILE)/ferrite $(FIRMWARE_DOM0)
+	@echo "built $(FIRMWARE_DOM0) ($$(stat -c %s $(FIRMWARE_DOM0)) bytes, dom0 and the PV domU packed in, boot domains from $(or $(DOMAINS),nowhere))"
 
 # Ferrite's own dom0 (guest/dom0): one image for every board. Its toolstack builds domains from
 # the PV domU image, packed into dom0 (guest/dom0/build.rs), so the domU is built first.
@@ -125,10 +132,17 @@ unit-test: setup-rust
 system-test: setup
 	$(MAKE) --no-print-directory build BOARD=qemu-virt
 	$(MAKE) --no-print-directory build BOARD=rpi4
+	$(MAKE) --no-print-directory bootcfg-test-image
 	$(MAKE) --no-print-directory linux-dom0
 	cargo test -p ferrite-systests --target $(HOST) -- --test-threads=2
 
 test: unit-test system-test
+
+# tests/tests/bootcfg.rs's firmware: qemu-virt's, with tests/fixtures/domains.toml packed in, in
+# its own directories (build/bootcfg, target/boards/bootcfg-dom0) so the others are untouched.
+bootcfg-test-image:
+	$(MAKE) --no-print-directory build BOARD=qemu-virt BUILD=build/bootcfg \
+		CARGO_TARGET_DOM0=target/boards/bootcfg-dom0 DOMAINS=tests/fixtures/domains.toml
 
 # Benchmarks: deterministic under -icount, a table in build/bench/results.txt. Not tests.
 bench: setup

@@ -288,11 +288,19 @@ fn start_scheduler(cpus: usize) {
     }
 }
 
-/// Builds the PV domUs the command line asks for, from the image packed into Ferrite.
+/// Builds the PV domUs the command line asks for, or if it names none, those packed into the
+/// image from `domains.toml` (docs/domains.md), from the image packed into Ferrite.
 fn start_domus(info: &MachineInfo, cpus: usize) {
     let opts = OPTIONS.get().expect("options are parsed before domUs");
     let gic_v3 = matches!(info.gic, Some(crate::dt::GicInfo::V3 { .. }));
-    for spec in &opts.domus {
+    use crate::domain::packed;
+    let (specs, source) = crate::domain::bootcfg::boot_domus(
+        &opts.domus,
+        opts.domus_none,
+        packed::DOMUS,
+        packed::SOURCE,
+    );
+    for spec in &specs {
         let Some(id) = crate::vm::free_domid() else {
             log::error!("domU: no free domain id");
             return;
@@ -309,8 +317,9 @@ fn start_domus(info: &MachineInfo, cpus: usize) {
             );
             continue;
         };
-        if let Err(e) = crate::vm::build_pv::domu(id, spec, image, cpus, gic_v3) {
-            log::error!("domU: cannot start it: {e}");
+        match crate::vm::build_pv::domu(id, spec, image, cpus, gic_v3) {
+            Ok(vm) => log::info!("{}: started from {source}", vm.name),
+            Err(e) => log::error!("domU: cannot start it: {e}"),
         }
     }
 }

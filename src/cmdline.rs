@@ -30,6 +30,8 @@ pub struct Options {
     pub bench_sched: bool,
     /// `domu=<settings>` (repeatable): a PV domU to start at boot (see `domain::config`).
     pub domus: Vec<crate::domain::config::DomuSpec>,
+    /// `domu=none`: start none of the domUs packed into the image (docs/domains.md).
+    pub domus_none: bool,
     /// `sched_credit_tslice_ms=<n>`: the Credit scheduler's time slice (default 30).
     pub tslice_ms: Option<u64>,
     /// `sched_ratelimit_us=<n>`: the Credit scheduler's rate limit (default 1000; 0 = off).
@@ -60,6 +62,7 @@ impl Default for Options {
             dom0_vcpus: None,
             bench_sched: false,
             domus: Vec::new(),
+            domus_none: false,
             tslice_ms: None,
             ratelimit_us: None,
             dom0_args: None,
@@ -135,6 +138,7 @@ pub fn parse(bootargs: &str) -> Options {
                     .push((word.to_string(), "dom0_vcpus takes a number from 1")),
             },
             ("bench", Some("sched")) => o.bench_sched = true,
+            ("domu", Some("none")) => o.domus_none = true,
             ("domu", Some(v)) => match crate::domain::config::DomuSpec::parse(v) {
                 Ok(d) => o.domus.push(d),
                 Err(e) => o
@@ -217,6 +221,8 @@ mod tests {
         let o = parse("domu=vcpus=99 sched_credit_tslice_ms=0 sched_ratelimit_us=x");
         assert_eq!(o.rejected.len(), 3);
         assert!(o.domus.is_empty());
+        let o = parse("domu=none");
+        assert!(o.domus_none && o.domus.is_empty() && o.rejected.is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ extern crate alloc;
 
 // Portable: builds and unit-tests on the host.
 pub mod cmdline;
+pub mod conswitch;
 pub mod devbus;
 pub mod domain;
 pub mod dt;

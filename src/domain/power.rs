@@ -31,6 +31,13 @@ impl PowerTable {
         Self { vcpus: v }
     }
 
+    /// A restored vCPU that was running when its domain was saved.
+    pub fn set_on(&mut self, i: usize) {
+        if let Some(p) = self.vcpus.get_mut(i) {
+            *p = Power::On;
+        }
+    }
+
     fn index(&self, mpidr: u64) -> Option<usize> {
         // Only Aff0 may be set; MPIDR bits outside the affinity fields are ignored.
         let aff = mpidr & 0xff_00ff_ffff;

@@ -40,7 +40,7 @@ impl PhysMem for Frames {
 
 /// TCR_EL1 for PV domains (docs/abi.md): 48-bit VAs in both halves with 4 KiB granules, walks
 /// inner-shareable write-back, IPS from the CPU, 16-bit ASIDs where there are.
-fn tcr() -> u64 {
+pub(super) fn tcr() -> u64 {
     let t0 = 16 | (0b01 << 8) | (0b01 << 10) | (0b11 << 12); // T0SZ, IRGN0, ORGN0, SH0; TG0 = 4K
     let t1 = (16 << 16) | (0b01 << 24) | (0b01 << 26) | (0b11 << 28) | (0b10 << 30); // TG1 = 4K
     let ips = cpu::pa_range_field().min(5) << 32;
@@ -72,6 +72,7 @@ pub fn domu_from(
     gic_v3: bool,
     paused: bool,
 ) -> Result<&'static Vm, String> {
+    let born = timer::counter();
     let spec = &origin.spec;
     let image = origin.image.bytes();
     let name = spec.name.clone().unwrap_or_else(|| format!("domU{id}"));
@@ -212,50 +213,27 @@ pub fn domu_from(
             Vcpu::new(ctx)
         })
         .collect();
-    let vm = super::install(Vm {
-        id,
-        name: name.clone(),
-        kind: Kind::Pv(PvDomain {
-            frames: Mutex::new(ft),
+    let vm = assemble(
+        Parts {
+            id,
+            name: name.clone(),
+            ft,
             shared_info: built.shared_info_ma,
+            start_info_pfn: plan.start_info_pfn,
             max_pages: spec.maxmem.unwrap_or(spec.mem) / 4096,
-            hcr: vcpu::hcr_pv(),
-        }),
-        vcpus: spec.vcpus,
-        vcpu,
-        cntvoff,
-        gic_v3,
-        memory: alloc::vec![Region::new(base, spec.mem)],
-        state: Mutex::new(DomainState::Running),
-        running: core::sync::atomic::AtomicBool::new(true),
-        power: Mutex::new(PowerTable::new(spec.vcpus)),
-        // PV domains take upcalls, not interrupts: an empty vGIC keeps the common code simple.
-        vgic: Mutex::new(Vgic::new(vgic::Config {
-            version: if gic_v3 {
-                vgic::Version::V3
-            } else {
-                vgic::Version::V2
-            },
-            vcpus: spec.vcpus,
-            spis: 0,
-            mpidrs: (0..spec.vcpus as u64).collect(),
-        })),
-        vuart: Mutex::new(Pl011::new()),
-        dist: Region::new(0, 0),
-        redist: None,
-        uart: None,
-        uart_spi: None,
-        maintenance: None,
-        life: Life::new(Some(origin.clone()), paused),
-    })
-    .map_err(|_| fail(format!("{name}: domain id {id} is taken")))?;
-    if let Err(e) = super::sched::add_domain(vm, spec.weight, spec.cap, |_| affinity) {
-        // It exists but will never run: it must not count as running.
-        *vm.state.lock() = DomainState::Crashed(format!("the scheduler refused it: {e:?}"));
-        vm.running
-            .store(false, core::sync::atomic::Ordering::Release);
-        return Err(format!("{name}: the scheduler refused it: {e:?}"));
-    }
+            vcpu,
+            cntvoff,
+            gic_v3,
+            memory: Region::new(base, spec.mem),
+            life: Life::new(Some(origin.clone()), paused),
+            power: PowerTable::new(spec.vcpus),
+        },
+        spec.weight,
+        spec.cap,
+        affinity,
+    )
+    .map_err(&fail)?;
+    vm.life.born.store(born, core::sync::atomic::Ordering::Relaxed);
     log::info!(
         "{name}: domain {id}, PV, {} vcpus, {} MiB at {base:#x}, entry {:#x}, weight {}, cap {}, \
          cpus {affinity:#x}, command line \"{}\"",
@@ -267,5 +245,72 @@ pub fn domu_from(
         spec.cmdline
     );
     super::sched::wake(vm, 0);
+    Ok(vm)
+}
+
+/// What a PV domain is made of, built (`domu_from`) or restored (`save`).
+pub struct Parts {
+    pub id: DomId,
+    pub name: String,
+    pub ft: FrameTable<super::grant::PvGrants>,
+    pub shared_info: u64,
+    pub start_info_pfn: u64,
+    pub max_pages: u64,
+    pub vcpu: Vec<Vcpu>,
+    pub cntvoff: u64,
+    pub gic_v3: bool,
+    pub memory: Region,
+    pub life: Life,
+    pub power: PowerTable,
+}
+
+/// Makes the domain known and hands its vCPUs to the scheduler (all blocked).
+pub fn assemble(p: Parts, weight: u32, cap: u32, affinity: u64) -> Result<&'static Vm, String> {
+    let (id, name, vcpus) = (p.id, p.name.clone(), p.vcpu.len());
+    let vm = super::install(Vm {
+        id,
+        name: p.name,
+        kind: Kind::Pv(PvDomain {
+            frames: Mutex::new(p.ft),
+            shared_info: p.shared_info,
+            start_info_pfn: p.start_info_pfn,
+            max_pages: p.max_pages,
+            hcr: vcpu::hcr_pv(),
+        }),
+        vcpus,
+        vcpu: p.vcpu,
+        cntvoff: p.cntvoff,
+        gic_v3: p.gic_v3,
+        memory: alloc::vec![p.memory],
+        state: Mutex::new(DomainState::Running),
+        running: core::sync::atomic::AtomicBool::new(true),
+        power: Mutex::new(p.power),
+        // PV domains take upcalls, not interrupts: an empty vGIC keeps the common code simple.
+        vgic: Mutex::new(Vgic::new(vgic::Config {
+            version: if p.gic_v3 {
+                vgic::Version::V3
+            } else {
+                vgic::Version::V2
+            },
+            vcpus,
+            spis: 0,
+            mpidrs: (0..vcpus as u64).collect(),
+        })),
+        vuart: Mutex::new(Pl011::new()),
+        dist: Region::new(0, 0),
+        redist: None,
+        uart: None,
+        uart_spi: None,
+        maintenance: None,
+        life: p.life,
+    })
+    .map_err(|_| format!("{name}: domain id {id} is taken"))?;
+    if let Err(e) = super::sched::add_domain(vm, weight, cap, |_| affinity) {
+        // It exists but will never run: it must not count as running.
+        *vm.state.lock() = DomainState::Crashed(format!("the scheduler refused it: {e:?}"));
+        vm.running
+            .store(false, core::sync::atomic::Ordering::Release);
+        return Err(format!("{name}: the scheduler refused it: {e:?}"));
+    }
     Ok(vm)
 }

@@ -57,6 +57,10 @@ pub fn domctl(vm: &'static Vm, _v: usize, frame: &mut TrapFrame) -> i64 {
             let (name, id) = (target.name.clone(), target.id);
             let r = match c {
                 dc::PAUSE => lifecycle::pause(target).map(|()| 0),
+                dc::UNPAUSE if super::save::restoring(id) => {
+                    log::warn!("dom0: {name} (domain {id}) is being restored: RESTORE_END first");
+                    Ok(errno::EINVAL)
+                }
                 dc::UNPAUSE => lifecycle::unpause(target).map(|()| 0),
                 // `target` may be freed once this returns.
                 _ => lifecycle::destroy(target).map(|gone| if gone { 0 } else { errno::EBUSY }),

@@ -32,6 +32,8 @@ pub struct PvDomain {
     pub frames: Mutex<FrameTable<super::grant::PvGrants>>,
     /// Machine address of the shared-info page (held writable by Ferrite for the domain's life).
     pub shared_info: u64,
+    /// Where its start-info page is, as a frame number of its initial allocation.
+    pub start_info_pfn: u64,
     /// The most frames it may own (ballooning up stops there).
     pub max_pages: u64,
     /// HCR_EL2 of its vCPUs (the upcall line adds VI).

@@ -76,6 +76,11 @@ pub fn mapped_by_others(id: DomId) -> usize {
     ACTIVE.lock().granter_uses(id)
 }
 
+/// How many of other domains' grants PV domU `id` maps now.
+pub fn maps_of(id: DomId) -> usize {
+    PV_ALLOWED.lock().range((id, 0)..=(id, u64::MAX)).count()
+}
+
 /// A dying PV domU's own maps of other domains' grants end: its vCPUs are off every CPU for
 /// good, so its page tables are never walked again; TLBs are flushed before the granters get
 /// their frames back.

@@ -22,7 +22,7 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 
 /// Where a domain's kernel came from, kept so that it can be built again (restart).
@@ -32,6 +32,8 @@ pub enum Image {
     Packed(&'static [u8]),
     /// Copied from dom0's memory by `DOMCTL CREATE`.
     Copied(Arc<Vec<u8>>),
+    /// None: a restored domain (it cannot be built again from scratch).
+    None,
 }
 
 impl Image {
@@ -39,6 +41,7 @@ impl Image {
         match self {
             Image::Packed(b) => b,
             Image::Copied(b) => b,
+            Image::None => &[],
         }
     }
 }
@@ -65,6 +68,11 @@ pub struct Life {
     pub restarts: AtomicU32,
     /// Its last console lines (CONSOLE_IO), and the line being written.
     pub last_lines: Mutex<(VecDeque<String>, String)>,
+    /// Counter values: when its build began, and when it was last unpaused (0: never). Its
+    /// first instruction is logged against them (`make bench` reads the line).
+    pub born: AtomicU64,
+    pub unpaused_at: AtomicU64,
+    pub started: AtomicBool,
 }
 
 impl Life {
@@ -75,6 +83,9 @@ impl Life {
             origin,
             restarts: AtomicU32::new(0),
             last_lines: Mutex::new((VecDeque::new(), String::new())),
+            born: AtomicU64::new(crate::arch::timer::counter()),
+            unpaused_at: AtomicU64::new(0),
+            started: AtomicBool::new(false),
         }
     }
 
@@ -151,11 +162,42 @@ pub fn unpause(vm: &'static Vm) -> Result<(), Refused> {
     if !vm.life.paused.swap(false, Ordering::AcqRel) {
         return Ok(());
     }
+    vm.life
+        .unpaused_at
+        .store(crate::arch::timer::counter(), Ordering::Relaxed);
     for v in 0..vm.vcpus {
         sched::wake(vm, v);
     }
     log::info!("{}: domain {} unpaused", vm.name, vm.id);
     Ok(())
+}
+
+/// A vCPU of `vm` is about to run for the first time (called from the world switch).
+#[cold]
+pub fn first_run(vm: &Vm) {
+    if vm.life.started.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let t = crate::arch::timer::counter();
+    let us = |from: u64| crate::arch::timer::ticks_to_ns(t.wrapping_sub(from)) / 1000;
+    let born = vm.life.born.load(Ordering::Relaxed);
+    let unpaused = vm.life.unpaused_at.load(Ordering::Relaxed);
+    if unpaused == 0 {
+        log::info!(
+            "{}: domain {}: first instruction {} us after its build began",
+            vm.name,
+            vm.id,
+            us(born)
+        );
+    } else {
+        log::info!(
+            "{}: domain {}: first instruction {} us after its build began, {} us after unpause",
+            vm.name,
+            vm.id,
+            us(born),
+            us(unpaused)
+        );
+    }
 }
 
 /// Whether every vCPU of `vm` is off every CPU (saved, or left for good).
@@ -257,6 +299,14 @@ pub fn stopped(vm: &'static Vm) {
             vm.name
         ),
         Action::Destroy => begin(vm, false),
+        Action::Restart if matches!(origin.image, Image::None) => {
+            crate::println!(
+                "ferrite: domain {} ({}) was restored from a save: it has no image to restart                  from, so it is destroyed",
+                vm.id,
+                vm.name
+            );
+            begin(vm, false)
+        }
         Action::Restart => begin(vm, true),
     }
 }
@@ -363,6 +413,7 @@ fn unpublish(vm: &'static Vm) {
         super::timers::cancel(vm.id, v as u16, super::timers::Kind::OneShot);
         super::timers::cancel(vm.id, v as u16, super::timers::Kind::VirtualTimer);
     }
+    super::set_retiring(vm.id, true);
     super::uninstall(vm);
 }
 
@@ -384,6 +435,7 @@ fn release(d: Dying) {
     let restart = d.restart.then(|| vm.life.origin.clone()).flatten();
     let restarts = vm.life.restarts.load(Ordering::Relaxed);
     let gic_v3 = vm.gic_v3;
+    super::set_retiring(id, false);
     // SAFETY: `vm` was leaked by `install` and unpublished in step 3; every other CPU has
     // taken an interrupt since, i.e. finished the exit it may have been handling, and no
     // vCPU of it is loaded anywhere. Nothing can reach it any more.

@@ -14,6 +14,7 @@ pub mod events;
 pub mod exit;
 pub mod grant;
 pub mod hypercall;
+pub mod keys;
 pub mod lifecycle;
 pub mod modules;
 pub mod pvmm;
@@ -145,9 +146,25 @@ pub fn domains() -> impl Iterator<Item = &'static Vm> {
     (0..MAX_DOMAINS as DomId).filter_map(domain)
 }
 
-/// The next free domain id after 0.
+/// Ids of destroyed domains not yet completely released: not to be given out yet.
+static RETIRING: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
+/// Where the search for a free id starts: ids are handed out in turn (as Xen does), so a new
+/// domain does not take the id a domain just destroyed had and logs stay unambiguous.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// A free domain id (never 0), the next in turn after the last one given.
 pub fn free_domid() -> Option<DomId> {
-    (1..MAX_DOMAINS as DomId).find(|&d| domain(d).is_none())
+    let n = MAX_DOMAINS - 1;
+    let start = NEXT_ID.load(Ordering::Relaxed);
+    let id = (0..n)
+        .map(|i| 1 + (start - 1 + i) % n)
+        .find(|&d| domain(d as DomId).is_none() && !RETIRING[d].load(Ordering::Acquire))?;
+    Some(id as DomId)
+}
+
+/// A destroyed domain's id stays taken until its release is complete.
+pub(crate) fn set_retiring(id: DomId, on: bool) {
+    RETIRING[id as usize].store(on, Ordering::Release);
 }
 
 /// The domain and vCPU this CPU runs. Only called on exits, so a vCPU runs here.
@@ -215,9 +232,13 @@ pub fn on_physical_irq(intid: u32) {
     kick(vm, k);
 }
 
-/// Bytes typed on Ferrite's console: they go to dom0's emulated UART (a later issue adds the
-/// switch between Ferrite, dom0 and each domU).
+/// Bytes typed on Ferrite's console: to dom0, or to Ferrite's keys ([`keys`]).
 pub fn console_input(bytes: &[u8]) {
+    keys::input(bytes);
+}
+
+/// Bytes for dom0's emulated UART.
+fn console_to_dom0(bytes: &[u8]) {
     let Some(vm) = domain(0) else { return };
     let level = vm.vuart.lock().push_rx(bytes);
     if let Some(spi) = vm.uart_spi {
@@ -251,8 +272,14 @@ pub(crate) fn install(vm: Vm) -> Result<&'static Vm, ()> {
         Ordering::AcqRel,
         Ordering::Acquire,
     ) {
-        // SAFETY: just leaked above; it lives for the rest of Ferrite's run.
-        Ok(_) => Ok(unsafe { &*p }),
+        Ok(_) => {
+            // The next id handed out is after this one (a failed build takes none).
+            if id != 0 {
+                NEXT_ID.store(1 + id % (MAX_DOMAINS - 1), Ordering::Relaxed);
+            }
+            // SAFETY: just leaked above; freed only by `free_record` after its destruction.
+            Ok(unsafe { &*p })
+        }
         Err(_) => {
             // SAFETY: `p` came from Box::into_raw above and was not published.
             drop(unsafe { alloc::boxed::Box::from_raw(p) });

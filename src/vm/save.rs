@@ -1,9 +1,641 @@
-//! Saving a paused PV domU into dom0's memory in canonical form, and restoring one from it.
+//! Saving a paused PV domU into dom0's memory in canonical form, and restoring one from it on
+//! other machine frames (`DOMCTL SAVE_*`, `RESTORE_*`; dom0 writes the file).
+//!
+//! Canonical form: a frame is named by its pseudo-physical number (its index in the domain's
+//! allocation), so a page table's entries hold `pfn × 4096` where the machine had the frame's
+//! address, and so do the vCPUs' TTBRs. Restoring maps them to the new domain's frames and
+//! validates the page tables exactly as a new domain's (pinning its roots), so a doctored
+//! file gets no more than a guest's own page-table writes would. The start-info page and the
+//! frame list, which tell the guest its machine addresses, are rewritten with the new ones.
+//!
+//! What is not carried: event channels other than the console's, grant tables and device-bus
+//! entries (the guest sets them up again, as a Xen guest reconnects after a restore), and
+//! frames ballooned in beyond the initial allocation (such a domain is refused).
 
-use super::Vm;
+use super::domctl::{read_config, read_pod, say, write_pod};
+use super::lifecycle::{self, Image, Life, Origin};
+use super::{Vcpu, Vm, build_pv, domain, domu, timers};
+use crate::arch::context::{Context, El2};
 use crate::arch::exceptions::TrapFrame;
-use ferrite_abi::errno;
+use crate::arch::{cpu, timer, vcpu};
+use crate::domain::DomId;
+use crate::domain::config::DomuSpec;
+use crate::domain::power::PowerTable;
+use crate::mm::region::Region;
+use crate::pv::{FrameTable, FrameType, Policy};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use ferrite_abi::call::domctl as dc;
+use ferrite_abi::ctl::{CreateArgs, SAVE_MAGIC, SaveHeader, VcpuState, page_type};
+use ferrite_abi::mmu::{MmuextOp, ext};
+use ferrite_abi::{StartInfo, errno};
+use spin::Mutex;
 
-pub fn domctl(_vm: &'static Vm, _c: u64, _frame: &mut TrapFrame) -> i64 {
-    errno::ENOSYS
+/// Bits 47:12 of a descriptor: the output address (4 KiB granule).
+const OA: u64 = 0x0000_FFFF_FFFF_F000;
+const TTBR_BADDR: u64 = 0x0000_FFFF_FFFF_FFFE;
+
+/// Domains being restored: what `RESTORE_END` needs.
+struct Restoring {
+    header: SaveHeader,
+    /// Table pages written so far: (pfn, page type).
+    tables: Vec<(u64, u64)>,
+    vcpus: Vec<Option<VcpuState>>,
+}
+
+static RESTORING: Mutex<BTreeMap<DomId, Restoring>> = Mutex::new(BTreeMap::new());
+
+/// Whether `id` is still being restored (it may not be unpaused yet).
+pub fn restoring(id: DomId) -> bool {
+    RESTORING.lock().contains_key(&id)
+}
+
+pub fn domctl(vm: &'static Vm, c: u64, frame: &mut TrapFrame) -> i64 {
+    let (dom, a, b) = (frame.x[2], frame.x[3], frame.x[4]);
+    if c == dc::RESTORE_BEGIN {
+        return restore_begin(vm, dom);
+    }
+    let Some(target) = u16::try_from(dom).ok().and_then(domain) else {
+        return errno::ENOENT;
+    };
+    let r = match c {
+        dc::SAVE_BEGIN => save_begin(target).map(|h| write_pod(vm, a, &h)),
+        dc::SAVE_PAGE => save_page(vm, target, a, b),
+        dc::SAVE_VCPU => save_vcpu(target, a).map(|s| write_pod(vm, b, &s)),
+        dc::RESTORE_PAGE => restore_page(vm, target, a, b, frame.x[5]),
+        dc::RESTORE_VCPU => restore_vcpu(vm, target, a, b),
+        dc::RESTORE_END => restore_end(target),
+        _ => Err((errno::ENOSYS, String::new())),
+    };
+    r.unwrap_or_else(|(code, why)| {
+        if !why.is_empty() {
+            log::warn!("dom0: save/restore of domain {dom}: {why}");
+        }
+        code
+    })
+}
+
+type R<T> = Result<T, (i64, String)>;
+
+fn inval<T>(why: String) -> R<T> {
+    Err((errno::EINVAL, why))
+}
+
+/// The domain's one region of frames: (base, pages).
+fn region(vm: &Vm) -> (u64, u64) {
+    let r = vm.memory[0];
+    (r.start, r.size / 4096)
+}
+
+fn save_begin(vm: &'static Vm) -> R<SaveHeader> {
+    let Some(pv) = vm.pv() else {
+        return inval(String::from("dom0 cannot be saved"));
+    };
+    if !lifecycle::is_paused(vm) || !super::is_running(vm) {
+        return inval(format!("{} is not paused: pause it first", vm.name));
+    }
+    if !lifecycle::all_vcpus_off(vm) {
+        return Err((errno::EBUSY, String::new()));
+    }
+    let (base, pages) = region(vm);
+    let ft = pv.frames.lock();
+    if ft.nr_frames() as u64 != pages || ft.frames().any(|f| f < base || f >= base + pages * 4096) {
+        return Err((
+            errno::ENOSYS,
+            format!(
+                "{} ballooned its memory: saving it is not supported",
+                vm.name
+            ),
+        ));
+    }
+    drop(ft);
+    if super::grant::maps_of(vm.id) != 0 {
+        return Err((
+            errno::EBUSY,
+            format!(
+                "{} maps other domains' pages: it must unmap them first",
+                vm.name
+            ),
+        ));
+    }
+    let pfn = |ma: u64| (ma - base) / 4096;
+    let mut h = SaveHeader {
+        magic: SAVE_MAGIC,
+        nr_pages: pages,
+        nr_vcpus: vm.vcpus as u32,
+        max_pages: pv.max_pages,
+        virtual_count: timer::counter().wrapping_sub(vm.cntvoff),
+        shared_info_pfn: pfn(pv.shared_info),
+        start_info_pfn: pv.start_info_pfn,
+        console_pfn: match super::grant::console_page(vm.id) {
+            0 => u64::MAX,
+            ma => pfn(ma),
+        },
+        console_port: super::events::console_port(vm.id).unwrap_or(0),
+        weight: 256,
+        cap: 0,
+        ..SaveHeader::default()
+    };
+    if let Some(o) = &vm.life.origin {
+        h.weight = o.spec.weight;
+        h.cap = o.spec.cap;
+        h.on_crash = o.spec.on_crash.abi();
+    }
+    let n = vm.name.len().min(31);
+    h.name[..n].copy_from_slice(&vm.name.as_bytes()[..n]);
+    Ok(h)
+}
+
+/// Rewrites a table page's valid entries: `to` maps an output address, or refuses it.
+fn rewrite_table(page: &mut [u64; 512], mut to: impl FnMut(u64) -> Option<u64>) -> bool {
+    for d in page.iter_mut() {
+        if *d & 1 == 0 {
+            continue;
+        }
+        match to(*d & OA) {
+            Some(oa) => *d = (*d & !OA) | (oa & OA),
+            None => return false,
+        }
+    }
+    true
+}
+
+fn save_page(dom0: &Vm, vm: &'static Vm, pfn: u64, va: u64) -> R<i64> {
+    let Some(pv) = vm.pv() else {
+        return inval(String::from("dom0 cannot be saved"));
+    };
+    if !lifecycle::is_paused(vm) {
+        return inval(format!("{} is not paused", vm.name));
+    }
+    let (base, pages) = region(vm);
+    if pfn >= pages {
+        return inval(format!("frame {pfn} is past {}'s {pages}", vm.name));
+    }
+    let ma = base + pfn * 4096;
+    let mut page = [0u64; 512];
+    let ft = pv.frames.lock();
+    // SAFETY: one of the paused domain's own frames (RAM, identity-mapped); its vCPUs are off
+    // every CPU, and the frame-table lock keeps Ferrite's own writers out.
+    unsafe { core::ptr::copy_nonoverlapping(ma as *const u64, page.as_mut_ptr(), 512) };
+    let info = ft.info(ma);
+    drop(ft);
+    let mut ty = page_type::DATA;
+    if let Some(i) = info
+        && let FrameType::PageTable(level) = i.ty
+    {
+        ty = page_type::TABLE_L0 + level as u64;
+        if i.pinned {
+            ty |= page_type::PINNED;
+        }
+        let end = base + pages * 4096;
+        if !rewrite_table(&mut page, |oa| (oa >= base && oa < end).then(|| oa - base)) {
+            return Err((
+                errno::EBUSY,
+                format!("{}: a page table maps a frame it does not own", vm.name),
+            ));
+        }
+    }
+    // SAFETY: `page` is 4096 bytes of integers.
+    let bytes = unsafe { core::slice::from_raw_parts(page.as_ptr().cast::<u8>(), 4096) };
+    if !super::ctl::write_dom0(dom0, va, bytes) {
+        return Err((errno::EFAULT, String::new()));
+    }
+    Ok(ty as i64)
+}
+
+fn save_vcpu(vm: &'static Vm, v: u64) -> R<VcpuState> {
+    if vm.pv().is_none() || !lifecycle::is_paused(vm) {
+        return inval(format!("{} is not a paused PV domU", vm.name));
+    }
+    let v = v as usize;
+    let Some(vc) = vm.vcpu.get(v) else {
+        return Err((errno::ENOENT, String::new()));
+    };
+    let (base, pages) = region(vm);
+    let canon = |t: u64| {
+        let b = t & TTBR_BADDR;
+        if b >= base && b < base + pages * 4096 {
+            (t & !TTBR_BADDR) | (b - base)
+        } else {
+            t & !TTBR_BADDR
+        }
+    };
+    let ctx = vc.ctx.lock();
+    let up = vm.power.lock().state(v) == Some(crate::domain::power::Power::On);
+    let deadline = vc.timer_deadline.load(Ordering::Acquire);
+    let s = VcpuState {
+        up: up as u64,
+        x: ctx.frame.x,
+        pc: ctx.frame.elr,
+        pstate: ctx.frame.spsr,
+        sp_el0: ctx.el1.sp_el0,
+        sp_el1: ctx.el1.sp_el1,
+        elr_el1: ctx.el1.elr_el1,
+        spsr_el1: ctx.el1.spsr_el1,
+        ttbr0: canon(ctx.el1.ttbr0),
+        ttbr1: canon(ctx.el1.ttbr1),
+        sctlr: ctx.el1.sctlr,
+        tcr: ctx.el1.tcr,
+        mair: ctx.el1.mair,
+        vbar: ctx.el1.vbar,
+        tpidr_el0: ctx.el1.tpidr_el0,
+        tpidr_el1: ctx.el1.tpidr_el1,
+        tpidrro_el0: ctx.el1.tpidrro_el0,
+        contextidr: ctx.el1.contextidr,
+        cntkctl: ctx.el1.cntkctl,
+        timer_deadline: if deadline == 0 {
+            0
+        } else {
+            deadline.wrapping_sub(vm.cntvoff)
+        },
+        virtual_count: timer::counter().wrapping_sub(ctx.el2.cntvoff),
+        fpsr: ctx.fp.fpsr,
+        fpcr: ctx.fp.fpcr,
+        v: ctx.fp.v,
+    };
+    Ok(s)
+}
+
+/// `RESTORE_BEGIN`: a new paused domain with fresh frames for the pages to come.
+fn restore_begin(dom0: &'static Vm, args: u64) -> i64 {
+    let Some(a) = read_pod::<CreateArgs>(dom0, args) else {
+        return errno::EFAULT;
+    };
+    match begin_inner(dom0, &a) {
+        Ok(id) => id as i64,
+        Err((code, msg)) => {
+            say(dom0, &a, &msg);
+            code
+        }
+    }
+}
+
+fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
+    if a.image_len != size_of::<SaveHeader>() as u64 {
+        return inval(String::from("the image is not a save header"));
+    }
+    let Some(h) = read_pod::<SaveHeader>(dom0, a.image) else {
+        return Err((errno::EFAULT, String::new()));
+    };
+    if h.magic != SAVE_MAGIC {
+        return inval(String::from("not a Ferrite save file (bad magic)"));
+    }
+    let mut spec = if a.config_len != 0 {
+        read_config(dom0, a)?
+    } else {
+        DomuSpec::default()
+    };
+    let saved_name = core::str::from_utf8(&h.name)
+        .unwrap_or("")
+        .trim_end_matches('\0');
+    if spec.name.is_none() && !saved_name.is_empty() {
+        spec.name = Some(String::from(saved_name));
+    }
+    let nr_vcpus = h.nr_vcpus as usize;
+    if h.nr_pages < 16
+        || h.nr_pages > (4 << 30) / 4096
+        || nr_vcpus == 0
+        || nr_vcpus > ferrite_abi::shared_info::MAX_VCPUS
+        || h.max_pages < h.nr_pages
+        || [h.shared_info_pfn, h.start_info_pfn]
+            .iter()
+            .any(|&p| p >= h.nr_pages)
+        || (h.console_pfn != u64::MAX && h.console_pfn >= h.nr_pages)
+    {
+        return inval(String::from("the save header is inconsistent"));
+    }
+    spec.mem = h.nr_pages * 4096;
+    spec.maxmem = Some(h.max_pages * 4096);
+    spec.vcpus = nr_vcpus;
+    if a.config_len == 0 {
+        spec.weight = h.weight.clamp(1, 65535);
+        spec.cap = h.cap;
+    }
+    let id = super::free_domid().ok_or((errno::ENOSPC, String::from("no free domain id")))?;
+    let name = spec.name.clone().unwrap_or_else(|| format!("domU{id}"));
+    let base = crate::boot::alloc_frames_aligned(h.nr_pages as usize, 2 << 20).ok_or((
+        errno::ENOMEM,
+        format!("{name}: no {} MiB of free memory for it", spec.mem >> 20),
+    ))?;
+    // SAFETY: just allocated to this domain; RAM in Ferrite's identity map.
+    unsafe { core::ptr::write_bytes(base as *mut u8, 0, spec.mem as usize) };
+    let frames: Vec<u64> = (0..h.nr_pages).map(|i| base + i * 4096).collect();
+    let fail = |e: String| {
+        crate::boot::free_frames(base, h.nr_pages as usize);
+        (errno::EINVAL, e)
+    };
+    let ft = FrameTable::with_grants(
+        id,
+        &frames,
+        nr_vcpus,
+        Policy::default(),
+        super::grant::PvGrants,
+    )
+    .map_err(|e| fail(format!("{name}: frame table: {e:?}")))?;
+    // The guest's virtual counter goes on from where it was saved.
+    let cntvoff = timer::counter().wrapping_sub(h.virtual_count);
+    let vcpus = (0..nr_vcpus)
+        .map(|i| {
+            let el2 = El2 {
+                hcr: vcpu::hcr_pv(),
+                vttbr: ((id + 1) as u64) << 48,
+                vmpidr: (1 << 31) | i as u64,
+                cntvoff,
+            };
+            Vcpu::new(Context::reset(0, 0, el2))
+        })
+        .collect();
+    let cpus = super::sched::with(|s| s.config().pcpus).unwrap_or(1);
+    let all = if cpus >= 64 {
+        u64::MAX
+    } else {
+        (1 << cpus) - 1
+    };
+    let affinity = spec.cpus.unwrap_or(all) & all;
+    let origin = Origin {
+        spec: spec.clone(),
+        image: Image::None,
+    };
+    build_pv::assemble(
+        build_pv::Parts {
+            id,
+            name: name.clone(),
+            ft,
+            shared_info: base + h.shared_info_pfn * 4096,
+            start_info_pfn: h.start_info_pfn,
+            max_pages: h.max_pages,
+            vcpu: vcpus,
+            cntvoff,
+            gic_v3: dom0.gic_v3,
+            memory: Region::new(base, spec.mem),
+            life: Life::new(Some(origin), true),
+            power: PowerTable::new(nr_vcpus),
+        },
+        spec.weight,
+        spec.cap,
+        if affinity == 0 { all } else { affinity },
+    )
+    .map_err(fail)?;
+    RESTORING.lock().insert(
+        id,
+        Restoring {
+            header: h,
+            tables: Vec::new(),
+            vcpus: alloc::vec![None; nr_vcpus],
+        },
+    );
+    log::info!(
+        "{name}: domain {id} is being restored ({} pages)",
+        h.nr_pages
+    );
+    Ok(id)
+}
+
+fn restore_page(dom0: &Vm, vm: &'static Vm, pfn: u64, va: u64, ty: u64) -> R<i64> {
+    let mut r = RESTORING.lock();
+    let Some(st) = r.get_mut(&vm.id) else {
+        return inval(format!("{} is not being restored", vm.name));
+    };
+    let (base, pages) = region(vm);
+    if pfn >= pages {
+        return inval(format!("{}: frame {pfn} is past its {pages}", vm.name));
+    }
+    let level = ty & !page_type::PINNED;
+    if level > page_type::TABLE_L3 || (ty & page_type::PINNED != 0 && level == 0) {
+        return inval(format!("{}: frame {pfn}: bad page type {ty:#x}", vm.name));
+    }
+    let mut page = [0u64; 512];
+    // SAFETY: `page` is 4096 bytes of integers; any content is valid.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(page.as_mut_ptr().cast::<u8>(), 4096) };
+    if !crate::arch::guest_mem::read(va, bytes, &dom0.memory) {
+        return Err((errno::EFAULT, String::new()));
+    }
+    if level != page_type::DATA {
+        let size = pages * 4096;
+        if !rewrite_table(&mut page, |oa| (oa < size).then(|| base + oa)) {
+            return inval(format!(
+                "{}: frame {pfn}: a table entry points outside the domain",
+                vm.name
+            ));
+        }
+        st.tables.retain(|&(p, _)| p != pfn);
+        st.tables.push((pfn, ty));
+    } else {
+        st.tables.retain(|&(p, _)| p != pfn);
+    }
+    // SAFETY: one of the domain's own frames, not yet typed (nothing is validated before
+    // RESTORE_END) and its vCPUs have never run; RAM in Ferrite's identity map.
+    unsafe { core::ptr::copy_nonoverlapping(page.as_ptr(), (base + pfn * 4096) as *mut u64, 512) };
+    Ok(0)
+}
+
+fn restore_vcpu(dom0: &Vm, vm: &'static Vm, v: u64, va: u64) -> R<i64> {
+    let Some(s) = read_pod::<VcpuState>(dom0, va) else {
+        return Err((errno::EFAULT, String::new()));
+    };
+    let mut r = RESTORING.lock();
+    let Some(st) = r.get_mut(&vm.id) else {
+        return inval(format!("{} is not being restored", vm.name));
+    };
+    match st.vcpus.get_mut(v as usize) {
+        Some(slot) => *slot = Some(s),
+        None => return Err((errno::ENOENT, String::new())),
+    }
+    Ok(0)
+}
+
+fn restore_end(vm: &'static Vm) -> R<i64> {
+    let Some(st) = RESTORING.lock().remove(&vm.id) else {
+        return inval(format!("{} is not being restored", vm.name));
+    };
+    match finish(vm, &st) {
+        Ok(()) => {
+            crate::println!("ferrite: domain {} ({}) restored, paused", vm.id, vm.name);
+            Ok(0)
+        }
+        Err(why) => {
+            // Whatever it built is released with the domain.
+            let _ = lifecycle::destroy(vm);
+            inval(why)
+        }
+    }
+}
+
+/// Validates and pins the tables, loads the vCPUs, rewrites the start info: the domain is
+/// ready to be unpaused.
+fn finish(vm: &'static Vm, st: &Restoring) -> Result<(), String> {
+    let pv = vm.pv().expect("restored domains are PV");
+    let h = &st.header;
+    let (base, pages) = region(vm);
+    let name = &vm.name;
+    let ma = |pfn: u64| base + pfn * 4096;
+    let mut ft = pv.frames.lock();
+    // Roots first as a guest would: pinning validates each whole tree.
+    for &(pfn, ty) in st.tables.iter().filter(|(_, t)| t & page_type::PINNED != 0) {
+        let level = (ty & !page_type::PINNED) - page_type::TABLE_L0;
+        let op = MmuextOp {
+            cmd: ext::PIN_L0_TABLE + level as u32,
+            pad: 0,
+            arg1: ma(pfn),
+            arg2: 0,
+        };
+        let (_, r) =
+            crate::pv::mmuext_op(vm.id, &mut ft, &mut domu::Phys, 0, &[op], 1, &mut |_| {});
+        r.map_err(|e| {
+            format!(
+                "{name}: frame {pfn}: its page table is refused ({})",
+                e.name()
+            )
+        })?;
+    }
+    ft.acquire_writable(ma(h.shared_info_pfn), &mut domu::Phys)
+        .map_err(|e| format!("{name}: shared-info page: {}", e.name()))?;
+    for (v, s) in st.vcpus.iter().enumerate() {
+        let Some(s) = s else {
+            return Err(format!("{name}: vcpu{v} was not given"));
+        };
+        if s.up == 0 {
+            continue;
+        }
+        for (which, t, epd) in [
+            (ext::NEW_TTBR0, s.ttbr0, domu::TCR_EPD0),
+            (ext::NEW_TTBR1, s.ttbr1, domu::TCR_EPD1),
+        ] {
+            // A half without walks (TCR_EL1.EPDn) has no table.
+            if s.tcr & epd != 0 {
+                continue;
+            }
+            let b = t & TTBR_BADDR;
+            if b >= pages * 4096 {
+                return Err(format!("{name}: vcpu{v}: its TTBR is outside the domain"));
+            }
+            let asid = if which == ext::NEW_TTBR0 { t >> 48 } else { 0 };
+            let op = MmuextOp {
+                cmd: which,
+                pad: 0,
+                arg1: base + b,
+                arg2: asid,
+            };
+            let (_, r) =
+                crate::pv::mmuext_op(vm.id, &mut ft, &mut domu::Phys, v, &[op], 1, &mut |_| {});
+            r.map_err(|e| {
+                format!(
+                    "{name}: vcpu{v}: its translation base is refused ({})",
+                    e.name()
+                )
+            })?;
+        }
+        // The MMU stays on and little-endian, as for a running guest's own writes.
+        if s.sctlr & 1 == 0 || s.sctlr & (3 << 24) != 0 {
+            return Err(format!("{name}: vcpu{v}: its SCTLR_EL1 turns the MMU off"));
+        }
+    }
+    drop(ft);
+
+    // Event channels: the console's again, where the guest expects it if it can be.
+    let port = super::events::new_domu(vm.id, vm.vcpus)
+        .map_err(|e| format!("{name}: console event channel: {}", e.name()))?;
+    if h.console_pfn != u64::MAX {
+        super::grant::set_console_page(vm.id, ma(h.console_pfn));
+    }
+    // The start info and the frame list tell the guest its machine addresses: new ones now.
+    let si_ma = ma(h.start_info_pfn);
+    if let Some(i) = pv.frames.lock().info(si_ma)
+        && i.ty != FrameType::None
+        && i.ty != FrameType::Writable
+    {
+        return Err(format!("{name}: its start-info page is a page table"));
+    }
+    // SAFETY: the start-info page is one of the domain's frames and not a page table (checked
+    // just above); identity-mapped RAM, and the domain does not run yet.
+    let si = unsafe { &mut *(si_ma as *mut StartInfo) };
+    if si.magic != ferrite_abi::start_info::MAGIC {
+        return Err(format!("{name}: its start-info page is not one"));
+    }
+    let old_base = si.shared_info_ma.wrapping_sub(h.shared_info_pfn * 4096);
+    let moved = |old: u64| {
+        let off = old.wrapping_sub(old_base);
+        if off < pages * 4096 { base + off } else { old }
+    };
+    si.shared_info_ma = moved(si.shared_info_ma);
+    si.pt_base_ma = moved(si.pt_base_ma);
+    si.console_ring_ma = moved(si.console_ring_ma);
+    si.domid = vm.id as u32;
+    si.console_evtchn = port;
+    let fl_pfn = si.frame_list.wrapping_sub(si.virt_base) / 4096;
+    let fl_pages = (si.nr_pages * 8).div_ceil(4096);
+    if fl_pfn + fl_pages > pages || si.nr_pages != pages {
+        return Err(format!("{name}: its frame list is not in its memory"));
+    }
+    // SAFETY: the frame list lies in the domain's frames (checked just above): nr_pages u64s.
+    let list = unsafe { core::slice::from_raw_parts_mut(ma(fl_pfn) as *mut u64, pages as usize) };
+    for (i, e) in list.iter_mut().enumerate() {
+        *e = base + i as u64 * 4096;
+    }
+    cpu::invalidate_icache();
+
+    // The vCPUs. Registers Ferrite fixes for PV domains (MAIR, TCR but for its EPD bits) are
+    // Ferrite's, not the file's.
+    let mut power = vm.power.lock();
+    for (v, s) in st.vcpus.iter().enumerate() {
+        let s = s.as_ref().expect("checked above");
+        let vc = &vm.vcpu[v];
+        let mut ctx = vc.ctx.lock();
+        let cntvoff = vm.cntvoff;
+        ctx.frame.x = s.x;
+        ctx.frame.elr = s.pc;
+        // Only EL1h or EL0t, AArch64, as a guest can be.
+        let mode = if s.pstate & 0xF == 0 { 0 } else { 0b0101 };
+        ctx.frame.spsr = (s.pstate & !0x1F) | mode;
+        let e = &mut ctx.el1;
+        e.sp_el0 = s.sp_el0;
+        e.sp_el1 = s.sp_el1;
+        e.elr_el1 = s.elr_el1;
+        e.spsr_el1 = s.spsr_el1;
+        let used = |t: u64, epd: u64| {
+            if s.tcr & epd != 0 {
+                t & !TTBR_BADDR
+            } else {
+                (t & !TTBR_BADDR) | (base + (t & TTBR_BADDR))
+            }
+        };
+        e.ttbr0 = used(s.ttbr0, domu::TCR_EPD0);
+        e.ttbr1 = used(s.ttbr1, domu::TCR_EPD1);
+        e.sctlr = s.sctlr;
+        e.tcr = build_pv::tcr() | (s.tcr & (domu::TCR_EPD0 | domu::TCR_EPD1));
+        e.mair = domu::MAIR;
+        e.vbar = s.vbar;
+        e.tpidr_el0 = s.tpidr_el0;
+        e.tpidr_el1 = s.tpidr_el1;
+        e.tpidrro_el0 = s.tpidrro_el0;
+        e.contextidr = s.contextidr;
+        e.cntkctl = s.cntkctl;
+        ctx.fp.fpsr = s.fpsr;
+        ctx.fp.fpcr = s.fpcr;
+        ctx.fp.v = s.v;
+        ctx.el2.cntvoff = cntvoff;
+        drop(ctx);
+        if s.up != 0 {
+            power.set_on(v);
+        } else {
+            power.cpu_off(v);
+        }
+        if s.timer_deadline != 0 {
+            let phys = s.timer_deadline.wrapping_add(cntvoff);
+            vc.timer_deadline.store(phys, Ordering::Release);
+            timers::arm(
+                cpu::index(),
+                timers::Entry {
+                    deadline: phys,
+                    dom: vm.id,
+                    vcpu: v as u16,
+                    kind: timers::Kind::OneShot,
+                },
+            );
+        }
+    }
+    Ok(())
 }

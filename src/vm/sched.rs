@@ -324,6 +324,9 @@ fn load(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
     {
         core::hint::spin_loop();
     }
+    if !vm.life.started.load(Ordering::Relaxed) {
+        super::lifecycle::first_run(vm);
+    }
     let ctx = vc.ctx.lock();
     context::load(&ctx, frame, PAUTH.load(Ordering::Relaxed));
     drop(ctx);

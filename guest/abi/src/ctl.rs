@@ -48,7 +48,7 @@ pub mod on_crash {
 }
 
 /// A domain as `DOMCTL GET_INFO` describes it (96 bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct DomInfo {
     pub id: u16,
@@ -74,25 +74,6 @@ pub struct DomInfo {
     pub reserved: [u64; 2],
 }
 
-impl Default for DomInfo {
-    fn default() -> Self {
-        Self {
-            id: 0,
-            state: 0,
-            privileged: 0,
-            vcpus: 0,
-            mem_kib: 0,
-            maxmem_kib: 0,
-            cpu_ns: 0,
-            shutdown_reason: 0,
-            on_crash: 0,
-            restarts: 0,
-            pad: 0,
-            name: [0; 32],
-            reserved: [0; 2],
-        }
-    }
-}
 
 impl DomInfo {
     /// The name as text (up to its first NUL).
@@ -125,7 +106,7 @@ const _: () = assert!(size_of::<PhysInfo>() == 32);
 /// "FERSAVE1": the first word of a [`SaveHeader`].
 pub const SAVE_MAGIC: u64 = u64::from_le_bytes(*b"FERSAVE1");
 
-/// What `SAVE_BEGIN` reports and a save file starts with (104 bytes). The file goes on with
+/// What `SAVE_BEGIN` reports and a save file starts with (112 bytes). The file goes on with
 /// `nr_vcpus` [`VcpuState`]s, then `nr_pages` records of an 8-byte page type and 4096 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
@@ -136,6 +117,9 @@ pub struct SaveHeader {
     pub pad: u32,
     /// The domain's maximum memory in pages (its balloon limit).
     pub max_pages: u64,
+    /// Its virtual counter (CNTVCT_EL0) when it was saved: the restored domain's goes on from
+    /// there.
+    pub virtual_count: u64,
     /// Pseudo-physical frames of its shared-info, start-info and console-ring pages.
     pub shared_info_pfn: u64,
     pub start_info_pfn: u64,
@@ -157,6 +141,7 @@ impl Default for SaveHeader {
             nr_vcpus: 0,
             pad: 0,
             max_pages: 0,
+            virtual_count: 0,
             shared_info_pfn: 0,
             start_info_pfn: 0,
             console_pfn: 0,
@@ -169,7 +154,7 @@ impl Default for SaveHeader {
     }
 }
 
-const _: () = assert!(size_of::<SaveHeader>() == 104);
+const _: () = assert!(size_of::<SaveHeader>() == 112);
 
 /// A saved page's type, as `SAVE_PAGE` returns it.
 pub mod page_type {
@@ -184,7 +169,7 @@ pub mod page_type {
 }
 
 /// A vCPU in canonical form (944 bytes): translation bases hold pseudo-physical addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct VcpuState {
     /// 1 if the vCPU is up.
@@ -218,35 +203,5 @@ pub struct VcpuState {
     pub v: [u128; 32],
 }
 
-impl Default for VcpuState {
-    fn default() -> Self {
-        Self {
-            up: 0,
-            x: [0; 31],
-            pc: 0,
-            pstate: 0,
-            sp_el0: 0,
-            sp_el1: 0,
-            elr_el1: 0,
-            spsr_el1: 0,
-            ttbr0: 0,
-            ttbr1: 0,
-            sctlr: 0,
-            tcr: 0,
-            mair: 0,
-            vbar: 0,
-            tpidr_el0: 0,
-            tpidr_el1: 0,
-            tpidrro_el0: 0,
-            contextidr: 0,
-            cntkctl: 0,
-            timer_deadline: 0,
-            virtual_count: 0,
-            fpsr: 0,
-            fpcr: 0,
-            v: [0; 32],
-        }
-    }
-}
 
 const _: () = assert!(size_of::<VcpuState>() == 944);
