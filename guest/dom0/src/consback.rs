@@ -123,7 +123,6 @@ pub fn rescan(gone: Option<u64>) {
         return;
     }
     let ids = crate::toolstack::ctl::domain_ids();
-    service(true);
     let mut backs = BACKS.lock();
     backs.retain(|b| {
         let keep = ids.contains(&(b.dom as u64)) && gone != Some(b.dom as u64) && !stale(b);
@@ -132,6 +131,10 @@ pub fn rescan(gone: Option<u64>) {
         }
         keep
     });
+    drop(backs);
+    // What the remaining domains wrote is printed before anything new connects.
+    service(true);
+    let mut backs = BACKS.lock();
     for &d in ids.iter().filter(|&&d| d != 0 && gone != Some(d)) {
         if !backs.iter().any(|b| b.dom as u64 == d)
             && let Some(b) = connect(d)
