@@ -276,13 +276,40 @@ pub fn destroy(args: &[&str]) {
     })
 }
 
+/// `shutdown [-w] <dom>`, `reboot [-w] <dom>`: asks the domain; with `-w`, waits (up to 10 s)
+/// until it has shut down, is gone, or (reboot) was built again.
 pub fn shutdown(args: &[&str], reboot: bool) {
     let (cmd, reason, done) = if reboot {
         ("reboot", SHUTDOWN_REBOOT, "asked to reboot:")
     } else {
         ("shutdown", SHUTDOWN_POWEROFF, "asked to shut down:")
     };
-    on_domain(cmd, args, done, |id| ctl::shutdown(id, reason))
+    let (wait, args) = match args.first() {
+        Some(&"-w") => (true, &args[1..]),
+        _ => (false, args),
+    };
+    let mut asked = None;
+    on_domain(cmd, args, done, |id| {
+        ctl::shutdown(id, reason)?;
+        asked = Some(id);
+        Ok(())
+    });
+    let (Some(id), true) = (asked, wait) else {
+        return;
+    };
+    let restarts = ctl::get_info(id).map_or(0, |i| i.restarts);
+    let deadline = timer::deadline_us(10_000_000);
+    while timer::counter() < deadline {
+        match ctl::get_info(id) {
+            Err(_) => return println!("dom{id} is gone"),
+            Ok(i) if i.state == state::SHUTDOWN || i.state == state::CRASHED => {
+                return println!("dom{id} has shut down");
+            }
+            Ok(i) if i.restarts != restarts => return println!("dom{id} was built again"),
+            Ok(_) => super::idle(),
+        }
+    }
+    println!("error: {cmd} dom{id}: still running after 10 s");
 }
 
 /// Waits (up to 5 s) until no domain is dying, so its frames are back.

@@ -135,8 +135,14 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("pause <dom>", "stop its vCPUs"),
     ("unpause <dom>", "let them run again"),
-    ("shutdown <dom>", "ask it to power off"),
-    ("reboot <dom>", "ask it to reboot"),
+    (
+        "shutdown [-w] <dom>",
+        "ask it to power off (-w: wait until it has)",
+    ),
+    (
+        "reboot [-w] <dom>",
+        "ask it to reboot (-w: wait until it has)",
+    ),
     ("destroy <dom>", "release it at once"),
     (
         "save [-c] <dom> <file>",
