@@ -1,5 +1,5 @@
-//! `save`, `restore`, `files`, `rm`: saved domains, kept as named files in dom0's RAM (they do
-//! not survive a reboot). A file is what `SAVE_*` gives: the header, each vCPU, and each page
+//! `save`, `restore`, `files`, `rm`: saved domains, kept as named files in dom0's RAM (its heap,
+//! at most 32 MiB; they do not survive a reboot). A file is what `SAVE_*` gives: the header, each vCPU, and each page
 //! with its type; pages of zeros are not stored (restored as zeros).
 
 use super::cmds::{destroy_id, fail, resolve, why};
@@ -115,6 +115,16 @@ fn read_domain(id: u64) -> Result<File, String> {
         if ty == page_type::DATA && page.iter().all(|&b| b == 0) {
             pages.push((ty, None));
         } else {
+            // Running out of heap would stop dom0 (an allocation failure is fatal): keep 2 MiB
+            // for everything else.
+            let (used, total) = crate::heap::usage();
+            if total.saturating_sub(used) < (2 << 20) + 4096 {
+                return Err(alloc::format!(
+                    "dom0's RAM is full after {pfn} of {} pages (saved files take {} KiB; rm some)",
+                    header.nr_pages,
+                    used / 1024
+                ));
+            }
             pages.push((ty, Some(page.clone())));
         }
     }
