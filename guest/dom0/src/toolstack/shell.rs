@@ -18,7 +18,7 @@ const LINE_MAX: usize = 512;
 
 struct State {
     mode: Shell,
-    /// The prompt has been shown (the shell is in use).
+    /// The banner has been shown (the shell is in use).
     awake: bool,
     line: String,
     /// The previous byte was CR (a CR LF pair ends one line, not two).
