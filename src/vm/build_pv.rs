@@ -233,7 +233,9 @@ pub fn domu_from(
         affinity,
     )
     .map_err(&fail)?;
-    vm.life.born.store(born, core::sync::atomic::Ordering::Relaxed);
+    vm.life
+        .born
+        .store(born, core::sync::atomic::Ordering::Relaxed);
     log::info!(
         "{name}: domain {id}, PV, {} vcpus, {} MiB at {base:#x}, entry {:#x}, weight {}, cap {}, \
          cpus {affinity:#x}, command line \"{}\"",

@@ -76,7 +76,9 @@ fn domu_console_ring_reaches_dom0_and_a_hostile_frontend_is_refused() -> Result<
         let out = run(
             &format!("io-console-gicv{gic}"),
             gic,
-            "domu=name=con,mem=8M,cmd=ring-console+40+1 domu=name=evilio,mem=8M,cmd=evil-io",
+            // Kept after they power off: dom0 reads their rings after they are done.
+            "domu=name=con,mem=8M,on_poweroff=preserve,cmd=ring-console+40+1 \
+             domu=name=evilio,mem=8M,on_poweroff=preserve,cmd=evil-io",
             2000,
         )?;
         let c = &out.console;
@@ -164,7 +166,7 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
     let out = run_with(
         "io-blk-write",
         3,
-        "domu=name=writer,mem=8M,disk=1M:4M,cmd=blk-write+7 \
+        "domu=name=writer,mem=8M,disk=1M:4M,on_poweroff=preserve,cmd=blk-write+7 \
          domu=name=badblk,mem=8M,disk=5M:1M,cmd=blk-evil",
         2000,
         Some(&disk),
@@ -236,7 +238,10 @@ fn two_domus_exchange_frames_through_dom0s_switch() -> Result<()> {
     let out = run(
         "io-net",
         3,
-        "domu=name=pong,mem=8M,cmd=net-pong+20 domu=name=ping,mem=8M,cmd=net-ping+1+20",
+        // Kept after they power off, so that what is checked is the frontends' own close, not
+        // their destruction (which the backend also survives).
+        "domu=name=pong,mem=8M,on_poweroff=preserve,cmd=net-pong+20 \
+         domu=name=ping,mem=8M,on_poweroff=preserve,cmd=net-ping+1+20",
         2000,
     )?;
     let c = &out.console;

@@ -74,7 +74,6 @@ pub struct DomInfo {
     pub reserved: [u64; 2],
 }
 
-
 impl DomInfo {
     /// The name as text (up to its first NUL).
     pub fn name(&self) -> &str {
@@ -202,6 +201,5 @@ pub struct VcpuState {
     pub fpcr: u64,
     pub v: [u128; 32],
 }
-
 
 const _: () = assert!(size_of::<VcpuState>() == 944);

@@ -8,7 +8,8 @@
 //! hypervisor, as a ratio; a PV domU's null hypercall and `mmu_update` cost per entry at batch
 //! sizes 1, 16 and 512; the vCPU switch between domains; the Credit scheduler's decision cost
 //! with 1, 16 and 256 runnable vCPUs; shared-memory I/O through dom0: the event-channel round
-//! trip, block reads by a domU against dom0 reading directly, domU-to-domU frames.
+//! trip, block reads by a domU against dom0 reading directly, domU-to-domU frames; a domain's
+//! creation to its first instruction, and save and restore of a 64 MiB domU.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -301,7 +302,27 @@ fn main() {
         ),
     );
 
-    // 5. Linux dom0 to its shell marker, against Linux on bare QEMU.
+    // 5. Domain lifecycle: a 64 MiB domU's creation, from the start of its build to its first
+    // instruction (zeroing its memory, the image, its page tables validated), at boot.
+    let out = pv(
+        "bench-create",
+        "domu=name=big,mem=64M,cmd=counter+100 -- dom0.sched.report=300 poweroff",
+    );
+    let l = out
+        .console
+        .lines()
+        .iter()
+        .find(|l| l.contains("big: domain") && l.contains("first instruction"))
+        .cloned()
+        .unwrap_or_default();
+    row(
+        "64 MiB domU built at boot to first instruction (virtual us)",
+        num_after(&l, "first instruction ")
+            .unwrap_or("?")
+            .to_string(),
+    );
+
+    // 6. Linux dom0 to its shell marker, against Linux on bare QEMU.
     let uptime = |o: &ferrite_systests::Outcome| -> Option<f64> {
         let l = o
             .console
