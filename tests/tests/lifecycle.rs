@@ -266,3 +266,65 @@ fn a_saved_domain_is_restored_and_goes_on_counting() -> Result<()> {
         "the restored domain was not destroyed by name",
     )
 }
+
+/// The scheduling and observation commands on a running domain: `sched-credit` sets and shows
+/// its weight and cap, `vcpu-pin` moves it to pCPU 1 and `vcpu-list` shows it there, `top`
+/// shows it taking CPU time, `dmesg` gives Ferrite's log, `info` the machine.
+#[test]
+fn scheduling_and_observation_commands() -> Result<()> {
+    let q = qemu(
+        "lifecycle-sched",
+        "dom0.exec=\"create name=h mem=4M cmd=hog;sched-credit -d h -w 512 -c 50;\
+         vcpu-pin h 0 1;sleep 300;vcpu-list h;top -b -n 2 -d 500;dmesg;info;destroy h\" poweroff",
+    );
+    let out = q.spawn()?.wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    check_clean(&out)?;
+    let lines = out.console.lines();
+    let words = |l: &String| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(words)
+        .filter(|w| w.first().map(String::as_str) == Some("h"))
+        .collect();
+    // sched-credit: Name ID Weight Cap.
+    out.ensure(
+        rows.iter()
+            .any(|w| w.len() == 4 && w[2] == "512" && w[3] == "50"),
+        format!("no `h <id> 512 50` row: {rows:?}"),
+    )?;
+    out.ensure(
+        out.console.contains("vcpu0 pinned to cpus 1"),
+        "vcpu-pin did not answer",
+    )?;
+    // vcpu-list: Name ID VCPU CPU State Time(s) Runs Migrations.
+    out.ensure(
+        rows.iter()
+            .any(|w| w.len() == 8 && w[2] == "0" && w[3] == "1"),
+        format!("vcpu-list does not show h's vcpu0 on pCPU 1: {rows:?}"),
+    )?;
+    // top: NAME ID STATE CPU(sec) CPU(%) MEM(k) MAXMEM(k) VCPUS; the second round measures.
+    let top: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|w| w.len() == 8 && w[2].len() == 6)
+        .collect();
+    let pct = top
+        .last()
+        .and_then(|w| w[4].parse::<f64>().ok())
+        .unwrap_or(0.0);
+    out.ensure(
+        top.len() == 2 && pct > 10.0 && pct <= 55.0,
+        format!("top should show the hog near its 50% cap: {top:?}"),
+    )?;
+    out.ensure(out.console.contains("top: done"), "top did not end")?;
+    // dmesg replays Ferrite's own boot lines: the ready line appears twice.
+    let ready = lines
+        .iter()
+        .filter(|l| l.starts_with("ferrite: ready:"))
+        .count();
+    out.ensure(ready >= 2, "dmesg did not replay Ferrite's log")?;
+    out.ensure(
+        out.console.contains("free_memory") && out.console.contains("destroyed h (dom"),
+        "info or destroy did not answer",
+    )
+}
