@@ -102,7 +102,7 @@ fn two_hundred_create_destroy_cycles_give_every_frame_back() -> Result<()> {
 }
 
 /// The shell, typed at the console: create a domain, see it in `list`, pause it (state `p`),
-/// unpause it, read its console, destroy it, and it is gone from `list`; an unknown domain and
+/// unpause it, read its console, watch `top` until a key, destroy it, and it is gone from `list`; an unknown domain and
 /// a bad configuration get one-line errors naming them; the machine powers off from the shell.
 #[test]
 fn shell_creates_lists_pauses_and_destroys_a_domain() -> Result<()> {
@@ -151,6 +151,13 @@ fn shell_creates_lists_pauses_and_destroys_a_domain() -> Result<()> {
     run.expect("ring line", STEP)?;
     run.send("\x1d")?;
     run.expect(&format!("console dom{id}: detached"), STEP)?;
+
+    // top refreshes until a key is typed.
+    type_cmd(&mut run, "top -b -d 300")?;
+    run.expect("top: 2 domains", STEP)?;
+    run.expect("top: 2 domains", STEP)?;
+    run.send("q")?;
+    run.expect("top: done", STEP)?;
 
     type_cmd(&mut run, "destroy web")?;
     run.expect(&format!("destroyed web (dom{id})"), STEP)?;
