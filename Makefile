@@ -102,11 +102,23 @@ domu-guest: setup-rust
 	cargo build -p ferrite-domu --target $(GUEST_TARGET) --release --target-dir target/guest
 	$(OBJCOPY) --strip-all target/guest/$(GUEST_TARGET)/release/ferrite-domu $(DOMU_IMAGE)
 
-# Linux dom0: Debian's kernel and a busybox initramfs with the virtio modules (never committed).
-linux-dom0: setup-rust
+# Linux dom0: Debian's kernel and a busybox initramfs with the virtio modules (never committed),
+# ferrite-ctl (guest/linux/ctl: a static aarch64 Linux binary, linked by rust-lld with the musl
+# target's own C runtime) and the test PV domU as /domu.elf.
+LINUX_TARGET := aarch64-unknown-linux-musl
+LINUX_CTL := build/linux/ferrite-ctl
+linux-dom0: setup-rust domu-guest
+	@rustup target list --installed | grep -qx $(LINUX_TARGET) || { \
+		echo "setup: adding Rust target $(LINUX_TARGET) (rustup target add)" >&2; \
+		rustup target add $(LINUX_TARGET); }
 	tools/fetch-debian.sh build/debian
 	@mkdir -p build/linux
-	tools/mk-linux-initramfs.sh build/debian $(LINUX_INITRAMFS)
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
+		CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained=yes -C target-feature=+crt-static" \
+		cargo build -p ferrite-ctl --target $(LINUX_TARGET) --release --target-dir target/linux
+	$(OBJCOPY) --strip-all target/linux/$(LINUX_TARGET)/release/ferrite-ctl $(LINUX_CTL)
+	FERRITE_CTL=$(LINUX_CTL) FERRITE_DOMU=$(DOMU_IMAGE) \
+		tools/mk-linux-initramfs.sh build/debian $(LINUX_INITRAMFS)
 
 # dom0's disk: a file QEMU gives it as a virtio-mmio block device.
 $(DISK):

@@ -2,8 +2,9 @@
 # Builds Linux dom0's initramfs: Debian's static busybox, guest/linux/init, and the kernel
 # modules dom0 needs on QEMU virt (virtio-mmio disk and NIC, ext2/4), taken from the same
 # Debian kernel package as the kernel (tools/fetch-debian.sh). Never committed: made at build.
+# With FERRITE_CTL and FERRITE_DOMU set, also /bin/ferrite-ctl and /domu.elf.
 #
-#   tools/mk-linux-initramfs.sh DEBIAN_DIR OUT.cpio
+#   [FERRITE_CTL=ferrite-ctl FERRITE_DOMU=domu.elf] tools/mk-linux-initramfs.sh DEBIAN_DIR OUT.cpio
 set -euo pipefail
 debian=${1:?usage: $0 DEBIAN_DIR OUT.cpio}
 out=${2:?usage: $0 DEBIAN_DIR OUT.cpio}
@@ -18,6 +19,9 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,lib/modules,proc,sys,dev,mnt,tmp,root}
 cp "$debian/busybox" "$root/bin/busybox"
 cp "$here/guest/linux/init" "$root/init"
+# The toolstack (make linux-dom0 builds it) and a PV domU image for it to start.
+[ -z "${FERRITE_CTL:-}" ] || cp "$FERRITE_CTL" "$root/bin/ferrite-ctl"
+[ -z "${FERRITE_DOMU:-}" ] || cp "$FERRITE_DOMU" "$root/domu.elf"
 chmod 755 "$root/init" "$root/bin/busybox"
 
 mods="drivers/virtio/virtio_mmio drivers/block/virtio_blk net/core/failover drivers/net/net_failover

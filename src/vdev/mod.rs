@@ -2,6 +2,7 @@
 //! The arch code traps a guest's access and calls into them; the glue connects their effects
 //! (output, interrupts) to the real machine.
 
+pub mod ctrl;
 pub mod idregs;
 pub mod pl011;
 pub mod psci;

@@ -89,6 +89,8 @@ pub fn dom0(
             b.size -= GRANT_WINDOW;
             Region::new(b.end(), GRANT_WINDOW)
         });
+    // The control page (dom0 user space's hypercalls): 2 MiB below the grant window.
+    let ctrl_page = super::ctrl::carve(&mut banks);
 
     // The boot images go in the lowest bank they fit in (the first may be a small piece below
     // Ferrite's image, too small for a Linux kernel).
@@ -144,6 +146,7 @@ pub fn dom0(
             abi_minor: ABI.1,
             event_ppi: EVENT_PPI,
             grant_window,
+            ctrl_page,
         },
     };
     let dt = crate::dt::dom0::generate(host_dtb, &cfg)

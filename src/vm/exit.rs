@@ -1,5 +1,5 @@
 //! What a running vCPU asks for when it exits to Ferrite: PSCI and hypercalls, emulated MMIO
-//! (distributor, redistributors, console UART), trapped system registers, WFI, and faults that
+//! (distributor, redistributors, console UART, dom0's control page), trapped system registers, WFI, and faults that
 //! end the domain. Every bad request gets the architecture's answer or crashes that domain
 //! alone, with a log line naming it and the reason: never Ferrite.
 
@@ -164,6 +164,11 @@ pub fn mmio(frame: &mut TrapFrame, m: Mmio, esr: u64) {
         .map_err(|_| "redistributor access the GIC architecture does not allow")
     } else if let Some(r) = vm.uart.filter(|r| r.contains(m.ipa)) {
         uart(vm, m, m.ipa - r.start, value)
+    } else if let Some(off) = super::ctrl::offset(vm, m.ipa) {
+        // dom0's control page: calls from its user space (docs/linux-dom0.md).
+        Ok(super::ctrl::access(
+            vm, v, frame, off, m.size, m.write, value,
+        ))
     } else {
         crash(
             frame,

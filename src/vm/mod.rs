@@ -7,6 +7,7 @@ pub mod balloon;
 pub mod build;
 pub mod build_pv;
 pub mod ctl;
+pub mod ctrl;
 pub mod devbus;
 pub mod domctl;
 pub mod domu;

@@ -443,6 +443,38 @@ impl<'a> Emitter<'_, '_, '_, 'a, '_> {
             self.w.end_node();
         }
         self.hypervisor();
+        self.ctrl_page();
+    }
+
+    /// `/ferrite-ctrl@<address>`: dom0's control page, the frame through which its user space
+    /// makes hypercalls (docs/linux-dom0.md). `generic-uio` lets a kernel with
+    /// `uio_pdrv_genirq` (`uio_pdrv_genirq.of_id=ferrite,ctrl`) offer it as `/dev/uioN`. No
+    /// `interrupts`: the event PPI is a per-CPU interrupt, which `uio_pdrv_genirq` cannot
+    /// request (its probe would fail); `/hypervisor` names it.
+    fn ctrl_page(&mut self) {
+        let Some(page) = self.cfg.hypervisor.ctrl_page else {
+            return;
+        };
+        let (address_cells, size_cells) = self.tree.child_cells(0);
+        let mut reg = Vec::new();
+        if !push_cells(&mut reg, page.start, address_cells)
+            || !push_cells(&mut reg, page.size, size_cells)
+        {
+            self.note(format!(
+                "control page {page}: left out: the root's #address-cells {address_cells} / \
+                 #size-cells {size_cells} cannot express it"
+            ));
+            return;
+        }
+        self.w.begin_node(&format!("ferrite-ctrl@{:x}", page.start));
+        self.w
+            .property_strings("compatible", &["ferrite,ctrl", "generic-uio"]);
+        self.w.property_cells("reg", &reg);
+        self.w.end_node();
+        self.note(format!(
+            "/ferrite-ctrl@{:x}: added: dom0's control page",
+            page.start
+        ));
     }
 
     /// The `/hypervisor` node; docs/hypervisor-node.md is its contract.

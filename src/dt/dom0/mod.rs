@@ -38,6 +38,8 @@
 //!   dom0's [`GicView`], written back into the GIC's parent bus addresses; the maintenance
 //!   interrupt and MSI controllers (ITS, GICv2m frames) go; references to those go too.
 //! - `/hypervisor` is added; docs/hypervisor-node.md is its contract with guests.
+//! - With a control page, `/ferrite-ctrl@<address>` is added (`compatible = "ferrite,ctrl",
+//!   "generic-uio"`, `reg` = the frame in the root's cells, no interrupt); docs/linux-dom0.md.
 //! - `/aliases` and `/__symbols__` entries naming a dropped node are dropped, and those naming a
 //!   renamed one (a CPU) follow it.
 //! - Everything else, disabled nodes included, is copied as it is.
@@ -110,6 +112,8 @@ pub struct HypervisorNode {
     pub event_ppi: u32,
     /// Guest-physical space where dom0 maps granted frames (`ferrite,grant-window`).
     pub grant_window: Option<Region>,
+    /// dom0's control page (`vdev::ctrl`), described as `/ferrite-ctrl@<address>`.
+    pub ctrl_page: Option<Region>,
 }
 
 /// dom0's device tree and what Ferrite must do to make it true.

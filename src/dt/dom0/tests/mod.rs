@@ -26,6 +26,7 @@ const HYP: HypervisorNode = HypervisorNode {
     abi_minor: 2,
     event_ppi: 31,
     grant_window: None,
+    ctrl_page: None,
 };
 
 const QEMU_MEMORY: &[Region] = &[Region::new(0x4800_0000, 256 * MIB)];
@@ -286,6 +287,35 @@ fn hypervisor_node() {
     assert_eq!(
         prop_cells(&dt.blob, h, "ferrite,grant-window"),
         Some(vec![1, 0x7f00_0000, 0, 0x0100_0000])
+    );
+
+    // A control page: a root node, `reg` in the root's cells (2 and 2 on QEMU virt), found by
+    // its compatible, not passed through.
+    let ctrl = "/ferrite-ctrl@5ee00000";
+    assert!(
+        with_tree(&dt.blob, |t| node(t, ctrl).is_none()),
+        "no control page configured"
+    );
+    let mut cfg = qemu_cfg(2, qemu_v3_view(2));
+    cfg.hypervisor.ctrl_page = Some(Region::new(0x5ee0_0000, 0x1000));
+    let (dt, _) = gen_parse(&host, &cfg);
+    assert_eq!(
+        prop(&dt.blob, ctrl, "compatible"),
+        Some(b"ferrite,ctrl\0generic-uio\0".to_vec())
+    );
+    assert_eq!(
+        prop_cells(&dt.blob, ctrl, "reg"),
+        Some(vec![0, 0x5ee0_0000, 0, 0x1000])
+    );
+    assert_eq!(prop(&dt.blob, ctrl, "interrupts"), None);
+    assert!(has_note(
+        &dt,
+        "/ferrite-ctrl@5ee00000: added: dom0's control page"
+    ));
+    assert!(
+        dt.passthrough
+            .iter()
+            .all(|p| !p.path.contains("ferrite-ctrl"))
     );
 
     // A PPI out of range leaves the interrupt out, with a note.
