@@ -80,8 +80,8 @@ build: setup-rust
 	cp $(CARGO_TARGET)/$(TARGET)/$(PROFILE)/ferrite $(ELF)
 	$(OBJCOPY) -O binary $(ELF) $(IMAGE)
 	@echo "built $(IMAGE) ($$(stat -c %s $(IMAGE)) bytes)"
-	$(MAKE) --no-print-directory dom0-guest
 	$(MAKE) --no-print-directory domu-guest
+	$(MAKE) --no-print-directory dom0-guest
 	FERRITE_EARLY_UART=$(EARLY_UART) FERRITE_DOM0_KERNEL=$(abspath $(DOM0_IMAGE)) \
 		FERRITE_DOMU_IMAGE=$(abspath $(DOMU_IMAGE)) FERRITE_DOMAINS="$(DOMAINS)" \
 		FERRITE_DOM0_CMDLINE="$(DOM0_CMDLINE)" cargo build -p ferrite --target $(TARGET) \
@@ -89,10 +89,11 @@ build: setup-rust
 	$(OBJCOPY) -O binary $(CARGO_TARGET_DOM0)/$(TARGET)/$(PROFILE)/ferrite $(FIRMWARE_DOM0)
 	@echo "built $(FIRMWARE_DOM0) ($$(stat -c %s $(FIRMWARE_DOM0)) bytes, dom0 and the PV domU packed in, boot domains from $(or $(DOMAINS),nowhere))"
 
-# Ferrite's own dom0 (guest/dom0): one image for every board.
-dom0-guest: setup-rust
+# Ferrite's own dom0 (guest/dom0): one image for every board. Its toolstack builds domains from
+# the PV domU image, packed into dom0 (guest/dom0/build.rs), so the domU is built first.
+dom0-guest: setup-rust domu-guest
 	@mkdir -p build/guest
-	cargo build -p ferrite-dom0 --target $(GUEST_TARGET) --release --target-dir target/guest
+	FERRITE_DOMU_IMAGE=$(abspath $(DOMU_IMAGE)) cargo build -p ferrite-dom0 --target $(GUEST_TARGET) --release --target-dir target/guest
 	$(OBJCOPY) -O binary target/guest/$(GUEST_TARGET)/release/ferrite-dom0 $(DOM0_IMAGE)
 
 # Ferrite's test PV domU (guest/domu): an ELF, loaded as it is by Ferrite's domain builder.

@@ -329,8 +329,9 @@ fn check_timer() -> bool {
     rate_ok && ticked == online.len()
 }
 
-/// The boot options that act after `dom0: ready`: the scheduler settings and report, the fault
-/// probe, then power-off.
+/// The boot options that act after `dom0: ready`: the scheduler settings and report, the
+/// toolstack's `dom0.exec` commands, the fault probe, then power-off; then the main loop (the
+/// back ends and the toolstack's shell).
 fn after_ready(opts: &Options) -> ! {
     let under_ferrite = MACHINE
         .get()
@@ -342,6 +343,7 @@ fn after_ready(opts: &Options) -> ! {
     crate::consback::start();
     crate::blkback::start();
     sched::boot_options(&opts.sched, opts.sched_report_ms, under_ferrite);
+    crate::toolstack::boot(opts, under_ferrite);
     if let Some(Fault::Unmapped(a)) = opts.fault {
         println!("dom0: fault: reading {a:#x}, which is neither RAM nor a device");
         console::flush();
@@ -362,6 +364,7 @@ fn after_ready(opts: &Options) -> ! {
         crate::consback::service(false);
         crate::blkback::service(false);
         crate::netback::service(false);
+        crate::toolstack::poll();
         cpu::wfi();
     }
 }

@@ -1,5 +1,6 @@
 //! dom0's boot options, from `/chosen/bootargs` (documented in docs/dom0.md).
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use log::LevelFilter;
 
@@ -26,6 +27,17 @@ pub enum SchedSetting {
     Pin { dom: u64, vcpu: u64, mask: u64 },
 }
 
+/// `dom0.shell=`: whether the toolstack's shell reads the console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    /// Never: what is typed is ignored.
+    Off,
+    /// Silent until the first key typed (the default: output stays as it was for tests).
+    On,
+    /// Prints its prompt at once.
+    Run,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub loglevel: LevelFilter,
@@ -37,10 +49,44 @@ pub struct Options {
     pub sched_report_ms: Option<u64>,
     /// `dom0.bench.blk=<MiB>`: read that much of the disk directly and print the rate.
     pub bench_blk_mib: Option<u64>,
+    /// `dom0.shell=off|on|run`.
+    pub shell: Shell,
+    /// `dom0.exec=<cmd>;<cmd>...`: toolstack commands run after `dom0: ready` (quote the value
+    /// when a command has spaces: `dom0.exec="create name=a,cmd=hog;list"`).
+    pub exec: Option<String>,
+}
+
+/// Splits the boot arguments at whitespace outside double quotes; the quotes go.
+pub fn split_words(args: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut any) = (false, false);
+    for c in args.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_ascii_whitespace() && !quoted => {
+                if any {
+                    out.push(core::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
 }
 
 /// Parses the options; each word dom0 does not know is passed to `unknown`.
-pub fn parse<'a>(args: &'a str, mut unknown: impl FnMut(&'a str)) -> Options {
+pub fn parse(args: &str, mut unknown: impl FnMut(String)) -> Options {
     let mut o = Options {
         loglevel: LevelFilter::Info,
         poweroff: false,
@@ -48,8 +94,12 @@ pub fn parse<'a>(args: &'a str, mut unknown: impl FnMut(&'a str)) -> Options {
         sched: Vec::new(),
         sched_report_ms: None,
         bench_blk_mib: None,
+        shell: Shell::On,
+        exec: None,
     };
-    for word in args.split_ascii_whitespace() {
+    for owned in split_words(args) {
+        let word = owned.as_str();
+        let mut unknown = |w: &str| unknown(w.into());
         match word.split_once('=') {
             None if word == "poweroff" => o.poweroff = true,
             Some(("loglevel", v)) => match level(v) {
@@ -74,6 +124,13 @@ pub fn parse<'a>(args: &'a str, mut unknown: impl FnMut(&'a str)) -> Options {
                 Some(m) if m > 0 => o.bench_blk_mib = Some(m),
                 _ => unknown(word),
             },
+            Some(("dom0.shell", v)) => match v {
+                "off" => o.shell = Shell::Off,
+                "on" => o.shell = Shell::On,
+                "run" => o.shell = Shell::Run,
+                _ => unknown(word),
+            },
+            Some(("dom0.exec", v)) => o.exec = Some(v.into()),
             _ => unknown(word),
         }
     }
@@ -140,7 +197,7 @@ fn sched_setting(key: &str, v: &str) -> Option<SchedSetting> {
 mod tests {
     use super::*;
 
-    fn parse_all(args: &str) -> (Options, Vec<&str>) {
+    fn parse_all(args: &str) -> (Options, Vec<String>) {
         let mut unknown = Vec::new();
         let o = parse(args, |w| unknown.push(w));
         (o, unknown)
@@ -264,6 +321,27 @@ mod tests {
         // The last one counts; hex works too.
         let (o, _) = parse_all("dom0.sched.report=200 dom0.sched.report=0x10");
         assert_eq!(o.sched_report_ms, Some(16));
+    }
+
+    #[test]
+    fn shell_and_exec() {
+        let (o, unknown) = parse_all("");
+        assert_eq!((o.shell, o.exec), (Shell::On, None));
+        assert!(unknown.is_empty());
+        let (o, unknown) = parse_all(
+            "poweroff dom0.shell=run dom0.exec=\"create name=a,cmd=hog 5; list\" loglevel=warn",
+        );
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(o.shell, Shell::Run);
+        assert_eq!(o.exec.as_deref(), Some("create name=a,cmd=hog 5; list"));
+        assert!(o.poweroff);
+        assert_eq!(o.loglevel, LevelFilter::Warn);
+        let (o, _) = parse_all("dom0.exec=list;info dom0.shell=off");
+        assert_eq!(o.exec.as_deref(), Some("list;info"));
+        assert_eq!(o.shell, Shell::Off);
+        let (_, unknown) = parse_all("dom0.shell=maybe");
+        assert_eq!(unknown, ["dom0.shell=maybe"]);
+        assert_eq!(split_words(" a  \"b c\"d  "), ["a", "b cd"]);
     }
 
     #[test]

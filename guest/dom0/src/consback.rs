@@ -6,11 +6,17 @@
 //! between them, then it publishes the new consumer index and notifies the domU. A ring whose
 //! indices are impossible (a hostile or broken front end) is reported and disconnected; the
 //! other domains' consoles go on.
+//!
+//! Each domain's last lines are kept ([`history`]) for the toolstack's `console` command, which
+//! also follows one domain ([`follow`]): its lines are printed as they are, without the prefix.
+//! Domains the toolstack creates are connected with [`rescan`], and dropped when they go.
 
 use crate::events;
 use crate::psci::hypercall;
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::console_ring::{self as cr, OUT_SIZE};
 use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
@@ -24,9 +30,43 @@ struct Back {
     line: Vec<u8>,
     lines: u64,
     dead: bool,
+    /// Its last [`HISTORY`] lines.
+    history: VecDeque<String>,
 }
 
 static BACKS: Mutex<Vec<Back>> = Mutex::new(Vec::new());
+/// Lines kept per domain for `console`.
+const HISTORY: usize = 100;
+/// 1 + the domain whose lines are printed bare (the toolstack's `console`), 0 for none.
+static FOLLOW: AtomicU64 = AtomicU64::new(0);
+
+/// Binds domain `d`'s console port, if it has a console; `None` if it has none or the bind
+/// failed (said on the console).
+fn connect(d: u64) -> Option<Back> {
+    let mut x1 = 0u64;
+    let port = crate::psci::hypercall_x1(call::DOMCTL, domctl::CONSOLE, d, 0, &mut x1);
+    if port < 0 {
+        return None;
+    }
+    match events::op(ev::BIND_INTERDOMAIN, d, port as u64) {
+        Ok(local) => {
+            println!("dom0: console: dom{d}: connected (its port {port}, ours {local})");
+            Some(Back {
+                dom: d as u16,
+                gref: x1 as u32,
+                port: local as u32,
+                line: Vec::new(),
+                lines: 0,
+                dead: false,
+                history: VecDeque::new(),
+            })
+        }
+        Err(e) => {
+            println!("dom0: console: dom{d}: cannot bind port {port}: {e}");
+            None
+        }
+    }
+}
 
 /// Connects to every domU that has a console ring.
 pub fn start() {
@@ -41,24 +81,8 @@ pub fn start() {
             break;
         }
         d = next as u64;
-        let mut x1 = 0u64;
-        let port = crate::psci::hypercall_x1(call::DOMCTL, domctl::CONSOLE, d, 0, &mut x1);
-        if port < 0 {
-            continue;
-        }
-        match events::op(ev::BIND_INTERDOMAIN, d, port as u64) {
-            Ok(local) => {
-                println!("dom0: console: dom{d}: connected (its port {port}, ours {local})");
-                backs.push(Back {
-                    dom: d as u16,
-                    gref: x1 as u32,
-                    port: local as u32,
-                    line: Vec::new(),
-                    lines: 0,
-                    dead: false,
-                });
-            }
-            Err(e) => println!("dom0: console: dom{d}: cannot bind port {port}: {e}"),
+        if let Some(b) = connect(d) {
+            backs.push(b);
         }
     }
     let checks: Vec<(u16, u32)> = backs.iter().map(|b| (b.dom, b.gref)).collect();
@@ -89,6 +113,74 @@ fn map_check(dom: u16, gref: u32) {
         ),
         other => println!("dom0: grant map: dom{dom}: FAILED: mapped {seen}, {other:?}"),
     }
+}
+
+/// Brings the connections up to date with the domains that exist: drains and drops those whose
+/// domain is gone (or `gone` says is going, or whose port is no longer bound to it), connects
+/// new domUs (the toolstack's, restarted ones). Quiet about domains it already serves.
+pub fn rescan(gone: Option<u64>) {
+    if !events::ready() {
+        return;
+    }
+    let ids = crate::toolstack::ctl::domain_ids();
+    let mut backs = BACKS.lock();
+    backs.retain(|b| {
+        let keep = ids.contains(&(b.dom as u64)) && gone != Some(b.dom as u64) && !stale(b);
+        if !keep && !b.dead {
+            let _ = events::op(ev::CLOSE, b.port as u64, 0);
+        }
+        keep
+    });
+    drop(backs);
+    // What the remaining domains wrote is printed before anything new connects.
+    service(true);
+    let mut backs = BACKS.lock();
+    for &d in ids.iter().filter(|&&d| d != 0 && gone != Some(d)) {
+        if !backs.iter().any(|b| b.dom as u64 == d)
+            && let Some(b) = connect(d)
+        {
+            backs.push(b);
+        }
+    }
+}
+
+/// Whether our port no longer leads to the domain's console: the domain went (its id may have
+/// been given to another, a restarted one), leaving our port unbound.
+fn stale(b: &Back) -> bool {
+    if b.dead {
+        return false;
+    }
+    let mut r = [0u64; 3];
+    let kind = crate::psci::hypercall_regs(
+        call::EVTCHN_OP,
+        ev::STATUS,
+        b.port as u64,
+        ferrite_abi::call::DOMID_SELF as u64,
+        &mut r,
+    );
+    !(kind == ev::status::INTERDOMAIN as i64 && r[0] == b.dom as u64)
+}
+
+/// Domain `dom`'s last lines (and its unfinished one), or `None` if dom0 does not serve its
+/// console.
+pub fn history(dom: u64) -> Option<Vec<String>> {
+    service(true);
+    let backs = BACKS.lock();
+    let b = backs.iter().find(|b| b.dom as u64 == dom)?;
+    let mut h: Vec<String> = b.history.iter().cloned().collect();
+    if !b.line.is_empty() {
+        h.push(String::from_utf8_lossy(&b.line).into_owned());
+    }
+    Some(h)
+}
+
+/// Prints `dom`'s new lines bare (no prefix) until [`unfollow`].
+pub fn follow(dom: u64) {
+    FOLLOW.store(dom + 1, Ordering::Release);
+}
+
+pub fn unfollow() {
+    FOLLOW.store(0, Ordering::Release);
 }
 
 fn gcopy(ops: &mut [GrantCopy]) -> Result<(), errno::Errno> {
@@ -165,11 +257,16 @@ fn drain(b: &mut Back) -> Result<(), String> {
     for &c in &data {
         if c == b'\n' {
             let line = String::from_utf8_lossy(&b.line);
-            println!(
-                "dom0: console: dom{}: {}",
-                b.dom,
-                line.trim_end_matches('\r')
-            );
+            let line = line.trim_end_matches('\r');
+            if FOLLOW.load(Ordering::Acquire) == b.dom as u64 + 1 {
+                println!("{line}");
+            } else {
+                println!("dom0: console: dom{}: {}", b.dom, line);
+            }
+            if b.history.len() == HISTORY {
+                b.history.pop_front();
+            }
+            b.history.push_back(line.into());
             b.line.clear();
             b.lines += 1;
         } else if b.line.len() < 512 {

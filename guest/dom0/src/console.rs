@@ -1,7 +1,8 @@
 //! dom0's console: the PL011 that `/chosen/stdout-path` names, shared by every vCPU.
 //!
-//! dom0 only transmits and keeps the line settings it was given (QEMU's, or whatever Ferrite
-//! passes through). Normal output takes a lock so lines from different vCPUs do not interleave;
+//! dom0 keeps the line settings it was given (QEMU's, or whatever Ferrite passes through). It
+//! transmits, and reads what is typed by polling the receive FIFO ([`read_byte`], from dom0's
+//! main loop: the toolstack's shell); the receive interrupt is left masked. Normal output takes a lock so lines from different vCPUs do not interleave;
 //! the panic path uses [`write_raw`], which does not: the lock may be held by the vCPU that
 //! failed.
 
@@ -17,12 +18,15 @@ register_bitfields! [u32,
     FR [
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
         /// UART busy transmitting.
         BUSY OFFSET(3) NUMBITS(1) [],
     ],
     CR [
         UARTEN OFFSET(0) NUMBITS(1) [],
         TXE OFFSET(8) NUMBITS(1) [],
+        RXE OFFSET(9) NUMBITS(1) [],
     ],
 ];
 
@@ -82,7 +86,7 @@ pub unsafe fn init(base: usize) {
     BASE.store(base, Ordering::Release);
     if let Some(u) = uart() {
         let cr = u.regs().cr.get();
-        let want = cr | CR::UARTEN::SET.value | CR::TXE::SET.value;
+        let want = cr | CR::UARTEN::SET.value | CR::TXE::SET.value | CR::RXE::SET.value;
         if cr != want {
             u.regs().cr.set(want);
         }
@@ -107,6 +111,33 @@ pub fn write_fmt(args: fmt::Arguments) {
 pub fn write_raw(args: fmt::Arguments) {
     if let Some(mut uart) = uart() {
         let _ = uart.write_fmt(args);
+    }
+}
+
+/// The next byte typed on the console, if one is waiting (the data register's error bits are
+/// dropped). Takes the console lock so it never reads between another vCPU's accesses.
+pub fn read_byte() -> Option<u8> {
+    let u = uart()?;
+    crate::cpu::with_irqs_masked(|| {
+        let _guard = LOCK.lock();
+        if u.regs().fr.is_set(FR::RXFE) {
+            None
+        } else {
+            Some(u.regs().dr.get() as u8)
+        }
+    })
+}
+
+/// Writes bytes as they are (no newline translation), under the console lock: the shell's
+/// echo and prompt.
+pub fn write_bytes(b: &[u8]) {
+    if let Some(u) = uart() {
+        crate::cpu::with_irqs_masked(|| {
+            let _guard = LOCK.lock();
+            for &c in b {
+                u.put_byte(c);
+            }
+        });
     }
 }
 

@@ -63,6 +63,12 @@ mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod timer;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod toolstack;
+// The toolstack's text handling is tested on the host.
+#[cfg(test)]
+#[path = "toolstack/parse.rs"]
+mod toolstack_parse;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod virtio;
 
 #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
