@@ -388,7 +388,7 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
         },
     );
     log::info!(
-        "{name}: domain {id} is being restored ({} pages)",
+        "{name}: domain {id} is being restored ({} pages at {base:#x})",
         h.nr_pages
     );
     Ok(id)

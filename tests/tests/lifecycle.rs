@@ -248,8 +248,10 @@ fn every_command_fails_cleanly_on_a_missing_domain() -> Result<()> {
 fn a_saved_domain_is_restored_and_goes_on_counting() -> Result<()> {
     let q = qemu(
         "lifecycle-save",
-        "dom0.exec=\"create name=cnt mem=8M cmd=counter 100;sleep 1500;save cnt f;files;list;\
-         restore f;sleep 1500;list;destroy cnt\" poweroff",
+        // `save -c` keeps the original (paused) and its frames: the restore must land on
+        // others. It is destroyed before the copy runs.
+        "dom0.exec=\"create name=cnt mem=8M cmd=counter 100;sleep 1500;pause cnt;save -c cnt f;\
+         files;restore -p f;destroy 1;unpause 2;sleep 1500;list;destroy cnt\" poweroff",
     );
     let out = q.spawn()?.wait_exit(TIMEOUT)?;
     out.ensure_exit(Exit::Code(0))?;
@@ -283,6 +285,23 @@ fn a_saved_domain_is_restored_and_goes_on_counting() -> Result<()> {
     out.ensure(
         out.console.contains("destroyed cnt"),
         "the restored domain was not destroyed by name",
+    )?;
+    // On other machine frames: the original's base and the restored domain's.
+    let base_of = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.split(" at 0x").nth(1))
+            .and_then(|r| r.split([',', ')']).next())
+            .map(str::to_string)
+    };
+    let (old, new) = (
+        base_of("cnt: domain 1, PV"),
+        base_of("cnt: domain 2 is being restored"),
+    );
+    out.ensure(
+        old.is_some() && new.is_some() && old != new,
+        format!("restored at {new:?}, the original was at {old:?}: not other frames"),
     )
 }
 
