@@ -322,6 +322,39 @@ fn main() {
             .to_string(),
     );
 
+    // A 64 MiB domU created by dom0's toolstack (the image copied from dom0's memory), to its
+    // first instruction after unpause; then saved into dom0's RAM and restored from it.
+    let out = pv(
+        "bench-save",
+        "-- dom0.exec=\"create name=big mem=64M cmd=counter 100;sleep 300;save big f;\
+         restore f;sleep 200;destroy big\" poweroff",
+    );
+    let find = |needle: &str| {
+        out.console
+            .lines()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let l = find("big: domain 1: first instruction");
+    row(
+        "64 MiB domU from dom0 CREATE to first instruction (virtual us)",
+        num_after(&l, "first instruction ")
+            .unwrap_or("?")
+            .to_string(),
+    );
+    let l = find("saved dom1 to");
+    row(
+        "save a 64 MiB domU into dom0's RAM (virtual us)",
+        num_after(&l, " RAM in ").unwrap_or("?").to_string(),
+    );
+    let l = find("restored \"f\" as dom");
+    row(
+        "restore a 64 MiB domU from dom0's RAM (virtual us)",
+        num_after(&l, " in ").unwrap_or("?").to_string(),
+    );
+
     // 6. Linux dom0 to its shell marker, against Linux on bare QEMU.
     let uptime = |o: &ferrite_systests::Outcome| -> Option<f64> {
         let l = o

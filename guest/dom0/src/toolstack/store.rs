@@ -50,6 +50,7 @@ pub fn save(args: &[&str]) {
         return println!("error: save {d}: dom0 cannot be saved");
     }
     let was_paused = info.is_some_and(|i| i.state == ferrite_abi::ctl::state::PAUSED);
+    let t0 = crate::timer::counter();
     if let Err(e) = ctl::pause(id) {
         return fail("save", &d, e);
     }
@@ -62,6 +63,7 @@ pub fn save(args: &[&str]) {
             return println!("error: save {d}: {msg}");
         }
     };
+    let took = crate::timer::ticks_to_us(crate::timer::counter() - t0);
     let (pages, size) = (file.pages.len(), file.bytes());
     FILES.lock().insert(name.into(), file);
     let after = if keep {
@@ -90,7 +92,8 @@ pub fn save(args: &[&str]) {
         }
     };
     println!(
-        "saved {d} to \"{name}\": {pages} pages, {} KiB in dom0's RAM; domain {after}",
+        "saved {d} to \"{name}\": {pages} pages, {} KiB in dom0's RAM in {took} us; domain \
+         {after}",
         size / 1024
     );
 }
@@ -148,6 +151,7 @@ pub fn restore(args: &[&str]) {
     let Some(f) = files.get(name) else {
         return println!("error: restore {name}: no such file (files lists them)");
     };
+    let t0 = crate::timer::counter();
     let id = match ctl::restore_begin(&f.header) {
         Ok(id) => id,
         Err((e, reason)) if reason.is_empty() => {
@@ -162,6 +166,10 @@ pub fn restore(args: &[&str]) {
     let zero = Box::new([0u8; 4096]);
     let mut result = Ok(());
     for (pfn, (ty, page)) in f.pages.iter().enumerate() {
+        // RESTORE_BEGIN gives zeroed frames: an all-zero data page needs no call.
+        if page.is_none() && *ty == page_type::DATA {
+            continue;
+        }
         let p = page.as_ref().unwrap_or(&zero);
         if let Err(e) = ctl::restore_page(id, pfn as u64, p, *ty) {
             result = Err(alloc::format!(
@@ -193,12 +201,13 @@ pub fn restore(args: &[&str]) {
         let _ = destroy_id(id);
         return println!("error: restore {name}: {msg}; the half-built dom{id} was destroyed");
     }
+    let took = crate::timer::ticks_to_us(crate::timer::counter() - t0);
     crate::consback::rescan(None);
     if paused {
-        return println!("restored \"{name}\" as dom{id}, paused");
+        return println!("restored \"{name}\" as dom{id} in {took} us, paused");
     }
     match ctl::unpause(id) {
-        Ok(()) => println!("restored \"{name}\" as dom{id}"),
+        Ok(()) => println!("restored \"{name}\" as dom{id} in {took} us"),
         Err(e) => println!(
             "error: restore {name}: dom{id} restored but not unpaused: {} ({})",
             why(e),
