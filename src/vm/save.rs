@@ -144,6 +144,11 @@ fn save_begin(vm: &'static Vm) -> R<SaveHeader> {
         h.cap = o.spec.cap;
         h.on_crash = o.spec.on_crash.abi();
     }
+    // The scheduler's values now (dom0 may have changed them since the build).
+    if let Some((w, c)) = super::sched::with(|s| (s.weight(vm.id), s.cap(vm.id))) {
+        h.weight = w.unwrap_or(h.weight);
+        h.cap = c.unwrap_or(h.cap);
+    }
     let n = vm.name.len().min(31);
     h.name[..n].copy_from_slice(&vm.name.as_bytes()[..n]);
     Ok(h)

@@ -125,7 +125,11 @@ fn read_domain(id: u64) -> Result<File, String> {
     for pfn in 0..header.nr_pages {
         let ty = ctl::save_page(id, pfn, &mut page)
             .map_err(|x| e(&alloc::format!("SAVE_PAGE {pfn}"), x))?;
-        if ty == page_type::DATA && page.iter().all(|&b| b == 0) {
+        // Word by word: a byte loop over every page was most of a save's time.
+        let zero = page
+            .chunks_exact(8)
+            .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0);
+        if ty == page_type::DATA && zero {
             pages.push((ty, None));
         } else {
             // Running out of heap would stop dom0 (an allocation failure is fatal): keep 2 MiB
