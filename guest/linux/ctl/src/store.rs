@@ -6,9 +6,12 @@
 //! `nr_pages` frames an 8-byte little-endian page type followed by the frame's 4096 bytes. A
 //! data page of zeros is stored as the type [`ZERO_PAGE`] alone, without its bytes:
 //! `RESTORE_BEGIN` gives zeroed frames, so nothing is written for it on restore.
+//!
+//! The header is `SAVE_BEGIN`'s but for its `weight` and `cap`: the domain's current ones
+//! (`SCHED_CTL`), where Ferrite's header has those it was created with.
 
 use crate::{Ctrl, Res, bytes_of, display_name, err_text, log_mark, log_text, resolve, touch};
-use ferrite_abi::call::domctl;
+use ferrite_abi::call::{domctl, sched_ctl};
 use ferrite_abi::ctl::{CreateArgs, SAVE_MAGIC, SaveHeader, VcpuState, page_type, state};
 use ferrite_abi::errno::Errno;
 use std::fs::{self, File};
@@ -102,8 +105,9 @@ pub fn save(c: &Ctrl, keep: bool, dom: &str, path: &str) -> Res<()> {
         }
     };
     println!(
-        "saved {label} to \"{path}\": {pages} pages ({zeros} of zeros), {vcpus} vCPUs, {} KiB \
+        "saved {label} to \"{path}\": {pages} pages ({zeros} of zeros), {vcpus} vCPU{}, {} KiB \
          in {took} us; domain {after}",
+        if vcpus == 1 { "" } else { "s" },
         size / 1024
     );
     Ok(())
@@ -129,6 +133,15 @@ fn write_domain(c: &Ctrl, id: u64, out: &mut impl Write) -> Res<(u64, u64, u32)>
     }
     if h.magic != SAVE_MAGIC {
         return Err("SAVE_BEGIN gave a header without the FERSAVE1 magic".into());
+    }
+    // Ferrite's header has the weight and cap the domain was created with; the file keeps
+    // those it has now (`sched-credit` may have changed them), which RESTORE_BEGIN applies.
+    if let (Ok(w), Ok(cap)) = (
+        c.sched_ctl(sched_ctl::GET_WEIGHT, id, 0, 0),
+        c.sched_ctl(sched_ctl::GET_CAP, id, 0, 0),
+    ) {
+        h.weight = w as u32;
+        h.cap = cap as u32;
     }
     out.write_all(bytes_of(&mut *h)).map_err(io)?;
     let mut v = Box::new(VcpuBytes([0; size_of::<VcpuState>()]));
