@@ -387,6 +387,19 @@ fn linux_dom0_ferrite_ctl_save_restore() -> Result<()> {
         format!("the half-built domain was not destroyed: {line}"),
     )?;
     run.expect("failed-20", STEP)?;
+    // A doctored file: the first page's type word made 5 (no such type). Ferrite refuses
+    // RESTORE_PAGE and logs why; the tool prints that reason and destroys the domain.
+    run.send(
+        "cp /tmp/web.sav /tmp/bad.sav; printf '\\005' | dd of=/tmp/bad.sav bs=1 seek=1056 \
+         conv=notrunc 2>/dev/null; ferrite-ctl restore /tmp/bad.sav || echo failed-$((4 * 7))\n",
+    )?;
+    let line = run.expect("restore /tmp/bad.sav: RESTORE_PAGE 0 ", STEP)?;
+    check(
+        &run,
+        line.contains("frame 0: bad page type") && line.trim_end().ends_with("was destroyed"),
+        format!("the doctored file's refusal is not explained: {line}"),
+    )?;
+    run.expect("failed-28", STEP)?;
     run.send("ferrite-ctl restore /init || echo failed-$((4 * 6))\n")?;
     run.expect("not a Ferrite save file", STEP)?;
     run.expect("failed-24", STEP)?;
