@@ -1,9 +1,12 @@
-//! Who gets what is typed on Ferrite's console: dom0 (the default) or Ferrite itself, switched
-//! by pressing Ctrl-A three times in a row, as on Xen. Ferrite's own input is single keys for
-//! a look at the machine (`h` lists them).
+//! Who gets what is typed on Ferrite's console: dom0 (the default), Ferrite itself, or one
+//! domU's console, moved on in that order by pressing Ctrl-A three times in a row (as on Xen,
+//! which switches between Xen and dom0). Ferrite's own input is single keys for a look at the
+//! machine (`h` lists them); a domU gets its bytes in its console ring.
 //!
 //! Ctrl-As that do not make three in a row reach the focused side unchanged, so programs in
 //! dom0 that use Ctrl-A still get it.
+
+use crate::domain::DomId;
 
 /// Ctrl-A.
 pub const ESCAPE: u8 = 0x01;
@@ -12,6 +15,7 @@ pub const ESCAPE: u8 = 0x01;
 pub enum Focus {
     Dom0,
     Ferrite,
+    Domu(DomId),
 }
 
 /// What one typed byte means.
@@ -19,14 +23,14 @@ pub enum Focus {
 pub enum Input {
     /// Give these bytes (up to 3) to the focused side.
     Forward([u8; 3], usize),
-    /// The focus moved.
-    Switched(Focus),
+    /// Ctrl-A three times: move the focus on ([`next`]).
+    Switch,
     /// Held back: it may be the start of the switch sequence.
     Held,
 }
 
+/// Counts Ctrl-As.
 pub struct Switch {
-    focus: Focus,
     escapes: usize,
 }
 
@@ -38,14 +42,7 @@ impl Default for Switch {
 
 impl Switch {
     pub const fn new() -> Self {
-        Self {
-            focus: Focus::Dom0,
-            escapes: 0,
-        }
-    }
-
-    pub fn focus(&self) -> Focus {
-        self.focus
+        Self { escapes: 0 }
     }
 
     pub fn feed(&mut self, b: u8) -> Input {
@@ -53,11 +50,7 @@ impl Switch {
             self.escapes += 1;
             if self.escapes == 3 {
                 self.escapes = 0;
-                self.focus = match self.focus {
-                    Focus::Dom0 => Focus::Ferrite,
-                    Focus::Ferrite => Focus::Dom0,
-                };
-                return Input::Switched(self.focus);
+                return Input::Switch;
             }
             return Input::Held;
         }
@@ -66,6 +59,24 @@ impl Switch {
         self.escapes = 0;
         out[n] = b;
         Input::Forward(out, n + 1)
+    }
+}
+
+/// The focus after `now`: dom0, then Ferrite, then each domU with a console in id order, then
+/// dom0 again. A domU that is gone moves on to the next one after its id.
+pub fn next(now: Focus, domus: &[DomId]) -> Focus {
+    let after = |id: DomId| {
+        domus
+            .iter()
+            .copied()
+            .filter(|&d| d > id)
+            .min()
+            .map_or(Focus::Dom0, Focus::Domu)
+    };
+    match now {
+        Focus::Dom0 => Focus::Ferrite,
+        Focus::Ferrite => after(0),
+        Focus::Domu(id) => after(id),
     }
 }
 
@@ -81,12 +92,32 @@ mod tests {
         assert_eq!(s.feed(b'y'), Input::Forward([ESCAPE, b'y', 1], 2));
         assert_eq!(s.feed(ESCAPE), Input::Held);
         assert_eq!(s.feed(ESCAPE), Input::Held);
-        assert_eq!(s.feed(ESCAPE), Input::Switched(Focus::Ferrite));
-        assert_eq!(s.focus(), Focus::Ferrite);
+        assert_eq!(s.feed(ESCAPE), Input::Switch);
         assert_eq!(s.feed(b'h'), Input::Forward([b'h', 1, 1], 1));
-        for _ in 0..2 {
-            assert_eq!(s.feed(ESCAPE), Input::Held);
+    }
+
+    #[test]
+    fn the_focus_goes_round_dom0_ferrite_and_each_domu() {
+        let domus = [3, 7];
+        let mut f = Focus::Dom0;
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            f = next(f, &domus);
+            seen.push(f);
         }
-        assert_eq!(s.feed(ESCAPE), Input::Switched(Focus::Dom0));
+        assert_eq!(
+            seen,
+            [
+                Focus::Ferrite,
+                Focus::Domu(3),
+                Focus::Domu(7),
+                Focus::Dom0,
+                Focus::Ferrite
+            ]
+        );
+        // No domUs: dom0 and Ferrite only; a vanished domU moves on.
+        assert_eq!(next(Focus::Ferrite, &[]), Focus::Dom0);
+        assert_eq!(next(Focus::Domu(5), &[3, 7]), Focus::Domu(7));
+        assert_eq!(next(Focus::Domu(9), &[3, 7]), Focus::Dom0);
     }
 }

@@ -1,32 +1,56 @@
-//! Ferrite's console input: it goes to dom0's emulated UART, or, after Ctrl-A three times, to
-//! Ferrite's own keys (`crate::conswitch`): a look at the domains and memory without dom0.
+//! Ferrite's console input: it goes to dom0's emulated UART, to Ferrite's own keys, or to a
+//! domU's console ring, moved on by Ctrl-A three times (`crate::conswitch`).
 
 use super::domctl::info;
-use crate::conswitch::{Focus, Input, Switch};
+use crate::conswitch::{Focus, Input, Switch, next};
+use crate::domain::DomId;
+use core::sync::atomic::Ordering;
+use ferrite_abi::console_ring::{ConsoleRing, IN_SIZE};
 use ferrite_abi::ctl::state;
 use spin::Mutex;
 
-static SWITCH: Mutex<Switch> = Mutex::new(Switch::new());
+static SWITCH: Mutex<(Switch, Focus)> = Mutex::new((Switch::new(), Focus::Dom0));
+
+/// The domUs whose console can take input: running PV domUs with a console ring.
+fn consoles() -> alloc::vec::Vec<DomId> {
+    super::domains()
+        .filter(|d| d.pv().is_some() && super::is_running(d))
+        .filter(|d| super::grant::console_page(d.id) != 0)
+        .map(|d| d.id)
+        .collect()
+}
 
 /// Bytes typed on Ferrite's console (interrupts masked: called from the UART's handler).
 pub fn input(bytes: &[u8]) {
     let mut to_dom0 = [0u8; 96];
     let mut n = 0;
     for &b in bytes {
-        let r = SWITCH.lock().feed(b);
+        let (r, focus) = {
+            let mut g = SWITCH.lock();
+            let r = g.0.feed(b);
+            (r, g.1)
+        };
         match r {
             Input::Held => {}
-            Input::Switched(Focus::Ferrite) => crate::println!(
-                "\nferrite: console input goes to Ferrite ('h' lists its keys; Ctrl-A three \
-                 times goes back to dom0)"
-            ),
-            Input::Switched(Focus::Dom0) => {
-                crate::println!("\nferrite: console input goes to dom0")
+            Input::Switch => {
+                let f = next(focus, &consoles());
+                SWITCH.lock().1 = f;
+                match f {
+                    Focus::Ferrite => crate::println!(
+                        "\nferrite: console input goes to Ferrite ('h' lists its keys; Ctrl-A \
+                         three times moves on)"
+                    ),
+                    Focus::Dom0 => crate::println!("\nferrite: console input goes to dom0"),
+                    Focus::Domu(id) => crate::println!(
+                        "\nferrite: console input goes to domain {id} ({})",
+                        super::domain(id).map_or("?", |d| d.name.as_str())
+                    ),
+                }
             }
-            Input::Forward(out, k) => {
-                if SWITCH.lock().focus() == Focus::Ferrite {
-                    out[..k].iter().for_each(|&c| key(c));
-                } else {
+            Input::Forward(out, k) => match focus {
+                Focus::Ferrite => out[..k].iter().for_each(|&c| key(c)),
+                Focus::Domu(id) => to_domu(id, &out[..k]),
+                Focus::Dom0 => {
                     for &c in &out[..k] {
                         if n == to_dom0.len() {
                             super::console_to_dom0(&to_dom0[..n]);
@@ -36,7 +60,7 @@ pub fn input(bytes: &[u8]) {
                         n += 1;
                     }
                 }
-            }
+            },
         }
     }
     if n > 0 {
@@ -44,11 +68,47 @@ pub fn input(bytes: &[u8]) {
     }
 }
 
+/// Puts typed bytes in domU `id`'s console ring (its `inp` half) and signals its console port,
+/// as dom0's console back end would. A full ring drops them, said once per burst.
+fn to_domu(id: DomId, bytes: &[u8]) {
+    let page = super::grant::console_page(id);
+    let port = super::events::console_port(id);
+    let (Some(_), Some(port), true) = (super::domain(id), port, page != 0) else {
+        crate::println!("ferrite: domain {id} is gone; Ctrl-A three times moves on");
+        return;
+    };
+    // SAFETY: the domU's console page, which the builder made and granted to dom0 as
+    // GREF_CONSOLE; Ferrite holds it for the domain's life (it is one of the domain's frames,
+    // identity-mapped, never a page table). Only the atomics and `inp` are touched, which the
+    // ring's protocol gives to the input producer.
+    let ring = unsafe { &mut *(page as *mut ConsoleRing) };
+    let cons = ring.in_cons.load(Ordering::Acquire);
+    let mut prod = ring.in_prod.load(Ordering::Relaxed);
+    let mut dropped = false;
+    for &b in bytes {
+        if prod.wrapping_sub(cons) as usize >= IN_SIZE {
+            dropped = true;
+            break;
+        }
+        ring.inp[prod as usize % IN_SIZE] = b;
+        prod = prod.wrapping_add(1);
+    }
+    ring.in_prod.store(prod, Ordering::Release);
+    if dropped {
+        log::warn!("domain {id}: its console input ring is full; typed bytes dropped");
+    }
+    super::events::deliver(crate::evtchn::Target {
+        dom: id,
+        port,
+        vcpu: 0,
+    });
+}
+
 fn key(c: u8) {
     match c {
         b'h' => crate::println!(
-            "ferrite keys: h this help, l list the domains, m memory, Ctrl-A three times: back \
-             to dom0"
+            "ferrite keys: h this help, l list the domains, m memory; Ctrl-A three times: each \
+             domU's console, then dom0"
         ),
         b'l' => list(),
         b'm' => {

@@ -125,10 +125,10 @@ fn a_domu_calling_control_operations_gets_eperm() -> Result<()> {
 }
 
 /// Ctrl-A three times hands the console to Ferrite, whose keys list the domains and the
-/// memory without dom0's help; three more give it back to dom0. A preserved crashed domain is
-/// listed as crashed.
+/// memory without dom0's help; three more go to each running domU's console ring in turn (one
+/// echoes what it gets), then back to dom0. A preserved crashed domain is listed as crashed.
 #[test]
-fn ctrl_a_three_times_switches_the_console_to_ferrite_and_back() -> Result<()> {
+fn ctrl_a_three_times_switches_the_console_between_ferrite_domus_and_dom0() -> Result<()> {
     let mut run = Qemu::virt()
         .gic(3)
         .cpus(2)
@@ -138,22 +138,33 @@ fn ctrl_a_three_times_switches_the_console_to_ferrite_and_back() -> Result<()> {
         .label("console-switch")
         .image(firmware())
         .bootargs(
-            "semihosting dom0_vcpus=1 domu=name=steady,mem=8M,cmd=counter+100 \
+            "semihosting dom0_vcpus=1 domu=name=echo,mem=8M,cmd=console-echo+2 \
+             domu=name=steady,mem=8M,cmd=counter+100 \
              domu=name=kept,mem=8M,on_crash=preserve,cmd=counter+20+fault+2 \
-             -- dom0.sched.report=4000 poweroff",
+             -- dom0.sched.report=6000 poweroff",
         )
         .spawn()?;
+    run.expect("domU1: console-echo: ready", TIMEOUT)?;
     run.expect("(kept) is kept for inspection", TIMEOUT)?;
+    let step = Duration::from_secs(30);
     run.send("\x01\x01\x01")?;
-    run.expect("console input goes to Ferrite", Duration::from_secs(30))?;
+    run.expect("console input goes to Ferrite", step)?;
     run.send("l")?;
-    run.expect_line("steady listed running", Duration::from_secs(30), |l| {
+    run.expect_line("steady listed running", step, |l| {
         l.starts_with("steady ") && l.contains("r-----")
     })?;
     run.send("m")?;
-    run.expect("ferrite: memory:", Duration::from_secs(30))?;
+    run.expect("ferrite: memory:", step)?;
     run.send("\x01\x01\x01")?;
-    run.expect("console input goes to dom0", Duration::from_secs(30))?;
+    run.expect("console input goes to domain 1 (echo)", step)?;
+    run.send("hello ring\r")?;
+    run.expect("domU1: console-echo: got 'hello ring'", step)?;
+    run.send("again\r")?;
+    run.expect("domU1: console-echo: got 'again'", step)?;
+    run.send("\x01\x01\x01")?;
+    run.expect("console input goes to domain 2 (steady)", step)?;
+    run.send("\x01\x01\x01")?;
+    run.expect("console input goes to dom0", step)?;
     let out = run.wait_exit(TIMEOUT)?;
     out.ensure_exit(Exit::Code(0))?;
     out.ensure(!out.console.has_panic(), "Ferrite panicked")?;

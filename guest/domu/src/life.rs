@@ -5,6 +5,7 @@
 //!   where it reads an address nothing maps (a real fault: its own exception handler reports it
 //!   and asks Ferrite to end it as crashed). Its count lives in its registers and stack, so a
 //!   saved and restored domain goes on from where it was.
+//! - `console-echo <n>`: prints back the lines typed into its console ring.
 //! - `evil-ctl`: calls every domain-control operation (DOMCTL, SCHED_CTL) a domU must not
 //!   have, and reports each answer; each must be `-EPERM`.
 
@@ -74,4 +75,50 @@ pub fn evil_ctl() {
         }
     }
     out!("evil-ctl: {refused} refused with EPERM, {allowed} allowed");
+}
+
+/// `console-echo <n>`: reads `n` lines typed into its console ring (Ferrite's console focused
+/// on this domain with Ctrl-A three times) and prints each back, then powers off.
+pub fn console_echo(si: &ferrite_abi::StartInfo, n: u64) {
+    use core::sync::atomic::Ordering;
+    use ferrite_abi::console_ring::{ConsoleRing, IN_SIZE};
+    if si.console_ring == 0 {
+        out!("console-echo: no console ring");
+        return;
+    }
+    // SAFETY: the builder maps the console page writable in the initial mapping, for good;
+    // `inp` and the input indices are the input consumer's to read and advance.
+    let ring = unsafe { &*(si.console_ring as *const ConsoleRing) };
+    out!("console-echo: ready for {n} lines");
+    let mut line = [0u8; 80];
+    let mut len = 0;
+    let mut got = 0;
+    while got < n {
+        let prod = ring.in_prod.load(Ordering::Acquire);
+        let mut cons = ring.in_cons.load(Ordering::Relaxed);
+        if prod.wrapping_sub(cons) as usize > IN_SIZE {
+            out!("console-echo: input ring corrupt");
+            return;
+        }
+        while cons != prod {
+            let b = ring.inp[cons as usize % IN_SIZE];
+            cons = cons.wrapping_add(1);
+            match b {
+                b'\r' | b'\n' => {
+                    let text = core::str::from_utf8(&line[..len]).unwrap_or("?");
+                    out!("console-echo: got '{text}'");
+                    len = 0;
+                    got += 1;
+                }
+                _ if len < line.len() => {
+                    line[len] = b;
+                    len += 1;
+                }
+                _ => {}
+            }
+        }
+        ring.in_cons.store(cons, Ordering::Release);
+        let _ = time::sleep_us(10_000);
+    }
+    out!("console-echo: {got} lines");
 }

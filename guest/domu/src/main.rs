@@ -80,7 +80,8 @@ mod guest {
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
                          blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
-                         share-map <peer>, counter <ms> [fault <n>], evil-ctl";
+                         share-map <peer>, counter <ms> [fault <n>], evil-ctl, \
+                         console-echo <n>";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -101,6 +102,7 @@ mod guest {
                 life::counter(ms, fault)
             }
             "evil-ctl" => life::evil_ctl(),
+            "console-echo" => life::console_echo(si, args.number("console-echo", "n", 1)),
             "balloon" => memory::balloon(),
             "psci" => memory::psci(),
             "ring-console" => {
