@@ -72,6 +72,7 @@ pub fn save(c: &Ctrl, keep: bool, dom: &str, path: &str) -> Res<()> {
     }
     let saved = write_domain(c, id, &mut out).and_then(|pages| {
         out.flush()
+            .and_then(|()| out.get_ref().sync_all())
             .map_err(|e| format!("{path}: {e}"))
             .map(|()| pages)
     });
@@ -96,13 +97,15 @@ pub fn save(c: &Ctrl, keep: bool, dom: &str, path: &str) -> Res<()> {
     let took = t0.elapsed().as_micros();
     let size = out.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
     drop(out);
-    let after = if keep {
-        String::from("left paused")
+    let destroyed = if keep {
+        None
     } else {
-        match crate::destroy_id(c, id) {
-            Ok(()) => String::from("destroyed"),
-            Err(e) => format!("kept: destroy failed: {}", err_text(e)),
-        }
+        Some(crate::destroy_id(c, id))
+    };
+    let after = match destroyed {
+        None => "left paused",
+        Some(Ok(())) => "destroyed",
+        Some(Err(_)) => "kept, paused",
     };
     println!(
         "saved {label} to \"{path}\": {pages} pages ({zeros} of zeros), {vcpus} vCPU{}, {} KiB \
@@ -110,7 +113,13 @@ pub fn save(c: &Ctrl, keep: bool, dom: &str, path: &str) -> Res<()> {
         if vcpus == 1 { "" } else { "s" },
         size / 1024
     );
-    Ok(())
+    match destroyed {
+        Some(Err(e)) => Err(format!(
+            "save {label}: saved, but destroy failed: {}",
+            err_text(e)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Writes the paused domain `id` to `out`; returns (pages, pages of zeros, vCPUs).
