@@ -366,3 +366,66 @@ fn scheduling_and_observation_commands() -> Result<()> {
         "info or destroy did not answer",
     )
 }
+
+/// `save <dom> disk:<name>` writes the saved domain to the save area on dom0's disk; after a
+/// reboot of the whole machine (a new QEMU run on the same disk image), `restore disk:<name>`
+/// brings it back and it counts on from where it was saved.
+#[test]
+fn a_domain_saved_to_dom0s_disk_is_restored_after_a_reboot() -> Result<()> {
+    let disk = std::env::temp_dir().join(format!("ferrite-save-{}.img", std::process::id()));
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(64 << 20))
+        .map_err(|e| ferrite_systests::Error::new(ErrorKind::Start, e.to_string()))?;
+    let boot = |label: &str, exec: &str| -> Result<Outcome> {
+        let out = qemu(
+            label,
+            &format!("dom0.savearea=8M:48M dom0.exec=\"{exec}\" poweroff"),
+        )
+        .args([
+            "-drive".to_string(),
+            format!("file={},if=none,format=raw,id=d0", disk.display()),
+            "-device".into(),
+            "virtio-blk-device,drive=d0".into(),
+        ])
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+        out.ensure_exit(Exit::Code(0))?;
+        check_clean(&out)?;
+        Ok(out)
+    };
+    let first = boot(
+        "lifecycle-disk-save",
+        "create name=cnt mem=8M cmd=counter 100;sleep 1500;save cnt disk:cnt;files",
+    )?;
+    let count = |l: &String| -> Option<u64> { l.split("counter: ").nth(1)?.trim().parse().ok() };
+    let last = first
+        .console
+        .lines()
+        .iter()
+        .filter_map(count)
+        .max()
+        .unwrap_or(0);
+    first.ensure(
+        first.console.contains("saved dom1 to \"disk:cnt\"")
+            && first.console.contains("on dom0's disk"),
+        "the domain was not saved to dom0's disk",
+    )?;
+    first.ensure(
+        last >= 5,
+        format!("it counted only to {last} before the save"),
+    )?;
+    let second = boot(
+        "lifecycle-disk-restore",
+        "files;restore disk:cnt;sleep 1000;list;destroy cnt",
+    )?;
+    let _ = std::fs::remove_file(&disk);
+    second.ensure(
+        second.console.contains("restored \"disk:cnt\" as dom"),
+        "the saved domain was not restored from the disk",
+    )?;
+    let after: Vec<u64> = second.console.lines().iter().filter_map(count).collect();
+    second.ensure(
+        after.first().is_some_and(|&a| a > last && a <= last + 2),
+        format!("counted to {last} before the reboot, then {after:?} after the restore"),
+    )
+}

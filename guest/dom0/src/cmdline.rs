@@ -54,6 +54,9 @@ pub struct Options {
     /// `dom0.exec=<cmd>;<cmd>...`: toolstack commands run after `dom0: ready` (quote the value
     /// when a command has spaces: `dom0.exec="create name=a,cmd=hog;list"`).
     pub exec: Option<String>,
+    /// `dom0.savearea=<offset>:<size>`: where on dom0's disk the toolstack keeps saved domains
+    /// (`save <dom> disk:<name>`), in bytes (K, M, G suffixes; multiples of 512).
+    pub savearea: Option<(u64, u64)>,
 }
 
 /// Splits the boot arguments at whitespace outside double quotes; the quotes go.
@@ -96,6 +99,7 @@ pub fn parse(args: &str, mut unknown: impl FnMut(String)) -> Options {
         bench_blk_mib: None,
         shell: Shell::On,
         exec: None,
+        savearea: None,
     };
     for owned in split_words(args) {
         let word = owned.as_str();
@@ -131,6 +135,16 @@ pub fn parse(args: &str, mut unknown: impl FnMut(String)) -> Options {
                 _ => unknown(word),
             },
             Some(("dom0.exec", v)) => o.exec = Some(v.into()),
+            Some(("dom0.savearea", v)) => {
+                match v.split_once(':').map(|(a, b)| (size(a), size(b))) {
+                    Some((Some(off), Some(len)))
+                        if off % 512 == 0 && len % 512 == 0 && len >= 1 << 20 =>
+                    {
+                        o.savearea = Some((off, len))
+                    }
+                    _ => unknown(word),
+                }
+            }
             _ => unknown(word),
         }
     }
@@ -162,6 +176,17 @@ fn fault(v: &str) -> Option<Fault> {
 }
 
 /// A number: decimal, or hexadecimal after `0x`.
+/// A byte count with an optional K, M or G suffix.
+fn size(v: &str) -> Option<u64> {
+    let (n, shift) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    number(n)?.checked_mul(1 << shift)
+}
+
 fn number(v: &str) -> Option<u64> {
     match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(h) => u64::from_str_radix(h, 16).ok(),
@@ -196,6 +221,22 @@ fn sched_setting(key: &str, v: &str) -> Option<SchedSetting> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn save_area() {
+        let (o, unknown) = parse_all("dom0.savearea=16M:32M");
+        assert_eq!(o.savearea, Some((16 << 20, 32 << 20)));
+        assert!(unknown.is_empty());
+        for bad in [
+            "dom0.savearea=16M",
+            "dom0.savearea=100:32M",
+            "dom0.savearea=0:4K",
+        ] {
+            let (o, unknown) = parse_all(bad);
+            assert_eq!(o.savearea, None, "{bad}");
+            assert_eq!(unknown, [bad]);
+        }
+    }
 
     fn parse_all(args: &str) -> (Options, Vec<String>) {
         let mut unknown = Vec::new();

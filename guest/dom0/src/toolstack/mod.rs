@@ -11,6 +11,7 @@
 
 pub mod cmds;
 pub mod ctl;
+pub mod disk;
 pub mod parse;
 pub mod shell;
 pub mod store;
@@ -44,6 +45,7 @@ pub fn under_ferrite() -> bool {
 /// After `dom0: ready` and the other boot options: runs `dom0.exec`, then prepares the shell.
 pub fn boot(opts: &crate::cmdline::Options, under_ferrite: bool) {
     UNDER_FERRITE.store(under_ferrite, Ordering::Relaxed);
+    disk::set_area(opts.savearea);
     if let Some(script) = &opts.exec {
         SCRIPTED.store(true, Ordering::Relaxed);
         for c in parse::commands(script) {

@@ -1,5 +1,6 @@
 //! `save`, `restore`, `files`, `rm`: saved domains, kept as named files in dom0's RAM (its heap,
-//! at most 32 MiB; they do not survive a reboot). A file is what `SAVE_*` gives: the header, each vCPU, and each page
+//! at most 32 MiB; they do not survive a reboot), or, named `disk:<name>`, on dom0's disk
+//! ([`super::disk`]). A file is what `SAVE_*` gives: the header, each vCPU, and each page
 //! with its type; pages of zeros are not stored (restored as zeros).
 
 use super::cmds::{destroy_id, fail, resolve, why};
@@ -11,15 +12,15 @@ use alloc::vec::Vec;
 use ferrite_abi::ctl::{SaveHeader, VcpuState, page_type};
 use spin::Mutex;
 
-struct File {
-    header: SaveHeader,
-    vcpus: Vec<VcpuState>,
+pub(super) struct File {
+    pub(super) header: SaveHeader,
+    pub(super) vcpus: Vec<VcpuState>,
     /// (page type, contents; `None` for a page of zeros), by pseudo-physical frame.
-    pages: Vec<(u64, Option<Box<[u8; 4096]>>)>,
+    pub(super) pages: Vec<(u64, Option<Box<[u8; 4096]>>)>,
 }
 
 impl File {
-    fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         size_of::<SaveHeader>()
             + self.vcpus.len() * size_of::<VcpuState>()
             + self
@@ -65,7 +66,20 @@ pub fn save(args: &[&str]) {
     };
     let took = crate::timer::ticks_to_us(crate::timer::counter() - t0);
     let (pages, size) = (file.pages.len(), file.bytes());
-    FILES.lock().insert(name.into(), file);
+    let place = if let Some(disk_name) = name.strip_prefix("disk:") {
+        match super::disk::save(disk_name, &file) {
+            Ok(bytes) => alloc::format!("{} KiB on dom0's disk", bytes / 1024),
+            Err(msg) => {
+                if !was_paused {
+                    let _ = ctl::unpause(id);
+                }
+                return println!("error: save {d}: {msg}; the domain is kept");
+            }
+        }
+    } else {
+        FILES.lock().insert(name.into(), file);
+        alloc::format!("{} KiB in dom0's RAM", size / 1024)
+    };
     let after = if keep {
         if was_paused {
             "left paused"
@@ -91,11 +105,7 @@ pub fn save(args: &[&str]) {
             }
         }
     };
-    println!(
-        "saved {d} to \"{name}\": {pages} pages, {} KiB in dom0's RAM in {took} us; domain \
-         {after}",
-        size / 1024
-    );
+    println!("saved {d} to \"{name}\": {pages} pages, {place} in {took} us; domain {after}");
 }
 
 fn read_domain(id: u64) -> Result<File, String> {
@@ -147,11 +157,22 @@ pub fn restore(args: &[&str]) {
     let Some(&name) = args.first() else {
         return println!("error: restore: usage: restore [-p] <file>");
     };
+    let t0 = crate::timer::counter();
+    if let Some(disk_name) = name.strip_prefix("disk:") {
+        match super::disk::load(disk_name) {
+            Ok(f) => return restore_from(name, &f, paused, t0),
+            Err(e) => return println!("error: restore {name}: {e}"),
+        }
+    }
     let files = FILES.lock();
     let Some(f) = files.get(name) else {
         return println!("error: restore {name}: no such file (files lists them)");
     };
-    let t0 = crate::timer::counter();
+    restore_from(name, f, paused, t0);
+}
+
+/// Builds the domain saved in `f` again.
+fn restore_from(name: &str, f: &File, paused: bool, t0: u64) {
     let id = match ctl::restore_begin(&f.header) {
         Ok(id) => id,
         Err((e, reason)) if reason.is_empty() => {
@@ -192,7 +213,6 @@ pub fn restore(args: &[&str]) {
             }
         }
     }
-    drop(files);
     if result.is_ok() {
         result = ctl::restore_end(id)
             .map_err(|e| alloc::format!("RESTORE_END: {} ({})", why(e), e.name()));
@@ -219,8 +239,12 @@ pub fn restore(args: &[&str]) {
 /// `files`: the saved files.
 pub fn files(_args: &[&str]) {
     let files = FILES.lock();
-    if files.is_empty() {
+    let on_disk = super::disk::list();
+    if files.is_empty() && on_disk.is_empty() {
         return println!("no saved files");
+    }
+    for (name, bytes) in &on_disk {
+        println!("disk:{name:<19} {:>6} KiB  on dom0's disk", bytes / 1024);
     }
     for (name, f) in files.iter() {
         let n = f.header.name.iter().position(|&b| b == 0).unwrap_or(32);
