@@ -2,7 +2,8 @@
 //! toolstack does is also reachable from Linux dom0 user space"): `ferrite-ctl` in the busybox
 //! initramfs maps dom0's control page and drives `DOMCTL` through it (docs/linux-dom0.md). A
 //! PV domU is created from `/domu.elf` in the initramfs, started, seen running on the console,
-//! destroyed; a bad request gets a clear error.
+//! destroyed; a bad request gets a clear error. A counting domU is saved to a file in Linux's
+//! filesystem and restored from it, and counts on; the scheduler's weight is set and shown.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +58,30 @@ fn output_of(lines: &[String], command: &str, end: &str) -> Vec<String> {
     lines[start..stop].to_vec()
 }
 
+/// The `(id N)` of `ferrite-ctl create`'s line.
+fn created_id(line: &str) -> u32 {
+    line.split("(id ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .expect("an id in the create line")
+}
+
+/// The number after `key` in `line` (up to the next space or punctuation).
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = line.split(key).nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The weight `ferrite-ctl sched-credit` shows for `name` (the table's third column).
+fn weight_of(lines: &[String], name: &str) -> Option<u64> {
+    let row = lines
+        .iter()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    row.split_whitespace().nth(2)?.parse().ok()
+}
+
 #[test]
 fn linux_dom0_ferrite_ctl_lifecycle() -> Result<()> {
     let mut run = linux("linux-ctl", 2).spawn()?;
@@ -93,12 +118,7 @@ fn linux_dom0_ferrite_ctl_lifecycle() -> Result<()> {
     // Create the counter domU from the initramfs's image, paused; then start it.
     run.send("ferrite-ctl create name=web,mem=16M,cmd=counter+100 /domu.elf\n")?;
     let line = run.expect("Created domain web (id ", STEP)?;
-    let id: u32 = line
-        .split("(id ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .and_then(|s| s.parse().ok())
-        .expect("an id in the create line");
+    let id = created_id(&line);
     run.send("ferrite-ctl list; echo list-$((1 + 2))\n")?;
     run.expect("list-3", STEP)?;
     let out = output_of(run.transcript().lines(), "ferrite-ctl list", "list-3");
@@ -175,5 +195,230 @@ fn linux_dom0_ferrite_ctl_lifecycle() -> Result<()> {
         !c.contains("WARNING: ferrite-ctl"),
         "init's ferrite-ctl check warned",
     )?;
+    out.ensure(!c.has_panic(), "Ferrite panicked")
+}
+
+/// `ferrite-ctl save` writes a counting domU to a file in the initramfs's root filesystem and
+/// destroys it; `ferrite-ctl restore` builds it again from the file and it counts on from where
+/// it was. The weight set with `sched-credit` is saved with it; `vcpu-pin` moves its vCPU; a
+/// truncated file is refused and the half-built domain destroyed.
+#[test]
+fn linux_dom0_ferrite_ctl_save_restore() -> Result<()> {
+    let mut run = linux("linux-ctl-save", 2).spawn()?;
+    run.expect("linux-dom0: shell ready", TIMEOUT)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let check = |run: &ferrite_systests::Run, ok: bool, what: String| {
+        if ok {
+            Ok(())
+        } else {
+            Err(run.error(ferrite_systests::ErrorKind::Check, what))
+        }
+    };
+
+    run.send("ferrite-ctl create name=web,mem=16M,cmd=counter+100 /domu.elf\n")?;
+    let id = created_id(&run.expect("Created domain web (id ", STEP)?);
+
+    // The credit scheduler's weight: set, then shown (also in the whole table).
+    run.send("ferrite-ctl sched-credit -d web -w 512; echo sc-$((2 * 3))\n")?;
+    run.expect("sc-6", STEP)?;
+    run.send("ferrite-ctl sched-credit; echo sc-$((2 * 4))\n")?;
+    run.expect("sc-8", STEP)?;
+    let out = output_of(
+        run.transcript().lines(),
+        "ferrite-ctl sched-credit;",
+        "sc-8",
+    );
+    check(
+        &run,
+        out.iter()
+            .any(|l| l.starts_with("Name ") && l.contains("Weight"))
+            && weight_of(&out, "web") == Some(512)
+            && weight_of(&out, "Domain-0").is_some(),
+        format!("`ferrite-ctl sched-credit` did not show web's weight 512: {out:?}"),
+    )?;
+    run.send("ferrite-ctl sched-credit -d web -w 0 || echo failed-$((2 * 5))\n")?;
+    run.expect("weight 0: out of range (EINVAL)", STEP)?;
+    run.expect("failed-10", STEP)?;
+
+    // Let it count, then save it to a file: the domain is gone, the file is there.
+    run.send(&format!("ferrite-ctl unpause {id}\n"))?;
+    run.expect(&format!("domU{id}: counter: 6"), STEP)?;
+    run.send("ferrite-ctl save web /tmp/web.sav\n")?;
+    let saved = run.expect(&format!("saved dom{id} to \"/tmp/web.sav\": "), STEP)?;
+    check(
+        &run,
+        saved.contains("domain destroyed"),
+        format!("save did not destroy the domain: {saved}"),
+    )?;
+    let lines = run.transcript().lines().to_vec();
+    let count_of = |l: &String, d: u32| number_after(l, &format!("domU{d}: counter: "));
+    let last_before = lines
+        .iter()
+        .filter_map(|l| count_of(l, id))
+        .max()
+        .unwrap_or(0);
+    run.send("ls -l /tmp/web.sav; echo ls-$((3 * 3))\n")?;
+    run.expect("ls-9", STEP)?;
+    let out = output_of(run.transcript().lines(), "ls -l /tmp/web.sav", "ls-9");
+    let size = out
+        .iter()
+        .find(|l| l.starts_with('-') && l.trim_end().ends_with("/tmp/web.sav"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|s| s.parse::<u64>().ok());
+    // The documented format: the header, the vCPUs, an 8-byte type and 4096 bytes per page but
+    // 8 bytes for a page of zeros.
+    let (pages, zeros, vcpus) = (
+        number_after(&saved, ": "),
+        number_after(&saved, "pages ("),
+        number_after(&saved, "zeros), "),
+    );
+    let expected = match (pages, zeros, vcpus) {
+        (Some(p), Some(z), Some(v)) => Some(112 + 944 * v + (p - z) * (8 + 4096) + z * 8),
+        _ => None,
+    };
+    check(
+        &run,
+        size.is_some() && size == expected && pages == Some(4096),
+        format!("the file is {size:?} bytes, {expected:?} expected from `{saved}`: {out:?}"),
+    )?;
+    run.send("ferrite-ctl list; echo list-$((3 * 4))\n")?;
+    run.expect("list-12", STEP)?;
+    let out = output_of(run.transcript().lines(), "ferrite-ctl list", "list-12");
+    check(
+        &run,
+        !out.iter().any(|l| l.starts_with("web ")),
+        format!("web is still listed after the save: {out:?}"),
+    )?;
+
+    // Restore: a new domain, counting on from the saved value, with the saved weight.
+    run.send("ferrite-ctl restore /tmp/web.sav\n")?;
+    let restored = run.expect("restored \"/tmp/web.sav\" as dom", STEP)?;
+    let new = number_after(&restored, " as dom").expect("the restored domain's id") as u32;
+    run.expect(&format!("domU{new}: counter: {}", last_before + 5), STEP)?;
+    let lines = run.transcript().lines().to_vec();
+    let from = lines
+        .iter()
+        .rposition(|l| l.contains("ferrite-ctl restore /tmp/web.sav"))
+        .unwrap_or(0);
+    let after: Vec<u64> = lines[from..]
+        .iter()
+        .filter_map(|l| count_of(l, new))
+        .collect();
+    check(
+        &run,
+        last_before >= 6
+            && after
+                .first()
+                .is_some_and(|&n| n > last_before && n <= last_before + 2),
+        format!(
+            "counted to {last_before} before the save, then {:?} after the restore",
+            after.first()
+        ),
+    )?;
+    run.send("ferrite-ctl sched-credit -d web; echo sc-$((4 * 4))\n")?;
+    run.expect("sc-16", STEP)?;
+    let out = output_of(
+        run.transcript().lines(),
+        "ferrite-ctl sched-credit -d web;",
+        "sc-16",
+    );
+    check(
+        &run,
+        weight_of(&out, "web") == Some(512),
+        format!("the restored web's weight is not the saved 512: {out:?}"),
+    )?;
+    run.send("ferrite-ctl vcpu-pin web 0 1\n")?;
+    run.expect(&format!("Domain {new} (web) vcpu 0 pinned to cpus 1"), STEP)?;
+
+    // `save -c` keeps it, paused; `restore -p` builds a paused copy beside it (on other
+    // frames). The original goes, the copy counts on from where both were.
+    run.send("ferrite-ctl save -c web /tmp/web2.sav\n")?;
+    let saved = run.expect(&format!("saved dom{new} to \"/tmp/web2.sav\": "), STEP)?;
+    check(
+        &run,
+        saved.contains("domain left paused"),
+        format!("save -c did not keep the domain paused: {saved}"),
+    )?;
+    let lines = run.transcript().lines().to_vec();
+    let last_before = lines
+        .iter()
+        .filter_map(|l| count_of(l, new))
+        .max()
+        .unwrap_or(0);
+    run.send("ferrite-ctl restore -p /tmp/web2.sav\n")?;
+    let restored = run.expect("restored \"/tmp/web2.sav\" as dom", STEP)?;
+    let copy = number_after(&restored, " as dom").expect("the copy's id") as u32;
+    check(
+        &run,
+        restored.trim_end().ends_with(", paused") && copy != new,
+        format!("restore -p did not leave a new domain paused: {restored}"),
+    )?;
+    run.send(&format!(
+        "ferrite-ctl destroy {new}; ferrite-ctl unpause {copy}\n"
+    ))?;
+    run.expect(&format!("Domain {new} (web) destroyed"), STEP)?;
+    run.expect(&format!("Domain {copy} (web) unpaused"), STEP)?;
+    // (Its first count may come before the tool's line: from the command on.)
+    run.expect(&format!("domU{copy}: counter: {}", last_before + 4), STEP)?;
+    let lines = run.transcript().lines().to_vec();
+    let from = lines
+        .iter()
+        .rposition(|l| l.contains(&format!("ferrite-ctl unpause {copy}")))
+        .unwrap_or(0);
+    let first = lines[from..].iter().find_map(|l| count_of(l, copy));
+    check(
+        &run,
+        first.is_some_and(|n| n > last_before && n <= last_before + 2),
+        format!("dom{new} counted to {last_before} before save -c, its copy then {first:?}"),
+    )?;
+    run.send("ferrite-ctl destroy web\n")?;
+    run.expect(&format!("Domain {copy} (web) destroyed"), STEP)?;
+
+    // A file cut short inside its pages: RESTORE_BEGIN has built a domain, which is destroyed
+    // again, with the reason. A file that is not a save file is refused before any call.
+    run.send(
+        "head -c $(($(wc -c < /tmp/web.sav) / 2)) /tmp/web.sav > /tmp/cut.sav; \
+         ferrite-ctl restore /tmp/cut.sav || echo failed-$((4 * 5))\n",
+    )?;
+    let line = run.expect("restore /tmp/cut.sav: the file ends inside page ", STEP)?;
+    check(
+        &run,
+        line.contains("the half-built dom") && line.trim_end().ends_with("was destroyed"),
+        format!("the half-built domain was not destroyed: {line}"),
+    )?;
+    run.expect("failed-20", STEP)?;
+    // A doctored file: the first page's type word made 5 (no such type). Ferrite refuses
+    // RESTORE_PAGE and logs why; the tool prints that reason and destroys the domain.
+    run.send(
+        "cp /tmp/web.sav /tmp/bad.sav; printf '\\005' | dd of=/tmp/bad.sav bs=1 seek=1056 \
+         conv=notrunc 2>/dev/null; ferrite-ctl restore /tmp/bad.sav || echo failed-$((4 * 7))\n",
+    )?;
+    let line = run.expect("restore /tmp/bad.sav: RESTORE_PAGE 0 ", STEP)?;
+    check(
+        &run,
+        line.contains("frame 0: bad page type") && line.trim_end().ends_with("was destroyed"),
+        format!("the doctored file's refusal is not explained: {line}"),
+    )?;
+    run.expect("failed-28", STEP)?;
+    run.send("ferrite-ctl restore /init || echo failed-$((4 * 6))\n")?;
+    run.expect("not a Ferrite save file", STEP)?;
+    run.expect("failed-24", STEP)?;
+    run.send("ferrite-ctl list; echo list-$((5 * 5))\n")?;
+    run.expect("list-25", STEP)?;
+    let out = output_of(run.transcript().lines(), "ferrite-ctl list", "list-25");
+    check(
+        &run,
+        out.iter().any(|l| l.starts_with("Domain-0 "))
+            && !out
+                .iter()
+                .any(|l| l.starts_with("web ") || l.contains("--p---")),
+        format!("after the restores, only dom0 should be listed: {out:?}"),
+    )?;
+
+    run.send("poweroff -f\n")?;
+    let out = run.wait_exit(STEP)?;
+    out.ensure_exit(Exit::Code(0))?;
+    let c = &out.console;
+    out.ensure(!c.contains("crashed on vcpu"), "a domain crashed")?;
     out.ensure(!c.has_panic(), "Ferrite panicked")
 }

@@ -12,10 +12,17 @@
 //!     ferrite-ctl list | info | dmesg
 //!     ferrite-ctl create <config> [image]      # config: name=web,mem=16M,cmd=counter+100
 //!     ferrite-ctl pause|unpause|destroy|shutdown|reboot <domain id or name>
+//!     ferrite-ctl save [-c] <domain> <file> | restore [-p] <file>
+//!     ferrite-ctl sched-credit [-d <domain> [-w <weight>] [-c <cap>]]
+//!     ferrite-ctl vcpu-pin <domain> <vcpu|all> <cpus>
+
+mod sched;
+mod store;
 
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::ctl::{CreateArgs, DomInfo, PhysInfo, state};
 use ferrite_abi::errno::{self, Errno};
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -49,6 +56,10 @@ type Res<T> = Result<T, String>;
 /// The mapped control page, held with an exclusive lock (one request at a time).
 struct Ctrl {
     regs: *mut u8,
+    /// What x0..x5 hold now, as this process last wrote them: the registers keep their values
+    /// between calls and the lock keeps every other caller out, so a call writes only those
+    /// that change (each access is a trap).
+    xs: Cell<[Option<u64>; 6]>,
     _file: File,
 }
 
@@ -98,6 +109,7 @@ impl Ctrl {
         }
         let c = Ctrl {
             regs: p.cast(),
+            xs: Cell::new([None; 6]),
             _file: file,
         };
         let magic = c.read32(REG_MAGIC);
@@ -124,18 +136,37 @@ impl Ctrl {
         unsafe { std::ptr::write_volatile(self.regs.add(off).cast::<u64>(), v) }
     }
 
-    /// One call: x0..x5 in, x0..x3 out.
-    fn call(&self, x: [u64; 6]) -> [u64; 4] {
+    /// One call: x0..x5 in; returns x0 after it (`result` reads x1..x3).
+    fn call(&self, x: [u64; 6]) -> u64 {
+        let mut xs = self.xs.get();
         for (i, v) in x.iter().enumerate() {
-            self.write64(REG_X0 + 8 * i, *v);
+            if xs[i] != Some(*v) {
+                self.write64(REG_X0 + 8 * i, *v);
+                xs[i] = Some(*v);
+            }
         }
+        self.xs.set(xs);
         self.write64(REG_DOORBELL, 1);
-        [0, 1, 2, 3].map(|i| self.read64(REG_R0 + 8 * i))
+        self.read64(REG_R0)
     }
 
-    fn domctl(&self, cmd: u64, dom: u64, a: u64, b: u64) -> (Result<u64, Errno>, [u64; 4]) {
-        let r = self.call([call::DOMCTL as u64, cmd, dom, a, b, 0]);
-        (errno::result(r[0]), r)
+    /// x1..x3 after the last call (`n` = 1..=3).
+    fn result(&self, n: usize) -> u64 {
+        self.read64(REG_R0 + 8 * n)
+    }
+
+    fn domctl(&self, cmd: u64, dom: u64, a: u64, b: u64) -> Result<u64, Errno> {
+        self.domctl5(cmd, dom, a, b, 0)
+    }
+
+    /// A `DOMCTL` with x5 too.
+    fn domctl5(&self, cmd: u64, dom: u64, a: u64, b: u64, c: u64) -> Result<u64, Errno> {
+        errno::result(self.call([call::DOMCTL as u64, cmd, dom, a, b, c]))
+    }
+
+    /// A `SCHED_CTL` call: x2 = domain, x3, x4 = the command's arguments.
+    fn sched_ctl(&self, cmd: u64, dom: u64, a: u64, b: u64) -> Result<u64, Errno> {
+        errno::result(self.call([call::SCHED_CTL as u64, cmd, dom, a, b, 0]))
     }
 }
 
@@ -205,7 +236,7 @@ fn get_info(c: &Ctrl, dom: u16) -> Result<DomInfo, Errno> {
     let mut info = Box::new(DomInfo::default());
     touch(bytes_of(&mut *info));
     let va = &mut *info as *mut DomInfo as u64;
-    c.domctl(domctl::GET_INFO, dom as u64, va, 0).0?;
+    c.domctl(domctl::GET_INFO, dom as u64, va, 0)?;
     Ok(*info)
 }
 
@@ -214,7 +245,7 @@ fn domains(c: &Ctrl) -> Res<Vec<DomInfo>> {
     let mut out = vec![get_info(c, 0).map_err(|e| format!("domain 0: {}", err_text(e)))?];
     let mut at = 0u64;
     loop {
-        match c.domctl(domctl::NEXT_DOMAIN, at, 0, 0).0 {
+        match c.domctl(domctl::NEXT_DOMAIN, at, 0, 0) {
             Ok(id) => {
                 at = id;
                 // It may go between the walk and the question.
@@ -267,12 +298,11 @@ fn list(c: &Ctrl) -> Res<()> {
 }
 
 fn info(c: &Ctrl) -> Res<()> {
-    let version = c.call([call::VERSION as u64, 0, 0, 0, 0, 0])[0];
+    let version = c.call([call::VERSION as u64, 0, 0, 0, 0, 0]);
     let mut p = Box::new(PhysInfo::default());
     touch(bytes_of(&mut *p));
     let va = &mut *p as *mut PhysInfo as u64;
     c.domctl(domctl::PHYSINFO, 0, va, 0)
-        .0
         .map_err(|e| format!("physinfo: {}", err_text(e)))?;
     let mib = |frames: u64| (frames * 4096) >> 20;
     println!("host                   : ferrite");
@@ -290,13 +320,13 @@ fn info(c: &Ctrl) -> Res<()> {
     Ok(())
 }
 
-fn dmesg(c: &Ctrl) -> Res<()> {
+/// Ferrite's log ring from byte number `from` (0: all it keeps), as text.
+fn log_text(c: &Ctrl, mut from: u64) -> Res<String> {
     let mut buf = vec![0u8; 1024];
     touch(&mut buf);
-    let mut from = 0u64;
     let mut out = Vec::new();
     loop {
-        let (r, regs) = c.domctl(
+        let r = c.domctl(
             domctl::DMESG,
             from,
             buf.as_mut_ptr() as u64,
@@ -307,9 +337,24 @@ fn dmesg(c: &Ctrl) -> Res<()> {
             break;
         }
         out.extend_from_slice(&buf[..n.min(buf.len())]);
-        from = regs[1];
+        from = c.result(1);
     }
-    print!("{}", String::from_utf8_lossy(&out));
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The number of the next byte Ferrite will log (a `log_text` from there gives what follows).
+fn log_mark(c: &Ctrl) -> u64 {
+    let mut buf = [0u8; 8];
+    touch(&mut buf);
+    // From past the end: nothing copied, x1 = the end.
+    match c.domctl(domctl::DMESG, u64::MAX, buf.as_mut_ptr() as u64, 0) {
+        Ok(_) => c.result(1),
+        Err(_) => 0,
+    }
+}
+
+fn dmesg(c: &Ctrl) -> Res<()> {
+    print!("{}", log_text(c, 0)?);
     Ok(())
 }
 
@@ -345,7 +390,7 @@ fn create(c: &Ctrl, config: &str, image: Option<&str>) -> Res<()> {
     touch(bytes_of(&mut *args));
     let va = &*args as *const CreateArgs as u64;
     // x2 = the arguments (not a domain id).
-    match c.domctl(domctl::CREATE, va, 0, 0).0 {
+    match c.domctl(domctl::CREATE, va, 0, 0) {
         Ok(id) => {
             let name = get_info(c, id as u16).map(|i| i.name().to_string());
             println!(
@@ -381,6 +426,23 @@ fn resolve(c: &Ctrl, arg: &str) -> Res<DomInfo> {
         .ok_or_else(|| format!("domain '{arg}': no such domain"))
 }
 
+/// `DOMCTL DESTROY`, asked again (up to 1 s) while Ferrite answers `-EBUSY` (a vCPU still
+/// leaving its CPU); `-ENOENT` after an `-EBUSY` means it is gone.
+fn destroy_id(c: &Ctrl, id: u64) -> Result<(), Errno> {
+    let mut busy = 0;
+    loop {
+        match c.domctl(domctl::DESTROY, id, 0, 0) {
+            Ok(_) => return Ok(()),
+            Err(Errno::Busy) if busy < 50 => {
+                busy += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(Errno::NoEnt) if busy > 0 => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn lifecycle(c: &Ctrl, verb: &str, arg: &str) -> Res<()> {
     let d = resolve(c, arg)?;
     let (cmd, extra) = match verb {
@@ -390,24 +452,18 @@ fn lifecycle(c: &Ctrl, verb: &str, arg: &str) -> Res<()> {
         "shutdown" => (domctl::SHUTDOWN, ferrite_abi::sched::SHUTDOWN_POWEROFF),
         _ => (domctl::SHUTDOWN, ferrite_abi::sched::SHUTDOWN_REBOOT),
     };
-    let mut tries = 0;
-    loop {
-        match c.domctl(cmd, d.id as u64, extra, 0).0 {
-            Ok(_) => break,
-            // A vCPU still leaving its CPU: destroy asks again.
-            Err(Errno::Busy) if cmd == domctl::DESTROY && tries < 50 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "{verb} {} (domain {}): {}",
-                    display_name(&d),
-                    d.id,
-                    err_text(e)
-                ));
-            }
-        }
+    let r = if cmd == domctl::DESTROY {
+        destroy_id(c, d.id as u64)
+    } else {
+        c.domctl(cmd, d.id as u64, extra, 0).map(drop)
+    };
+    if let Err(e) = r {
+        return Err(format!(
+            "{verb} {} (domain {}): {}",
+            display_name(&d),
+            d.id,
+            err_text(e)
+        ));
     }
     let past = match verb {
         "shutdown" | "reboot" => format!("asked to {verb}"),
@@ -428,6 +484,12 @@ const USAGE: &str = "usage: ferrite-ctl <command>
   pause|unpause <domain>       stop or let run its vCPUs
   destroy <domain>             release it
   shutdown|reboot <domain>     ask it to power off or reboot
+  save [-c] <domain> <file>    write it to a file, then destroy it (-c: keep it, paused)
+  restore [-p] <file>          build a saved domain again, unpaused (-p: paused)
+  sched-credit [-d <domain> [-w <weight>] [-c <cap>]]
+                               show, or set, the credit scheduler's weight and cap
+  vcpu-pin <domain> <vcpu|all> <cpus>
+                               the pCPUs a vCPU may run on (0-1,3 or all)
 <domain> is an id or a name.";
 
 fn run(args: &[String]) -> Res<()> {
@@ -448,7 +510,19 @@ fn run(args: &[String]) -> Res<()> {
         _ => {}
     }
     let verbs = [
-        "list", "info", "dmesg", "create", "pause", "unpause", "destroy", "shutdown", "reboot",
+        "list",
+        "info",
+        "dmesg",
+        "create",
+        "save",
+        "restore",
+        "sched-credit",
+        "vcpu-pin",
+        "pause",
+        "unpause",
+        "destroy",
+        "shutdown",
+        "reboot",
     ];
     if !verbs.contains(&a[0]) {
         return Err(format!("unknown command '{}'\n{USAGE}", a[0]));
@@ -460,7 +534,13 @@ fn run(args: &[String]) -> Res<()> {
         ["dmesg"] => dmesg(&c),
         ["create", cfg] => create(&c, cfg, None),
         ["create", cfg, img] => create(&c, cfg, Some(img)),
-        [verb, dom] if verbs[4..].contains(verb) => lifecycle(&c, verb, dom),
+        ["save", "-c", dom, file] => store::save(&c, true, dom, file),
+        ["save", dom, file] => store::save(&c, false, dom, file),
+        ["restore", "-p", file] => store::restore(&c, true, file),
+        ["restore", file] => store::restore(&c, false, file),
+        ["sched-credit", rest @ ..] => sched::sched_credit(&c, rest),
+        ["vcpu-pin", dom, vcpu, cpus] => sched::vcpu_pin(&c, dom, vcpu, cpus),
+        [verb, dom] if verbs[8..].contains(verb) => lifecycle(&c, verb, dom),
         _ => check(false),
     }
 }
