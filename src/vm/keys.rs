@@ -77,10 +77,9 @@ fn to_domu(id: DomId, bytes: &[u8]) {
         crate::println!("ferrite: domain {id} is gone; Ctrl-A three times moves on");
         return;
     };
-    // SAFETY: the domU's console page, which the builder made and granted to dom0 as
-    // GREF_CONSOLE; Ferrite holds it for the domain's life (it is one of the domain's frames,
-    // identity-mapped, never a page table). Only the atomics and `inp` are touched, which the
-    // ring's protocol gives to the input producer.
+    // SAFETY: the domU's console page (GREF_CONSOLE), one of its frames Ferrite holds for its
+    // life, identity-mapped, never a page table; only the atomics and `inp` are touched,
+    // which the ring's protocol gives to the input producer.
     let ring = unsafe { &mut *(page as *mut ConsoleRing) };
     let cons = ring.in_cons.load(Ordering::Acquire);
     let mut prod = ring.in_prod.load(Ordering::Relaxed);

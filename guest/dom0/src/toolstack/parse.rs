@@ -5,34 +5,10 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-/// Splits a command line into words at whitespace; double quotes group words (and go).
+/// Splits a command line into words at whitespace; double quotes group words (and go), as in
+/// dom0's boot options.
 pub fn words(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut any = false;
-    for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any {
-                    out.push(core::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
+    crate::cmdline::split_words(line)
 }
 
 /// Splits `dom0.exec`'s value into commands at `;` (empty ones dropped).
