@@ -24,6 +24,11 @@ pub fn image_dir() -> PathBuf {
     env_dir("FERRITE_IMAGE_DIR").unwrap_or_else(|| workspace_root().join("build"))
 }
 
+/// Ferrite with its dom0 and PV domU packed in, as `make build` writes it for `board`.
+pub fn dom0_image(board: &str) -> PathBuf {
+    image_dir().join(board).join("ferrite-dom0.bin")
+}
+
 /// `$FERRITE_DEBIAN_DIR`, by default `<workspace root>/build/debian`: what
 /// `tools/fetch-debian.sh` fetches.
 pub fn debian_dir() -> PathBuf {

@@ -2,19 +2,12 @@
 //! (reason, registers, its last console lines) and handled by its `on_crash` setting while the
 //! others keep running; a domU that calls a control operation gets `-EPERM`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use ferrite_systests::paths::dom0_image;
 use ferrite_systests::{Exit, Outcome, Qemu, Result};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn firmware() -> PathBuf {
-    let dir = std::env::var("FERRITE_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
-    dir.join("qemu-virt").join("ferrite-dom0.bin")
-}
 
 fn run(label: &str, domus: &str, report_ms: u32) -> Result<Outcome> {
     let out = Qemu::virt()
@@ -24,7 +17,7 @@ fn run(label: &str, domus: &str, report_ms: u32) -> Result<Outcome> {
         .icount(true)
         .timeout(TIMEOUT)
         .label(label)
-        .image(firmware())
+        .image(dom0_image("qemu-virt"))
         .bootargs(format!(
             "semihosting dom0_vcpus=1 {domus} -- dom0.sched.report={report_ms} poweroff"
         ))
@@ -136,7 +129,7 @@ fn ctrl_a_three_times_switches_the_console_between_ferrite_domus_and_dom0() -> R
         .icount(true)
         .timeout(TIMEOUT)
         .label("console-switch")
-        .image(firmware())
+        .image(dom0_image("qemu-virt"))
         .bootargs(
             "semihosting dom0_vcpus=1 domu=name=echo,mem=8M,cmd=console-echo+2 \
              domu=name=steady,mem=8M,cmd=counter+100 \

@@ -6,16 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ferrite_systests::paths::dom0_image;
 use ferrite_systests::{Exit, Outcome, Qemu, Result};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn firmware(board: &str) -> PathBuf {
-    let dir = std::env::var("FERRITE_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
-    dir.join(board).join("ferrite-dom0.bin")
-}
 
 /// A fresh disk image for one run.
 fn disk(name: &str) -> PathBuf {
@@ -49,7 +43,7 @@ fn boot_dom0(name: &str, gic: u32, cpus: u32) -> Result<(Outcome, PathBuf)> {
         .icount(true)
         .timeout(TIMEOUT)
         .label(name)
-        .image(firmware("qemu-virt"))
+        .image(dom0_image("qemu-virt"))
         .bootargs("loglevel=debug semihosting -- poweroff");
     let out = with_devices(q, &disk).spawn()?.wait_exit(TIMEOUT)?;
     Ok((out, disk))
@@ -185,7 +179,7 @@ fn dom0_touching_unmapped_memory_is_crashed_not_ferrite() -> Result<()> {
         .cpus(2)
         .timeout(TIMEOUT)
         .label("dom0-fault")
-        .image(firmware("qemu-virt"))
+        .image(dom0_image("qemu-virt"))
         .bootargs("poweroff semihosting -- dom0.fault=unmapped");
     let out = with_devices(q, &disk).spawn()?.wait_exit(TIMEOUT)?;
     out.ensure_exit(Exit::Code(0))?;
@@ -254,7 +248,7 @@ fn dom0_on_cortex_a53_and_max() -> Result<()> {
             .cpu_model(cpu)
             .timeout(TIMEOUT)
             .label(format!("dom0-{cpu}"))
-            .image(firmware("qemu-virt"))
+            .image(dom0_image("qemu-virt"))
             .bootargs("loglevel=info semihosting -- poweroff");
         let out = with_devices(q, &disk).spawn()?.wait_exit(TIMEOUT)?;
         out.ensure_exit(Exit::Code(0))?;
@@ -283,7 +277,7 @@ fn dom0_on_raspi4b() -> Result<()> {
         .cpus(4)
         .timeout(TIMEOUT)
         .label("dom0-rpi4")
-        .image(firmware("rpi4"))
+        .image(dom0_image("rpi4"))
         .bootargs("loglevel=info semihosting -- poweroff")
         .spawn()?
         .wait_exit(TIMEOUT)?;

@@ -5,19 +5,12 @@
 //! running. dom0 (`dom0.sched.report=<ms> poweroff`) waits, prints the scheduler's table and
 //! switches the machine off, which ends each run.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use ferrite_systests::paths::dom0_image;
 use ferrite_systests::{Exit, Outcome, Qemu, Result};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn firmware(board: &str) -> PathBuf {
-    let dir = std::env::var("FERRITE_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
-    dir.join(board).join("ferrite-dom0.bin")
-}
 
 /// Boots dom0 (1 vCPU) and the given domUs on `cpus` CPUs; dom0 reports after `report_ms`
 /// and powers off.
@@ -37,7 +30,7 @@ fn run(
         .icount(true)
         .timeout(TIMEOUT)
         .label(label)
-        .image(firmware("qemu-virt"))
+        .image(dom0_image("qemu-virt"))
         .bootargs(format!(
             "semihosting dom0_vcpus=1 {domus} -- dom0.sched.report={report_ms} poweroff"
         ));
@@ -203,7 +196,7 @@ fn pv_domus_on_raspi4b() -> Result<()> {
     let q = Qemu::raspi4b()
         .timeout(TIMEOUT)
         .label("domu-raspi4b")
-        .image(firmware("rpi4"))
+        .image(dom0_image("rpi4"))
         .bootargs(
             "semihosting dom0_vcpus=1 domu=name=pt,mem=16M,cmd=ptbuild \
              domu=name=evil,mem=16M,cmd=evil -- dom0.sched.report=1000 poweroff",

@@ -7,16 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ferrite_systests::paths::dom0_image;
 use ferrite_systests::{Exit, Outcome, Qemu, Result};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn firmware(board: &str) -> PathBuf {
-    let dir = std::env::var("FERRITE_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
-    dir.join(board).join("ferrite-dom0.bin")
-}
 
 fn run(label: &str, gic: u32, domus: &str, report_ms: u32) -> Result<Outcome> {
     run_with(label, gic, domus, report_ms, None)
@@ -36,7 +30,7 @@ fn run_with(
         .icount(true)
         .timeout(TIMEOUT)
         .label(label)
-        .image(firmware("qemu-virt"))
+        .image(dom0_image("qemu-virt"))
         .bootargs(format!(
             "semihosting dom0_vcpus=1 {domus} -- dom0.sched.report={report_ms} poweroff"
         ));

@@ -3,21 +3,14 @@
 //! Ferrite's `DOMCTL`, typed at the shell on dom0's console or run from `dom0.exec`; 200
 //! create/destroy cycles give every frame back.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use ferrite_systests::paths::dom0_image;
 use ferrite_systests::{ErrorKind, Exit, Outcome, Qemu, Result, Run};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// One command's answer.
 const STEP: Duration = Duration::from_secs(60);
-
-fn firmware() -> PathBuf {
-    let dir = std::env::var("FERRITE_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
-    dir.join("qemu-virt").join("ferrite-dom0.bin")
-}
 
 fn qemu(label: &str, dom0_args: &str) -> Qemu {
     Qemu::virt()
@@ -26,7 +19,7 @@ fn qemu(label: &str, dom0_args: &str) -> Qemu {
         .memory("1G")
         .timeout(TIMEOUT)
         .label(label)
-        .image(firmware())
+        .image(dom0_image("qemu-virt"))
         .bootargs(format!("semihosting dom0_vcpus=1 -- {dom0_args}"))
 }
 

@@ -4,19 +4,12 @@
 //! under `-icount`, so the numbers repeat.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use ferrite_systests::paths::dom0_image;
 use ferrite_systests::{Exit, Outcome, Qemu, Result};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
-
-fn firmware() -> PathBuf {
-    let dir = std::env::var("FERRITE_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"));
-    dir.join("qemu-virt").join("ferrite-dom0.bin")
-}
 
 /// One vCPU's line of dom0's report.
 #[derive(Clone, Debug, Default)]
@@ -78,7 +71,7 @@ fn run(label: &str, cpus: u32, bootargs: &str) -> Result<Outcome> {
         .icount(true)
         .timeout(TIMEOUT)
         .label(label)
-        .image(firmware())
+        .image(dom0_image("qemu-virt"))
         .bootargs(format!("semihosting {bootargs}"));
     let out = q.spawn()?.wait_exit(TIMEOUT)?;
     out.ensure_exit(Exit::Code(0))?;
