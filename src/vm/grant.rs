@@ -407,19 +407,15 @@ fn write_phys(granter: &Vm, pa: u64, data: &[u8]) -> Result<(), Errno> {
 /// of `fl` is set. Returns the guest-physical address; x1 = the machine address (for DMA by a
 /// device dom0 drives).
 fn map(vm: &'static Vm, dom: u64, gref: u64, fl: u64, frame: &mut TrapFrame) -> Result<u64, Errno> {
-    if vm.is_pv() {
-        return pv_map(vm, dom, gref, fl);
-    }
     if fl & !abi::MAP_READONLY != 0 {
         return Err(Errno::Inval);
     }
     let writable = fl & abi::MAP_READONLY == 0;
-    let access = if writable {
-        Access::Write
-    } else {
-        Access::Read
-    };
+    let access = access_of(writable);
     let dom = u16::try_from(dom).map_err(|_| Errno::Inval)?;
+    if vm.is_pv() {
+        return pv_map(vm, dom, gref, writable, access);
+    }
     let tables = TABLES.lock();
     let mut maps = DOM0_MAPS.lock();
     let maps = maps.as_mut().ok_or(Errno::NoSys)?;
@@ -505,20 +501,24 @@ impl crate::pv::Grants for PvGrants {
     }
 }
 
-/// `MAP` for a PV domU: allows the granted frame in its page tables (through `MMU_UPDATE`) and
-/// returns its machine address. The grant is marked in use and the granter's frame held until
-/// the matching `UNMAP`.
-fn pv_map(vm: &'static Vm, dom: u64, gref: u64, fl: u64) -> Result<u64, Errno> {
-    if fl & !abi::MAP_READONLY != 0 {
-        return Err(Errno::Inval);
-    }
-    let writable = fl & abi::MAP_READONLY == 0;
-    let access = if writable {
+fn access_of(writable: bool) -> Access {
+    if writable {
         Access::Write
     } else {
         Access::Read
-    };
-    let dom = u16::try_from(dom).map_err(|_| Errno::Inval)?;
+    }
+}
+
+/// `MAP` for a PV domU: allows the granted frame in its page tables (through `MMU_UPDATE`) and
+/// returns its machine address. The grant is marked in use and the granter's frame held until
+/// the matching `UNMAP`.
+fn pv_map(
+    vm: &'static Vm,
+    dom: DomId,
+    gref: u64,
+    writable: bool,
+    access: Access,
+) -> Result<u64, Errno> {
     if dom == vm.id {
         return Err(Errno::Inval);
     }
@@ -604,11 +604,7 @@ fn end_mapping(tables: &[Option<Table>], granter: DomId, gref: u64, ma: u64, wri
         && let Some(t) = tables[granter as usize]
         && let Ok(addr) = t.entry_addr(gref)
     {
-        let access = if writable {
-            Access::Write
-        } else {
-            Access::Read
-        };
+        let access = access_of(writable);
         // SAFETY: as in `resolve`: the granter's table page, identity-mapped, atomics.
         let entry = unsafe { &*(addr as *const GrantEntry) };
         ACTIVE.lock().release(entry, granter, gref, access);

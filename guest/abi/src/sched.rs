@@ -97,9 +97,89 @@ pub struct VcpuStats {
 
 const _: () = assert!(size_of::<VcpuStats>() == 64);
 
+/// The text form of a CPU mask (`SCHED_CTL SET_AFFINITY`'s x4), as toolstacks read and print
+/// it: `0-1,3` or `all`. Returns the mask of the `pcpus` CPUs, or None for a malformed list,
+/// an empty one, or one naming a CPU at or above `pcpus`.
+pub fn parse_cpu_list(list: &str, pcpus: u64) -> Option<u64> {
+    let all = if pcpus >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << pcpus) - 1
+    };
+    if list == "all" {
+        return (all != 0).then_some(all);
+    }
+    let mut mask = 0u64;
+    for part in list.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?),
+            None => {
+                let a = part.parse::<u64>().ok()?;
+                (a, a)
+            }
+        };
+        if a > b || b >= pcpus.min(64) {
+            return None;
+        }
+        for c in a..=b {
+            mask |= 1 << c;
+        }
+    }
+    (mask != 0).then_some(mask)
+}
+
+/// Prints a CPU mask as a list (`0-1,3`), [`parse_cpu_list`]'s inverse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuList(pub u64);
+
+impl core::fmt::Display for CpuList {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mask = self.0;
+        let mut c = 0u32;
+        let mut first = true;
+        while c < 64 {
+            if mask & (1 << c) == 0 {
+                c += 1;
+                continue;
+            }
+            let start = c;
+            while c < 64 && mask & (1 << c) != 0 {
+                c += 1;
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            if c - 1 == start {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{}", c - 1)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(parse_cpu_list("all", 4), Some(0xf));
+        assert_eq!(parse_cpu_list("0-1,3", 4), Some(0b1011));
+        assert_eq!(parse_cpu_list("2", 4), Some(4));
+        for bad in ["4", "1-0", "", "x", "0-64"] {
+            assert_eq!(parse_cpu_list(bad, 4), None, "{bad}");
+        }
+        assert_eq!(parse_cpu_list("63", 64), Some(1 << 63));
+        assert_eq!(CpuList(0b1011).to_string(), "0-1,3");
+        assert_eq!(CpuList(0xf).to_string(), "0-3");
+        assert_eq!(CpuList(u64::MAX).to_string(), "0-63");
+        assert_eq!(CpuList(0).to_string(), "");
+    }
 
     #[test]
     fn reasons_round_trip() {

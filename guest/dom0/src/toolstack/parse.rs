@@ -56,61 +56,6 @@ pub fn config_name(config: &str) -> Option<&str> {
     None
 }
 
-/// A CPU list like `0-1,3` or `all` as a mask of `pcpus` CPUs; `None` if malformed, empty or
-/// naming a CPU at or above `pcpus`.
-pub fn cpu_mask(list: &str, pcpus: u64) -> Option<u64> {
-    let all = if pcpus >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << pcpus) - 1
-    };
-    if list == "all" {
-        return (all != 0).then_some(all);
-    }
-    let mut mask = 0u64;
-    for part in list.split(',') {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?),
-            None => {
-                let a = part.parse::<u64>().ok()?;
-                (a, a)
-            }
-        };
-        if a > b || b >= pcpus.min(64) {
-            return None;
-        }
-        for c in a..=b {
-            mask |= 1 << c;
-        }
-    }
-    (mask != 0).then_some(mask)
-}
-
-/// A mask as a CPU list (`0-1,3`).
-pub fn cpu_list(mask: u64) -> String {
-    let mut out = String::new();
-    let mut c = 0u32;
-    while c < 64 {
-        if mask & (1 << c) == 0 {
-            c += 1;
-            continue;
-        }
-        let start = c;
-        while c < 64 && mask & (1 << c) != 0 {
-            c += 1;
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if c - 1 == start {
-            out.push_str(&alloc::format!("{start}"));
-        } else {
-            out.push_str(&alloc::format!("{start}-{}", c - 1));
-        }
-    }
-    out
-}
-
 /// xl's six-letter state: r(unning) b(locked) p(aused) s(hutdown) c(rashed) d(ying), one set.
 pub fn state_letters(state: u8, running: bool) -> &'static str {
     use ferrite_abi::ctl::state::*;
@@ -170,20 +115,6 @@ mod tests {
         assert_eq!(config_name("mem=8M,name=web,cmd=x"), Some("web"));
         assert_eq!(config_name("cmd=name=x"), None);
         assert_eq!(config_name("mem=8M"), None);
-    }
-
-    #[test]
-    fn cpu_masks() {
-        assert_eq!(cpu_mask("all", 4), Some(0xf));
-        assert_eq!(cpu_mask("0-1,3", 4), Some(0b1011));
-        assert_eq!(cpu_mask("2", 4), Some(4));
-        assert_eq!(cpu_mask("4", 4), None);
-        assert_eq!(cpu_mask("1-0", 4), None);
-        assert_eq!(cpu_mask("", 4), None);
-        assert_eq!(cpu_mask("x", 4), None);
-        assert_eq!(cpu_list(0b1011), "0-1,3");
-        assert_eq!(cpu_list(0xf), "0-3");
-        assert_eq!(cpu_list(0), "");
     }
 
     #[test]

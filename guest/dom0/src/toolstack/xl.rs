@@ -109,7 +109,7 @@ pub fn vcpu_pin(args: &[&str]) {
         Ok(p) => p,
         Err(e) => return fail("vcpu-pin", &d, e),
     };
-    let Some(mask) = parse::cpu_mask(cpus, pcpus) else {
+    let Some(mask) = ferrite_abi::sched::parse_cpu_list(cpus, pcpus) else {
         return println!(
             "error: vcpu-pin {d}: \"{cpus}\" is not a list of CPUs 0..{} (like 0-1,3 or all)",
             pcpus.saturating_sub(1)
@@ -127,7 +127,10 @@ pub fn vcpu_pin(args: &[&str]) {
     };
     for c in vcpus {
         match sched::set_affinity(id, c, mask) {
-            Ok(()) => println!("{d} vcpu{c} pinned to cpus {}", parse::cpu_list(mask)),
+            Ok(()) => println!(
+                "{d} vcpu{c} pinned to cpus {}",
+                ferrite_abi::sched::CpuList(mask)
+            ),
             Err(Errno::NoEnt) => {
                 return println!("error: vcpu-pin {d}: no such domain or no vcpu {c} (ENOENT)");
             }

@@ -96,57 +96,6 @@ pub fn sched_credit(c: &Ctrl, args: &[&str]) -> Res<()> {
     Ok(())
 }
 
-/// `0-1,3` or `all` as a mask of the `pcpus` CPUs.
-fn cpu_mask(s: &str, pcpus: u64) -> Option<u64> {
-    let all = if pcpus >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << pcpus) - 1
-    };
-    if s == "all" {
-        return Some(all);
-    }
-    let mut mask = 0u64;
-    for part in s.split(',') {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?),
-            None => {
-                let n = part.parse::<u64>().ok()?;
-                (n, n)
-            }
-        };
-        if a > b || b >= pcpus.min(64) {
-            return None;
-        }
-        for c in a..=b {
-            mask |= 1 << c;
-        }
-    }
-    (mask != 0).then_some(mask)
-}
-
-/// A mask as `0-1,3`.
-fn cpu_list(mask: u64) -> String {
-    let mut out = Vec::new();
-    let mut c = 0;
-    while c < 64 {
-        if mask & (1 << c) == 0 {
-            c += 1;
-            continue;
-        }
-        let start = c;
-        while c < 64 && mask & (1 << c) != 0 {
-            c += 1;
-        }
-        out.push(if c - 1 == start {
-            format!("{start}")
-        } else {
-            format!("{start}-{}", c - 1)
-        });
-    }
-    out.join(",")
-}
-
 /// `vcpu-pin <dom> <vcpu|all> <cpus>`: the pCPUs the vCPU may run on (`0-1,3`, `all`).
 pub fn vcpu_pin(c: &Ctrl, dom: &str, vcpu: &str, cpus: &str) -> Res<()> {
     let d = resolve(c, dom)?;
@@ -154,7 +103,7 @@ pub fn vcpu_pin(c: &Ctrl, dom: &str, vcpu: &str, cpus: &str) -> Res<()> {
     let pcpus = c
         .sched_ctl(sched_ctl::GET_PCPUS, 0, 0, 0)
         .map_err(|e| format!("vcpu-pin: GET_PCPUS: {}", err_text(e)))?;
-    let mask = cpu_mask(cpus, pcpus).ok_or(format!(
+    let mask = ferrite_abi::sched::parse_cpu_list(cpus, pcpus).ok_or(format!(
         "vcpu-pin {name}: '{cpus}' is not a list of CPUs 0..{} (like 0-1,3 or all)",
         pcpus.saturating_sub(1)
     ))?;
@@ -169,7 +118,7 @@ pub fn vcpu_pin(c: &Ctrl, dom: &str, vcpu: &str, cpus: &str) -> Res<()> {
         match c.sched_ctl(sched_ctl::SET_AFFINITY, id, v, mask) {
             Ok(_) => println!(
                 "Domain {id} ({name}) vcpu {v} pinned to cpus {}",
-                cpu_list(mask)
+                ferrite_abi::sched::CpuList(mask)
             ),
             Err(Errno::NoEnt) => {
                 return Err(format!(
