@@ -6,20 +6,25 @@
 //! receiver posted, with one grant copy (dom0 is the grantee of both), so the payload never
 //! passes through dom0's memory. Requests are checked first: a bad length or offset, or a grant
 //! that does not allow the access, gets an error response; impossible ring indices disconnect
-//! that frontend. Frames to an unknown address, or to a domU with no posted buffer, are
-//! dropped and counted.
+//! that frontend.
+//!
+//! dom0's NIC, when it has one, is the switch's uplink ([`crate::virtio::uplink`]): a frame to
+//! an address that is no connected domU goes out through it (a broadcast goes there too), and
+//! a frame from the wire goes to the domU its destination names (a broadcast or multicast to
+//! every domU), copied into a posted receive buffer. Frames with nowhere to go, or for a domU
+//! with no posted buffer, are dropped and counted.
 
 use crate::bus::Change;
 use crate::events;
 use crate::gcopy::{between, read_pod, read_u32, write_pod, write_u32};
+use crate::virtio::uplink;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use ferrite_abi::devbus::{kind, state};
 use ferrite_abi::netif::{
-    BROADCAST, MAX_FRAME, MIN_FRAME, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD,
-    OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest, TxResponse,
-    dom_of,
+    MAX_FRAME, MIN_FRAME, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD, OFFSET_SLOTS,
+    RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest, TxResponse, dom_of,
 };
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
@@ -44,6 +49,9 @@ struct Front {
     sent: u64,
     received: u64,
     dropped: u64,
+    /// Frames it sent out through the uplink, and frames from the wire it received.
+    to_wire: u64,
+    from_wire: u64,
 }
 
 static FRONTS: Mutex<Vec<Front>> = Mutex::new(Vec::new());
@@ -84,6 +92,8 @@ fn consider(dom: u16, key: u64) {
                         sent: 0,
                         received: 0,
                         dropped: 0,
+                        to_wire: 0,
+                        from_wire: 0,
                     });
                 }
                 Err(e) => {
@@ -104,8 +114,9 @@ fn disconnect(f: &Front, why: &str) {
     let _ = events::op(ev::CLOSE, f.port as u64, 0);
     let _ = crate::bus::set_back(f.dom, f.key, state::CLOSED, 0);
     println!(
-        "dom0: net: dom{}: {why}: disconnected ({} frames sent, {} received, {} dropped)",
-        f.dom, f.sent, f.received, f.dropped
+        "dom0: net: dom{}: {why}: disconnected ({} frames sent, {} received, {} dropped; \
+         {} to the wire, {} from it)",
+        f.dom, f.sent, f.received, f.dropped, f.to_wire, f.from_wire
     );
 }
 
@@ -126,7 +137,8 @@ fn req_prod(f: &Front, base: usize, ix: &Indices, slots: usize) -> Result<u32, S
 pub fn service(all: bool) {
     let mut fronts = FRONTS.lock();
     let fired: Vec<bool> = fronts.iter().map(|f| events::take(f.port) || all).collect();
-    if !fired.iter().any(|&x| x) {
+    let wire = uplink::receive();
+    if !fired.iter().any(|&x| x) && wire.is_empty() {
         return;
     }
     // Receive buffers first, so frames sent in this round find them.
@@ -135,6 +147,9 @@ pub fn service(all: bool) {
         if let Err(e) = take_rx_buffers(f) {
             dead.push((i, e));
         }
+    }
+    for frame in &wire {
+        from_wire(&mut fronts, frame);
     }
     for i in 0..fronts.len() {
         if dead.iter().any(|(d, _)| *d == i) {
@@ -225,15 +240,21 @@ fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Errno> 
     crate::gcopy::read_from(src, req.gref, req.offset as usize, &mut hdr)?;
     let dst = &hdr[..6];
     fronts[i].sent += 1;
-    let targets: Vec<usize> = if dst == BROADCAST {
+    let to_domu = dom_of(dst).and_then(|d| fronts.iter().position(|f| f.dom == d));
+    let group = dst[0] & 1 != 0;
+    if group || to_domu.is_none() {
+        to_wire(fronts, i, req, group)?;
+    }
+    let targets: Vec<usize> = if group {
         (0..fronts.len()).filter(|&j| j != i).collect()
     } else {
-        match dom_of(dst).and_then(|d| fronts.iter().position(|f| f.dom == d)) {
+        match to_domu {
             Some(j) if j != i => alloc::vec![j],
-            _ => {
+            Some(_) => {
                 fronts[i].dropped += 1;
                 return Ok(());
             }
+            None => return Ok(()),
         }
     };
     for j in targets {
@@ -275,6 +296,72 @@ fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Errno> 
         );
     }
     Ok(())
+}
+
+/// Sends frontend `i`'s frame out through the uplink; without one, a frame that is no
+/// broadcast is dropped and counted.
+fn to_wire(fronts: &mut [Front], i: usize, req: &TxRequest, group: bool) -> Result<(), Errno> {
+    if !uplink::present() {
+        if !group {
+            fronts[i].dropped += 1;
+        }
+        return Ok(());
+    }
+    let mut frame = [0u8; MAX_FRAME as usize];
+    let frame = &mut frame[..req.len as usize];
+    crate::gcopy::read_from(fronts[i].dom, req.gref, req.offset as usize, frame)?;
+    match uplink::send(frame) {
+        Ok(_) => fronts[i].to_wire += 1,
+        Err(e) => {
+            fronts[i].dropped += 1;
+            println!(
+                "dom0: net: uplink: dom{}: frame dropped: {e}",
+                fronts[i].dom
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Delivers a frame from the wire: to the domU its destination names, or to every domU for a
+/// broadcast or multicast. Anything else (dom0 has no stack of its own) is dropped.
+fn from_wire(fronts: &mut [Front], frame: &[u8]) {
+    if frame.len() < 14 || frame.len() > MAX_FRAME as usize {
+        return;
+    }
+    let dst = &frame[..6];
+    let targets: Vec<usize> = if dst[0] & 1 != 0 {
+        (0..fronts.len()).collect()
+    } else {
+        match dom_of(dst).and_then(|d| fronts.iter().position(|f| f.dom == d)) {
+            Some(j) => alloc::vec![j],
+            None => return,
+        }
+    };
+    for j in targets {
+        let to = &mut fronts[j];
+        let Some((gref, id)) = to.bufs.pop_front() else {
+            to.dropped += 1;
+            continue;
+        };
+        let (status, len) = match crate::gcopy::write_to(to.dom, gref, 0, frame) {
+            Ok(()) => {
+                to.from_wire += 1;
+                to.received += 1;
+                (0, frame.len() as u16)
+            }
+            Err(e) => (e.to_ret() as i16, 0),
+        };
+        push_rx(
+            to,
+            RxResponse {
+                id,
+                status,
+                len,
+                pad: 0,
+            },
+        );
+    }
 }
 
 fn push_rx(to: &mut Front, rsp: RxResponse) {

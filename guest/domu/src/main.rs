@@ -4,7 +4,7 @@
 //! `hello`, `ptbuild`, `evil`, `evil-crash`, `hog`, `latency <n>`, `smp [stay]`,
 //! `bench-null <iters>`, `bench-mmu <batch> <rounds>`, `balloon`, `psci`,
 //! `ring-console <n> [gap_ms]`, `evil-io`, `blk-write <seed>`, `blk-read <seed>`, `blk-evil`,
-//! `net-ping <peer> <n>`, `net-pong <n>`.
+//! `net-ping <peer> <n>`, `net-pong <n>`, `net-wire <n>`.
 //!
 //! Every line it prints starts with `domU<id>: `. Every mode ends with `SCHED_OP SHUTDOWN`
 //! (poweroff) except those that run forever (`hog`, `smp stay`); an unknown mode or a bad
@@ -54,12 +54,14 @@ mod ptbuild;
 mod share;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod smp;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod wire;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod guest {
     use crate::args::Args;
     use crate::{
-        bench, blk, evil, hello, hog, io, latency, life, memory, net, ptbuild, share, smp,
+        bench, blk, evil, hello, hog, io, latency, life, memory, net, ptbuild, share, smp, wire,
     };
     use ferrite_pv::StartInfo;
     use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
@@ -78,7 +80,7 @@ mod guest {
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
                          bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
-                         blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, \
+                         blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, net-wire <n>, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
                          share-map <peer>, counter <ms> [fault <n>], evil-ctl, \
                          console-echo <n>";
@@ -123,6 +125,7 @@ mod guest {
                 let n = args.number("net-blast", "n", 1000);
                 net::blast(si.domid as u16, peer, n)
             }
+            "net-wire" => wire::run(si.domid as u16, args.number("net-wire", "n", 5)),
             "net-pong" => net::pong(si.domid as u16, args.number("net-pong", "n", 10)),
             "net-ping" => {
                 let peer = args.number("net-ping", "peer", 1) as u16;

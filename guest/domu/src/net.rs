@@ -18,12 +18,12 @@ use ferrite_abi::netif::{
 use ferrite_abi::ring::FrontRing;
 use ferrite_pv::time;
 
-const KEY: u64 = devbus::key(kind::NET, 0);
+pub(crate) const KEY: u64 = devbus::key(kind::NET, 0);
 const RX_BUFS: usize = 16;
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 const PAYLOAD: usize = 64;
 
-struct Net {
+pub(crate) struct Net {
     tx: FrontRing<'static, TxRequest, TxResponse, TX_SLOTS>,
     rx: FrontRing<'static, RxRequest, RxResponse, RX_SLOTS>,
     port: u32,
@@ -31,10 +31,10 @@ struct Net {
     tx_gref: u32,
     rx_va: [u64; RX_BUFS],
     rx_gref: [u32; RX_BUFS],
-    mac: [u8; 6],
+    pub(crate) mac: [u8; 6],
 }
 
-fn connect(domid: u16) -> Result<Net, &'static str> {
+pub(crate) fn connect(domid: u16) -> Result<Net, &'static str> {
     let (page_va, page_ma) = front::frame()?;
     // SAFETY: a zeroed frame of ours, mapped writable for good; both rings fit in it (checked
     // at compile time in the ABI) and hold only Pod data and atomics.
@@ -102,7 +102,7 @@ impl Net {
     }
 
     /// Sends `frame` (waits for the previous send's response first: one TX buffer).
-    fn send(&mut self, frame: &[u8]) -> Result<(), &'static str> {
+    pub(crate) fn send(&mut self, frame: &[u8]) -> Result<(), &'static str> {
         let len = frame.len().min(MAX_FRAME as usize);
         // SAFETY: our TX page, mapped writable; no send is outstanding (we wait for each).
         let page = unsafe { core::slice::from_raw_parts_mut(self.tx_va as *mut u8, 4096) };
@@ -133,7 +133,7 @@ impl Net {
     }
 
     /// The next received frame, copied into `buf`, within `ms`; its buffer is posted again.
-    fn recv(&mut self, buf: &mut [u8; 2048], ms: u64) -> Option<usize> {
+    pub(crate) fn recv(&mut self, buf: &mut [u8; 2048], ms: u64) -> Option<usize> {
         let end = time::now() + time::us_to_ticks(ms * 1000);
         loop {
             match self.rx.take_response() {

@@ -8,6 +8,7 @@
 pub mod blk;
 mod hal;
 mod net;
+pub mod uplink;
 
 use crate::dt::{Irq, VirtioSlot};
 use crate::{cpu, gic, timer};

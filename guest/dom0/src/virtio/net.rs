@@ -3,23 +3,19 @@
 //!
 //! Frames are built and parsed by hand: one ARP exchange needs no network stack.
 
-use super::{DevIrq, Dom0Hal};
+use super::DevIrq;
 use crate::dt::Irq;
 use crate::timer;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::mmio::MmioTransport;
 
-const QUEUE_SIZE: usize = 16;
 const RX_BUFFERS: usize = 4;
-const RX_BUFFER_SIZE: usize = 2048;
+use super::uplink::{Net, RX_BUFFER_SIZE};
 const OUR_IP: [u8; 4] = [10, 0, 2, 15];
 const GATEWAY_IP: [u8; 4] = [10, 0, 2, 2];
 const REPLY_TIMEOUT_US: u64 = 2_000_000;
-
-type Net = VirtIONetRaw<Dom0Hal, MmioTransport<'static>, QUEUE_SIZE>;
 
 struct Mac([u8; 6]);
 
@@ -59,7 +55,10 @@ fn arp_reply_from(frame: &[u8], from: [u8; 4], to: [u8; 4]) -> Option<[u8; 6]> {
 
 pub fn check(transport: MmioTransport<'static>, irq: Option<Irq>) -> bool {
     match run(transport, irq) {
-        Ok(()) => true,
+        Ok(u) => {
+            super::uplink::install(u);
+            true
+        }
         Err(e) => {
             println!("dom0: net: FAILED: {e}");
             false
@@ -67,7 +66,11 @@ pub fn check(transport: MmioTransport<'static>, irq: Option<Irq>) -> bool {
     }
 }
 
-fn run(transport: MmioTransport<'static>, irq: Option<Irq>) -> Result<(), alloc::string::String> {
+/// The check; on success the NIC, still running, becomes the network backend's uplink.
+fn run(
+    transport: MmioTransport<'static>,
+    irq: Option<Irq>,
+) -> Result<super::uplink::Uplink, alloc::string::String> {
     // Declared before the device so that they are dropped after it: dropping the device unsets
     // its queues, and only then may the buffers it still holds be freed.
     let mut rx: Vec<Vec<u8>> = (0..RX_BUFFERS).map(|_| vec![0u8; RX_BUFFER_SIZE]).collect();
@@ -151,5 +154,6 @@ fn run(transport: MmioTransport<'static>, irq: Option<Irq>) -> Result<(), alloc:
         Some(i) => println!("dom0: net: reply by interrupt (INTID {i})"),
         None => println!("dom0: net: reply found by polling"),
     }
-    Ok(())
+    irq.rearm();
+    super::uplink::Uplink::new(net, rx, &tokens, irq)
 }

@@ -1,0 +1,68 @@
+//! The network backend's uplink: domUs reach QEMU's user-mode network through dom0's switch and
+//! dom0's virtio-net NIC, and its answers come back to the right domU by MAC address.
+
+use std::time::Duration;
+
+use ferrite_systests::paths::dom0_image;
+use ferrite_systests::{Exit, Qemu, Result};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+#[test]
+fn two_domus_ping_the_wire_through_dom0s_nic() -> Result<()> {
+    // Real time, not -icount: the far end (QEMU's user-mode network) answers in host time.
+    let out = Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .memory("1G")
+        .icount(false)
+        .timeout(TIMEOUT)
+        .label("net-wire")
+        .image(dom0_image("qemu-virt"))
+        .bootargs(
+            "semihosting dom0_vcpus=1 \
+             domu=name=a,mem=8M,on_poweroff=preserve,cmd=net-wire+5 \
+             domu=name=b,mem=8M,on_poweroff=preserve,cmd=net-wire+5 \
+             -- dom0.sched.report=6000 poweroff",
+        )
+        .args([
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-device,netdev=n0",
+        ])
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let c = &out.console;
+    out.ensure(
+        c.contains("dom0: net: uplink: the NIC 52:54:00:12:34:56 carries the domUs' frames"),
+        "dom0 kept its NIC as the switch's uplink after its own check",
+    )?;
+    for d in [1, 2] {
+        out.ensure(
+            c.contains(&format!(
+                "domU{d}: net-wire: ARP: 10.0.2.2 is at 52:55:0a:00:02:02"
+            )),
+            format!("dom{d}'s ARP request went out and the gateway's reply came back to it"),
+        )?;
+        out.ensure(
+            c.contains(&format!(
+                "domU{d}: net-wire: 5/5 pings to 10.0.2.2 answered, payloads ok"
+            )),
+            format!("dom{d}'s pings left through the NIC and every reply came back intact"),
+        )?;
+        let line = c
+            .lines()
+            .iter()
+            .find(|l| l.contains(&format!("dom0: net: dom{d}: the frontend closed")))
+            .cloned()
+            .unwrap_or_default();
+        out.ensure(
+            !line.contains(" 0 to the wire") && !line.contains(" 0 from it"),
+            &format!("dom0 counted dom{d}'s frames to and from the wire: {line}"),
+        )?;
+    }
+    Ok(())
+}
