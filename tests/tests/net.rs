@@ -61,7 +61,7 @@ fn two_domus_ping_the_wire_through_dom0s_nic() -> Result<()> {
             .unwrap_or_default();
         out.ensure(
             !line.contains(" 0 to the wire") && !line.contains(" 0 from it"),
-            &format!("dom0 counted dom{d}'s frames to and from the wire: {line}"),
+            format!("dom0 counted dom{d}'s frames to and from the wire: {line}"),
         )?;
     }
     Ok(())
