@@ -135,6 +135,23 @@ impl Bus {
             .ok_or(Errno::NoEnt)
     }
 
+    /// `dom` is being destroyed: every device of it that is not closed yet reads as closed by
+    /// its frontend, so that backends let go of its rings and pages (destruction waits for
+    /// that). Returns how many changed.
+    pub fn front_gone(&mut self, dom: DomId) -> usize {
+        let mut n = 0;
+        let Some(devs) = self.doms.get_mut(dom as usize) else {
+            return 0;
+        };
+        for d in devs.iter_mut() {
+            if d.front != state::CLOSED {
+                d.front = state::CLOSED;
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Forgets `dom`'s devices (a destroyed domain).
     pub fn remove_domain(&mut self, dom: DomId) {
         if let Some(v) = self.doms.get_mut(dom as usize) {
@@ -174,6 +191,21 @@ mod tests {
         );
         b.remove_domain(3);
         assert_eq!(b.get(3, k), Err(Errno::NoEnt));
+    }
+
+    #[test]
+    fn a_dying_domains_devices_read_as_closed() {
+        let mut b = Bus::new();
+        let (k0, k1) = (key(kind::BLOCK, 0), key(kind::NET, 0));
+        b.publish(4, k0, 8, 2).unwrap();
+        b.publish(4, k1, 9, 3).unwrap();
+        b.publish(5, k0, 8, 2).unwrap();
+        b.set_front(4, k1, state::CLOSED as u64).unwrap();
+        assert_eq!(b.front_gone(4), 1, "only the open device changes");
+        assert_eq!(b.get(4, k0).unwrap().front, state::CLOSED);
+        assert_eq!(b.get(5, k0).unwrap().front, state::INITIALISED);
+        assert_eq!(b.front_gone(4), 0);
+        assert_eq!(b.front_gone(6), 0, "a domain with no devices");
     }
 
     #[test]

@@ -25,6 +25,17 @@ pub fn disk(id: DomId) -> Option<(u64, u64)> {
     DISKS.lock()[id as usize].map(|(o, z)| (o / 512, z / 512))
 }
 
+/// Domain `id` is being destroyed: its open devices read as closed by the frontend, and dom0's
+/// backends are told (they unmap its rings, which destruction waits for).
+pub fn front_gone(id: DomId) {
+    let changed = BUS.lock().front_gone(id);
+    if changed != 0
+        && let Some(dom0) = domain(0)
+    {
+        events::raise_virq(dom0, virq::DEVBUS, 0);
+    }
+}
+
 /// Forgets domain `id`'s devices and disk.
 pub fn remove_domain(id: DomId) {
     BUS.lock().remove_domain(id);

@@ -249,6 +249,7 @@ fn begin(vm: &'static Vm, restart: bool) {
         return;
     }
     super::exit::stop_domain(vm, DomainState::PoweredOff);
+    super::devbus::front_gone(vm.id);
     if restart {
         RESTARTS.fetch_add(1, Ordering::AcqRel);
     }

@@ -77,10 +77,15 @@ pub enum Change {
 }
 
 /// The change for `dom`'s device `key`, given whether this backend serves it already. A device
-/// the backend refused (back state Closed) waits until its frontend publishes again.
+/// the backend refused (back state Closed) waits until its frontend publishes again. A served
+/// device that is gone (its domain was destroyed) is a disconnection too.
 pub fn change(dom: u16, key: u64, served: bool) -> Change {
     let Some(e) = get(dom, key) else {
-        return Change::Nothing;
+        return if served {
+            Change::Disconnect
+        } else {
+            Change::Nothing
+        };
     };
     match (e.front, served) {
         (state::INITIALISED, false) if e.back != state::CONNECTED && e.back != state::CLOSED => {

@@ -66,6 +66,11 @@ pub fn start() {
 
 pub fn scan() {
     crate::bus::for_each(kind::NET, consider);
+    // Fronts whose domain is gone are no longer on the bus: look at each served one again.
+    let served: Vec<(u16, u64)> = FRONTS.lock().iter().map(|f| (f.dom, f.key)).collect();
+    for (dom, key) in served {
+        consider(dom, key);
+    }
 }
 
 fn consider(dom: u16, key: u64) {
