@@ -422,3 +422,96 @@ fn linux_dom0_ferrite_ctl_save_restore() -> Result<()> {
     out.ensure(!c.contains("crashed on vcpu"), "a domain crashed")?;
     out.ensure(!c.has_panic(), "Ferrite panicked")
 }
+
+/// A user-space block backend in Linux dom0 (`ferrite-ctl blkback`): a domU's disk is a file in
+/// Linux's file system on dom0's virtio disk. One domU writes a pattern through it and reads
+/// it back; a new domU reads the same pattern after the file system was remounted, so the data
+/// went through Linux's file system and its virtio-blk driver.
+#[test]
+fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
+    let disk = std::env::temp_dir().join(format!("ferrite-linux-blk-{}.img", std::process::id()));
+    std::fs::File::create(&disk)?.set_len(32 << 20)?;
+    let spawned = linux("linux-blkback", 2)
+        .args([
+            "-drive".to_string(),
+            format!("file={},if=none,format=raw,id=d0", disk.display()),
+            "-device".into(),
+            "virtio-blk-device,drive=d0".into(),
+        ])
+        .spawn();
+    let result = (|| -> Result<()> {
+        let mut run = spawned?;
+        run.expect("linux-dom0: disk: vda", TIMEOUT)?;
+        run.expect("linux-dom0: shell ready", TIMEOUT)?;
+        std::thread::sleep(Duration::from_millis(500));
+        run.send(
+            "mount -t ext2 /dev/vda /mnt && dd if=/dev/zero of=/mnt/domu.img bs=1M count=8 \
+             2>/dev/null && echo image-$((5 * 5))\n",
+        )?;
+        run.expect("image-25", STEP)?;
+        run.send("ferrite-ctl blkback /mnt/domu.img 120 &\n")?;
+        run.expect(
+            "ferrite-ctl: blkback: serving domUs' disks from /mnt/domu.img (16384 sectors)",
+            STEP,
+        )?;
+
+        run.send(
+            "ferrite-ctl create name=w,mem=8M,disk=1M:4M,cmd=blk-write+7 /domu.elf && \
+             ferrite-ctl unpause w\n",
+        )?;
+        let line = run.expect("Created domain w (id ", STEP)?;
+        let w = created_id(&line);
+        run.expect(
+            &format!("ferrite-ctl: blkback: dom{w}: connected, 8192 sectors at sector 2048 of /mnt/domu.img"),
+            STEP,
+        )?;
+        run.expect(
+            &format!("domU{w}: blk: wrote 64 sectors (seed 7), flushed, read back: ok"),
+            STEP,
+        )?;
+        // It powers off and is destroyed: the backend sees its disk close or its ring go.
+        run.expect_line("the backend letting go of the first domU", STEP, |l| {
+            l.contains(&format!("ferrite-ctl: blkback: dom{w}: "))
+                && l.contains("disconnected after")
+        })?;
+
+        // Stop the backend, remount: what the next domU reads comes from the disk.
+        run.send("kill %1; wait; umount /mnt && mount -t ext2 /dev/vda /mnt && echo remounted-$((6 * 6))\n")?;
+        run.expect("remounted-36", STEP)?;
+        run.send("ferrite-ctl blkback /mnt/domu.img 120 &\n")?;
+        run.expect("ferrite-ctl: blkback: serving domUs' disks", STEP)?;
+        run.send(
+            "ferrite-ctl create name=r,mem=8M,disk=1M:4M,cmd=blk-read+7 /domu.elf && \
+             ferrite-ctl unpause r\n",
+        )?;
+        let line = run.expect("Created domain r (id ", STEP)?;
+        let r = created_id(&line);
+        run.expect(
+            &format!("domU{r}: blk: read 64 sectors: pattern 7 ok"),
+            STEP,
+        )?;
+
+        // A domU whose disk lies outside the file is refused, with the reason.
+        run.send(
+            "ferrite-ctl create name=big,mem=8M,disk=4M:8M,cmd=blk-read+7 /domu.elf && \
+             ferrite-ctl unpause big\n",
+        )?;
+        let line = run.expect("Created domain big (id ", STEP)?;
+        let big = created_id(&line);
+        run.expect(
+            &format!(
+                "ferrite-ctl: blkback: dom{big}: not connected: its disk (sectors 8192+16384) \
+                 is outside /mnt/domu.img (16384 sectors)"
+            ),
+            STEP,
+        )?;
+
+        run.send("poweroff -f\n")?;
+        let out = run.wait_exit(STEP)?;
+        out.ensure_exit(Exit::Code(0))?;
+        out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+        out.ensure(!out.console.contains("crashed on vcpu"), "a domain crashed")
+    })();
+    let _ = std::fs::remove_file(&disk);
+    result
+}

@@ -11,6 +11,7 @@
 //! request or a sector outside the disk, `-EPERM` a grant that does not allow the access,
 //! `-EIO` the disk failed).
 
+use crate::errno::Errno;
 use crate::ring::{Pod, SharedRing};
 use core::mem::size_of;
 
@@ -78,3 +79,84 @@ const _: () = assert!(size_of::<Segment>() == 8);
 const _: () = assert!(size_of::<Request>() == 88);
 const _: () = assert!(size_of::<Response>() == 16);
 const _: () = assert!(size_of::<BlkRing>() <= 4096);
+
+impl Request {
+    /// The checks every backend makes before touching a disk: a known op; for a read or
+    /// write, 1..=[`MAX_SEGMENTS`] segments, each within its page (`first_sect <= last_sect
+    /// <= 7`), and the sectors they cover inside a disk of `disk_sectors`. Returns how many
+    /// sectors the request moves (0 for a flush); `Inval` otherwise.
+    pub fn check(&self, disk_sectors: u64) -> Result<u64, Errno> {
+        match self.op {
+            op::FLUSH => return Ok(0),
+            op::READ | op::WRITE => {}
+            _ => return Err(Errno::Inval),
+        }
+        let n = self.nr_segments as usize;
+        if n == 0 || n > MAX_SEGMENTS {
+            return Err(Errno::Inval);
+        }
+        let segs = &self.seg[..n];
+        if segs
+            .iter()
+            .any(|s| s.first_sect > s.last_sect || s.last_sect > 7)
+        {
+            return Err(Errno::Inval);
+        }
+        let total: u64 = segs
+            .iter()
+            .map(|s| (s.last_sect - s.first_sect + 1) as u64)
+            .sum();
+        match self.sector.checked_add(total) {
+            Some(end) if end <= disk_sectors => Ok(total),
+            _ => Err(Errno::Inval),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(op: u8, sector: u64, segs: &[(u8, u8)]) -> Request {
+        let mut r = Request {
+            op,
+            nr_segments: segs.len() as u8,
+            sector,
+            ..Request::default()
+        };
+        for (i, &(a, b)) in segs.iter().enumerate() {
+            r.seg[i] = Segment {
+                gref: 9,
+                first_sect: a,
+                last_sect: b,
+                pad: 0,
+            };
+        }
+        r
+    }
+
+    #[test]
+    fn good_requests_give_their_sector_count() {
+        assert_eq!(req(op::READ, 0, &[(0, 7)]).check(8), Ok(8));
+        assert_eq!(req(op::WRITE, 10, &[(2, 7), (0, 3)]).check(20), Ok(10));
+        assert_eq!(req(op::FLUSH, u64::MAX, &[]).check(0), Ok(0));
+    }
+
+    #[test]
+    fn malformed_requests_and_ranges_outside_the_disk_are_refused() {
+        let bad = [
+            req(7, 0, &[(0, 0)]),
+            req(op::READ, 0, &[]),
+            req(op::READ, 0, &[(3, 2)]),
+            req(op::READ, 0, &[(0, 8)]),
+            req(op::READ, 1, &[(0, 7)]),
+            req(op::WRITE, u64::MAX, &[(0, 0)]),
+        ];
+        for r in bad {
+            assert_eq!(r.check(8), Err(Errno::Inval), "{r:?}");
+        }
+        let mut r = req(op::READ, 0, &[(0, 0)]);
+        r.nr_segments = MAX_SEGMENTS as u8 + 1;
+        assert_eq!(r.check(1 << 20), Err(Errno::Inval));
+    }
+}

@@ -15,7 +15,9 @@
 //!     ferrite-ctl save [-c] <domain> <file> | restore [-p] <file>
 //!     ferrite-ctl sched-credit [-d <domain> [-w <weight>] [-c <cap>]]
 //!     ferrite-ctl vcpu-pin <domain> <vcpu|all> <cpus>
+//!     ferrite-ctl blkback <file> [seconds]     # serve domUs' disk= regions from a file
 
+mod blkback;
 mod sched;
 mod store;
 
@@ -49,6 +51,7 @@ const PROT_READ: i32 = 1;
 const PROT_WRITE: i32 = 2;
 const MAP_SHARED: i32 = 1;
 const LOCK_EX: i32 = 2;
+const LOCK_UN: i32 = 8;
 const O_SYNC: i32 = 0o4010000;
 
 type Res<T> = Result<T, String>;
@@ -119,6 +122,23 @@ impl Ctrl {
             ));
         }
         Ok(c)
+    }
+
+    /// Takes the page again after [`Self::unlock`]; another process may have changed the
+    /// registers meanwhile, so none is taken as known.
+    fn lock(&self) -> Res<()> {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { flock(self._file.as_raw_fd(), LOCK_EX) } != 0 {
+            return Err("cannot lock the control page".into());
+        }
+        self.xs.set([None; 6]);
+        Ok(())
+    }
+
+    /// Lets other ferrite-ctl runs use the page (a long-running backend between passes).
+    fn unlock(&self) {
+        // SAFETY: flock on a descriptor we own.
+        unsafe { flock(self._file.as_raw_fd(), LOCK_UN) };
     }
 
     fn read32(&self, off: usize) -> u32 {
@@ -216,6 +236,13 @@ fn touch(buf: &mut [u8]) {
 fn bytes_of<T>(t: &mut T) -> &mut [u8] {
     // SAFETY: only used on the ABI's #[repr(C)] integer structures.
     unsafe { std::slice::from_raw_parts_mut((t as *mut T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// A slice of plain-data structures as bytes, for touching.
+fn bytes_of_slice<T>(t: &mut [T]) -> &mut [u8] {
+    // SAFETY: only used on the ABI's #[repr(C)] integer structures; same memory, same length
+    // in bytes.
+    unsafe { std::slice::from_raw_parts_mut(t.as_mut_ptr().cast::<u8>(), size_of_val(t)) }
 }
 
 fn err_text(e: Errno) -> String {
@@ -490,6 +517,8 @@ const USAGE: &str = "usage: ferrite-ctl <command>
                                show, or set, the credit scheduler's weight and cap
   vcpu-pin <domain> <vcpu|all> <cpus>
                                the pCPUs a vCPU may run on (0-1,3 or all)
+  blkback <file> [seconds]     serve every domU's disk= region from <file> (an image or
+                               /dev/vda), until killed or for <seconds>
 <domain> is an id or a name.";
 
 fn run(args: &[String]) -> Res<()> {
@@ -523,6 +552,7 @@ fn run(args: &[String]) -> Res<()> {
         "destroy",
         "shutdown",
         "reboot",
+        "blkback",
     ];
     if !verbs.contains(&a[0]) {
         return Err(format!("unknown command '{}'\n{USAGE}", a[0]));
@@ -540,6 +570,17 @@ fn run(args: &[String]) -> Res<()> {
         ["restore", file] => store::restore(&c, false, file),
         ["sched-credit", rest @ ..] => sched::sched_credit(&c, rest),
         ["vcpu-pin", dom, vcpu, cpus] => sched::vcpu_pin(&c, dom, vcpu, cpus),
+        ["blkback", file] => {
+            c.unlock();
+            blkback::run(&c, file, None)
+        }
+        ["blkback", file, secs] => {
+            let secs = secs
+                .parse()
+                .map_err(|_| format!("blkback: '{secs}' is not a number of seconds"))?;
+            c.unlock();
+            blkback::run(&c, file, Some(secs))
+        }
         [verb, dom] if verbs[8..].contains(verb) => lifecycle(&c, verb, dom),
         _ => check(false),
     }

@@ -1,0 +1,438 @@
+//! `ferrite-ctl blkback <file> [seconds]`: a block backend in Linux dom0's user space. It serves
+//! every domU's virtual disk (`disk=` in its configuration) as the same region of `<file>` (a
+//! disk image or a block device such as `/dev/vda`), so the data goes through Linux's own
+//! file system and virtio-blk driver, as Xen's user-space disk backends do.
+//!
+//! It speaks the same protocol as Ferrite's own dom0 (`ferrite_abi::blkif` over the device
+//! bus, docs/io.md), with what user space can reach through the control page: device-bus and
+//! `DOMCTL` calls, and grant copies between the domU's granted pages and this process's
+//! buffers. Linux dom0 has no event-channel page (Linux does not know Ferrite's), so there are
+//! no event channels: the backend polls the rings every millisecond and the frontends find the
+//! responses when their bounded wait ends. Every request gets the checks
+//! [`ferrite_abi::blkif::Request::check`] makes, and a bad one an error response; a ring whose
+//! indices are impossible disconnects that frontend alone.
+
+use crate::{Ctrl, Res, err_text, touch};
+use ferrite_abi::blkif::{
+    OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD, OFFSET_SLOTS, RING_SLOTS, Request,
+    Response, SECTOR_SIZE, SLOT_SIZE, op,
+};
+use ferrite_abi::call::{self, domctl};
+use ferrite_abi::devbus::{self, kind, state};
+use ferrite_abi::errno::{self, Errno};
+use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
+use ferrite_abi::ring::Pod;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+/// How often the rings are looked at, and the bus rescanned.
+const POLL: Duration = Duration::from_millis(1);
+const SCAN: Duration = Duration::from_millis(100);
+
+struct Front {
+    dom: u16,
+    key: u64,
+    ring: u32,
+    /// The domain's disk: its first sector in the file, and its size.
+    first: u64,
+    sectors: u64,
+    req_cons: u32,
+    rsp_prod: u32,
+    served: u64,
+}
+
+struct Backend<'a> {
+    c: &'a Ctrl,
+    file: File,
+    path: String,
+    file_sectors: u64,
+    fronts: Vec<Front>,
+    /// Reused for every request's data (touched once, so Ferrite can reach it).
+    buf: Vec<u8>,
+}
+
+fn gptr(dom: u16, gref: u32, offset: usize) -> GrantPtr {
+    GrantPtr {
+        gref_or_va: gref as u64,
+        domid: dom,
+        offset: offset as u16,
+        pad: 0,
+    }
+}
+
+fn local(p: *const u8) -> GrantPtr {
+    GrantPtr {
+        gref_or_va: p as u64,
+        ..GrantPtr::default()
+    }
+}
+
+impl Backend<'_> {
+    /// Grant copies, all or nothing: the first failing op's error.
+    fn copy(&self, ops: &mut [GrantCopy]) -> Result<(), Errno> {
+        touch(crate::bytes_of_slice(ops));
+        let r = self.c.call([
+            call::GNTTAB_OP as u64,
+            grant::COPY,
+            ops.as_mut_ptr() as u64,
+            ops.len() as u64,
+            0,
+            0,
+        ]);
+        let done = errno::result(r)? as usize;
+        if let Some(op) = ops.iter().find(|o| o.status != 0) {
+            return Err(Errno::from_ret(op.status as i64).unwrap_or(Errno::Inval));
+        }
+        if done < ops.len() {
+            return Err(Errno::Inval);
+        }
+        Ok(())
+    }
+
+    fn read<T: Pod + Default>(&self, f: &Front, offset: usize) -> Result<T, Errno> {
+        let mut v = T::default();
+        let p = (&mut v as *mut T).cast::<u8>();
+        self.copy(&mut [GrantCopy {
+            source: gptr(f.dom, f.ring, offset),
+            dest: local(p),
+            len: size_of::<T>() as u16,
+            flags: copy::SOURCE_GREF,
+            status: 0,
+        }])?;
+        Ok(v)
+    }
+
+    fn write<T: Pod>(&self, f: &Front, offset: usize, v: &T) -> Result<(), Errno> {
+        let mut v = *v;
+        touch(crate::bytes_of(&mut v));
+        self.copy(&mut [GrantCopy {
+            source: local((&v as *const T).cast()),
+            dest: gptr(f.dom, f.ring, offset),
+            len: size_of::<T>() as u16,
+            flags: copy::DEST_GREF,
+            status: 0,
+        }])
+    }
+
+    /// Walks the bus: connects waiting frontends, disconnects closed or vanished ones.
+    fn scan(&mut self) {
+        let mut seen = Vec::new();
+        let mut dom = 0u64;
+        while let Ok(next) = self.c.domctl(domctl::NEXT_DOMAIN, dom, 0, 0) {
+            dom = next;
+            let mut key = 0u64;
+            while let Ok(k) =
+                errno::result(
+                    self.c
+                        .call([call::DEVICE_OP as u64, devbus::NEXT, dom, key, 0, 0]),
+                )
+            {
+                key = k;
+                if devbus::kind_of(key) == kind::BLOCK {
+                    seen.push((dom as u16, key));
+                }
+            }
+        }
+        for (dom, key) in seen {
+            self.consider(dom, key);
+        }
+        let served: Vec<(u16, u64)> = self.fronts.iter().map(|f| (f.dom, f.key)).collect();
+        for (dom, key) in served {
+            self.consider(dom, key);
+        }
+    }
+
+    /// (front state, back state) of a device, or `None` when it is gone.
+    fn states(&self, dom: u16, key: u64) -> Option<(u8, u8, u32)> {
+        let st = errno::result(self.c.call([
+            call::DEVICE_OP as u64,
+            devbus::GET,
+            dom as u64,
+            key,
+            0,
+            0,
+        ]))
+        .ok()?;
+        Some((
+            (st & 0xff) as u8,
+            ((st >> 8) & 0xff) as u8,
+            self.c.result(1) as u32,
+        ))
+    }
+
+    fn set_back(&self, dom: u16, key: u64, s: u8, param: u64) -> Result<u64, Errno> {
+        errno::result(self.c.call([
+            call::DEVICE_OP as u64,
+            devbus::SET_BACK_STATE,
+            dom as u64,
+            key,
+            s as u64,
+            param,
+        ]))
+    }
+
+    fn consider(&mut self, dom: u16, key: u64) {
+        let known = self
+            .fronts
+            .iter()
+            .position(|f| f.dom == dom && f.key == key);
+        match (self.states(dom, key), known) {
+            (None | Some((state::CLOSING | state::CLOSED, _, _)), Some(i)) => {
+                let f = self.fronts.remove(i);
+                self.disconnect(&f, "the frontend closed");
+            }
+            (Some((state::INITIALISED, back, ring)), None)
+                if back != state::CONNECTED && back != state::CLOSED =>
+            {
+                match self.connect(dom, key, ring) {
+                    Ok(f) => {
+                        println!(
+                            "ferrite-ctl: blkback: dom{dom}: connected, {} sectors at sector {} \
+                             of {}",
+                            f.sectors, f.first, self.path
+                        );
+                        self.fronts.push(f);
+                    }
+                    Err(why) => {
+                        println!("ferrite-ctl: blkback: dom{dom}: not connected: {why}");
+                        let _ = self.set_back(dom, key, state::CLOSED, 0);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn connect(&self, dom: u16, key: u64, ring: u32) -> Res<Front> {
+        let first = self
+            .c
+            .domctl(domctl::DISK, dom as u64, 0, 0)
+            .map_err(|_| "it has no disk= setting".to_string())?;
+        let sectors = self.c.result(1);
+        if first
+            .checked_add(sectors)
+            .is_none_or(|end| end > self.file_sectors)
+        {
+            return Err(format!(
+                "its disk (sectors {first}+{sectors}) is outside {} ({} sectors)",
+                self.path, self.file_sectors
+            ));
+        }
+        let f = Front {
+            dom,
+            key,
+            ring,
+            first,
+            sectors,
+            req_cons: 0,
+            rsp_prod: 0,
+            served: 0,
+        };
+        // The ring must be reachable before we say we are connected.
+        self.read::<u32>(&f, OFFSET_REQ_PROD)
+            .map_err(|e| format!("reading its ring (grant {ring}): {}", err_text(e)))?;
+        self.set_back(dom, key, state::CONNECTED, sectors)
+            .map_err(|e| format!("SET_BACK_STATE: {}", err_text(e)))?;
+        Ok(f)
+    }
+
+    fn disconnect(&self, f: &Front, why: &str) {
+        let _ = self.set_back(f.dom, f.key, state::CLOSED, 0);
+        println!(
+            "ferrite-ctl: blkback: dom{}: {why}: disconnected after {} requests",
+            f.dom, f.served
+        );
+    }
+
+    /// Serves every ring once; disconnects a frontend whose ring is corrupt or unreachable.
+    fn serve_all(&mut self) -> bool {
+        let mut busy = false;
+        let mut i = 0;
+        while i < self.fronts.len() {
+            let mut f = std::mem::replace(&mut self.fronts[i], placeholder());
+            match self.serve(&mut f) {
+                Ok(n) => {
+                    busy |= n > 0;
+                    self.fronts[i] = f;
+                    i += 1;
+                }
+                Err(why) => {
+                    self.fronts.remove(i);
+                    self.disconnect(&f, &why);
+                }
+            }
+        }
+        busy
+    }
+
+    fn serve(&mut self, f: &mut Front) -> Res<usize> {
+        let e = |what: &str, err: Errno| format!("{what}: {}", err_text(err));
+        let prod: u32 = self
+            .read(f, OFFSET_REQ_PROD)
+            .map_err(|x| e("reading its ring", x))?;
+        let pending = prod.wrapping_sub(f.req_cons) as usize;
+        if prod.wrapping_sub(f.rsp_prod) as usize > RING_SLOTS {
+            return Err(format!(
+                "ring corrupt (req_prod {prod}, {} answered)",
+                f.rsp_prod
+            ));
+        }
+        for _ in 0..pending {
+            let slot = OFFSET_SLOTS + (f.req_cons as usize % RING_SLOTS) * SLOT_SIZE;
+            let req: Request = self.read(f, slot).map_err(|x| e("reading a request", x))?;
+            f.req_cons = f.req_cons.wrapping_add(1);
+            let status = match self.handle(f, &req) {
+                Ok(()) => 0,
+                Err(err) => {
+                    println!(
+                        "ferrite-ctl: blkback: dom{}: request {} (op {}, sector {}) refused: {}",
+                        f.dom,
+                        req.id,
+                        req.op,
+                        req.sector,
+                        err.name()
+                    );
+                    err.to_ret() as i16
+                }
+            };
+            let rsp = Response {
+                id: req.id,
+                op: req.op,
+                status,
+                ..Response::default()
+            };
+            let slot = OFFSET_SLOTS + (f.rsp_prod as usize % RING_SLOTS) * SLOT_SIZE;
+            self.write(f, slot, &rsp)
+                .map_err(|x| e("writing a response", x))?;
+            f.rsp_prod = f.rsp_prod.wrapping_add(1);
+            f.served += 1;
+        }
+        if pending > 0 {
+            self.write(f, OFFSET_RSP_PROD, &f.rsp_prod)
+                .map_err(|x| e("publishing responses", x))?;
+        }
+        // Frontends notify when req_prod passes req_event: ask for every request (we poll
+        // anyway; this keeps the ring's protocol the same as with Ferrite's dom0).
+        self.write(f, OFFSET_REQ_EVENT, &f.req_cons.wrapping_add(1))
+            .map_err(|x| e("writing req_event", x))?;
+        Ok(pending)
+    }
+
+    fn handle(&mut self, f: &Front, req: &Request) -> Result<(), Errno> {
+        let total = req.check(f.sectors)?;
+        if req.op == op::FLUSH {
+            return self.file.sync_data().map_err(|_| Errno::Busy);
+        }
+        let write = req.op == op::WRITE;
+        let bytes = (total * SECTOR_SIZE) as usize;
+        let at = (f.first + req.sector) * SECTOR_SIZE;
+        if !write {
+            self.file
+                .read_exact_at(&mut self.buf[..bytes], at)
+                .map_err(|_| Errno::Busy)?;
+        }
+        let mut ops = Vec::with_capacity(req.nr_segments as usize);
+        let mut off = 0usize;
+        for s in &req.seg[..req.nr_segments as usize] {
+            let len = (s.last_sect - s.first_sect + 1) as usize * SECTOR_SIZE as usize;
+            let page_off = s.first_sect as usize * SECTOR_SIZE as usize;
+            let here = self.buf[off..].as_mut_ptr();
+            ops.push(if write {
+                GrantCopy {
+                    source: gptr(f.dom, s.gref, page_off),
+                    dest: local(here),
+                    len: len as u16,
+                    flags: copy::SOURCE_GREF,
+                    status: 0,
+                }
+            } else {
+                GrantCopy {
+                    source: local(here),
+                    dest: gptr(f.dom, s.gref, page_off),
+                    len: len as u16,
+                    flags: copy::DEST_GREF,
+                    status: 0,
+                }
+            });
+            off += len;
+        }
+        self.copy(&mut ops)?;
+        if write {
+            self.file
+                .write_all_at(&self.buf[..bytes], at)
+                .map_err(|_| Errno::Busy)?;
+        }
+        Ok(())
+    }
+}
+
+fn placeholder() -> Front {
+    Front {
+        dom: 0,
+        key: 0,
+        ring: 0,
+        first: 0,
+        sectors: 0,
+        req_cons: 0,
+        rsp_prod: 0,
+        served: 0,
+    }
+}
+
+/// Runs the backend until killed, or for `seconds`.
+pub fn run(c: &Ctrl, path: &str, seconds: Option<u64>) -> Res<()> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    let size = file_size(&file).map_err(|e| format!("{path}: {e}"))?;
+    let mut buf = vec![0u8; ferrite_abi::blkif::MAX_SEGMENTS * 4096];
+    touch(&mut buf);
+    let mut b = Backend {
+        c,
+        file,
+        path: path.to_string(),
+        file_sectors: size / SECTOR_SIZE,
+        fronts: Vec::new(),
+        buf,
+    };
+    println!(
+        "ferrite-ctl: blkback: serving domUs' disks from {path} ({} sectors)",
+        b.file_sectors
+    );
+    let end = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut last_scan: Option<Instant> = None;
+    loop {
+        if end.is_some_and(|e| Instant::now() >= e) {
+            break;
+        }
+        // The control page is shared with other ferrite-ctl runs: hold it for one pass only.
+        c.lock()?;
+        if last_scan.is_none_or(|t| t.elapsed() >= SCAN) {
+            b.scan();
+            last_scan = Some(Instant::now());
+        }
+        let busy = b.serve_all();
+        c.unlock();
+        if !busy {
+            std::thread::sleep(POLL);
+        }
+    }
+    c.lock()?;
+    for f in std::mem::take(&mut b.fronts) {
+        b.disconnect(&f, "the backend stopped");
+    }
+    c.unlock();
+    Ok(())
+}
+
+/// A regular file's length, or a block device's size.
+fn file_size(f: &File) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = f;
+    let n = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(n)
+}
