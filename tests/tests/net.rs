@@ -1,5 +1,6 @@
-//! The network backend's uplink: domUs reach QEMU's user-mode network through dom0's switch and
-//! dom0's virtio-net NIC, and its answers come back to the right domU by MAC address.
+//! The network backend: domUs reach QEMU's user-mode network through dom0's switch and dom0's
+//! virtio-net NIC (the uplink), and its answers come back to the right domU by MAC address; a
+//! hostile netfront's bad requests are refused while two honest domUs keep exchanging frames.
 
 use std::time::Duration;
 
@@ -64,5 +65,64 @@ fn two_domus_ping_the_wire_through_dom0s_nic() -> Result<()> {
             format!("dom0 counted dom{d}'s frames to and from the wire: {line}"),
         )?;
     }
+    Ok(())
+}
+
+#[test]
+fn a_hostile_netfront_is_refused_while_two_domus_keep_exchanging_frames() -> Result<()> {
+    let out = Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .memory("1G")
+        .icount(true)
+        .timeout(TIMEOUT)
+        .label("net-evil")
+        .image(dom0_image("qemu-virt"))
+        .bootargs(
+            "semihosting dom0_vcpus=1 \
+             domu=name=pong,mem=8M,on_poweroff=preserve,cmd=net-pong+20 \
+             domu=name=ping,mem=8M,on_poweroff=preserve,cmd=net-ping+1+20 \
+             domu=name=evil,mem=8M,on_poweroff=preserve,cmd=net-evil \
+             -- dom0.sched.report=3000 poweroff",
+        )
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let c = &out.console;
+    for (case, errno) in [
+        ("a frame shorter than its header", "EINVAL"),
+        ("a frame longer than 1514 bytes", "EINVAL"),
+        ("a frame running past its page", "EINVAL"),
+        ("a grant reference it never made", "EPERM"),
+    ] {
+        out.ensure(
+            c.contains(&format!("domU3: net-evil: {case}: refused {errno}")),
+            format!("the switch refused {case} with {errno}"),
+        )?;
+    }
+    out.ensure(
+        c.contains(
+            "domU3: net-evil: flooded 1024 frames for a domain that does not exist: 1024 answered",
+        ),
+        "every frame of the flood was answered",
+    )?;
+    out.ensure(
+        c.contains("domU3: net-evil: a good frame after them: ok"),
+        "a good frame still went through after the bad ones",
+    )?;
+    out.ensure(
+        c.contains("dom0: net: dom3: ring corrupt (req_prod"),
+        "the corrupted ring disconnected the hostile frontend",
+    )?;
+    out.ensure(
+        c.contains("domU3: net-evil: done, 4 refused, 0 allowed"),
+        "the hostile frontend finished",
+    )?;
+    out.ensure(
+        c.contains("domU2: net-ping: 20/20 echoes from dom1, payloads ok")
+            && c.contains("domU1: net-pong: echoed 20 frames"),
+        "the honest pair exchanged every frame meanwhile",
+    )?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! `hello`, `ptbuild`, `evil`, `evil-crash`, `hog`, `latency <n>`, `smp [stay]`,
 //! `bench-null <iters>`, `bench-mmu <batch> <rounds>`, `balloon`, `psci`,
 //! `ring-console <n> [gap_ms]`, `evil-io`, `blk-write <seed>`, `blk-read <seed>`, `blk-evil`,
-//! `net-ping <peer> <n>`, `net-pong <n>`, `net-wire <n>`.
+//! `net-ping <peer> <n>`, `net-pong <n>`, `net-wire <n>`, `net-evil`.
 //!
 //! Every line it prints starts with `domU<id>: `. Every mode ends with `SCHED_OP SHUTDOWN`
 //! (poweroff) except those that run forever (`hog`, `smp stay`); an unknown mode or a bad
@@ -49,6 +49,8 @@ mod memory;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod net;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod net_evil;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod ptbuild;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod share;
@@ -61,7 +63,8 @@ mod wire;
 mod guest {
     use crate::args::Args;
     use crate::{
-        bench, blk, evil, hello, hog, io, latency, life, memory, net, ptbuild, share, smp, wire,
+        bench, blk, evil, hello, hog, io, latency, life, memory, net, net_evil, ptbuild, share,
+        smp, wire,
     };
     use ferrite_pv::StartInfo;
     use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
@@ -80,7 +83,7 @@ mod guest {
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
                          bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
-                         blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, net-wire <n>, \
+                         blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, net-wire <n>, net-evil, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
                          share-map <peer>, counter <ms> [fault <n>], evil-ctl, \
                          console-echo <n>";
@@ -125,6 +128,7 @@ mod guest {
                 let n = args.number("net-blast", "n", 1000);
                 net::blast(si.domid as u16, peer, n)
             }
+            "net-evil" => net_evil::run(si.domid as u16),
             "net-wire" => wire::run(si.domid as u16, args.number("net-wire", "n", 5)),
             "net-pong" => net::pong(si.domid as u16, args.number("net-pong", "n", 10)),
             "net-ping" => {

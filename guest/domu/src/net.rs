@@ -24,11 +24,13 @@ const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 const PAYLOAD: usize = 64;
 
 pub(crate) struct Net {
+    /// The transmit ring itself, for `net-evil`, which corrupts its indices.
+    pub(crate) tx_shared: &'static TxRing,
     tx: FrontRing<'static, TxRequest, TxResponse, TX_SLOTS>,
     rx: FrontRing<'static, RxRequest, RxResponse, RX_SLOTS>,
-    port: u32,
+    pub(crate) port: u32,
     tx_va: u64,
-    tx_gref: u32,
+    pub(crate) tx_gref: u32,
     rx_va: [u64; RX_BUFS],
     rx_gref: [u32; RX_BUFS],
     pub(crate) mac: [u8; 6],
@@ -68,6 +70,7 @@ pub(crate) fn connect(domid: u16) -> Result<Net, &'static str> {
         mac[5]
     );
     let mut n = Net {
+        tx_shared: txr,
         tx: FrontRing::new(txr),
         rx: FrontRing::new(rxr),
         port,
@@ -99,6 +102,63 @@ impl Net {
         if a || b {
             let _ = ferrite_pv::hypercall::evtchn_send(self.port);
         }
+    }
+
+    /// Puts `frame` in the TX page (for [`Self::send_raw`]).
+    pub(crate) fn stage(&mut self, frame: &[u8]) {
+        let len = frame.len().min(4096);
+        // SAFETY: our TX page, mapped writable; no send is outstanding (we wait for each).
+        let page = unsafe { core::slice::from_raw_parts_mut(self.tx_va as *mut u8, 4096) };
+        page[..len].copy_from_slice(&frame[..len]);
+    }
+
+    /// Sends `req` as it is and returns the backend's status for it, within 1 s.
+    pub(crate) fn send_raw(&mut self, req: TxRequest) -> Result<i16, &'static str> {
+        self.tx.push_request(req).map_err(|_| "TX ring full")?;
+        self.notify_if(false);
+        let end = time::now() + time::us_to_ticks(1_000_000);
+        loop {
+            match self.tx.take_response() {
+                Ok(Some(r)) => return Ok(r.status),
+                Ok(None) => {}
+                Err(_) => return Err("the backend corrupted the TX ring"),
+            }
+            if time::now() > end {
+                return Err("no TX response within 1 s");
+            }
+            front::wait_port(self.port, 5);
+        }
+    }
+
+    /// Sends `req` `n` times, filling the ring before each notification, and returns how many
+    /// responses came back (each within 1 s of the last).
+    pub(crate) fn flood(&mut self, req: TxRequest, n: u32) -> u32 {
+        let (mut sent, mut answered) = (0, 0);
+        let mut deadline = time::now() + time::us_to_ticks(1_000_000);
+        while answered < n {
+            let mut pushed = false;
+            while sent < n && self.tx.push_request(req).is_ok() {
+                sent += 1;
+                pushed = true;
+            }
+            if pushed {
+                self.notify_if(false);
+            }
+            match self.tx.take_response() {
+                Ok(Some(_)) => {
+                    answered += 1;
+                    deadline = time::now() + time::us_to_ticks(1_000_000);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => return answered,
+            }
+            if time::now() > deadline {
+                break;
+            }
+            front::wait_port(self.port, 5);
+        }
+        answered
     }
 
     /// Sends `frame` (waits for the previous send's response first: one TX buffer).
