@@ -183,8 +183,17 @@ impl DomuSpec {
                     let (o, z) = v.split_once(':').ok_or_else(|| bad(want))?;
                     let parse =
                         |x: &str| crate::cmdline::parse_size(x).filter(|n| n.is_multiple_of(512));
+                    // A size is never 0, but the start of dom0's disk is a fine offset.
+                    let offset = |x: &str| {
+                        let digits = x.trim_end_matches(['K', 'k', 'M', 'm', 'G', 'g']);
+                        if !digits.is_empty() && digits.bytes().all(|b| b == b'0') {
+                            Some(0)
+                        } else {
+                            parse(x)
+                        }
+                    };
                     let (o, z) = (
-                        parse(o).ok_or_else(|| bad(want))?,
+                        offset(o).ok_or_else(|| bad(want))?,
                         parse(z).ok_or_else(|| bad(want))?,
                     );
                     if z == 0 || o.checked_add(z).is_none() {
@@ -238,6 +247,9 @@ mod tests {
         );
         assert_eq!(d.on_poweroff, Action::Destroy);
         assert_eq!(d.disk, Some((1 << 20, 4 << 20)));
+        for at_start in ["disk=0:8M", "disk=0M:8M"] {
+            assert_eq!(DomuSpec::parse(at_start).unwrap().disk, Some((0, 8 << 20)));
+        }
     }
 
     #[test]
@@ -254,6 +266,8 @@ mod tests {
             ("mem=32M,maxmem=16M", "maxmem is less than mem"),
             ("disk=1M", "offset:size"),
             ("disk=1M:0", "offset:size"),
+            ("disk=:4M", "offset:size"),
+            ("disk=M:4M", "offset:size"),
             ("disk=100:4M", "offset:size"),
             ("on_crash=explode", "destroy, restart or preserve"),
             ("on_poweroff=restart", "destroy or preserve"),

@@ -162,7 +162,18 @@ fn op(vm: &'static Vm, cmd: u64, a: u64, b: u64, frame: &mut TrapFrame) -> Resul
     if cmd == abi::SET_SHARED_INFO {
         return set_shared_info(vm, a);
     }
-    let si = shared_info(vm).ok_or(Errno::NoEnt)?;
+    // A dom0 without a shared-info page (Linux, whose user-space backends call through the
+    // control page and poll) may bind interdomain channels, send, close and ask: it can notify
+    // a frontend, though it never receives. Everything else needs the page.
+    let si = shared_info(vm);
+    let senders_ops = matches!(
+        cmd,
+        abi::BIND_INTERDOMAIN | abi::SEND | abi::CLOSE | abi::STATUS
+    );
+    if si.is_none() && (vm.is_pv() || !senders_ops) {
+        return Err(Errno::NoEnt);
+    }
+    let page = || si.ok_or(Errno::NoEnt);
     let mut c = CHANNELS.lock();
     ensure(&mut c, vm);
     let me = vm.id;
@@ -182,10 +193,13 @@ fn op(vm: &'static Vm, cmd: u64, a: u64, b: u64, frame: &mut TrapFrame) -> Resul
             let r = remote(vm, a)?;
             ensure(&mut c, r);
             let p = c.bind_interdomain(me, r.id, port(b)?)?;
-            evtchn::clear_pending(si, p);
+            if let Some(si) = si {
+                evtchn::clear_pending(si, p);
+            }
             Ok(p as u64)
         }
         abi::BIND_VIRQ => {
+            let si = page()?;
             let which = u32::try_from(a).map_err(|_| Errno::Inval)?;
             let p = c.bind_virq(me, which, b)?;
             evtchn::clear_pending(si, p);
@@ -193,6 +207,7 @@ fn op(vm: &'static Vm, cmd: u64, a: u64, b: u64, frame: &mut TrapFrame) -> Resul
             Ok(p as u64)
         }
         abi::BIND_IPI => {
+            let si = page()?;
             let p = c.bind_ipi(me, a)?;
             evtchn::clear_pending(si, p);
             Ok(p as u64)
@@ -219,6 +234,7 @@ fn op(vm: &'static Vm, cmd: u64, a: u64, b: u64, frame: &mut TrapFrame) -> Resul
             Ok(s.kind)
         }
         abi::UNMASK => {
+            let si = page()?;
             let t = c.target(me, port(a)?)?;
             drop(c);
             if evtchn::unmask(si, t.port, t.vcpu) {

@@ -462,7 +462,10 @@ fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
         let line = run.expect("Created domain w (id ", STEP)?;
         let w = created_id(&line);
         run.expect(
-            &format!("ferrite-ctl: blkback: dom{w}: connected, 8192 sectors at sector 2048 of /mnt/domu.img"),
+            &format!(
+                "ferrite-ctl: blkback: dom{w}: connected, 8192 sectors at sector 2048 of \
+                 /mnt/domu.img (responses announced on port"
+            ),
             STEP,
         )?;
         run.expect(

@@ -6,9 +6,10 @@
 //! It speaks the same protocol as Ferrite's own dom0 (`ferrite_abi::blkif` over the device
 //! bus, docs/io.md), with what user space can reach through the control page: device-bus and
 //! `DOMCTL` calls, and grant copies between the domU's granted pages and this process's
-//! buffers. Linux dom0 has no event-channel page (Linux does not know Ferrite's), so there are
-//! no event channels: the backend polls the rings every millisecond and the frontends find the
-//! responses when their bounded wait ends. Every request gets the checks
+//! buffers. Linux dom0 has no event-channel page (Linux does not know Ferrite's), so it cannot
+//! receive events: the backend polls the rings every millisecond. It can send them: it binds
+//! each frontend's port and announces its responses, so a frontend wakes at once. Every
+//! request gets the checks
 //! [`ferrite_abi::blkif::Request::check`] makes, and a bad one an error response; a ring whose
 //! indices are impossible disconnects that frontend alone.
 
@@ -20,6 +21,7 @@ use ferrite_abi::blkif::{
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::devbus::{self, kind, state};
 use ferrite_abi::errno::{self, Errno};
+use ferrite_abi::evtchn;
 use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
 use ferrite_abi::ring::Pod;
 use std::fs::{File, OpenOptions};
@@ -34,6 +36,9 @@ struct Front {
     dom: u16,
     key: u64,
     ring: u32,
+    /// Our end of its event channel, when Ferrite lets this dom0 bind one: responses are
+    /// announced on it, so the frontend need not wait out its timeout.
+    port: Option<u32>,
     /// The domain's disk: its first sector in the file, and its size.
     first: u64,
     sectors: u64,
@@ -143,8 +148,8 @@ impl Backend<'_> {
         }
     }
 
-    /// (front state, back state) of a device, or `None` when it is gone.
-    fn states(&self, dom: u16, key: u64) -> Option<(u8, u8, u32)> {
+    /// (front state, back state, ring grant, port) of a device, or `None` when it is gone.
+    fn states(&self, dom: u16, key: u64) -> Option<(u8, u8, u32, u32)> {
         let st = errno::result(self.c.call([
             call::DEVICE_OP as u64,
             devbus::GET,
@@ -158,6 +163,7 @@ impl Backend<'_> {
             (st & 0xff) as u8,
             ((st >> 8) & 0xff) as u8,
             self.c.result(1) as u32,
+            self.c.result(2) as u32,
         ))
     }
 
@@ -178,18 +184,22 @@ impl Backend<'_> {
             .iter()
             .position(|f| f.dom == dom && f.key == key);
         match (self.states(dom, key), known) {
-            (None | Some((state::CLOSING | state::CLOSED, _, _)), Some(i)) => {
+            (None | Some((state::CLOSING | state::CLOSED, ..)), Some(i)) => {
                 let f = self.fronts.remove(i);
                 self.disconnect(&f, "the frontend closed");
             }
-            (Some((state::INITIALISED, back, ring)), None)
+            (Some((state::INITIALISED, back, ring, port)), None)
                 if back != state::CONNECTED && back != state::CLOSED =>
             {
-                match self.connect(dom, key, ring) {
+                match self.connect(dom, key, ring, port) {
                     Ok(f) => {
+                        let events = match f.port {
+                            Some(p) => format!("responses announced on port {p}"),
+                            None => "no event channel: the frontend polls".into(),
+                        };
                         println!(
                             "ferrite-ctl: blkback: dom{dom}: connected, {} sectors at sector {} \
-                             of {}",
+                             of {} ({events})",
                             f.sectors, f.first, self.path
                         );
                         self.fronts.push(f);
@@ -204,7 +214,11 @@ impl Backend<'_> {
         }
     }
 
-    fn connect(&self, dom: u16, key: u64, ring: u32) -> Res<Front> {
+    fn evtchn(&self, cmd: u64, a: u64, b: u64) -> Result<u64, Errno> {
+        errno::result(self.c.call([call::EVTCHN_OP as u64, cmd, a, b, 0, 0]))
+    }
+
+    fn connect(&self, dom: u16, key: u64, ring: u32, port: u32) -> Res<Front> {
         let first = self
             .c
             .domctl(domctl::DISK, dom as u64, 0, 0)
@@ -219,10 +233,11 @@ impl Backend<'_> {
                 self.path, self.file_sectors
             ));
         }
-        let f = Front {
+        let mut f = Front {
             dom,
             key,
             ring,
+            port: None,
             first,
             sectors,
             req_cons: 0,
@@ -232,12 +247,24 @@ impl Backend<'_> {
         // The ring must be reachable before we say we are connected.
         self.read::<u32>(&f, OFFSET_REQ_PROD)
             .map_err(|e| format!("reading its ring (grant {ring}): {}", err_text(e)))?;
-        self.set_back(dom, key, state::CONNECTED, sectors)
-            .map_err(|e| format!("SET_BACK_STATE: {}", err_text(e)))?;
+        // Without one (an older Ferrite), the frontend finds responses when its wait ends.
+        f.port = self
+            .evtchn(evtchn::BIND_INTERDOMAIN, dom as u64, port as u64)
+            .ok()
+            .map(|p| p as u32);
+        if let Err(e) = self.set_back(dom, key, state::CONNECTED, sectors) {
+            if let Some(p) = f.port {
+                let _ = self.evtchn(evtchn::CLOSE, p as u64, 0);
+            }
+            return Err(format!("SET_BACK_STATE: {}", err_text(e)));
+        }
         Ok(f)
     }
 
     fn disconnect(&self, f: &Front, why: &str) {
+        if let Some(p) = f.port {
+            let _ = self.evtchn(evtchn::CLOSE, p as u64, 0);
+        }
         let _ = self.set_back(f.dom, f.key, state::CLOSED, 0);
         println!(
             "ferrite-ctl: blkback: dom{}: {why}: disconnected after {} requests",
@@ -311,6 +338,9 @@ impl Backend<'_> {
         if pending > 0 {
             self.write(f, OFFSET_RSP_PROD, &f.rsp_prod)
                 .map_err(|x| e("publishing responses", x))?;
+            if let Some(p) = f.port {
+                let _ = self.evtchn(evtchn::SEND, p as u64, 0);
+            }
         }
         // Frontends notify when req_prod passes req_event: ask for every request (we poll
         // anyway; this keeps the ring's protocol the same as with Ferrite's dom0).
@@ -372,6 +402,7 @@ fn placeholder() -> Front {
         dom: 0,
         key: 0,
         ring: 0,
+        port: None,
         first: 0,
         sectors: 0,
         req_cons: 0,
