@@ -6,10 +6,13 @@
 //! their ring page through Ferrite's grant window. Data moves without a copy: each request's
 //! granted pages are mapped too (writable for a read from the disk, read-only for a write to
 //! it) and the disk's DMA goes straight into or out of them, at the machine addresses Ferrite
-//! returned; they are unmapped when the disk has finished with them. Several requests are at
-//! the disk at once, from every frontend, and each is answered (by its id) as it completes.
-//! A FLUSH is a barrier: nothing later is taken from that ring until everything before it has
-//! completed and the disk's cache has been flushed.
+//! returned. The mappings are kept for the next requests, up to a ring's worth of pages per
+//! frontend, until it disconnects (Xen's persistent grants): an unmap invalidates the page in
+//! every CPU's TLB, which costs more than the I/O. So a connected frontend cannot end the grant
+//! of a page it used for I/O (docs/io.md). Several requests are at the disk at once, from every
+//! frontend, and each is answered (by its id) as it completes. A FLUSH is a barrier: nothing
+//! later is taken from that ring until everything before it has completed and the disk's cache
+//! has been flushed.
 //!
 //! Every request is checked before the disk is touched: a malformed one, one outside the
 //! domain's disk or naming a grant that does not allow the access gets an error response (a

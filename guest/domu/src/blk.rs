@@ -1,6 +1,6 @@
 //! `blk-write <seed>` / `blk-read <seed>` / `blk-evil`: a blkfront ([`ferrite_abi::blkif`]).
 //!
-//! It sets up its grant table, a ring page and 8 data pages (64 for `blk-bench`) granted to
+//! It sets up its grant table, a ring page and 8 data pages (256 for `blk-bench`) granted to
 //! dom0, an event channel unbound for dom0, publishes them on the device bus and waits for
 //! dom0's block backend to connect (`blk: connected, <n> sectors`). Then:
 //!
@@ -135,8 +135,8 @@ fn pattern(seed: u64, byte: usize) -> u8 {
 }
 
 fn page(f: &Front, i: usize) -> &'static mut [u8] {
-    // SAFETY: one of our data frames, mapped writable for good; dom0 writes it only through
-    // Ferrite's grant copies while a request is outstanding (none is, here).
+    // SAFETY: one of our data frames, mapped writable for good; dom0's disk writes it (by DMA,
+    // through dom0's mapping of the grant) only while a request is outstanding (none is, here).
     unsafe { core::slice::from_raw_parts_mut(f.data_va[i] as *mut u8, 4096) }
 }
 
