@@ -111,11 +111,12 @@ impl Pending {
         ins[0] = unsafe { core::slice::from_raw_parts(cmd.cast::<u8>(), HEADER_LEN) };
         let (mut ni, mut no) = (1, 0);
         for b in &self.bufs[..self.n] {
-            // SAFETY: the caller of `Disk::submit` promised the buffer stays valid.
             if self.op == Op::Write {
+                // SAFETY: the caller of `Disk::submit` promised the buffer stays mapped.
                 ins[ni] = unsafe { core::slice::from_raw_parts(b.addr as *const u8, b.len) };
                 ni += 1;
             } else {
+                // SAFETY: as above; only the device writes it meanwhile.
                 outs[no] = unsafe { core::slice::from_raw_parts_mut(b.addr as *mut u8, b.len) };
                 no += 1;
             }
