@@ -244,8 +244,16 @@ fn disconnect(f: Front, orphans: &mut Orphans, why: &str) {
     );
 }
 
+/// Disk rounds one [`service`] call may wait for (see there).
+const ROUNDS: usize = 8;
+
 /// Takes the disk's completions, serves the rings whose port fired (all if `all`, and those
 /// with requests left waiting), publishes the responses, and rescans the bus when it changed.
+///
+/// While requests are at the disk it waits for them here, up to [`ROUNDS`] times (each at
+/// most one disk round trip; the other back ends wait that long), answering each batch and
+/// taking what the frontends queued meanwhile, rather than going back round dom0's idle loop
+/// between batches: measured, that roughly doubled a domU's rate (docs/io.md).
 pub fn service(all: bool) {
     let bus = BUS_PORT.load(core::sync::atomic::Ordering::Acquire);
     if bus != 0 && events::take(bus) {
@@ -257,22 +265,29 @@ pub fn service(all: bool) {
     let mut disk = DISK.lock();
     let Some(disk) = disk.as_mut() else { return };
     let b = &mut *b;
-    complete(b, disk);
-    let mut i = 0;
-    while i < b.fronts.len() {
-        let f = &mut b.fronts[i];
-        let due = all || f.more || events::take(f.port);
-        if due && let Err(why) = serve(f, disk, &mut b.io, &mut b.next_tag) {
-            let f = b.fronts.remove(i);
-            disconnect(f, &mut b.orphans, &why);
-            continue;
+    let mut all = all;
+    for _ in 0..ROUNDS {
+        complete(b, disk);
+        let mut i = 0;
+        while i < b.fronts.len() {
+            let f = &mut b.fronts[i];
+            let due = all || f.more || events::take(f.port);
+            if due && let Err(why) = serve(f, disk, &mut b.io, &mut b.next_tag) {
+                let f = b.fronts.remove(i);
+                disconnect(f, &mut b.orphans, &why);
+                continue;
+            }
+            i += 1;
         }
-        i += 1;
-    }
-    disk.kick();
-    for f in &mut b.fronts {
-        if core::mem::take(&mut f.answered) && f.ring.push_responses_and_check_notify() {
-            let _ = events::op(ev::SEND, f.port as u64, 0);
+        disk.kick();
+        for f in &mut b.fronts {
+            if core::mem::take(&mut f.answered) && f.ring.push_responses_and_check_notify() {
+                let _ = events::op(ev::SEND, f.port as u64, 0);
+            }
+        }
+        all = false;
+        if b.io.is_empty() || !disk.wait() {
+            break;
         }
     }
 }
