@@ -12,6 +12,7 @@
 use alloc::alloc::{Layout, alloc_zeroed, dealloc};
 use alloc::collections::BTreeMap;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
@@ -19,12 +20,16 @@ pub struct Dom0Hal;
 
 /// Mapped grant-window pages: guest-physical page -> machine page.
 static GRANT_PAGES: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
+/// The lowest page ever recorded: dom0's own buffers lie below the grant window (the top of
+/// its largest RAM bank), so most of their lookups end here, without the lock.
+static GRANT_LOW: AtomicU64 = AtomicU64::new(u64::MAX);
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
 /// Remembers that the grant-window page at `ipa` is the frame at machine address `ma`, so a
 /// buffer in it is shared with a device at `ma` (until [`forget_grant`]).
 pub fn record_grant(ipa: u64, ma: u64) {
+    GRANT_LOW.fetch_min(ipa & !(PAGE - 1), Ordering::AcqRel);
     GRANT_PAGES
         .lock()
         .insert(ipa & !(PAGE - 1), ma & !(PAGE - 1));
@@ -40,6 +45,9 @@ pub fn forget_grant(ipa: u64) {
 /// page of the window is another frame, anywhere.
 fn device_address(va: u64, len: usize) -> u64 {
     let page = va & !(PAGE - 1);
+    if page < GRANT_LOW.load(Ordering::Acquire) {
+        return va;
+    }
     match GRANT_PAGES.lock().get(&page) {
         Some(&ma) => {
             assert!(
