@@ -1,6 +1,6 @@
-//! Grants for dom0's backends: copies (`GNTTAB_OP COPY`, one op at a time) for data, and
-//! mappings into Ferrite's grant window (`GNTTAB_OP MAP`/`UNMAP`) for rings that are read
-//! often.
+//! Grants for dom0's backends: copies (`GNTTAB_OP COPY`, one op at a time), and mappings into
+//! Ferrite's grant window (`GNTTAB_OP MAP`/`UNMAP`) for rings that are read often and for data
+//! a device moves by DMA (a mapped page's machine address is recorded for the virtio HAL).
 
 use crate::psci::hypercall;
 use ferrite_abi::call;
@@ -107,10 +107,13 @@ pub fn map(dom: u16, g: u32, readonly: bool) -> Result<(u64, u64), Errno> {
         fl,
         &mut ma,
     );
-    errno::result(r as u64).map(|ipa| (ipa, ma))
+    let ipa = errno::result(r as u64)?;
+    crate::virtio::record_grant(ipa, ma);
+    Ok((ipa, ma))
 }
 
 /// Undoes [`map`].
 pub fn unmap(ipa: u64) -> Result<(), Errno> {
+    crate::virtio::forget_grant(ipa);
     errno::result(hypercall(call::GNTTAB_OP, grant::UNMAP, ipa, 0) as u64).map(drop)
 }

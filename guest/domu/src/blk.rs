@@ -1,8 +1,8 @@
 //! `blk-write <seed>` / `blk-read <seed>` / `blk-evil`: a blkfront ([`ferrite_abi::blkif`]).
 //!
-//! It sets up its grant table, a ring page and 8 data pages granted to dom0, an event channel
-//! unbound for dom0, publishes them on the device bus and waits for dom0's block backend to
-//! connect (`blk: connected, <n> sectors`). Then:
+//! It sets up its grant table, a ring page and 8 data pages (256 for `blk-bench`) granted to
+//! dom0, an event channel unbound for dom0, publishes them on the device bus and waits for
+//! dom0's block backend to connect (`blk: connected, <n> sectors`). Then:
 //!
 //! - `blk-write <seed>`: writes 64 sectors of a pattern made from `seed` at sector 0 in one
 //!   8-segment request, flushes, reads them back and compares:
@@ -12,7 +12,9 @@
 //! - `blk-evil`: sends requests the backend must refuse (past the end of its disk, a grant it
 //!   never made, a bad segment, an unknown op), each answered with an error, then a good one,
 //!   then corrupts its ring's producer index (the backend must disconnect it):
-//!   `blk-evil: done, <n> refused, <m> allowed`.
+//!   `blk-evil: done, <n> refused, <m> allowed`;
+//! - `blk-bench <MiB>`: reads that much in 8-segment (32 KiB) requests, [`BENCH_DEPTH`] of them
+//!   outstanding, each into its own 8 pages, and prints the rate.
 //!
 //! Every mode ends by closing the device (front state CLOSED).
 
@@ -30,22 +32,29 @@ struct Front {
     ring: &'static BlkRing,
     fr: FrontRing<'static, Request, Response, { ferrite_abi::blkif::RING_SLOTS }>,
     port: u32,
-    data_va: [u64; MAX_SEGMENTS],
+    /// The data pages: 8 per request this frontend may have outstanding.
+    data_va: [u64; MAX_PAGES],
     /// The data pages' grants are consecutive from this one.
     first_gref: u32,
     ring_gref: u32,
     sectors: u64,
 }
 
-fn connect() -> Result<Front, &'static str> {
+/// Requests `blk-bench` keeps outstanding: as many as dom0's own benchmark keeps at its disk
+/// (`dom0.bench.blk`), so the two rates compare.
+const BENCH_DEPTH: usize = 32;
+const MAX_PAGES: usize = BENCH_DEPTH * MAX_SEGMENTS;
+
+/// Connects with `pages` data pages (at most [`MAX_PAGES`]).
+fn connect(pages: usize) -> Result<Front, &'static str> {
     let (ring_va, ring_ma) = front::frame()?;
     // SAFETY: a zeroed frame of ours, mapped writable for good; the ring is Pod and atomics.
     let ring = unsafe { &*(ring_va as *const BlkRing) };
     ring.init();
     let ring_gref = front::grant_to_dom0(ring_ma)?;
-    let mut data_va = [0u64; MAX_SEGMENTS];
+    let mut data_va = [0u64; MAX_PAGES];
     let mut first_gref = 0;
-    for (i, va) in data_va.iter_mut().enumerate() {
+    for (i, va) in data_va.iter_mut().take(pages).enumerate() {
         let (v, ma) = front::frame()?;
         *va = v;
         let g = front::grant_to_dom0(ma)?;
@@ -103,12 +112,17 @@ fn segments(first_gref: u32) -> [Segment; MAX_SEGMENTS] {
 }
 
 fn rw(f: &Front, op: u8, id: u64, sector: u64) -> Request {
+    rw_into(f, 0, op, id, sector)
+}
+
+/// A request moving 8 sectors per page of the `set`th group of 8 data pages.
+fn rw_into(f: &Front, set: usize, op: u8, id: u64, sector: u64) -> Request {
     Request {
         op,
         nr_segments: MAX_SEGMENTS as u8,
         id,
         sector,
-        seg: segments(f.first_gref),
+        seg: segments(f.first_gref + (set * MAX_SEGMENTS) as u32),
         ..Request::default()
     }
 }
@@ -121,8 +135,8 @@ fn pattern(seed: u64, byte: usize) -> u8 {
 }
 
 fn page(f: &Front, i: usize) -> &'static mut [u8] {
-    // SAFETY: one of our data frames, mapped writable for good; dom0 writes it only through
-    // Ferrite's grant copies while a request is outstanding (none is, here).
+    // SAFETY: one of our data frames, mapped writable for good; dom0's disk writes it (by DMA,
+    // through dom0's mapping of the grant) only while a request is outstanding (none is, here).
     unsafe { core::slice::from_raw_parts_mut(f.data_va[i] as *mut u8, 4096) }
 }
 
@@ -131,7 +145,7 @@ fn close() {
 }
 
 pub fn write(seed: u64) {
-    let mut f = match connect() {
+    let mut f = match connect(MAX_SEGMENTS) {
         Ok(f) => f,
         Err(e) => return out!("blk: FAIL: {e}"),
     };
@@ -185,7 +199,7 @@ fn read_and_compare(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
 }
 
 pub fn read(seed: u64) {
-    let mut f = match connect() {
+    let mut f = match connect(MAX_SEGMENTS) {
         Ok(f) => f,
         Err(e) => return out!("blk: FAIL: {e}"),
     };
@@ -197,7 +211,7 @@ pub fn read(seed: u64) {
 }
 
 pub fn evil() {
-    let mut f = match connect() {
+    let mut f = match connect(MAX_SEGMENTS) {
         Ok(f) => f,
         Err(e) => return out!("blk-evil: FAIL: {e}"),
     };
@@ -305,27 +319,79 @@ mod alloc_free {
     }
 }
 
-/// `blk-bench <MiB>`: reads `mib` MiB through dom0 in 8-segment (32 KiB) requests, one at a
-/// time, and prints the rate in virtual time.
+/// `blk-bench <MiB>`: reads `mib` MiB through dom0 (around again past its disk's end) in
+/// 8-segment (32 KiB) requests, [`BENCH_DEPTH`] outstanding, and prints the rate in real time. Each outstanding request has
+/// a set of 8 pages of its own, named by its id; responses come in any order and give their
+/// set back for the next request.
 pub fn bench(mib: u64) {
-    let mut f = match connect() {
+    let mut f = match connect(MAX_PAGES) {
         Ok(f) => f,
         Err(e) => return out!("blk-bench: FAIL: {e}"),
     };
     let per = 64u64;
-    let total = ((mib << 20) / (per * 512)).min(f.sectors / per);
+    // Past the disk's end, around again from sector 0.
+    let span = f.sectors / per;
+    if span == 0 {
+        return out!("blk-bench: FAIL: the disk is smaller than one request");
+    }
+    let total = (mib << 20) / (per * 512);
+    // Which set of pages each outstanding request uses (by slot), and the free sets.
+    let mut set_of = [u64::MAX; BENCH_DEPTH];
+    let mut free: [usize; BENCH_DEPTH] = core::array::from_fn(|i| i);
+    let mut nfree = BENCH_DEPTH;
+    let (mut next, mut done) = (0u64, 0u64);
     let t0 = time::now();
-    for i in 0..total {
-        let req = rw(&f, op::READ, 100 + i, i * per);
-        match submit(&mut f, req) {
-            Ok(0) => {}
-            other => return out!("blk-bench: FAIL at request {i}: {other:?}"),
+    let end = t0 + time::us_to_ticks(60_000_000);
+    while done < total {
+        while next < total && nfree > 0 {
+            nfree -= 1;
+            let set = free[nfree];
+            set_of[set] = next;
+            // The id names the set: the response gives it back.
+            let req = rw_into(&f, set, op::READ, set as u64, (next % span) * per);
+            if f.fr.push_request(req).is_err() {
+                return out!("blk-bench: FAIL: ring full");
+            }
+            next += 1;
+        }
+        if f.fr.push_requests_and_check_notify() {
+            let _ = hypercall::evtchn_send(f.port);
+        }
+        let mut got = false;
+        loop {
+            match f.fr.take_response() {
+                Ok(Some(r)) => {
+                    let set = r.id as usize;
+                    if r.status != 0 || set >= BENCH_DEPTH || set_of[set] == u64::MAX {
+                        return out!(
+                            "blk-bench: FAIL at request {}: response id {} status {}",
+                            done,
+                            r.id,
+                            r.status
+                        );
+                    }
+                    set_of[set] = u64::MAX;
+                    free[nfree] = set;
+                    nfree += 1;
+                    done += 1;
+                    got = true;
+                }
+                Ok(None) if f.fr.final_check_for_responses() => {}
+                Ok(None) => break,
+                Err(_) => return out!("blk-bench: FAIL: the backend corrupted the ring"),
+            }
+        }
+        if !got {
+            if time::now() > end {
+                return out!("blk-bench: FAIL: {done} of {total} requests answered in 60 s");
+            }
+            front::wait_port(f.port, 10);
         }
     }
     let us = time::ticks_to_us(time::now() - t0).max(1);
     let kib = total * per / 2;
     out!(
-        "blk-bench: read {kib} KiB through dom0 in {us} us: {} KiB/s",
+        "blk-bench: read {kib} KiB through dom0 in {us} us ({BENCH_DEPTH} requests of 32 KiB outstanding): {} KiB/s",
         kib * 1_000_000 / us
     );
     close();

@@ -1,22 +1,72 @@
-//! The `virtio-drivers` HAL: DMA memory from dom0's heap, which is dom0's RAM.
+//! The `virtio-drivers` HAL: DMA memory from dom0's heap, which is dom0's RAM, and the
+//! translation of granted pages mapped in Ferrite's grant window to their machine addresses.
 //!
 //! dom0's RAM is identity-mapped in its own stage 1 and, under Ferrite, 1:1 in stage 2 too, so a
-//! buffer's virtual address is the physical address a device must use: sharing a buffer is
-//! handing over its address, with no bounce buffer. Devices are taken to be cache-coherent
+//! heap buffer's virtual address is the physical address a device must use: sharing it is
+//! handing over its address, with no bounce buffer. A page of the grant window is different:
+//! its guest-physical address is only where dom0 sees another domain's frame, and a device
+//! (which sees machine addresses) must be given the frame's machine address, which Ferrite
+//! returned when it mapped the page ([`record_grant`]). Devices are taken to be cache-coherent
 //! (virtio-mmio on QEMU is); a board with non-coherent DMA would need cache maintenance here.
 
 use alloc::alloc::{Layout, alloc_zeroed, dealloc};
+use alloc::collections::BTreeMap;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
 pub struct Dom0Hal;
+
+/// Mapped grant-window pages: guest-physical page -> machine page.
+static GRANT_PAGES: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
+/// The lowest page ever recorded: dom0's own buffers lie below the grant window (the top of
+/// its largest RAM bank), so most of their lookups end here, without the lock.
+static GRANT_LOW: AtomicU64 = AtomicU64::new(u64::MAX);
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// Remembers that the grant-window page at `ipa` is the frame at machine address `ma`, so a
+/// buffer in it is shared with a device at `ma` (until [`forget_grant`]).
+pub fn record_grant(ipa: u64, ma: u64) {
+    GRANT_LOW.fetch_min(ipa & !(PAGE - 1), Ordering::AcqRel);
+    GRANT_PAGES
+        .lock()
+        .insert(ipa & !(PAGE - 1), ma & !(PAGE - 1));
+}
+
+/// Undoes [`record_grant`], before the page is unmapped.
+pub fn forget_grant(ipa: u64) {
+    GRANT_PAGES.lock().remove(&(ipa & !(PAGE - 1)));
+}
+
+/// The address a device must use for `va`: a grant-window page's machine address, or (dom0's
+/// own RAM) `va` itself. A buffer in a granted page must not cross the page's end: the next
+/// page of the window is another frame, anywhere.
+fn device_address(va: u64, len: usize) -> u64 {
+    let page = va & !(PAGE - 1);
+    if page < GRANT_LOW.load(Ordering::Acquire) {
+        return va;
+    }
+    match GRANT_PAGES.lock().get(&page) {
+        Some(&ma) => {
+            assert!(
+                (va - page) + len as u64 <= PAGE,
+                "virtio: a buffer crosses the end of a granted page"
+            );
+            ma + (va - page)
+        }
+        None => va,
+    }
+}
 
 fn layout(pages: usize) -> Layout {
     Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("DMA layout")
 }
 
 // SAFETY: `dma_alloc` returns fresh, zeroed, page-aligned heap memory that nothing else aliases
-// until `dma_dealloc`; the physical address equals the virtual one (identity map over RAM);
+// until `dma_dealloc`; the physical address equals the virtual one (identity map over RAM), and
+// a shared grant-window buffer is given its frame's machine address (`device_address`);
 // `mmio_phys_to_virt` returns the identity-mapped device address it is given.
 unsafe impl Hal for Dom0Hal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
@@ -37,7 +87,7 @@ unsafe impl Hal for Dom0Hal {
     }
 
     unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
-        buffer.as_ptr() as *mut u8 as PhysAddr
+        device_address(buffer.as_ptr() as *mut u8 as u64, buffer.len()) as PhysAddr
     }
 
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
