@@ -351,8 +351,9 @@ pub fn after_exit(vm: &Vm, v: usize) {
 fn fold_lrs(vm: &Vm, v: usize) {
     let n = vgic_hw::lr_count();
     let mut lrs = vm.vcpu[v].lrs.lock();
+    let written = vgic_hw::in_use(&lrs[..n]);
     vgic_hw::read_lrs(&mut lrs[..n]);
-    vgic_hw::clear_lrs(n);
+    vgic_hw::clear_lrs(written);
     vm.vgic.lock().sync_lrs(v, &lrs[..n]);
 }
 
