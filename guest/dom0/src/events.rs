@@ -46,6 +46,9 @@ pub fn init(irq: crate::dt::Irq) -> Result<(), &'static str> {
     }
     SHARED.store(page.cast(), Ordering::Release);
     crate::gic::enable(irq, on_event)?;
+    // Ferrite raises it again for events that arrive while the handler runs (when
+    // `upcall_pending`, which the handler clears first, goes from 0 to 1).
+    crate::gic::end_first(irq.intid);
     println!(
         "dom0: events: shared-info page at {:#x}, event interrupt {}",
         page as u64, irq.intid
