@@ -8,7 +8,8 @@
 //! hypervisor, as a ratio; a PV domU's null hypercall and `mmu_update` cost per entry at batch
 //! sizes 1, 16 and 512; the vCPU switch between domains; the Credit scheduler's decision cost
 //! with 1, 16 and 256 runnable vCPUs; shared-memory I/O through dom0: the event-channel round
-//! trip, block reads by a domU against dom0 reading directly, domU-to-domU frames; a domain's
+//! trip (through dom0's echo device, min and median of 100, and through its console back end),
+//! block reads by a domU against dom0 reading directly, domU-to-domU frames; a domain's
 //! creation to its first instruction, and save and restore of a 64 MiB domU.
 //!
 //! `FERRITE_BENCH=<group>[,<group>...]` runs only those groups (the table then holds only their
@@ -237,8 +238,29 @@ fn main() {
     // 4. Shared-memory I/O through dom0 (one CPU: virtual ns are instructions of every
     // domain and Ferrite together).
     if wanted("evtchn") {
+        // The event round trip proper: dom0's echo device answers from its interrupt handler.
         let out = pv(
             "bench-evtchn",
+            "domu=mem=8M,cmd=evt-ping+100 -- dom0.sched.report=300 poweroff",
+        );
+        let l = out
+            .console
+            .lines()
+            .iter()
+            .find(|l| l.contains("evt-ping: round trip"))
+            .cloned()
+            .unwrap_or_default();
+        row(
+            "event round trip domU -> dom0 -> domU, echo (instructions, all domains) min / median",
+            format!(
+                "{} / {}",
+                num_after(&l, " min ").unwrap_or("?"),
+                num_after(&l, " median ").unwrap_or("?")
+            ),
+        );
+        // The same through dom0's console back end, which grant-copies the ring's indices first.
+        let out = pv(
+            "bench-evtchn-console",
             "domu=mem=8M,cmd=ring-console+1 -- dom0.sched.report=300 poweroff",
         );
         let rt = out
@@ -249,7 +271,7 @@ fn main() {
             .cloned()
             .unwrap_or_default();
         row(
-            "event round trip domU -> dom0 -> domU (instructions, all domains)",
+            "event round trip through the console back end (instructions, all domains)",
             rt.split('(')
                 .nth(1)
                 .and_then(|r| r.split(" ns").next())
