@@ -23,7 +23,18 @@ pub fn service() {
 
 fn consider(dom: u16, key: u64) {
     let mut fronts = FRONTS.lock();
-    let known = fronts.iter().position(|f| f.0 == dom && f.1 == key);
+    let mut known = fronts.iter().position(|f| f.0 == dom && f.1 == key);
+    // A device we serve that waits for a backend again belongs to a new domain with the same
+    // id (the old one was destroyed without closing it): forget the old connection.
+    if let Some(i) = known
+        && crate::bus::get(dom, key)
+            .is_some_and(|e| e.front == state::INITIALISED && e.back != state::CONNECTED)
+    {
+        let (_, _, local) = fronts.remove(i);
+        events::set_echo(local, false);
+        let _ = events::op(ev::CLOSE, local as u64, 0);
+        known = None;
+    }
     match (crate::bus::change(dom, key, known.is_some()), known) {
         (Change::Connect { port, .. }, _) => {
             match events::op(ev::BIND_INTERDOMAIN, dom as u64, port as u64) {
