@@ -1,10 +1,10 @@
 //! The Credit policy's hot path: waking and blocking vCPUs, the tick, and the per-pCPU decision
 //! with its load balancing. Accounting is in `account.rs`, run-time control in `control.rs`.
 
+use super::idmap::{DomMap, VcpuMap};
 use super::runq::{QUEUED, RunQueues};
 use super::stats::{Clock, State};
 use super::{Config, CpuMask, Decision, DomId, Priority, SchedError, Tick, Time, VcpuId};
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 /// How deep into each of a peer's queues a stealing pCPU looks for a vCPU allowed to run on
@@ -63,8 +63,8 @@ pub struct Credit {
     pub(super) cfg: Config,
     pub(super) vcpus: Vec<Option<Vcpu>>,
     pub(super) free: Vec<usize>,
-    pub(super) index: BTreeMap<VcpuId, usize>,
-    pub(super) doms: BTreeMap<DomId, Domain>,
+    pub(super) index: VcpuMap,
+    pub(super) doms: DomMap<Domain>,
     /// The vCPU each pCPU runs (`None`: its idle vCPU).
     pub(super) current: Vec<Option<usize>>,
     pub(super) runq: RunQueues,
@@ -113,8 +113,8 @@ impl Credit {
             cfg,
             vcpus: Vec::new(),
             free: Vec::new(),
-            index: BTreeMap::new(),
-            doms: BTreeMap::new(),
+            index: VcpuMap::new(),
+            doms: DomMap::new(),
             current: alloc::vec![None; cfg.pcpus],
             runq: RunQueues::new(cfg.pcpus),
             idlers: cfg.all_pcpus(),
@@ -190,7 +190,8 @@ impl Credit {
     pub(super) fn burn(&mut self, slot: usize, now: Time, kick: &mut CpuMask) {
         self.charge(slot, now);
         let dom = self.v(slot).id.dom;
-        if self.doms[&dom].cap == 0 || self.doms[&dom].parked {
+        let d = &self.doms[&dom];
+        if d.cap == 0 || d.parked {
             return;
         }
         for p in 0..self.cfg.pcpus {

@@ -46,6 +46,7 @@ mod account;
 pub mod bench;
 mod control;
 mod credit;
+mod idmap;
 mod runq;
 mod stats;
 

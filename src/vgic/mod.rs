@@ -373,7 +373,8 @@ impl Vgic {
     /// Whether `vcpu` has an interrupt it could take (pending, enabled, its group enabled, not
     /// active), ignoring priority masks: a vCPU blocked in WFI must be woken.
     pub fn has_pending(&self, vcpu: usize) -> bool {
-        self.deliverable(vcpu).next().is_some()
+        // The usual answer for a vCPU going idle, in O(1).
+        !self.quiet(vcpu) && self.deliverable(vcpu).next().is_some()
     }
 
     /// The INTIDs [`has_pending`](Self::has_pending) counts, ascending (for debugging).

@@ -351,8 +351,9 @@ pub fn after_exit(vm: &Vm, v: usize) {
 fn fold_lrs(vm: &Vm, v: usize) {
     let n = vgic_hw::lr_count();
     let mut lrs = vm.vcpu[v].lrs.lock();
+    let written = vgic_hw::in_use(&lrs[..n]);
     vgic_hw::read_lrs(&mut lrs[..n]);
-    vgic_hw::clear_lrs(n);
+    vgic_hw::clear_lrs(written);
     vm.vgic.lock().sync_lrs(v, &lrs[..n]);
 }
 
@@ -386,9 +387,15 @@ pub fn before_return_of(frame: &mut TrapFrame, vm: &'static Vm, v: usize) {
 fn refill_lrs(vm: &Vm, v: usize) {
     let vc = &vm.vcpu[v];
     let mut g = vm.vgic.lock();
-    if !vc.lrs_in_use.load(Ordering::Relaxed) && g.quiet(v) {
-        // No interrupt for this vCPU anywhere, and its list registers are empty already: the
-        // common case of a hypercall or MMIO exit costs no list-register work.
+    if g.quiet(v) {
+        // No interrupt for this vCPU anywhere: the common case of a hypercall or MMIO exit costs
+        // no list-register work. The hardware's are empty (every exit empties them, and a
+        // switch follows an exit); the copy may still hold what that exit read back (e.g. an
+        // interrupt the guest has just ended, already folded into the vGIC): forget it.
+        if vc.lrs_in_use.load(Ordering::Relaxed) {
+            vc.lrs.lock().fill(Lr::INVALID);
+            vc.lrs_in_use.store(false, Ordering::Relaxed);
+        }
         return;
     }
     let n = vgic_hw::lr_count();

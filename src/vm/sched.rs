@@ -77,10 +77,11 @@ fn resched(p: usize) {
 }
 
 pub fn kick_mask(mask: CpuMask) {
-    for p in 0..MAX_CPUS.min(64) {
-        if mask & (1 << p) != 0 {
-            resched(p);
-        }
+    // Only the set bits: a decision's mask is usually empty.
+    let mut m = mask;
+    while m != 0 {
+        resched(m.trailing_zeros() as usize);
+        m &= m - 1;
     }
 }
 

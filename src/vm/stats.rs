@@ -1,7 +1,8 @@
 //! Exit statistics: how often each kind of exit happens and how many instructions Ferrite
 //! spends at EL2 on it (the PMU's EL2-filtered retired-instruction counter, started at boot).
 //! Under QEMU with `-icount` the counts are exact; `make bench` reads them from the power-off
-//! report. The cost is two counter reads per exit.
+//! report. The cost is two counter reads per exit, and the counts are per CPU (each CPU's are
+//! written only by that CPU, with plain loads and stores) and summed for the report.
 
 use crate::arch::boot::MAX_CPUS;
 use crate::arch::{cpu, pmu};
@@ -35,9 +36,27 @@ static CURRENT: [PerCpu; MAX_CPUS] = [const {
         batch: AtomicU64::new(0),
     }
 }; MAX_CPUS];
-static COUNT: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
-static TOTAL: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
-static MIN: [AtomicU64; KINDS] = [const { AtomicU64::new(u64::MAX) }; KINDS];
+/// Per CPU and kind of exit: how many, their EL2 instructions in all, the fewest.
+struct Tally {
+    count: AtomicU64,
+    total: AtomicU64,
+    min: AtomicU64,
+}
+
+static TALLY: [[Tally; KINDS]; MAX_CPUS] = [const {
+    [const {
+        Tally {
+            count: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            min: AtomicU64::new(u64::MAX),
+        }
+    }; KINDS]
+}; MAX_CPUS];
+
+/// Adds `n` to a counter only this CPU writes.
+fn add(a: &AtomicU64, n: u64) {
+    a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
 
 /// At the exception vector's Rust entry for a guest exit.
 pub fn begin(kind: Exit) {
@@ -49,14 +68,19 @@ pub fn begin(kind: Exit) {
 /// Just before the return to the guest. (A WFI exit includes its time asleep only in
 /// instructions Ferrite ran meanwhile, e.g. interrupt handlers.)
 pub fn end() {
-    let c = &CURRENT[cpu::index()];
+    let me = cpu::index();
+    let c = &CURRENT[me];
     let spent = pmu::instructions().wrapping_sub(c.start.load(Ordering::Relaxed));
     let k = c.kind.load(Ordering::Relaxed) as usize % KINDS;
-    COUNT[k].fetch_add(1, Ordering::Relaxed);
-    TOTAL[k].fetch_add(spent, Ordering::Relaxed);
-    MIN[k].fetch_min(spent, Ordering::Relaxed);
-    let batch = c.batch.swap(0, Ordering::Relaxed);
+    let t = &TALLY[me][k];
+    add(&t.count, 1);
+    add(&t.total, spent);
+    if spent < t.min.load(Ordering::Relaxed) {
+        t.min.store(spent, Ordering::Relaxed);
+    }
+    let batch = c.batch.load(Ordering::Relaxed);
     if batch > 0 {
+        c.batch.store(0, Ordering::Relaxed);
         MMU_CALLS.fetch_add(1, Ordering::Relaxed);
         MMU_ENTRIES.fetch_add(batch, Ordering::Relaxed);
         MMU_INSTR.fetch_add(spent, Ordering::Relaxed);
@@ -111,20 +135,27 @@ pub fn report() {
         );
     }
     for k in 0..KINDS {
-        let n = COUNT[k].load(Ordering::Relaxed);
+        let sum = |f: fn(&Tally) -> &AtomicU64| -> u64 {
+            TALLY.iter().map(|c| f(&c[k]).load(Ordering::Relaxed)).sum()
+        };
+        let n = sum(|t| &t.count);
         if n == 0 {
             continue;
         }
-        let total = TOTAL[k].load(Ordering::Relaxed);
+        let total = sum(|t| &t.total);
+        let min = TALLY
+            .iter()
+            .map(|c| c[k].min.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
         if total == 0 {
             // No instruction counts (QEMU counts them only with -icount): just how many.
             log::info!("exits: {:<6} {n:>8} taken", NAMES[k]);
             continue;
         }
         log::info!(
-            "exits: {:<6} {n:>8} taken, EL2 instructions min {} avg {}",
+            "exits: {:<6} {n:>8} taken, EL2 instructions min {min} avg {}",
             NAMES[k],
-            MIN[k].load(Ordering::Relaxed),
             total / n
         );
     }

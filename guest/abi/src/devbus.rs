@@ -39,6 +39,9 @@ pub const MAX_DEVICES: usize = 8;
 pub mod kind {
     pub const BLOCK: u32 = 2;
     pub const NET: u32 = 3;
+    /// An event echo: no ring (grant reference 0); dom0's backend sends every event it gets on
+    /// the port straight back from its interrupt handler. For measuring the event round trip.
+    pub const ECHO: u32 = 4;
 }
 
 /// Xen's xenbus states.

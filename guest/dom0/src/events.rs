@@ -2,10 +2,12 @@
 //! `EVTCHN_OP SET_SHARED_INFO`), the event interrupt named in `/hypervisor`, and the 2-level
 //! scan that turns pending ports into work. The interrupt handler only records which ports
 //! fired; the back ends do their work in thread context ([`take`]), where printing is safe.
+//! The one exception is an echo port ([`set_echo`]): its events are sent straight back from
+//! the handler, which is the whole of the echo device's service.
 
 use crate::psci::hypercall;
 use alloc::alloc::{Layout, alloc_zeroed};
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use ferrite_abi::evtchn as ev;
 use ferrite_abi::shared_info::SharedInfo;
 use ferrite_abi::{call, errno};
@@ -15,6 +17,14 @@ static SHARED: AtomicPtr<SharedInfo> = AtomicPtr::new(core::ptr::null_mut());
 static FIRED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 /// Upcalls taken, for the report.
 pub static UPCALLS: AtomicU64 = AtomicU64::new(0);
+/// Echo ports: an event on one is sent back on it from the interrupt handler.
+static ECHO: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+/// The port bound to the device bus's virtual IRQ (noted by [`op`]), 0 for none.
+static BUS_PORT: AtomicU32 = AtomicU32::new(0);
+/// The device bus changed since [`bus_changed`] last said so. The bus port's event still goes
+/// into [`FIRED`] for the back end that bound it; this lets other back ends watch the bus too.
+/// Starts true so a back end's first look walks the bus.
+static BUS_CHANGED: AtomicBool = AtomicBool::new(true);
 
 fn shared() -> Option<&'static SharedInfo> {
     // SAFETY: null or the page `init` leaked to Ferrite for good; its shared fields are atomic.
@@ -36,6 +46,9 @@ pub fn init(irq: crate::dt::Irq) -> Result<(), &'static str> {
     }
     SHARED.store(page.cast(), Ordering::Release);
     crate::gic::enable(irq, on_event)?;
+    // Ferrite raises it again for events that arrive while the handler runs (when
+    // `upcall_pending`, which the handler clears first, goes from 0 to 1).
+    crate::gic::end_first(irq.intid);
     println!(
         "dom0: events: shared-info page at {:#x}, event interrupt {}",
         page as u64, irq.intid
@@ -59,8 +72,40 @@ fn on_event(_intid: u32) {
         let bits =
             si.evtchn_pending[w].load(Ordering::SeqCst) & !si.evtchn_mask[w].load(Ordering::SeqCst);
         si.evtchn_pending[w].fetch_and(!bits, Ordering::SeqCst);
-        FIRED[w].fetch_or(bits, Ordering::AcqRel);
+        let echo = bits & ECHO[w].load(Ordering::Acquire);
+        let mut e = echo;
+        while e != 0 {
+            let port = (w * 64) as u64 + e.trailing_zeros() as u64;
+            e &= e - 1;
+            hypercall(call::EVTCHN_OP, ev::SEND, port, 0);
+        }
+        let rest = bits & !echo;
+        if rest != 0 {
+            let (bw, bbit) = ev::word_bit(BUS_PORT.load(Ordering::Relaxed));
+            if bw == w && rest & bbit != 0 {
+                BUS_CHANGED.store(true, Ordering::Release);
+            }
+            FIRED[w].fetch_or(rest, Ordering::AcqRel);
+        }
     }
+}
+
+/// Makes `port` an echo port (`on`) or an ordinary one again.
+pub fn set_echo(port: u32, on: bool) {
+    let (w, bit) = ev::word_bit(port);
+    if let Some(e) = ECHO.get(w) {
+        if on {
+            e.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            e.fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Takes (clears) whether the device bus changed (its virtual IRQ fired) since the last call;
+/// true on the first call.
+pub fn bus_changed() -> bool {
+    BUS_CHANGED.load(Ordering::Relaxed) && BUS_CHANGED.swap(false, Ordering::AcqRel)
 }
 
 /// Takes (clears) whether `port` fired.
@@ -77,5 +122,11 @@ pub fn ready() -> bool {
 
 /// `EVTCHN_OP` with two arguments; `Err` carries the errno.
 pub fn op(cmd: u64, a: u64, b: u64) -> Result<u64, errno::Errno> {
-    errno::result(hypercall(call::EVTCHN_OP, cmd, a, b) as u64)
+    let r = errno::result(hypercall(call::EVTCHN_OP, cmd, a, b) as u64);
+    if let (ev::BIND_VIRQ, Ok(p)) = (cmd, r)
+        && a == ev::virq::DEVBUS as u64
+    {
+        BUS_PORT.store(p as u32, Ordering::Relaxed);
+    }
+    r
 }

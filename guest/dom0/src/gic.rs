@@ -39,6 +39,17 @@ static V2_GICD: AtomicUsize = AtomicUsize::new(0);
 
 type Handler = fn(u32);
 static HANDLERS: RwLock<[Option<Handler>; 1020]> = RwLock::new([None; 1020]);
+/// An interrupt ended before its handler runs ([`end_first`]), 0 for none.
+static END_FIRST: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Ends interrupt `intid` (EOI) before its handler runs rather than after. For an interrupt
+/// that is re-raised for each new cause rather than held as a level (Ferrite's event
+/// interrupt): a cause arriving during the handler raises it again, and under Ferrite the
+/// interrupt is already out of its list register when the handler's hypercalls trap, so they
+/// cost no list-register work.
+pub fn end_first(intid: u32) {
+    END_FIRST.store(intid, Ordering::Relaxed);
+}
 
 register_structs! {
     /// GICv2 GICD_ITARGETSR<n>: one byte per interrupt, a mask of CPU interfaces. Words 0-7
@@ -254,10 +265,16 @@ pub fn handle_irq() {
         if n >= 1020 {
             break; // a special INTID (1020-1023): nothing to handle
         }
+        let first = n == END_FIRST.load(Ordering::Relaxed);
+        if first {
+            end(id);
+        }
         match HANDLERS.read()[n as usize] {
             Some(h) => h(n),
             None => log::warn!("gic: interrupt {n} has no handler"),
         }
-        end(id);
+        if !first {
+            end(id);
+        }
     }
 }

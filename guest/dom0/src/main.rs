@@ -35,6 +35,8 @@ mod cpu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod dt;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod echo;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod entry;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod events;

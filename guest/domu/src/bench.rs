@@ -6,13 +6,22 @@
 //!   `MMU_UPDATE` of `batch` entries writing read-only page descriptors of the domain's own
 //!   free frames, alternating between two precomputed batches so every write changes the
 //!   entry (and its references).
+//! - `evt-ping <n>`: publishes an echo device ([`ferrite_abi::devbus::kind::ECHO`]), then `n`
+//!   times sends an empty event to dom0 and waits for dom0's echo, with IRQs masked (the
+//!   pending bit is polled, `SCHED_OP BLOCK` sleeps until the upcall): prints
+//!   `evt-ping: round trip min <a> ns, median <b> ns over <n>` (virtual counter; under
+//!   `-icount shift=0` on one CPU, every instruction of every domain and Ferrite in between).
 
 use ferrite_abi::desc::{self, AP_RO, NORMAL, UXN};
 use ferrite_abi::mmu::MmuUpdate;
 use ferrite_pv::hypercall::{self, DOMID_SELF};
 use ferrite_pv::mm::MmError;
 use ferrite_pv::sync::SpinLock;
-use ferrite_pv::time;
+use ferrite_pv::{cpu, events, time};
+
+/// Round trips timed at most (more are run, the first this many kept).
+const MAX_PINGS: usize = 1000;
+static PINGS: SpinLock<[u64; MAX_PINGS]> = SpinLock::new([0; MAX_PINGS]);
 
 /// The largest batch (entries past 512 wrap around the table). Larger ones are clamped.
 pub const MAX_BATCH: usize = 2048;
@@ -115,4 +124,65 @@ fn mmu_inner(batch: usize, rounds: u64) -> Result<u64, Failed> {
         mm.free_frame(pfn);
     }
     Ok(ticks)
+}
+
+pub fn evt_ping(n: u64) {
+    let key = ferrite_abi::devbus::key(ferrite_abi::devbus::kind::ECHO, 0);
+    let port = match crate::front::handshake(key, 0) {
+        Ok((port, _)) => port,
+        Err(e) => {
+            out!("evt-ping: no echo device: {e}");
+            return;
+        }
+    };
+    let Some(vi) = events::vcpu_info(0) else {
+        out!("evt-ping: no shared-info page");
+        return;
+    };
+    let n = n.clamp(1, MAX_PINGS as u64) as usize;
+    let mut pings = PINGS.lock();
+    let was_masked = cpu::irqs_masked();
+    cpu::irq_mask();
+    // One timer for the whole run: a lost echo ends the wait instead of hanging it.
+    let end = time::now() + time::us_to_ticks(5_000_000);
+    let _ = hypercall::set_timer(end);
+    crate::front::take_pending(port);
+    let mut got = 0;
+    'pings: for slot in pings.iter_mut().take(n) {
+        let t0 = time::now();
+        if hypercall::evtchn_send(port).is_err() {
+            break;
+        }
+        loop {
+            // Cleared before the check, so an echo after it keeps BLOCK from sleeping.
+            vi.upcall_pending
+                .store(0, core::sync::atomic::Ordering::SeqCst);
+            if crate::front::take_pending(port) {
+                break;
+            }
+            if time::now() >= end {
+                break 'pings;
+            }
+            let _ = hypercall::sched_block();
+        }
+        *slot = time::now() - t0;
+        got += 1;
+    }
+    let _ = hypercall::set_timer(0);
+    if !was_masked {
+        cpu::irq_unmask();
+    }
+    crate::front::close(key);
+    if got < n {
+        out!("evt-ping: FAILED: {got} of {n} echoes within 5 s");
+        return;
+    }
+    let t = &mut pings[..n];
+    t.sort_unstable();
+    let ns = |ticks: u64| (ticks as u128 * 1_000_000_000 / time::hz().max(1) as u128) as u64;
+    out!(
+        "evt-ping: round trip min {} ns, median {} ns over {n}",
+        ns(t[0]),
+        ns(t[n / 2])
+    );
 }

@@ -4,7 +4,7 @@
 //! `hello`, `ptbuild`, `evil`, `evil-crash`, `hog`, `latency <n>`, `smp [stay]`,
 //! `bench-null <iters>`, `bench-mmu <batch> <rounds>`, `balloon`, `psci`,
 //! `ring-console <n> [gap_ms]`, `evil-io`, `blk-write <seed>`, `blk-read <seed>`, `blk-evil`,
-//! `net-ping <peer> <n>`, `net-pong <n>`, `net-wire <n>`, `net-evil`.
+//! `net-ping <peer> <n>`, `net-pong <n>`, `net-wire <n>`, `net-evil`, `evt-ping <n>`.
 //!
 //! Every line it prints starts with `domU<id>: `. Every mode ends with `SCHED_OP SHUTDOWN`
 //! (poweroff) except those that run forever (`hog`, `smp stay`); an unknown mode or a bad
@@ -86,7 +86,7 @@ mod guest {
                          blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, net-wire <n>, net-evil, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
                          share-map <peer>, counter <ms> [fault <n>], evil-ctl, \
-                         console-echo <n>";
+                         console-echo <n>, evt-ping <n>";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -138,6 +138,7 @@ mod guest {
             }
             "latency" => latency::run(args.number("latency", "n", 100)),
             "smp" => smp::run(si, args.word() == Some("stay")),
+            "evt-ping" => bench::evt_ping(args.number("evt-ping", "n", 100)),
             "bench-null" => bench::null(args.number("bench-null", "iters", 100_000)),
             "bench-mmu" => {
                 let batch = args.number("bench-mmu", "batch", 512);

@@ -119,6 +119,28 @@ global_asm!(
     .arch_extension fp
     .arch_extension simd
 
+// x0: &mut [u64; 31], x1: &[u64; 31]. The general registers, in pairs (the generic memcpy
+// costs four times as many instructions for these 248 bytes).
+    .global ferrite_copy_gprs
+ferrite_copy_gprs:
+    ldp x2, x3, [x1, #0];   stp x2, x3, [x0, #0]
+    ldp x2, x3, [x1, #16];  stp x2, x3, [x0, #16]
+    ldp x2, x3, [x1, #32];  stp x2, x3, [x0, #32]
+    ldp x2, x3, [x1, #48];  stp x2, x3, [x0, #48]
+    ldp x2, x3, [x1, #64];  stp x2, x3, [x0, #64]
+    ldp x2, x3, [x1, #80];  stp x2, x3, [x0, #80]
+    ldp x2, x3, [x1, #96];  stp x2, x3, [x0, #96]
+    ldp x2, x3, [x1, #112]; stp x2, x3, [x0, #112]
+    ldp x2, x3, [x1, #128]; stp x2, x3, [x0, #128]
+    ldp x2, x3, [x1, #144]; stp x2, x3, [x0, #144]
+    ldp x2, x3, [x1, #160]; stp x2, x3, [x0, #160]
+    ldp x2, x3, [x1, #176]; stp x2, x3, [x0, #176]
+    ldp x2, x3, [x1, #192]; stp x2, x3, [x0, #192]
+    ldp x2, x3, [x1, #208]; stp x2, x3, [x0, #208]
+    ldp x2, x3, [x1, #224]; stp x2, x3, [x0, #224]
+    ldr x2, [x1, #240];     str x2, [x0, #240]
+    ret
+
 // x0: &mut El1
     .global ferrite_save_el1
 ferrite_save_el1:
@@ -207,6 +229,7 @@ ferrite_load_pauth:
 );
 
 unsafe extern "C" {
+    fn ferrite_copy_gprs(dst: *mut [u64; 31], src: *const [u64; 31]);
     fn ferrite_save_el1(out: *mut El1);
     fn ferrite_load_el1(regs: *const El1);
     fn ferrite_save_fp(out: *mut Fp);
@@ -221,12 +244,13 @@ const _: () = assert!(core::mem::offset_of!(Fp, fpsr) == 512);
 /// Saves the state of the vCPU that ran on this CPU (its general registers are in `frame`).
 /// The CPU's EL1 state is then free for another vCPU (its timer is stopped).
 pub fn save(ctx: &mut Context, frame: &TrapFrame, pauth: bool) {
-    ctx.frame.x = frame.x;
     ctx.frame.elr = frame.elr;
     ctx.frame.spsr = frame.spsr;
     // SAFETY: the routines store system and FP registers of this CPU into the structures they
-    // are given, which are exclusively borrowed; the guest they belong to is not running.
+    // are given, which are exclusively borrowed; the guest they belong to is not running. The
+    // copy is between two distinct arrays of 31 words.
     unsafe {
+        ferrite_copy_gprs(&mut ctx.frame.x, &frame.x);
         ferrite_save_el1(&mut ctx.el1);
         ferrite_save_fp(&mut ctx.fp);
         if pauth {
@@ -239,13 +263,14 @@ pub fn save(ctx: &mut Context, frame: &TrapFrame, pauth: bool) {
 /// Loads `ctx` into this CPU's EL1 and EL2 registers and `frame`, so that the exception return
 /// enters that vCPU.
 pub fn load(ctx: &Context, frame: &mut TrapFrame, pauth: bool) {
-    frame.x = ctx.frame.x;
     frame.elr = ctx.frame.elr;
     frame.spsr = ctx.frame.spsr;
     load_el2(&ctx.el2);
     // SAFETY: the routines load registers that belong to EL1 and FP, which nothing at EL2
-    // uses, from structures that are only read.
+    // uses, from structures that are only read; the copy is between two distinct arrays of
+    // 31 words.
     unsafe {
+        ferrite_copy_gprs(&mut frame.x, &ctx.frame.x);
         ferrite_load_el1(&ctx.el1);
         ferrite_load_fp(&ctx.fp);
         if pauth {

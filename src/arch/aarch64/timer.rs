@@ -12,6 +12,10 @@ pub const TICK_HZ: u64 = 100;
 
 static BOOT_COUNT: AtomicU64 = AtomicU64::new(0);
 static FREQ: AtomicU64 = AtomicU64::new(0);
+/// Nanoseconds per tick when a tick is a whole number of them (62.5 MHz: 16; 1 GHz: 1), else
+/// 0: the conversions then multiply instead of dividing in 128 bits (they run on every
+/// scheduling decision).
+static NS_PER_TICK: AtomicU64 = AtomicU64::new(0);
 static TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 pub fn counter() -> u64 {
@@ -29,7 +33,10 @@ pub fn init(dt_freq: Option<u32>) {
         Some(f) if f != 0 => f as u64,
         _ => hw,
     };
-    FREQ.store(if f == 0 { 1 } else { f }, Ordering::Relaxed);
+    let f = if f == 0 { 1 } else { f };
+    FREQ.store(f, Ordering::Relaxed);
+    let exact = f <= 1_000_000_000 && 1_000_000_000 % f == 0;
+    NS_PER_TICK.store(if exact { 1_000_000_000 / f } else { 0 }, Ordering::Relaxed);
 }
 
 /// Called first thing on the boot CPU so uptimes start near zero.
@@ -98,12 +105,18 @@ pub fn program(deadline: u64) {
 
 /// Counter ticks to nanoseconds.
 pub fn ticks_to_ns(t: u64) -> u64 {
-    (t as u128 * 1_000_000_000 / frequency() as u128) as u64
+    match NS_PER_TICK.load(Ordering::Relaxed) {
+        0 => (t as u128 * 1_000_000_000 / frequency() as u128) as u64,
+        k => t.saturating_mul(k),
+    }
 }
 
 /// Nanoseconds to counter ticks (rounded up).
 pub fn ns_to_ticks(ns: u64) -> u64 {
-    (ns as u128 * frequency() as u128).div_ceil(1_000_000_000) as u64
+    match NS_PER_TICK.load(Ordering::Relaxed) {
+        0 => (ns as u128 * frequency() as u128).div_ceil(1_000_000_000) as u64,
+        k => ns.div_ceil(k),
+    }
 }
 
 pub fn ticks(cpu: usize) -> u64 {

@@ -88,8 +88,14 @@ pub fn enable() {
     }
 }
 
+/// Reads back the list registers that `out` (what [`write_lrs`] wrote) says hold something;
+/// the others were written empty and the guest cannot fill a list register, so they are left
+/// as they are: an exit usually has one or none in use.
 pub fn read_lrs(out: &mut [Lr]) {
     for (i, slot) in out.iter_mut().enumerate() {
+        if slot.state == crate::vgic::LrState::Invalid {
+            continue;
+        }
         *slot = if gich() != 0 {
             lr::decode_v2(gich_read(0x100 + 4 * i))
         } else {
@@ -98,9 +104,21 @@ pub fn read_lrs(out: &mut [Lr]) {
     }
 }
 
-/// Empties the first `n` list registers and turns off the underflow interrupt (after an exit).
-pub fn clear_lrs(n: usize) {
-    for i in 0..n {
+/// Which of `lrs` hold something (bit i: list register i).
+pub fn in_use(lrs: &[Lr]) -> u32 {
+    lrs.iter()
+        .enumerate()
+        .filter(|(_, l)| l.state != crate::vgic::LrState::Invalid)
+        .fold(0, |m, (i, _)| m | 1 << i)
+}
+
+/// Empties the list registers in `mask` ([`in_use`] of what [`write_lrs`] wrote), and turns
+/// off the underflow interrupt (after an exit). The others are empty already.
+pub fn clear_lrs(mask: u32) {
+    let mut m = mask;
+    while m != 0 {
+        let i = m.trailing_zeros() as usize;
+        m &= m - 1;
         if gich() != 0 {
             gich_write(0x100 + 4 * i, 0);
         } else {
@@ -115,8 +133,13 @@ pub fn clear_lrs(n: usize) {
     }
 }
 
+/// Writes `lrs` into list registers that are all empty (every exit empties them, see
+/// [`clear_lrs`]): only the entries that hold something are written.
 pub fn write_lrs(lrs: &[Lr], underflow: bool) {
     for (i, l) in lrs.iter().enumerate() {
+        if l.state == crate::vgic::LrState::Invalid {
+            continue;
+        }
         if gich() != 0 {
             gich_write(0x100 + 4 * i, lr::encode_v2(l));
         } else {

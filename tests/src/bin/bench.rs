@@ -8,10 +8,15 @@
 //! hypervisor, as a ratio; a PV domU's null hypercall and `mmu_update` cost per entry at batch
 //! sizes 1, 16 and 512; the vCPU switch between domains; the Credit scheduler's decision cost
 //! with 1, 16 and 256 runnable vCPUs; shared-memory I/O through dom0: the event-channel round
-//! trip, block reads by a domU against dom0 reading directly, domU-to-domU frames; a domain's
+//! trip (through dom0's echo device, min and median of 100, and through its console back end),
+//! block reads by a domU against dom0 reading directly, domU-to-domU frames; a domain's
 //! creation to its first instruction, and save and restore of a 64 MiB domU.
 //!
-//! `FERRITE_BENCH=blk` runs only the block rows (nothing is written to results.txt).
+//! `FERRITE_BENCH=<group>[,<group>...]` runs only those groups (the table then holds only their
+//! rows, and `results.txt` is not overwritten): `boot`, `dom0` (exits under Ferrite's dom0),
+//! `pv` (hypercalls, `mmu_update`, switches, scheduling decisions), `evtchn` (the event round
+//! trips), `io` (block and domU-to-domU frames; `blk` and `net` are its halves), `lifecycle`
+//! (creation, save, restore), `linux`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -65,73 +70,23 @@ fn linux_args(disk: &std::path::Path, loader: bool) -> Vec<String> {
     a
 }
 
+/// Whether group `g` runs: all of them unless `FERRITE_BENCH` names some.
+fn wanted(g: &str) -> bool {
+    match std::env::var("FERRITE_BENCH") {
+        Ok(list) if !list.is_empty() => list.split(',').any(|w| w.trim() == g),
+        _ => true,
+    }
+}
+
 fn main() {
     std::fs::create_dir_all(build("bench")).unwrap();
+    let all = std::env::var("FERRITE_BENCH").map_or(true, |l| l.is_empty());
     let mut table = String::new();
     let mut row = |name: &str, value: String| {
         println!("{name:<58} {value}");
         writeln!(table, "{name:<58} {value}").unwrap();
     };
-    if std::env::var("FERRITE_BENCH").as_deref() == Ok("blk") {
-        blk(&mut row);
-        return;
-    }
 
-    // 1. Ferrite alone: boot to ready.
-    let out = Qemu::virt()
-        .cpus(4)
-        .icount(true)
-        .timeout(T)
-        .label("bench-boot")
-        .bootargs("poweroff semihosting")
-        .spawn()
-        .and_then(|r| r.wait_exit(T))
-        .expect("Ferrite boots");
-    let ready = out
-        .console
-        .lines()
-        .iter()
-        .find(|l| l.contains("boot: ready"))
-        .cloned()
-        .unwrap_or_default();
-    row(
-        "ferrite boot to ready, 4 cpus (EL2 instructions, cpu0)",
-        num_after(&ready, "entry, ").unwrap_or("?").to_string(),
-    );
-    row(
-        "ferrite boot to ready, 4 cpus (virtual us)",
-        num_after(&ready, "ready ").unwrap_or("?").to_string(),
-    );
-    let size = std::fs::metadata(build("qemu-virt/ferrite.bin"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    row("ferrite image, no guests (bytes)", size.to_string());
-
-    // 2. Exits under Ferrite's own dom0.
-    let d = disk("dom0", 16 << 20);
-    let out = Qemu::virt()
-        .cpus(4)
-        .icount(true)
-        .timeout(T)
-        .label("bench-dom0")
-        .image(build("qemu-virt/ferrite-dom0.bin"))
-        .bootargs("semihosting -- poweroff")
-        .args(linux_args(&d, false))
-        .spawn()
-        .and_then(|r| r.wait_exit(T))
-        .expect("dom0 runs");
-    for l in out.console.lines().iter().filter(|l| l.contains("exits: ")) {
-        let rest = l.split("exits: ").nth(1).unwrap_or("");
-        let kind = rest.split_whitespace().next().unwrap_or("?");
-        let min = num_after(rest, "min ").unwrap_or("?");
-        let avg = num_after(rest, "avg ").unwrap_or("?");
-        row(
-            &format!("dom0 exit `{kind}`: EL2 instructions min / avg"),
-            format!("{min} / {avg}"),
-        );
-    }
-
-    // 3. PV domUs: hypercalls, batched page-table updates, vCPU switches, scheduling decisions.
     // One CPU: under -icount QEMU's instruction counter is global, so another busy CPU would
     // add its instructions to the EL2 counts.
     let pv = |label: &str, bootargs: &str| {
@@ -146,243 +101,333 @@ fn main() {
             .and_then(|r| r.wait_exit(T))
             .expect("the PV benchmark runs")
     };
-    let out = pv(
-        "bench-null",
-        "domu=mem=4M,cmd=bench-null+20000 -- dom0.sched.report=100 poweroff",
-    );
-    if let Some(l) = out
-        .console
-        .lines()
-        .iter()
-        .find(|l| l.contains("exits: hvc"))
-    {
+
+    // 1. Ferrite alone: boot to ready.
+    if wanted("boot") {
+        let out = Qemu::virt()
+            .cpus(4)
+            .icount(true)
+            .timeout(T)
+            .label("bench-boot")
+            .bootargs("poweroff semihosting")
+            .spawn()
+            .and_then(|r| r.wait_exit(T))
+            .expect("Ferrite boots");
+        let ready = out
+            .console
+            .lines()
+            .iter()
+            .find(|l| l.contains("boot: ready"))
+            .cloned()
+            .unwrap_or_default();
         row(
-            "domU null hypercall (VERSION): EL2 instructions min / avg",
-            format!(
-                "{} / {}",
-                num_after(l, "min ").unwrap_or("?"),
-                num_after(l, "avg ").unwrap_or("?")
-            ),
+            "ferrite boot to ready, 4 cpus (EL2 instructions, cpu0)",
+            num_after(&ready, "entry, ").unwrap_or("?").to_string(),
         );
+        row(
+            "ferrite boot to ready, 4 cpus (virtual us)",
+            num_after(&ready, "ready ").unwrap_or("?").to_string(),
+        );
+        let size = std::fs::metadata(build("qemu-virt/ferrite.bin"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        row("ferrite image, no guests (bytes)", size.to_string());
     }
-    for (batch, rounds) in [(1, 4000), (16, 500), (512, 40)] {
+    // 2. Exits under Ferrite's own dom0.
+    if wanted("dom0") {
+        let d = disk("dom0", 16 << 20);
+        let out = Qemu::virt()
+            .cpus(4)
+            .icount(true)
+            .timeout(T)
+            .label("bench-dom0")
+            .image(build("qemu-virt/ferrite-dom0.bin"))
+            .bootargs("semihosting -- poweroff")
+            .args(linux_args(&d, false))
+            .spawn()
+            .and_then(|r| r.wait_exit(T))
+            .expect("dom0 runs");
+        for l in out.console.lines().iter().filter(|l| l.contains("exits: ")) {
+            let rest = l.split("exits: ").nth(1).unwrap_or("");
+            let kind = rest.split_whitespace().next().unwrap_or("?");
+            let min = num_after(rest, "min ").unwrap_or("?");
+            let avg = num_after(rest, "avg ").unwrap_or("?");
+            row(
+                &format!("dom0 exit `{kind}`: EL2 instructions min / avg"),
+                format!("{min} / {avg}"),
+            );
+        }
+    }
+    // 3. PV domUs: hypercalls, batched page-table updates, vCPU switches, scheduling decisions.
+    if wanted("pv") {
         let out = pv(
-            &format!("bench-mmu-{batch}"),
-            &format!(
-                "domu=mem=16M,cmd=bench-mmu+{batch}+{rounds} -- dom0.sched.report=100 poweroff"
-            ),
+            "bench-null",
+            "domu=mem=4M,cmd=bench-null+20000 -- dom0.sched.report=100 poweroff",
+        );
+        if let Some(l) = out
+            .console
+            .lines()
+            .iter()
+            .find(|l| l.contains("exits: hvc"))
+        {
+            row(
+                "domU null hypercall (VERSION): EL2 instructions min / avg",
+                format!(
+                    "{} / {}",
+                    num_after(l, "min ").unwrap_or("?"),
+                    num_after(l, "avg ").unwrap_or("?")
+                ),
+            );
+        }
+        for (batch, rounds) in [(1, 4000), (16, 500), (512, 40)] {
+            let out = pv(
+                &format!("bench-mmu-{batch}"),
+                &format!(
+                    "domu=mem=16M,cmd=bench-mmu+{batch}+{rounds} -- dom0.sched.report=100 poweroff"
+                ),
+            );
+            let l = out
+                .console
+                .lines()
+                .iter()
+                .find(|l| l.contains("hcall: mmu_update"))
+                .cloned()
+                .unwrap_or_default();
+            row(
+                &format!("domU mmu_update, batch {batch}: EL2 instructions per entry / per call"),
+                format!(
+                    "{} / {}",
+                    num_after(&l, "per entry ").map_or("?", |s| s.trim_end_matches(',')),
+                    num_after(&l, "per call ").unwrap_or("?")
+                ),
+            );
+        }
+        let out = pv(
+            "bench-switch",
+            "domu=mem=4M,cmd=hog domu=mem=4M,cmd=hog sched_credit_tslice_ms=1 \
+         -- dom0.sched.report=500 poweroff",
+        );
+        if let Some(l) = out
+            .console
+            .lines()
+            .iter()
+            .find(|l| l.contains("switches: "))
+        {
+            row(
+                "vCPU switch between domains: EL2 instructions min / avg",
+                format!(
+                    "{} / {}",
+                    num_after(l, "min ").unwrap_or("?"),
+                    num_after(l, "avg ").unwrap_or("?")
+                ),
+            );
+        }
+        let out = pv("bench-sched", "bench=sched -- poweroff");
+        for l in out
+            .console
+            .lines()
+            .iter()
+            .filter(|l| l.contains("bench: sched decision with "))
+        {
+            let n = num_after(l, "decision with ").unwrap_or("?");
+            row(
+                &format!("scheduling decision, {n} runnable vcpus (EL2 instructions)"),
+                num_after(l, "vcpus: ").unwrap_or("?").to_string(),
+            );
+        }
+    }
+    // 4. Shared-memory I/O through dom0 (one CPU: virtual ns are instructions of every
+    // domain and Ferrite together).
+    if wanted("evtchn") {
+        // The event round trip proper: dom0's echo device answers from its interrupt handler.
+        let out = pv(
+            "bench-evtchn",
+            "domu=mem=8M,cmd=evt-ping+100 -- dom0.sched.report=300 poweroff",
         );
         let l = out
             .console
             .lines()
             .iter()
-            .find(|l| l.contains("hcall: mmu_update"))
+            .find(|l| l.contains("evt-ping: round trip"))
             .cloned()
             .unwrap_or_default();
         row(
-            &format!("domU mmu_update, batch {batch}: EL2 instructions per entry / per call"),
+            "event round trip domU -> dom0 -> domU, echo (instructions, all domains) min / median",
             format!(
                 "{} / {}",
-                num_after(&l, "per entry ").map_or("?", |s| s.trim_end_matches(',')),
-                num_after(&l, "per call ").unwrap_or("?")
+                num_after(&l, " min ").unwrap_or("?"),
+                num_after(&l, " median ").unwrap_or("?")
             ),
         );
-    }
-    let out = pv(
-        "bench-switch",
-        "domu=mem=4M,cmd=hog domu=mem=4M,cmd=hog sched_credit_tslice_ms=1 \
-         -- dom0.sched.report=500 poweroff",
-    );
-    if let Some(l) = out
-        .console
-        .lines()
-        .iter()
-        .find(|l| l.contains("switches: "))
-    {
-        row(
-            "vCPU switch between domains: EL2 instructions min / avg",
-            format!(
-                "{} / {}",
-                num_after(l, "min ").unwrap_or("?"),
-                num_after(l, "avg ").unwrap_or("?")
-            ),
+        // The same through dom0's console back end, which grant-copies the ring's indices first.
+        let out = pv(
+            "bench-evtchn-console",
+            "domu=mem=8M,cmd=ring-console+1 -- dom0.sched.report=300 poweroff",
         );
-    }
-    let out = pv("bench-sched", "bench=sched -- poweroff");
-    for l in out
-        .console
-        .lines()
-        .iter()
-        .filter(|l| l.contains("bench: sched decision with "))
-    {
-        let n = num_after(l, "decision with ").unwrap_or("?");
-        row(
-            &format!("scheduling decision, {n} runnable vcpus (EL2 instructions)"),
-            num_after(l, "vcpus: ").unwrap_or("?").to_string(),
-        );
-    }
-
-    // 4. Shared-memory I/O through dom0 (one CPU: virtual ns are instructions of every
-    // domain and Ferrite together).
-    let out = pv(
-        "bench-evtchn",
-        "domu=mem=8M,cmd=ring-console+1 -- dom0.sched.report=300 poweroff",
-    );
-    let rt = out
-        .console
-        .lines()
-        .iter()
-        .find(|l| l.contains("ring-console: round trip"))
-        .cloned()
-        .unwrap_or_default();
-    row(
-        "event round trip domU -> dom0 -> domU (instructions, all domains)",
-        rt.split('(')
-            .nth(1)
-            .and_then(|r| r.split(" ns").next())
-            .unwrap_or("?")
-            .to_string(),
-    );
-    blk(&mut row);
-    let out = pv(
-        "bench-net",
-        "domu=mem=8M,cmd=net-sink+500 domu=mem=8M,cmd=net-blast+1+500 \
-         -- dom0.sched.report=3000 poweroff",
-    );
-    let l = out
-        .console
-        .lines()
-        .iter()
-        .find(|l| l.contains("net-sink: "))
-        .cloned()
-        .unwrap_or_default();
-    row(
-        "domU -> domU through dom0, 1514-byte frames (KiB/s; frames)",
-        format!(
-            "{}; {}",
-            l.rsplit(": ").next().unwrap_or("?"),
-            num_after(&l, "net-sink: ").unwrap_or("?")
-        ),
-    );
-
-    // 5. Domain lifecycle: a 64 MiB domU's creation, from the start of its build to its first
-    // instruction (zeroing its memory, the image, its page tables validated), at boot.
-    let out = pv(
-        "bench-create",
-        "domu=name=big,mem=64M,cmd=counter+100 -- dom0.sched.report=300 poweroff",
-    );
-    let l = out
-        .console
-        .lines()
-        .iter()
-        .find(|l| l.contains("big: domain") && l.contains("first instruction"))
-        .cloned()
-        .unwrap_or_default();
-    row(
-        "64 MiB domU built at boot to first instruction (virtual us)",
-        num_after(&l, "first instruction ")
-            .unwrap_or("?")
-            .to_string(),
-    );
-
-    // A 64 MiB domU created by dom0's toolstack (the image copied from dom0's memory), to its
-    // first instruction after unpause; then saved into dom0's RAM and restored from it.
-    let out = pv(
-        "bench-save",
-        "-- dom0.exec=\"create name=big mem=64M cmd=counter 100;sleep 300;save big f;\
-         restore f;sleep 200;destroy big\" poweroff",
-    );
-    let find = |needle: &str| {
-        out.console
-            .lines()
-            .iter()
-            .find(|l| l.contains(needle))
-            .cloned()
-            .unwrap_or_default()
-    };
-    let l = find("big: domain 1: first instruction");
-    row(
-        "64 MiB domU from dom0 CREATE to first instruction (virtual us)",
-        num_after(&l, "first instruction ")
-            .unwrap_or("?")
-            .to_string(),
-    );
-    let l = find("saved dom1 to");
-    row(
-        "save a 64 MiB domU into dom0's RAM (virtual us)",
-        num_after(&l, " RAM in ").unwrap_or("?").to_string(),
-    );
-    let l = find("restored \"f\" as dom");
-    row(
-        "restore a 64 MiB domU from dom0's RAM (virtual us)",
-        num_after(&l, " in ").unwrap_or("?").to_string(),
-    );
-
-    // 6. Linux dom0 to its shell marker, against Linux on bare QEMU.
-    let uptime = |o: &ferrite_systests::Outcome| -> Option<f64> {
-        let l = o
+        let rt = out
             .console
             .lines()
             .iter()
-            .find(|l| l.contains("shell ready (uptime"))?
-            .clone();
-        l.split("uptime ").nth(1)?.split(' ').next()?.parse().ok()
-    };
-    let d = disk("linux-ferrite", 64 << 20);
-    let under = Qemu::virt()
-        .cpus(4)
-        .memory("2G")
-        .icount(true)
-        .timeout(T)
-        .label("bench-linux-ferrite")
-        .bootargs("semihosting")
-        .args(linux_args(&d, true))
-        .spawn()
-        .and_then(|r| r.wait_exit(T))
-        .expect("Linux dom0 runs");
-    let ferrite_us: f64 = under
-        .console
-        .lines()
-        .iter()
-        .find_map(|l| num_after(l, "boot: ready ").and_then(|n| n.parse().ok()))
-        .unwrap_or(0.0);
-    let d = disk("linux-bare", 64 << 20);
-    let bare = Qemu::virt()
-        .cpus(4)
-        .memory("2G")
-        .icount(true)
-        .timeout(T)
-        .label("bench-linux-bare")
-        // At EL1, as under Ferrite: entered at EL2, Linux would also bring up KVM.
-        .machine_opt("virtualization=off")
-        .image(build("debian/vmlinuz"))
-        .bootargs("console=ttyAMA0 linux-dom0.test")
-        .args([
-            "-initrd".to_string(),
-            build("linux/initramfs.cpio").display().to_string(),
-        ])
-        .args(linux_args(&d, false))
-        .spawn()
-        .and_then(|r| r.wait_exit(T))
-        .expect("Linux runs bare");
-    match (uptime(&under), uptime(&bare)) {
-        (Some(u), Some(b)) => {
-            let total = u + ferrite_us / 1e6;
-            row(
-                "linux to shell marker under ferrite (virtual s, incl. ferrite boot)",
-                format!("{total:.3}"),
-            );
-            row(
-                "linux to shell marker on bare QEMU (virtual s)",
-                format!("{b:.3}"),
-            );
-            row("ratio under ferrite / bare", format!("{:.2}", total / b));
+            .find(|l| l.contains("ring-console: round trip"))
+            .cloned()
+            .unwrap_or_default();
+        row(
+            "event round trip through the console back end (instructions, all domains)",
+            rt.split('(')
+                .nth(1)
+                .and_then(|r| r.split(" ns").next())
+                .unwrap_or("?")
+                .to_string(),
+        );
+    }
+    if wanted("io") || wanted("blk") {
+        blk(&mut row);
+    }
+    if wanted("io") || wanted("net") {
+        let out = pv(
+            "bench-net",
+            "domu=mem=8M,cmd=net-sink+500 domu=mem=8M,cmd=net-blast+1+500 \
+         -- dom0.sched.report=3000 poweroff",
+        );
+        let l = out
+            .console
+            .lines()
+            .iter()
+            .find(|l| l.contains("net-sink: "))
+            .cloned()
+            .unwrap_or_default();
+        row(
+            "domU -> domU through dom0, 1514-byte frames (KiB/s; frames)",
+            format!(
+                "{}; {}",
+                l.rsplit(": ").next().unwrap_or("?"),
+                num_after(&l, "net-sink: ").unwrap_or("?")
+            ),
+        );
+    }
+    // 5. Domain lifecycle: a 64 MiB domU's creation, from the start of its build to its first
+    // instruction (zeroing its memory, the image, its page tables validated), at boot.
+    if wanted("lifecycle") {
+        let out = pv(
+            "bench-create",
+            "domu=name=big,mem=64M,cmd=counter+100 -- dom0.sched.report=300 poweroff",
+        );
+        let l = out
+            .console
+            .lines()
+            .iter()
+            .find(|l| l.contains("big: domain") && l.contains("first instruction"))
+            .cloned()
+            .unwrap_or_default();
+        row(
+            "64 MiB domU built at boot to first instruction (virtual us)",
+            num_after(&l, "first instruction ")
+                .unwrap_or("?")
+                .to_string(),
+        );
+
+        // A 64 MiB domU created by dom0's toolstack (the image copied from dom0's memory), to its
+        // first instruction after unpause; then saved into dom0's RAM and restored from it.
+        let out = pv(
+            "bench-save",
+            "-- dom0.exec=\"create name=big mem=64M cmd=counter 100;sleep 300;save big f;\
+         restore f;sleep 200;destroy big\" poweroff",
+        );
+        let find = |needle: &str| {
+            out.console
+                .lines()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let l = find("big: domain 1: first instruction");
+        row(
+            "64 MiB domU from dom0 CREATE to first instruction (virtual us)",
+            num_after(&l, "first instruction ")
+                .unwrap_or("?")
+                .to_string(),
+        );
+        let l = find("saved dom1 to");
+        row(
+            "save a 64 MiB domU into dom0's RAM (virtual us)",
+            num_after(&l, " RAM in ").unwrap_or("?").to_string(),
+        );
+        let l = find("restored \"f\" as dom");
+        row(
+            "restore a 64 MiB domU from dom0's RAM (virtual us)",
+            num_after(&l, " in ").unwrap_or("?").to_string(),
+        );
+    }
+    // 6. Linux dom0 to its shell marker, against Linux on bare QEMU.
+    if wanted("linux") {
+        let uptime = |o: &ferrite_systests::Outcome| -> Option<f64> {
+            let l = o
+                .console
+                .lines()
+                .iter()
+                .find(|l| l.contains("shell ready (uptime"))?
+                .clone();
+            l.split("uptime ").nth(1)?.split(' ').next()?.parse().ok()
+        };
+        let d = disk("linux-ferrite", 64 << 20);
+        let under = Qemu::virt()
+            .cpus(4)
+            .memory("2G")
+            .icount(true)
+            .timeout(T)
+            .label("bench-linux-ferrite")
+            .bootargs("semihosting")
+            .args(linux_args(&d, true))
+            .spawn()
+            .and_then(|r| r.wait_exit(T))
+            .expect("Linux dom0 runs");
+        let ferrite_us: f64 = under
+            .console
+            .lines()
+            .iter()
+            .find_map(|l| num_after(l, "boot: ready ").and_then(|n| n.parse().ok()))
+            .unwrap_or(0.0);
+        let d = disk("linux-bare", 64 << 20);
+        let bare = Qemu::virt()
+            .cpus(4)
+            .memory("2G")
+            .icount(true)
+            .timeout(T)
+            .label("bench-linux-bare")
+            // At EL1, as under Ferrite: entered at EL2, Linux would also bring up KVM.
+            .machine_opt("virtualization=off")
+            .image(build("debian/vmlinuz"))
+            .bootargs("console=ttyAMA0 linux-dom0.test")
+            .args([
+                "-initrd".to_string(),
+                build("linux/initramfs.cpio").display().to_string(),
+            ])
+            .args(linux_args(&d, false))
+            .spawn()
+            .and_then(|r| r.wait_exit(T))
+            .expect("Linux runs bare");
+        match (uptime(&under), uptime(&bare)) {
+            (Some(u), Some(b)) => {
+                let total = u + ferrite_us / 1e6;
+                row(
+                    "linux to shell marker under ferrite (virtual s, incl. ferrite boot)",
+                    format!("{total:.3}"),
+                );
+                row(
+                    "linux to shell marker on bare QEMU (virtual s)",
+                    format!("{b:.3}"),
+                );
+                row("ratio under ferrite / bare", format!("{:.2}", total / b));
+            }
+            other => row("linux to shell marker", format!("not measured: {other:?}")),
         }
-        other => row("linux to shell marker", format!("not measured: {other:?}")),
     }
 
-    std::fs::write(build("bench/results.txt"), &table).unwrap();
-    println!("written to build/bench/results.txt");
+    if all {
+        std::fs::write(build("bench/results.txt"), &table).unwrap();
+        println!("written to build/bench/results.txt");
+    }
 }
 
 /// Block reads in real time on 2 CPUs, dom0 reading its disk directly against a domU reading
