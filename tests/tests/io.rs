@@ -283,3 +283,22 @@ fn a_pv_domu_maps_a_page_another_granted_it() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// dom0's echo device: every event a domU sends on its port comes straight back, 50 of 50.
+#[test]
+fn dom0s_echo_device_answers_every_event() -> Result<()> {
+    let out = run("io-echo", 3, "domu=name=echo,mem=8M,cmd=evt-ping+50", 500)?;
+    let c = &out.console;
+    out.ensure(
+        c.contains("dom0: echo: dom1: connected"),
+        "dom0's echo back end connected the domU's device",
+    )?;
+    out.ensure(
+        c.lines()
+            .iter()
+            .any(|l| l.contains("domU1: evt-ping: round trip min ") && l.ends_with(" over 50")),
+        "all 50 events came back (evt-ping's round-trip line)",
+    )?;
+    out.ensure(!c.contains("evt-ping: FAILED"), "no event went unanswered")?;
+    Ok(())
+}
