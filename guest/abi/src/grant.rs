@@ -102,6 +102,28 @@ pub struct GrantPtr {
     pub pad: u32,
 }
 
+impl GrantPtr {
+    /// `dom`'s grant `gref`, from byte `offset` of the granted frame.
+    pub const fn granted(dom: u16, gref: u32, offset: u16) -> Self {
+        Self {
+            gref_or_va: gref as u64,
+            domid: dom,
+            offset,
+            pad: 0,
+        }
+    }
+
+    /// The caller's own memory at virtual address `va`.
+    pub const fn local(va: u64) -> Self {
+        Self {
+            gref_or_va: va,
+            domid: 0,
+            offset: 0,
+            pad: 0,
+        }
+    }
+}
+
 /// One copy: 40 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]

@@ -9,19 +9,11 @@ use ferrite_abi::ring::Pod;
 use ferrite_abi::{Errno, errno};
 
 fn gref(gref: u32, dom: u16, offset: usize) -> GrantPtr {
-    GrantPtr {
-        gref_or_va: gref as u64,
-        domid: dom,
-        offset: offset as u16,
-        pad: 0,
-    }
+    GrantPtr::granted(dom, gref, offset as u16)
 }
 
 fn local(p: *const u8) -> GrantPtr {
-    GrantPtr {
-        gref_or_va: p as u64,
-        ..GrantPtr::default()
-    }
+    GrantPtr::local(p as u64)
 }
 
 /// One grant copy; its status as a `Result`.

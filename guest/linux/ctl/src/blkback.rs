@@ -58,19 +58,11 @@ struct Backend<'a> {
 }
 
 fn gptr(dom: u16, gref: u32, offset: usize) -> GrantPtr {
-    GrantPtr {
-        gref_or_va: gref as u64,
-        domid: dom,
-        offset: offset as u16,
-        pad: 0,
-    }
+    GrantPtr::granted(dom, gref, offset as u16)
 }
 
 fn local(p: *const u8) -> GrantPtr {
-    GrantPtr {
-        gref_or_va: p as u64,
-        ..GrantPtr::default()
-    }
+    GrantPtr::local(p as u64)
 }
 
 impl Backend<'_> {
