@@ -189,6 +189,16 @@ impl Qemu {
         self
     }
 
+    /// A raw disk image as a virtio-mmio block device (drive `d0`).
+    pub fn virtio_disk(self, image: &std::path::Path) -> Qemu {
+        self.args([
+            "-drive".to_string(),
+            format!("file={},if=none,format=raw,id=d0", image.display()),
+            "-device".into(),
+            "virtio-blk-device,drive=d0".into(),
+        ])
+    }
+
     /// `-icount shift=0,sleep=off`: guest time follows instructions (repeatable runs).
     /// Boots the image through `-device loader` at `addr` (no device tree reaches it).
     pub fn loader_at(mut self, addr: u64) -> Qemu {

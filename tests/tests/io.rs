@@ -35,12 +35,7 @@ fn run_with(
             "semihosting dom0_vcpus=1 {domus} -- dom0.sched.report={report_ms} poweroff"
         ));
     if let Some(d) = disk {
-        q = q.args([
-            "-drive".to_string(),
-            format!("file={},if=none,format=raw,id=d0", d.display()),
-            "-device".into(),
-            "virtio-blk-device,drive=d0".into(),
-        ]);
+        q = q.virtio_disk(d);
     }
     let out = q.spawn()?.wait_exit(TIMEOUT)?;
     out.ensure_exit(Exit::Code(0))?;

@@ -374,12 +374,7 @@ fn a_domain_saved_to_dom0s_disk_is_restored_after_a_reboot() -> Result<()> {
             label,
             &format!("dom0.savearea=8M:48M dom0.exec=\"{exec}\" poweroff"),
         )
-        .args([
-            "-drive".to_string(),
-            format!("file={},if=none,format=raw,id=d0", disk.display()),
-            "-device".into(),
-            "virtio-blk-device,drive=d0".into(),
-        ])
+        .virtio_disk(&disk)
         .spawn()?
         .wait_exit(TIMEOUT)?;
         out.ensure_exit(Exit::Code(0))?;

@@ -431,14 +431,7 @@ fn linux_dom0_ferrite_ctl_save_restore() -> Result<()> {
 fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
     let disk = std::env::temp_dir().join(format!("ferrite-linux-blk-{}.img", std::process::id()));
     std::fs::File::create(&disk)?.set_len(32 << 20)?;
-    let spawned = linux("linux-blkback", 2)
-        .args([
-            "-drive".to_string(),
-            format!("file={},if=none,format=raw,id=d0", disk.display()),
-            "-device".into(),
-            "virtio-blk-device,drive=d0".into(),
-        ])
-        .spawn();
+    let spawned = linux("linux-blkback", 2).virtio_disk(&disk).spawn();
     let result = (|| -> Result<()> {
         let mut run = spawned?;
         run.expect("linux-dom0: disk: vda", TIMEOUT)?;

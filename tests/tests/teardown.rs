@@ -26,12 +26,7 @@ fn destroying_a_domu_mid_io_disconnects_its_backend_and_frees_it() -> Result<()>
              domu=name=reader,mem=8M,disk=1M:64M,cmd=blk-bench+64 \
              -- dom0.exec=\"sleep 150;destroy reader;list\" poweroff",
         )
-        .args([
-            "-drive".to_string(),
-            format!("file={},if=none,format=raw,id=d0", disk.display()),
-            "-device".into(),
-            "virtio-blk-device,drive=d0".into(),
-        ])
+        .virtio_disk(&disk)
         .spawn()?
         .wait_exit(TIMEOUT);
     let _ = std::fs::remove_file(&disk);

@@ -454,12 +454,7 @@ fn blk(row: &mut impl FnMut(&str, String)) {
                 "semihosting domu=mem=8M,disk=1M:8M,cpus=0,cmd=blk-bench+128 \
                  -- dom0.bench.blk=128 dom0.sched.report=3000 poweroff",
             )
-            .args([
-                "-drive".to_string(),
-                format!("file={},if=none,format=raw,id=d0", d.display()),
-                "-device".into(),
-                "virtio-blk-device,drive=d0".into(),
-            ])
+            .virtio_disk(&d)
             .spawn()
             .and_then(|r| r.wait_exit(T))
             .expect("the block benchmark runs");

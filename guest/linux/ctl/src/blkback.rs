@@ -267,21 +267,19 @@ impl Backend<'_> {
     /// Serves every ring once; disconnects a frontend whose ring is corrupt or unreachable.
     fn serve_all(&mut self) -> bool {
         let mut busy = false;
-        let mut i = 0;
-        while i < self.fronts.len() {
-            let mut f = std::mem::replace(&mut self.fronts[i], placeholder());
-            match self.serve(&mut f) {
-                Ok(n) => {
-                    busy |= n > 0;
-                    self.fronts[i] = f;
-                    i += 1;
-                }
-                Err(why) => {
-                    self.fronts.remove(i);
-                    self.disconnect(&f, &why);
-                }
+        // Out of `self` while served, as `serve` needs the rest of it.
+        let mut fronts = std::mem::take(&mut self.fronts);
+        fronts.retain_mut(|f| match self.serve(f) {
+            Ok(n) => {
+                busy |= n > 0;
+                true
             }
-        }
+            Err(why) => {
+                self.disconnect(f, &why);
+                false
+            }
+        });
+        self.fronts = fronts;
         busy
     }
 
@@ -386,20 +384,6 @@ impl Backend<'_> {
                 .map_err(|_| Errno::Busy)?;
         }
         Ok(())
-    }
-}
-
-fn placeholder() -> Front {
-    Front {
-        dom: 0,
-        key: 0,
-        ring: 0,
-        port: None,
-        first: 0,
-        sectors: 0,
-        req_cons: 0,
-        rsp_prod: 0,
-        served: 0,
     }
 }
 
