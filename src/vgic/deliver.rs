@@ -107,7 +107,9 @@ impl Vgic {
                 .get(k)
                 .filter(|l| l.intid == intid && (!v2_sgi || l.source == given.source))
                 .map_or(given.state, |l| l.state);
-            fold(irq, intid, given, state, v2_sgi);
+            if let Some(p) = fold(irq, intid, given, state, v2_sgi) {
+                self.hw_deactivations.push(p);
+            }
         }
     }
 
@@ -216,9 +218,12 @@ impl Vgic {
     }
 }
 
-/// Merges the state `state` the guest left in an LR that was given `given` into `irq`.
-fn fold(irq: &mut Irq, intid: u32, given: InLr, state: LrState, v2_sgi: bool) {
+/// Merges the state `state` the guest left in an LR that was given `given` into `irq`. Returns
+/// the physical INTID to deactivate when an `ICPENDR` write discarded a hardware interrupt the
+/// guest never acknowledged (its deactivation through the LR will not come).
+fn fold(irq: &mut Irq, intid: u32, given: InLr, state: LrState, v2_sgi: bool) -> Option<u32> {
     let pending = state.pending() && !irq.cancel_pending;
+    let discarded = state.pending() && irq.cancel_pending;
     if v2_sgi {
         if pending {
             irq.sgi_sources |= 1 << given.source;
@@ -240,6 +245,7 @@ fn fold(irq: &mut Irq, intid: u32, given: InLr, state: LrState, v2_sgi: bool) {
     if intid >= 32 {
         irq.holder = irq.active.then_some(given.vcpu);
     }
+    irq.hw.filter(|_| discarded && !irq.active && intid >= 32)
 }
 
 /// LRs a fill makes room for without setting up [`MAX_LRS`] entries (GICv3 has at most 16).

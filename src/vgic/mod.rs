@@ -211,6 +211,9 @@ pub struct Vgic {
     /// Enable changes the guest made to hardware-backed SPIs, for the arch code to mirror on
     /// the physical interrupt ([`Vgic::take_hw_enables`]).
     hw_enables: Vec<(u32, bool)>,
+    /// Hardware-backed SPIs whose physical interrupt is active for a pending state the guest
+    /// discarded without acknowledging it ([`Vgic::take_hw_deactivations`]).
+    hw_deactivations: Vec<u32>,
 }
 
 impl Vgic {
@@ -252,6 +255,7 @@ impl Vgic {
             enable_grp0: false,
             enable_grp1: false,
             hw_enables: Vec::new(),
+            hw_deactivations: Vec::new(),
         }
     }
 
@@ -312,6 +316,22 @@ impl Vgic {
     /// keep firing into a disabled virtual interrupt.
     pub fn take_hw_enables(&mut self) -> Vec<(u32, bool)> {
         core::mem::take(&mut self.hw_enables)
+    }
+
+    /// Physical INTIDs to deactivate, since the last call.
+    ///
+    /// A hardware interrupt stays active in the physical GIC from the moment it fires until the
+    /// guest deactivates its virtual copy through an LR with `HW` = 1. When the guest discards
+    /// the virtual pending state instead (enabling the interrupt again drops what was latched
+    /// while it was masked; `ICPENDR`), that deactivation never comes: left active, the
+    /// physical interrupt could never fire again, and the device would look dead.
+    pub fn take_hw_deactivations(&mut self) -> Vec<u32> {
+        core::mem::take(&mut self.hw_deactivations)
+    }
+
+    /// Whether [`Vgic::take_hw_enables`] or [`Vgic::take_hw_deactivations`] has work.
+    pub fn hw_work(&self) -> bool {
+        !self.hw_enables.is_empty() || !self.hw_deactivations.is_empty()
     }
 
     /// Declares that physical interrupt `pintid` backs this virtual one (`None` undoes it): its

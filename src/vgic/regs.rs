@@ -173,13 +173,19 @@ impl Vgic {
             match bit {
                 Bit::Group => irq.group1 = one,
                 Bit::Enable => {
+                    let was = irq.enabled;
                     irq.enabled = set;
                     if let Some(p) = irq.hw.filter(|_| intid >= 32) {
                         // A physical interrupt is level in hardware: what was latched while the
                         // guest had it disabled may be stale (the device may have dropped its
-                        // line since), so the hardware decides again once it is enabled.
-                        if set && irq.in_lr.is_none() {
+                        // line since), so the hardware decides again once it is enabled. The
+                        // physical interrupt is still active for that latch: deactivated, it
+                        // fires again if the line is still high.
+                        if set && !was && irq.in_lr.is_none() && irq.latch {
                             irq.latch = false;
+                            if !irq.active {
+                                self.hw_deactivations.push(p);
+                            }
                         }
                         self.hw_enables.push((p, set));
                     }
@@ -187,7 +193,13 @@ impl Vgic {
                 // GICv2 SGIs are made pending per source, through SPENDSGIR/CPENDSGIR only.
                 Bit::Pending if v2 && intid < 16 => {}
                 Bit::Pending if set => irq.set_pending(None),
-                Bit::Pending => irq.clear_pending(),
+                Bit::Pending => {
+                    let dropped = irq.latch && irq.in_lr.is_none() && !irq.active;
+                    irq.clear_pending();
+                    if let Some(p) = irq.hw.filter(|_| dropped && intid >= 32) {
+                        self.hw_deactivations.push(p);
+                    }
+                }
                 Bit::Active => {
                     irq.set_active(set);
                     if !irq.active && irq.in_lr.is_none() {

@@ -137,11 +137,7 @@ pub fn mmio(frame: &mut TrapFrame, m: Mmio, esr: u64) {
         let mut g = vm.vgic.lock();
         if m.write {
             g.dist_write(v, off, m.size, value).map(|k| {
-                let hw = g.take_hw_enables();
-                drop(g);
-                for (pintid, on) in hw {
-                    gic::set_enabled(pintid, on);
-                }
+                mirror_hw(g);
                 kick(vm, k);
                 0
             })
@@ -327,7 +323,11 @@ fn retire_lrs(vm: &Vm, v: usize) {
     let empty = [Lr::INVALID; vgic_hw::MAX_LRS];
     // The hardware copy was emptied at this exit; hand the vGIC an empty set so it takes back
     // whatever the shadow still held.
-    vm.vgic.lock().sync_lrs(v, &empty[..n]);
+    let mut g = vm.vgic.lock();
+    g.sync_lrs(v, &empty[..n]);
+    if g.hw_work() {
+        mirror_hw(g);
+    }
     lrs[..n].copy_from_slice(&empty[..n]);
     vm.vcpu[v].lrs_in_use.store(false, Ordering::Relaxed);
 }
@@ -354,7 +354,26 @@ fn fold_lrs(vm: &Vm, v: usize) {
     let written = vgic_hw::in_use(&lrs[..n]);
     vgic_hw::read_lrs(&mut lrs[..n]);
     vgic_hw::clear_lrs(written);
-    vm.vgic.lock().sync_lrs(v, &lrs[..n]);
+    let mut g = vm.vgic.lock();
+    g.sync_lrs(v, &lrs[..n]);
+    if g.hw_work() {
+        mirror_hw(g);
+    }
+}
+
+/// Makes the physical GIC follow what the guest did to its hardware-backed SPIs: their enables,
+/// and deactivation of those whose virtual pending state it discarded. Releases the vGIC first.
+#[cold]
+fn mirror_hw(mut g: spin::MutexGuard<'_, crate::vgic::Vgic>) {
+    let enables = g.take_hw_enables();
+    let deactivations = g.take_hw_deactivations();
+    drop(g);
+    for pintid in deactivations {
+        gic::deactivate_spi(pintid);
+    }
+    for (pintid, on) in enables {
+        gic::set_enabled(pintid, on);
+    }
 }
 
 /// Before every return to a guest: take a due scheduling decision (which may switch to

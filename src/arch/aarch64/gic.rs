@@ -399,6 +399,20 @@ pub fn deactivate_ppi(intid: u32) {
     }
 }
 
+/// Deactivates SPI `intid`, from any CPU: a forwarded interrupt whose virtual copy the guest
+/// discarded without deactivating it (see `Vgic::take_hw_deactivations`).
+pub fn deactivate_spi(intid: u32) {
+    let gicd = GICD_BASE.load(Ordering::Relaxed);
+    if !(32..1020).contains(&intid) || gicd == 0 {
+        return;
+    }
+    let reg = gicd + 0x380 + (intid as usize / 32) * 4;
+    // SAFETY: GICD_ICACTIVER<n> (0x380 + 4n) of the device-mapped distributor, which Ferrite
+    // owns; for an SPI it is global (GICv2, and GICv3 with affinity routing alike), and writing
+    // one bit deactivates only that interrupt (no effect if it is inactive).
+    unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << (intid % 32)) };
+}
+
 /// Called from the IRQ vector: handles every pending interrupt.
 pub fn handle_irq() {
     while let Some(iar) = acknowledge() {

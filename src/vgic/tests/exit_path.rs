@@ -9,26 +9,6 @@ use super::super::live::{self, Set};
 use super::super::{MAX_LRS, NO_SLOT};
 use super::*;
 
-/// xorshift64*, as in the fuzz tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
-
 /// The reference: full scans, vectors and sorting, as before the live sets.
 impl Vgic {
     fn deliverable_slow(&self, vcpu: usize) -> Vec<u32> {

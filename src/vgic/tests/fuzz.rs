@@ -4,26 +4,6 @@
 
 use super::*;
 
-/// xorshift64*: deterministic, seedable, good enough to spread offsets and values.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
-
 /// An offset that is usually near something interesting.
 fn offset(r: &mut Rng, frame: u64) -> u64 {
     match r.below(4) {
