@@ -312,7 +312,12 @@ impl Disk {
         if self.queue.can_pop() {
             return true;
         }
-        self.rearm();
+        // Unmask only: acknowledging here, after the request went to the device, could clear
+        // the interrupt of a completion that has just arrived and not been taken yet (seen by
+        // polling, it would then look like a completion without interrupt). A status left
+        // from an earlier completion just interrupts once more (the handler counts and masks
+        // it); it is acknowledged after the wait.
+        self.irq.rearm();
         let q = &self.queue;
         self.irq.wait(|| q.can_pop())
     }
