@@ -7,7 +7,7 @@
 use crate::entry::MAX_CPUS;
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVCT_EL0};
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
 
 pub const TICK_HZ: u64 = 100;
@@ -15,8 +15,10 @@ pub const TICK_HZ: u64 = 100;
 static BOOT_COUNT: AtomicU64 = AtomicU64::new(0);
 static FREQ: AtomicU64 = AtomicU64::new(0);
 static TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-/// Set when dom0 stops (panic, power-off): each vCPU parks at its next tick.
-static STOP: AtomicBool = AtomicBool::new(false);
+/// The vCPU that stops dom0 (panic, power-off), or `NOBODY`: each other vCPU parks at its next
+/// tick.
+static STOPPER: AtomicUsize = AtomicUsize::new(NOBODY);
+const NOBODY: usize = usize::MAX;
 
 pub fn counter() -> u64 {
     // An ISB keeps the read from being hoisted above earlier instructions.
@@ -73,7 +75,10 @@ pub fn start_tick() {
 /// The tick interrupt: count it and re-arm one period after the previous deadline, so the rate
 /// does not drift with interrupt latency.
 pub fn handle_tick(_intid: u32) {
-    if STOP.load(Ordering::Acquire) {
+    // Not the stopper itself: a tick between its `stop_all` and its `SYSTEM_OFF` call would
+    // park the one vCPU that was about to switch the machine off (CI saw that hang once).
+    let stopper = STOPPER.load(Ordering::Acquire);
+    if stopper != NOBODY && stopper != crate::cpu::index() {
         CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::CLEAR + CNTV_CTL_EL0::IMASK::SET);
         crate::cpu::park();
     }
@@ -92,5 +97,10 @@ pub fn ticks(cpu: usize) -> u64 {
 
 /// Asks every other vCPU to park at its next tick.
 pub fn stop_all() {
-    STOP.store(true, Ordering::Release);
+    let _ = STOPPER.compare_exchange(
+        NOBODY,
+        crate::cpu::index(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
 }
