@@ -107,10 +107,17 @@ pub fn dmesg(seq: u64, buf: &mut [u8]) -> Result<(usize, u64)> {
     ret(r).map(|n| (n as usize, next))
 }
 
+/// Ferrite answers `EBUSY` until the paused domain's vCPUs have left their CPUs (at their next
+/// exit, which `PAUSE`'s IPI makes soon but not immediate): asked again, up to 2 s.
 pub fn save_begin(dom: u64) -> Result<SaveHeader> {
     let mut h = SaveHeader::default();
-    call(cmd::SAVE_BEGIN, dom, &mut h as *mut SaveHeader as u64)?;
-    Ok(h)
+    let deadline = crate::timer::deadline_us(2_000_000);
+    loop {
+        match call(cmd::SAVE_BEGIN, dom, &mut h as *mut SaveHeader as u64) {
+            Err(Errno::Busy) if crate::timer::counter() < deadline => super::idle(),
+            r => return r.map(|_| h),
+        }
+    }
 }
 
 /// Copies pseudo-physical frame `pfn` into `page`; returns its page type.
