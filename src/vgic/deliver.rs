@@ -107,8 +107,15 @@ impl Vgic {
                 .get(k)
                 .filter(|l| l.intid == intid && (!v2_sgi || l.source == given.source))
                 .map_or(given.state, |l| l.state);
-            if let Some(p) = fold(irq, intid, given, state, v2_sgi) {
+            let deactivate = fold(irq, intid, given, state, v2_sgi);
+            let dead = !irq.live();
+            if let Some(p) = deactivate {
                 self.hw_deactivations.push(p);
+            }
+            // Done with (the common end of an LR): out of the live sets now, so that the
+            // refill of this exit can find the vCPU quiet and skip the list registers.
+            if dead {
+                self.forget(vcpu, intid);
             }
         }
     }
@@ -166,6 +173,7 @@ impl Vgic {
     /// vGIC and records what the LR got.
     pub(super) fn place(&mut self, vcpu: usize, intid: u32, slot: u8) -> Lr {
         let v2_sgi = self.version == Version::V2 && intid < 16;
+        let mut latched = false;
         let may_signal = self.irq(vcpu, intid).is_some_and(|q| self.may_signal(q));
         let Some(irq) = self.irq_mut(vcpu, intid) else {
             return Lr::INVALID;
@@ -184,8 +192,15 @@ impl Vgic {
             (pending, source, irq.sgi_sources != 0)
         } else if irq.level_tracked() {
             // No pending-and-active for level interrupts: the line may drop before the guest's
-            // EOI. Ask for the EOI instead, to look at the line again then.
+            // EOI. Ask for the EOI instead, to look at the line again then, or to deliver a
+            // latch that has to wait behind the active one. A latch that goes into the LR asks
+            // for nothing: its activation ends it (an event PPI then costs no maintenance
+            // interrupt).
             let pending = may_signal && !irq.active && (irq.line || irq.latch);
+            latched = pending && irq.latch;
+            if latched {
+                irq.latch = false;
+            }
             (pending, 0, irq.line || irq.latch)
         } else {
             // A hardware interrupt is never pending and active in an LR: the physical GIC holds
@@ -202,6 +217,7 @@ impl Vgic {
             slot,
             state,
             source,
+            latched,
         });
         if intid >= 32 {
             irq.holder = Some(vcpu as u8);
@@ -229,9 +245,11 @@ fn fold(irq: &mut Irq, intid: u32, given: InLr, state: LrState, v2_sgi: bool) ->
             irq.sgi_sources |= 1 << given.source;
         }
     } else if irq.level_tracked() {
-        // Activation consumes a software-set pending state; the line's is recomputed.
-        if !state.pending() {
-            irq.latch = false;
+        // Activation consumed the latch the LR took; not activated, it is given back. A latch
+        // set while the LR held the interrupt is a new one and stays. The line's pending state
+        // is the line's.
+        if pending && given.latched {
+            irq.latch = true;
         }
     } else if pending {
         irq.latch = true;

@@ -3,11 +3,12 @@
 //! the interrupt sits in a list register, that LR.
 //!
 //! Pending has several sources, kept apart because they end differently:
-//! - `latch`: an edge, a write to `ISPENDR`, or an [`inject`](super::Vgic::inject). For edge (and
-//!   hardware-backed) interrupts the latch moves into the LR when the interrupt is placed there,
-//!   so a new edge that arrives while the guest handles the first is not merged into it. For
-//!   level interrupts the latch stays until the guest activates the interrupt, as the
-//!   architecture says (activation clears a software-set pending of a level interrupt).
+//! - `latch`: an edge, a write to `ISPENDR`, or an [`inject`](super::Vgic::inject). The latch
+//!   moves into the LR when the interrupt is placed there as pending, so one that arrives while
+//!   the guest handles the first is not merged into it, nor taken as consumed by its activation.
+//!   For level interrupts the architecture says activation clears a software-set pending state:
+//!   the sync gives the latch back only if the guest has not activated the interrupt
+//!   ([`InLr::latched`]).
 //! - `line`: the input level of a level-sensitive interrupt; pending while it is high.
 //! - `sgi_sources`: GICv2 SGIs are pending once per sending CPU.
 
@@ -55,6 +56,8 @@ pub(super) struct InLr {
     pub slot: u8,
     pub state: LrState,
     pub source: u8,
+    /// A level interrupt's latch went into the LR's pending state (not only its line).
+    pub latched: bool,
 }
 
 impl Irq {
@@ -90,7 +93,9 @@ impl Irq {
     /// Pending, as `ISPENDR` reads it: here or in an LR.
     pub fn pending(&self) -> bool {
         let in_lr = match self.in_lr {
-            Some(l) => l.state.pending() && !self.cancel_pending && !self.level_tracked(),
+            Some(l) => {
+                l.state.pending() && !self.cancel_pending && (!self.level_tracked() || l.latched)
+            }
             None => false,
         };
         self.pending_here() || in_lr

@@ -493,6 +493,18 @@ impl Vgic {
         }
     }
 
+    /// Drops `intid` (banked in `vcpu`) from the live sets: only once it is known not live.
+    fn forget(&mut self, vcpu: usize, intid: u32) {
+        match intid {
+            0..32 => {
+                if let Some(c) = self.cpus.get_mut(vcpu) {
+                    c.live &= !(1 << intid);
+                }
+            }
+            _ => self.spi_live.remove(intid as usize - 32),
+        }
+    }
+
     fn irq_for_input(&mut self, intid: u32, vcpu: Option<usize>) -> Option<&mut Irq> {
         match (intid, vcpu) {
             (0..32, None) => None,

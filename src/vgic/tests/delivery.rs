@@ -518,3 +518,89 @@ fn hw_spi_enable_is_mirrored_and_stale_latches_dropped() {
         assert!(g.take_hw_enables().is_empty());
     }
 }
+
+/// A level interrupt made pending by software (dom0's event PPI is level, and Ferrite injects
+/// it): the latch goes into the LR without asking for an EOI maintenance interrupt, and one
+/// injected while the guest handles the first (acknowledged, even already ended but not yet
+/// synced) is a new one, not consumed by that activation.
+#[test]
+fn level_injection_while_in_an_lr_is_not_lost() {
+    for version in VERSIONS {
+        let mut g = booted(version, 1);
+        let mut c = Cpu::new(0);
+        g.inject(31, Some(0));
+        c.fill(&mut g);
+        let lr = c.lr_of(31).unwrap();
+        assert_eq!(lr.state, LrState::Pending);
+        assert!(
+            !lr.eoi_maintenance,
+            "{version:?}: a latch alone needs no EOI exit"
+        );
+        assert_eq!(c.ack(), Some((31, 0)));
+        g.inject(31, Some(0)); // while the guest handles the first
+        c.sync(&mut g);
+        assert!(
+            rd_pending_ppi(&mut g, version, 31),
+            "{version:?}: pending and active"
+        );
+        c.fill(&mut g);
+        // Active in the LR with another waiting: now the EOI must be seen.
+        assert!(c.lr_of(31).unwrap().eoi_maintenance, "{version:?}");
+        c.eoi(31);
+        c.sync(&mut g);
+        assert_eq!(c.run(&mut g), [(31, 0)], "{version:?}: the second was lost");
+        // Ended before the sync: the same.
+        g.inject(31, Some(0));
+        c.fill(&mut g);
+        assert_eq!(c.ack(), Some((31, 0)));
+        c.eoi(31);
+        g.inject(31, Some(0));
+        c.sync(&mut g);
+        assert_eq!(
+            c.run(&mut g),
+            [(31, 0)],
+            "{version:?}: lost after an early EOI"
+        );
+        assert_eq!(c.run(&mut g), [], "{version:?}: delivered twice");
+        // Not acknowledged before the exit: given back, delivered once.
+        g.inject(31, Some(0));
+        c.fill(&mut g);
+        c.sync(&mut g);
+        assert!(rd_pending_ppi(&mut g, version, 31), "{version:?}");
+        assert_eq!(c.run(&mut g), [(31, 0)], "{version:?}");
+        assert_eq!(c.run(&mut g), [], "{version:?}");
+    }
+}
+
+/// Whether `ISPENDR` shows private interrupt `intid` of vCPU 0 pending.
+fn rd_pending_ppi(g: &mut Vgic, version: Version, intid: u32) -> bool {
+    let v = match version {
+        Version::V2 => g.dist_read(0, 0x200, 4).unwrap(),
+        Version::V3 => g.redist_read(0, sgi_base(0, 0x200), 4).unwrap(),
+    };
+    v >> intid & 1 != 0
+}
+
+/// An interrupt the guest has finished with leaves the live sets at the sync, so that the same
+/// exit's refill finds the vCPU quiet and skips the list registers.
+#[test]
+fn finished_interrupts_leave_the_vcpu_quiet() {
+    for version in VERSIONS {
+        let mut g = booted(version, 1);
+        let mut c = Cpu::new(0);
+        route(&mut g, 40, 0);
+        g.inject(31, Some(0));
+        g.inject(40, None);
+        assert!(!g.quiet(0));
+        c.fill(&mut g);
+        assert_eq!(c.ack(), Some((31, 0)));
+        c.sync(&mut g);
+        assert!(!g.quiet(0), "{version:?}: 31 active, 40 pending");
+        c.fill(&mut g);
+        c.eoi(31);
+        assert_eq!(c.ack(), Some((40, 0)));
+        c.eoi(40);
+        c.sync(&mut g);
+        assert!(g.quiet(0), "{version:?}: both ended");
+    }
+}
