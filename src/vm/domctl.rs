@@ -52,7 +52,14 @@ pub fn domctl(vm: &'static Vm, _v: usize, frame: &mut TrapFrame) -> i64 {
         dc::CREATE => create(vm, frame.x[2]),
         dc::PAUSE | dc::UNPAUSE | dc::DESTROY => {
             let Some(target) = target(dom) else {
-                return errno::ENOENT;
+                // Unpublished but its memory not yet given back: a destroy is still under
+                // way, and a caller that waits for it (to count free memory) must not see it
+                // gone yet.
+                return if c == dc::DESTROY && retiring(dom) {
+                    errno::EBUSY
+                } else {
+                    errno::ENOENT
+                };
             };
             let (name, id) = (target.name.clone(), target.id);
             let r = match c {
@@ -121,6 +128,10 @@ pub fn domctl(vm: &'static Vm, _v: usize, frame: &mut TrapFrame) -> i64 {
 
 fn target(dom: u64) -> Option<&'static Vm> {
     u16::try_from(dom).ok().and_then(domain)
+}
+
+fn retiring(dom: u64) -> bool {
+    u16::try_from(dom).is_ok_and(super::is_retiring)
 }
 
 fn console(dom: u64, frame: &mut TrapFrame) -> i64 {

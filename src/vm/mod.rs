@@ -168,6 +168,14 @@ pub(crate) fn set_retiring(id: DomId, on: bool) {
     RETIRING[id as usize].store(on, Ordering::Release);
 }
 
+/// Whether domain `id` was destroyed and is not yet completely released (its memory may not
+/// be free yet).
+pub(crate) fn is_retiring(id: DomId) -> bool {
+    RETIRING
+        .get(id as usize)
+        .is_some_and(|r| r.load(Ordering::Acquire))
+}
+
 /// The domain and vCPU this CPU runs. Only called on exits, so a vCPU runs here.
 #[inline]
 pub fn current() -> (&'static Vm, usize) {
