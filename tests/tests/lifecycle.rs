@@ -93,16 +93,24 @@ fn two_hundred_create_destroy_cycles_give_every_frame_back() -> Result<()> {
         "a cycled domain is still listed",
     )?;
     // Ferrite's own heap: after 70 warm-up cycles (every domain id used once: tables grown),
-    // 200 more leave it where it was: a destroyed domain's record and tables are freed.
-    let heap: Vec<&String> = out
+    // 200 more do not make it grow: a destroyed domain's record and tables are freed. It may
+    // end a little lower: the first reading can catch something still in flight (it once read
+    // 4 KiB more than the second, under load).
+    let heap: Vec<u64> = out
         .console
         .lines()
         .iter()
-        .filter(|l| l.starts_with("hypervisor_heap_used"))
+        .filter_map(|l| l.strip_prefix("hypervisor_heap_used"))
+        .filter_map(|l| {
+            l.trim_start_matches([' ', ':'])
+                .strip_suffix(" KiB")?
+                .parse()
+                .ok()
+        })
         .collect();
     out.ensure(
-        heap.len() == 2 && heap[0] == heap[1],
-        format!("Ferrite's heap grew over 200 cycles: {heap:?}"),
+        heap.len() == 2 && heap[1] <= heap[0],
+        format!("Ferrite's heap grew over 200 cycles: {heap:?} KiB"),
     )
 }
 
