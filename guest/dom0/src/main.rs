@@ -66,6 +66,10 @@ mod smp;
 mod timer;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod toolstack;
+// blkback's tables are tested on the host.
+#[cfg(test)]
+#[path = "blkback/tables.rs"]
+mod blkback_tables;
 // The toolstack's text handling is tested on the host.
 #[cfg(test)]
 #[path = "toolstack/parse.rs"]

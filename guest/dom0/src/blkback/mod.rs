@@ -26,6 +26,8 @@
 use crate::bus::Change;
 use crate::events;
 use crate::psci::hypercall_x1;
+mod tables;
+
 use crate::virtio::blk::{Buf, DISK, Disk, MAX_BUFS, Op};
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
@@ -38,6 +40,7 @@ use ferrite_abi::devbus::{kind, state};
 use ferrite_abi::ring::BackRing;
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
+use tables::{ByGref, Slab};
 
 struct Front {
     /// Names this connection in [`Io`]s, which may outlive it.
@@ -63,7 +66,7 @@ struct Front {
     /// Responses pushed but not yet published.
     answered: bool,
     /// Data pages kept mapped between requests, by grant reference (persistent grants).
-    cache: BTreeMap<u32, Cached>,
+    cache: ByGref<Cached>,
 }
 
 /// A data page mapped for as long as its frontend is connected.
@@ -103,10 +106,9 @@ type Orphans = BTreeMap<(u64, u32), (u64, u32)>;
 
 struct Backend {
     fronts: Vec<Front>,
-    /// By the tag it has at the disk.
-    io: BTreeMap<u64, Io>,
+    /// By the tag it has at the disk (its slot).
+    io: Slab<Io>,
     orphans: Orphans,
-    next_tag: u64,
     next_serial: u64,
 }
 
@@ -116,9 +118,8 @@ unsafe impl Send for Backend {}
 
 static BACKEND: Mutex<Backend> = Mutex::new(Backend {
     fronts: Vec::new(),
-    io: BTreeMap::new(),
+    io: Slab::new(),
     orphans: BTreeMap::new(),
-    next_tag: 0,
     next_serial: 0,
 });
 /// dom0's port for the device bus's virtual IRQ, 0 until bound.
@@ -220,7 +221,7 @@ fn connect(serial: u64, dom: u16, key: u64, ring: u32, port: u32) -> Result<Fron
         flushing: false,
         more: false,
         answered: false,
-        cache: BTreeMap::new(),
+        cache: ByGref::new(),
     })
 }
 
@@ -230,11 +231,11 @@ fn connect(serial: u64, dom: u16, key: u64, ring: u32, port: u32) -> Result<Fron
 fn disconnect(f: Front, orphans: &mut Orphans, why: &str) {
     let _ = events::op(ev::CLOSE, f.port as u64, 0);
     let _ = crate::gcopy::unmap(f.ring_ipa);
-    for (gref, c) in &f.cache {
+    for (gref, c) in f.cache.iter() {
         if c.users == 0 {
             let _ = crate::gcopy::unmap(c.ipa);
         } else {
-            orphans.insert((f.serial, *gref), (c.ipa, c.users));
+            orphans.insert((f.serial, gref), (c.ipa, c.users));
         }
     }
     let _ = crate::bus::set_back(f.dom, f.key, state::CLOSED, 0);
@@ -272,7 +273,7 @@ pub fn service(all: bool) {
         while i < b.fronts.len() {
             let f = &mut b.fronts[i];
             let due = all || f.more || events::take(f.port);
-            if due && let Err(why) = serve(f, disk, &mut b.io, &mut b.next_tag) {
+            if due && let Err(why) = serve(f, disk, &mut b.io) {
                 let f = b.fronts.remove(i);
                 disconnect(f, &mut b.orphans, &why);
                 continue;
@@ -295,7 +296,7 @@ pub fn service(all: bool) {
 /// Answers every request the disk finished, and unmaps its pages.
 fn complete(b: &mut Backend, disk: &mut Disk) {
     while let Some((tag, result)) = disk.poll() {
-        let Some(io) = b.io.remove(&tag) else {
+        let Some(io) = b.io.remove(tag) else {
             continue;
         };
         let front = b.fronts.iter_mut().find(|f| f.serial == io.serial);
@@ -349,7 +350,7 @@ fn release(f: &mut Front, held: &[Held]) {
         match *h {
             Held::Own(ipa) => drop(crate::gcopy::unmap(ipa)),
             Held::Cached(g) => {
-                if let Some(c) = f.cache.get_mut(&g) {
+                if let Some(c) = f.cache.get_mut(g) {
                     c.users -= 1;
                 }
             }
@@ -361,7 +362,7 @@ fn release(f: &mut Front, held: &[Held]) {
 /// Maps (or finds mapped) `f`'s data page `gref`, writable if `write`: (how it is held, its
 /// address in the grant window).
 fn hold(f: &mut Front, gref: u32, write: bool) -> Result<(Held, u64), Errno> {
-    if let Some(c) = f.cache.get_mut(&gref) {
+    if let Some(c) = f.cache.get_mut(gref) {
         if c.writable || !write {
             c.users += 1;
             return Ok((Held::Cached(gref), c.ipa));
@@ -373,14 +374,15 @@ fn hold(f: &mut Front, gref: u32, write: bool) -> Result<(Held, u64), Errno> {
         }
         // Read-only and unused: mapped again, writable.
         let _ = crate::gcopy::unmap(c.ipa);
-        f.cache.remove(&gref);
+        f.cache.remove(gref);
     }
     if f.cache.len() >= CACHE_PAGES {
         // Full (a frontend that uses more pages than a ring can name): make room if a page is
         // unused, else this request maps its own.
-        match f.cache.iter().find(|(_, c)| c.users == 0).map(|(g, _)| *g) {
+        let unused = f.cache.iter().find(|(_, c)| c.users == 0).map(|(g, _)| g);
+        match unused {
             Some(g) => {
-                if let Some(c) = f.cache.remove(&g) {
+                if let Some(c) = f.cache.remove(g) {
                     let _ = crate::gcopy::unmap(c.ipa);
                 }
             }
@@ -391,14 +393,15 @@ fn hold(f: &mut Front, gref: u32, write: bool) -> Result<(Held, u64), Errno> {
         }
     }
     let (ipa, _) = crate::gcopy::map(f.dom, gref, !write)?;
-    f.cache.insert(
-        gref,
-        Cached {
-            ipa,
-            writable: write,
-            users: 1,
-        },
-    );
+    let cached = Cached {
+        ipa,
+        writable: write,
+        users: 1,
+    };
+    if f.cache.insert(gref, cached).is_err() {
+        // Beyond any grant table: Ferrite mapped it anyway? Keep it for this request only.
+        return Ok((Held::Own(ipa), ipa));
+    }
     Ok((Held::Cached(gref), ipa))
 }
 
@@ -417,12 +420,7 @@ fn respond(f: &mut Front, id: u64, op: u8, status: i16) {
 }
 
 /// Takes the frontend's requests while the disk has room, and starts each.
-fn serve(
-    f: &mut Front,
-    disk: &mut Disk,
-    io: &mut BTreeMap<u64, Io>,
-    next_tag: &mut u64,
-) -> Result<(), String> {
+fn serve(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>) -> Result<(), String> {
     f.more = false;
     loop {
         if let Some(id) = f.barrier {
@@ -433,7 +431,7 @@ fn serve(
                     f.more = true;
                     return Ok(());
                 }
-                start_flush(f, disk, io, next_tag, id);
+                start_flush(f, disk, io, id);
                 // Refused: the ring's next requests may go on.
                 if f.barrier.is_none() {
                     continue;
@@ -451,7 +449,7 @@ fn serve(
             .take_request()
             .map_err(|_| "ring corrupt (more requests than slots)".to_string())?
         {
-            Some(req) => begin(f, disk, io, next_tag, &req),
+            Some(req) => begin(f, disk, io, &req),
             // Drained: ask to be told of the next request, and look once more for one that
             // raced.
             None if f.ring.final_check_for_requests() => {}
@@ -460,27 +458,17 @@ fn serve(
     }
 }
 
-fn start_flush(
-    f: &mut Front,
-    disk: &mut Disk,
-    io: &mut BTreeMap<u64, Io>,
-    next_tag: &mut u64,
-    id: u64,
-) {
-    let tag = *next_tag;
-    *next_tag += 1;
+fn start_flush(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, id: u64) {
+    let tag = io.next_key();
     // SAFETY: a flush has no buffers.
     match unsafe { disk.submit(tag, Op::Flush, 0, &[]) } {
         Ok(()) => {
-            io.insert(
-                tag,
-                Io {
-                    serial: f.serial,
-                    id,
-                    op: op::FLUSH,
-                    held: [Held::Nothing; MAX_SEGMENTS],
-                },
-            );
+            io.insert(Io {
+                serial: f.serial,
+                id,
+                op: op::FLUSH,
+                held: [Held::Nothing; MAX_SEGMENTS],
+            });
             f.in_flight += 1;
             f.flushing = true;
         }
@@ -494,18 +482,12 @@ fn start_flush(
 
 /// Checks a request, maps its pages and hands it to the disk; answers it at once if it is
 /// refused.
-fn begin(
-    f: &mut Front,
-    disk: &mut Disk,
-    io: &mut BTreeMap<u64, Io>,
-    next_tag: &mut u64,
-    req: &Request,
-) {
+fn begin(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, req: &Request) {
     if req.op == op::FLUSH {
         f.barrier = Some(req.id);
         return;
     }
-    let tag = *next_tag;
+    let tag = io.next_key();
     match map_request(f, req) {
         Ok((held, bufs)) => {
             let n = req.nr_segments as usize;
@@ -518,16 +500,12 @@ fn begin(
             // until `complete` has this tag's completion, and dom0 does not touch them.
             match unsafe { disk.submit(tag, dir, f.first + req.sector, &bufs[..n]) } {
                 Ok(()) => {
-                    *next_tag += 1;
-                    io.insert(
-                        tag,
-                        Io {
-                            serial: f.serial,
-                            id: req.id,
-                            op: req.op,
-                            held,
-                        },
-                    );
+                    io.insert(Io {
+                        serial: f.serial,
+                        id: req.id,
+                        op: req.op,
+                        held,
+                    });
                     f.in_flight += 1;
                 }
                 Err(e) => {
