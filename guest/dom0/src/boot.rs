@@ -294,6 +294,7 @@ fn build_map(m: &Machine, opts: &Options) {
     let mut ram = m.memory.clone();
     if let Some(w) = m.hypervisor.as_ref().and_then(|h| h.grant_window) {
         ram.push(w);
+        crate::virtio::set_grant_window(w.start, w.size);
     }
     let mut space = match AddressSpace::build(&ram, &devices) {
         Ok(s) => s,

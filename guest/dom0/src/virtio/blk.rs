@@ -137,6 +137,10 @@ pub struct Disk {
     can_flush: bool,
     /// By first descriptor index.
     pending: Vec<Option<Pending>>,
+    /// Request headers of completed requests, for the next ones: a heap allocation and free
+    /// per request cost as much as the rest of a submission.
+    #[allow(clippy::vec_box)] // boxed: the device reads each header where it was put
+    spare_cmds: Vec<Box<Cmd>>,
     /// Completions [`Disk::io`] took while waiting for its own, for [`Disk::poll`].
     done: VecDeque<(u64, Result<(), &'static str>)>,
     /// Requests added since the device was last notified.
@@ -181,6 +185,7 @@ impl Disk {
             readonly: features & F_RO != 0,
             can_flush: features & F_FLUSH != 0,
             pending: (0..QUEUE_SIZE).map(|_| None).collect(),
+            spare_cmds: Vec::new(),
             done: VecDeque::new(),
             unkicked: false,
         })
@@ -227,15 +232,23 @@ impl Disk {
             Op::Write => T_OUT,
             Op::Flush => T_FLUSH,
         };
+        let header = Cmd {
+            kind,
+            reserved: 0,
+            sector,
+            status: 0xff,
+        };
+        let cmd = match self.spare_cmds.pop() {
+            Some(mut c) => {
+                *c = header;
+                c
+            }
+            None => Box::new(header),
+        };
         let mut p = Pending {
             tag,
             op,
-            cmd: Box::new(Cmd {
-                kind,
-                reserved: 0,
-                sector,
-                status: 0xff,
-            }),
+            cmd,
             bufs: [Buf::default(); MAX_BUFS],
             n: bufs.len(),
         };
@@ -298,6 +311,9 @@ impl Disk {
             (Ok(_), 2) => Err("the device does not support the request"),
             (Ok(_), _) => Err("the device reported an error"),
         };
+        if self.spare_cmds.len() < QUEUE_SIZE {
+            self.spare_cmds.push(p.cmd);
+        }
         Some((p.tag, result))
     }
 

@@ -18,26 +18,56 @@ use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
 pub struct Dom0Hal;
 
-/// Mapped grant-window pages: guest-physical page -> machine page.
+/// Mapped grant-window pages: guest-physical page -> machine page, for pages outside
+/// [`WINDOW_MA`]'s reach (a window larger than it, or none declared).
 static GRANT_PAGES: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
+/// The grant window the device tree declares (its first page; `u64::MAX` for none) and, by
+/// page, the machine page mapped there (0: none). Every buffer of every blkback request is
+/// looked up here, so it is an index without a lock rather than a search under one.
+static WINDOW_BASE: AtomicU64 = AtomicU64::new(u64::MAX);
+const WINDOW_PAGES: usize = 4096;
+static WINDOW_MA: [AtomicU64; WINDOW_PAGES] = [const { AtomicU64::new(0) }; WINDOW_PAGES];
 /// The lowest page ever recorded: dom0's own buffers lie below the grant window (the top of
 /// its largest RAM bank), so most of their lookups end here, without the lock.
 static GRANT_LOW: AtomicU64 = AtomicU64::new(u64::MAX);
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
+/// The grant window (from the device tree's `/hypervisor` node), before any page is mapped.
+pub fn set_grant_window(start: u64, size: u64) {
+    if start.is_multiple_of(PAGE) && size / PAGE <= WINDOW_PAGES as u64 {
+        WINDOW_BASE.store(start, Ordering::Release);
+    }
+}
+
+/// The slot of `page` in [`WINDOW_MA`], if the window holds it.
+fn window_slot(page: u64) -> Option<&'static AtomicU64> {
+    let i = page.checked_sub(WINDOW_BASE.load(Ordering::Acquire))? / PAGE;
+    WINDOW_MA.get(usize::try_from(i).ok()?)
+}
+
 /// Remembers that the grant-window page at `ipa` is the frame at machine address `ma`, so a
 /// buffer in it is shared with a device at `ma` (until [`forget_grant`]).
 pub fn record_grant(ipa: u64, ma: u64) {
-    GRANT_LOW.fetch_min(ipa & !(PAGE - 1), Ordering::AcqRel);
-    GRANT_PAGES
-        .lock()
-        .insert(ipa & !(PAGE - 1), ma & !(PAGE - 1));
+    let page = ipa & !(PAGE - 1);
+    GRANT_LOW.fetch_min(page, Ordering::AcqRel);
+    match window_slot(page) {
+        Some(slot) => slot.store(ma & !(PAGE - 1), Ordering::Release),
+        None => {
+            GRANT_PAGES.lock().insert(page, ma & !(PAGE - 1));
+        }
+    }
 }
 
 /// Undoes [`record_grant`], before the page is unmapped.
 pub fn forget_grant(ipa: u64) {
-    GRANT_PAGES.lock().remove(&(ipa & !(PAGE - 1)));
+    let page = ipa & !(PAGE - 1);
+    match window_slot(page) {
+        Some(slot) => slot.store(0, Ordering::Release),
+        None => {
+            GRANT_PAGES.lock().remove(&page);
+        }
+    }
 }
 
 /// The address a device must use for `va`: a grant-window page's machine address, or (dom0's
@@ -48,8 +78,12 @@ fn device_address(va: u64, len: usize) -> u64 {
     if page < GRANT_LOW.load(Ordering::Acquire) {
         return va;
     }
-    match GRANT_PAGES.lock().get(&page) {
-        Some(&ma) => {
+    let ma = match window_slot(page) {
+        Some(slot) => Some(slot.load(Ordering::Acquire)).filter(|&ma| ma != 0),
+        None => GRANT_PAGES.lock().get(&page).copied(),
+    };
+    match ma {
+        Some(ma) => {
             assert!(
                 (va - page) + len as u64 <= PAGE,
                 "virtio: a buffer crosses the end of a granted page"

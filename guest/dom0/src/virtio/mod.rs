@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use virtio_drivers::transport::mmio::{MmioError, MmioTransport, MmioVersion};
 use virtio_drivers::transport::{DeviceType, Transport};
 
-pub use hal::{Dom0Hal, forget_grant, record_grant};
+pub use hal::{Dom0Hal, forget_grant, record_grant, set_grant_window};
 
 /// Interrupts seen per INTID.
 static IRQ_COUNT: [AtomicU32; 1020] = [const { AtomicU32::new(0) }; 1020];
