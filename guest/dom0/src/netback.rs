@@ -196,6 +196,16 @@ fn take_rx_buffers(f: &mut Front) -> Result<(), String> {
     }
 }
 
+/// A receive buffer of `f` for one frame. Buffers it posted since this round took them (or
+/// before dom0 first served it, right after it connected) are in its ring: they are taken then,
+/// rather than the frame dropped. A broken ring is left for the next round to disconnect.
+fn rx_buffer(f: &mut Front) -> Option<(u32, u16)> {
+    if f.bufs.is_empty() {
+        let _ = take_rx_buffers(f);
+    }
+    f.bufs.pop_front()
+}
+
 fn transmit(fronts: &mut [Front], i: usize) -> Result<(), String> {
     loop {
         let prod = req_prod(&fronts[i], 0, &fronts[i].tx, TX_SLOTS)?;
@@ -263,7 +273,7 @@ fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Errno> 
         }
     };
     for j in targets {
-        let Some((gref, id)) = fronts[j].bufs.pop_front() else {
+        let Some((gref, id)) = rx_buffer(&mut fronts[j]) else {
             fronts[j].dropped += 1;
             continue;
         };
@@ -345,7 +355,7 @@ fn from_wire(fronts: &mut [Front], frame: &[u8]) {
     };
     for j in targets {
         let to = &mut fronts[j];
-        let Some((gref, id)) = to.bufs.pop_front() else {
+        let Some((gref, id)) = rx_buffer(to) else {
             to.dropped += 1;
             continue;
         };
