@@ -22,6 +22,8 @@ pub mod logring;
 pub mod mm;
 pub mod pv;
 pub mod sched;
+#[cfg(test)]
+mod testutil;
 pub mod vdev;
 pub mod vgic;
 

@@ -6,26 +6,7 @@
 
 use super::*;
 
-/// xorshift64*: reproducible without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
+use crate::testutil::Rng;
 /// Frames the model plays with: the first 24 of the domain, plus its whole first 2 MiB for
 /// blocks, and [`EXTRA`] frames from elsewhere.
 const HOT: u64 = 24;
@@ -42,7 +23,7 @@ fn frame(r: &mut Rng) -> u64 {
 
 /// A descriptor worth trying: mostly plausible, sometimes wrong.
 fn value(r: &mut Rng) -> u64 {
-    let attrs = if r.chance(50) { RW } else { RO };
+    let attrs = if r.percent(50) { RW } else { RO };
     match r.below(12) {
         0 => 0,
         1..=3 => table(frame(r)),
@@ -67,7 +48,7 @@ fn step(t: &mut Env, r: &mut Rng, stats: &mut [u32; 2]) {
     let result = match r.below(20) {
         // The guest writes its own ordinary pages (tables it is building, data).
         0..=4 => {
-            let pa = if r.chance(80) {
+            let pa = if r.percent(80) {
                 f(r.below(HOT))
             } else {
                 x(r.below(EXTRA))
@@ -98,8 +79,11 @@ fn step(t: &mut Env, r: &mut Rng, stats: &mut [u32; 2]) {
         12..=14 => t.pin(r.below(4) as u8, frame(r)),
         15 => t.unpin(frame(r)),
         16 => {
-            let (vcpu, pa) = (r.below(2) as usize, if r.chance(30) { 0 } else { frame(r) });
-            let cmd = if r.chance(50) {
+            let (vcpu, pa) = (
+                r.below(2) as usize,
+                if r.percent(30) { 0 } else { frame(r) },
+            );
+            let cmd = if r.percent(50) {
                 ext::NEW_TTBR0
             } else {
                 ext::NEW_TTBR1
@@ -108,7 +92,7 @@ fn step(t: &mut Env, r: &mut Rng, stats: &mut [u32; 2]) {
         }
         17 => {
             let pa = frame(r);
-            let res = if r.chance(50) {
+            let res = if r.percent(50) {
                 t.ft.acquire_writable(pa, &mut t.mem)
             } else {
                 t.ft.release_writable(pa, &mut t.mem)

@@ -170,7 +170,7 @@ fn random_change(r: &mut Rng, g: &mut Vgic, vcpus: usize, nintids: u32) -> Kick 
     let intid = r.below(u64::from(nintids) + 8) as u32;
     let word = u64::from(intid / 32) * 4;
     // Mostly a single bit, sometimes a whole word.
-    let bits = if r.chance(4) {
+    let bits = if r.one_in(4) {
         r.next() as u32
     } else {
         1 << (intid % 32)
@@ -194,7 +194,7 @@ fn random_change(r: &mut Rng, g: &mut Vgic, vcpus: usize, nintids: u32) -> Kick 
         5 => bank(g, 0x280, bits),
         6 => bank(g, 0x300, bits),
         7 => bank(g, 0x380, bits),
-        8 => bank(g, 0x080, if r.chance(2) { !0 } else { r.next() as u32 }),
+        8 => bank(g, 0x080, if r.one_in(2) { !0 } else { r.next() as u32 }),
         9 => {
             set_priority(g, vcpu, intid.min(nintids - 1), r.next() as u8);
             Kick::NONE
@@ -239,13 +239,13 @@ fn random_change(r: &mut Rng, g: &mut Vgic, vcpus: usize, nintids: u32) -> Kick 
             g.dist_write(vcpu, off, 1, r.next() & 0xff).unwrap()
         }
         14..=16 => g.inject(intid, Some(vcpu)),
-        17..=19 => g.set_level(intid, Some(vcpu), r.chance(2)),
+        17..=19 => g.set_level(intid, Some(vcpu), r.one_in(2)),
         20 => {
-            g.link_hw(intid, Some(vcpu), r.chance(2).then_some(intid));
+            g.link_hw(intid, Some(vcpu), r.one_in(2).then_some(intid));
             Kick::NONE
         }
         21 => g.inject(intid, None),
-        _ => g.set_level(intid, None, r.chance(2)),
+        _ => g.set_level(intid, None, r.one_in(2)),
     }
 }
 
@@ -262,7 +262,7 @@ fn guest(r: &mut Rng, lrs: &mut [Lr]) {
         }
     }
     for l in lrs.iter_mut() {
-        if l.state.active() && r.chance(2) {
+        if l.state.active() && r.one_in(2) {
             l.state = if l.state.pending() {
                 LrState::Pending
             } else {
@@ -270,7 +270,7 @@ fn guest(r: &mut Rng, lrs: &mut [Lr]) {
             };
         }
     }
-    if !lrs.is_empty() && r.chance(20) {
+    if !lrs.is_empty() && r.one_in(20) {
         let k = r.below(lrs.len() as u64) as usize;
         lrs[k] = match r.below(3) {
             0 => Lr::INVALID,
@@ -279,7 +279,7 @@ fn guest(r: &mut Rng, lrs: &mut [Lr]) {
                 ..lrs[k]
             },
             _ => Lr {
-                state: LrState::from_bits(r.chance(2), r.chance(2)),
+                state: LrState::from_bits(r.one_in(2), r.one_in(2)),
                 ..lrs[k]
             },
         };
@@ -327,7 +327,7 @@ fn live_sets_answer_like_a_full_scan() {
                 _ => nlrs,
             };
             lrs[v].resize(len, Lr::INVALID);
-            if !r.chance(10) {
+            if !r.one_in(10) {
                 g.sync_lrs(v, &lrs[v]);
                 reference.sync_lrs(v, &lrs[v]);
             }
@@ -377,12 +377,12 @@ fn set_against_a_model() {
     let mut s = Set::new();
     let mut model = BTreeSet::new();
     for _ in 0..20000 {
-        let i = if r.chance(3) {
+        let i = if r.one_in(3) {
             r.below(1100) as usize
         } else {
             [0, 63, 64, 511, 1023, 1024][r.below(6) as usize]
         };
-        if r.chance(2) {
+        if r.one_in(2) {
             s.insert(i);
             if i < 1024 {
                 model.insert(i);
@@ -394,7 +394,7 @@ fn set_against_a_model() {
         assert_eq!(s.contains(i), model.contains(&i));
         let from = r.below(1100) as usize;
         assert_eq!(s.next_from(from), model.range(from..).next().copied());
-        if r.chance(50) {
+        if r.one_in(50) {
             assert!(s.iter().eq(model.iter().copied()));
         }
     }

@@ -60,9 +60,9 @@ fn random_mmio_never_panics_and_refuses_for_the_right_reason() {
         for i in 0..6000 {
             let vcpu = r.below(vcpus as u64 + 1) as usize;
             let size = [1u8, 2, 4, 8, 0, 3, 16, 255]
-                [r.below(8) as usize % if r.chance(8) { 8 } else { 4 }];
+                [r.below(8) as usize % if r.one_in(8) { 8 } else { 4 }];
             let value = r.next();
-            let redist = r.chance(2);
+            let redist = r.one_in(2);
             let (frame, off) = if redist {
                 (rframe, offset(&mut r, rframe.max(0x20000)))
             } else {
@@ -74,7 +74,7 @@ fn random_mmio_never_panics_and_refuses_for_the_right_reason() {
             if redist && version == Version::V2 {
                 basic = Some(Why::NotV3);
             }
-            let got = match (redist, r.chance(2)) {
+            let got = match (redist, r.one_in(2)) {
                 (false, true) => g.dist_read(vcpu, off, size),
                 (false, false) => g.dist_write(vcpu, off, size, value).map(|_| 0),
                 (true, true) => g.redist_read(vcpu, off, size),
@@ -83,17 +83,17 @@ fn random_mmio_never_panics_and_refuses_for_the_right_reason() {
             check(got, basic, size, &what);
             // The rest of the interface, with arbitrary arguments too.
             let intid = r.below(1100) as u32;
-            let target = r.chance(4).then(|| r.below(vcpus as u64 + 2) as usize);
+            let target = r.one_in(4).then(|| r.below(vcpus as u64 + 2) as usize);
             match r.below(8) {
                 0 => drop(g.inject(intid, target)),
-                1 => drop(g.set_level(intid, target, r.chance(2))),
+                1 => drop(g.set_level(intid, target, r.one_in(2))),
                 2 => drop(g.sgi1r_write(vcpu, r.next())),
-                3 => g.link_hw(intid, target, r.chance(2).then_some(intid)),
+                3 => g.link_hw(intid, target, r.one_in(2).then_some(intid)),
                 4 => {
                     let mut lrs = vec![Lr::INVALID; 1 + r.below(16) as usize];
                     g.fill_lrs(vcpu, &mut lrs);
                     for lr in &mut lrs {
-                        if r.chance(2) {
+                        if r.one_in(2) {
                             *lr = lr::decode_v3(r.next());
                         }
                     }
@@ -133,7 +133,7 @@ fn random_delivery_is_exactly_once() {
         let mut cpus: Vec<Cpu> = (0..vcpus).map(Cpu::new).collect();
         let mut next = 0;
         for _ in 0..3000 {
-            if next < spis.len() && r.chance(3) {
+            if next < spis.len() && r.one_in(3) {
                 g.inject(spis[next], None);
                 next += 1;
             }
@@ -148,7 +148,7 @@ fn random_delivery_is_exactly_once() {
                             .unwrap();
                     }
                     Version::V3 => {
-                        let route = if r.chance(3) {
+                        let route = if r.one_in(3) {
                             1 << 31
                         } else {
                             r.below(vcpus as u64)
@@ -176,7 +176,7 @@ fn random_delivery_is_exactly_once() {
                 .map(|l| l.intid)
                 .collect();
             for i in active {
-                if r.chance(2) {
+                if r.one_in(2) {
                     c.eoi(i);
                 }
             }

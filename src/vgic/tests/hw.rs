@@ -188,7 +188,7 @@ fn random_guest_never_strands_the_physical_interrupt() {
                     3 => {
                         set_bit(&mut g, 0, 0x100, V);
                     }
-                    4 if r.chance(3) => {
+                    4 if r.one_in(3) => {
                         set_bit(&mut g, 0, 0x280, V);
                     }
                     5 => {

@@ -16,26 +16,7 @@ use super::*;
 
 pub(super) const NLRS: usize = 4;
 
-/// xorshift64*: deterministic, seedable, good enough to spread offsets, values and choices.
-pub(super) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
-
+pub(super) use crate::testutil::Rng;
 pub(super) fn gic(version: Version, vcpus: usize) -> Vgic {
     Vgic::new(Config {
         version,

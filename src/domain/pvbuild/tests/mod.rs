@@ -143,29 +143,7 @@ pub(super) fn tiny(base: u64) -> Vec<u8> {
     )
 }
 
-/// xorshift64*: deterministic randomness for shuffles and mutations.
-pub(super) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
+pub(super) use crate::testutil::Rng;
 /// `n` frames, none adjacent to another (every other frame of two distant pieces of RAM),
 /// in a shuffled order: nothing may assume the frames are contiguous or ascending.
 pub(super) fn scattered(n: u64, seed: u64) -> Vec<u64> {
