@@ -283,7 +283,7 @@ fn start_scheduler(cpus: usize) {
     if let Some(us) = opts.ratelimit_us {
         cfg.ratelimit_ns = (us * 1000).min(cfg.tslice_ns);
     }
-    if let Err(e) = crate::vm::sched::init(cfg) {
+    if let Err(e) = crate::vm::sched::init(cfg, opts.vwfi_native) {
         log::error!("sched: cannot start: {e:?}");
     }
 }

@@ -36,6 +36,9 @@ pub struct Options {
     pub tslice_ms: Option<u64>,
     /// `sched_ratelimit_us=<n>`: the Credit scheduler's rate limit (default 1000; 0 = off).
     pub ratelimit_us: Option<u64>,
+    /// `vwfi=native|trap`: `native` lets a vCPU's WFI run without trapping while no vCPU waits
+    /// for a pCPU anywhere (docs/scheduler.md); `trap` (the default) always traps it.
+    pub vwfi_native: bool,
     /// Everything after a lone `--`: dom0's own command line, replacing the built-in one.
     pub dom0_args: Option<String>,
     /// Words Ferrite did not recognise, and the reason, for a warning at boot.
@@ -65,6 +68,7 @@ impl Default for Options {
             domus_none: false,
             tslice_ms: None,
             ratelimit_us: None,
+            vwfi_native: false,
             dom0_args: None,
             rejected: Vec::new(),
         }
@@ -157,6 +161,11 @@ pub fn parse(bootargs: &str) -> Options {
                     .rejected
                     .push((word.to_string(), "the rate limit is 0 to 1000000 us")),
             },
+            ("vwfi", Some("native")) => o.vwfi_native = true,
+            ("vwfi", Some("trap")) => o.vwfi_native = false,
+            ("vwfi", _) => o
+                .rejected
+                .push((word.to_string(), "vwfi takes native or trap")),
             ("selftest", _) => o
                 .rejected
                 .push((word.to_string(), "selftest takes panic or fault")),
@@ -217,6 +226,12 @@ mod tests {
         assert_eq!(o.domus[0].cmdline, "hog");
         assert_eq!(o.domus[1].cap, 25);
         assert_eq!((o.tslice_ms, o.ratelimit_us), (Some(10), Some(0)));
+        assert!(!o.vwfi_native, "WFI traps unless asked");
+        assert!(parse("vwfi=native").vwfi_native);
+        assert!(!parse("vwfi=native vwfi=trap").vwfi_native);
+        let o = parse("vwfi=sometimes");
+        assert!(!o.vwfi_native);
+        assert_eq!(o.rejected[0].1, "vwfi takes native or trap");
         assert!(o.rejected.is_empty());
         let o = parse("domu=vcpus=99 sched_credit_tslice_ms=0 sched_ratelimit_us=x");
         assert_eq!(o.rejected.len(), 3);

@@ -147,6 +147,26 @@ impl Credit {
         self.current.get(pcpu)?.map(|s| self.v(s).id)
     }
 
+    /// vCPUs that are runnable but wait in a run queue for a pCPU, on every pCPU: O(1).
+    pub fn waiting(&self) -> usize {
+        self.runq.queued()
+    }
+
+    /// Whether a runnable vCPU waits behind a running one: queued on a pCPU that runs
+    /// another. (One queued on an idle pCPU was just woken there and runs at that pCPU's next
+    /// decision.) `vwfi=native` lets a vCPU wait in WFI without trapping only while this is
+    /// false. O(1) when nothing waits, else O(pCPUs).
+    pub fn contended(&self) -> bool {
+        self.waiting() > 0
+            && (0..self.cfg.pcpus).any(|p| self.current[p].is_some() && self.runq.total(p) > 0)
+    }
+
+    /// [`Credit::waiting`] counted the slow way, queue by queue (tests check the two agree).
+    #[cfg(test)]
+    pub(super) fn waiting_counted(&self) -> usize {
+        (0..self.cfg.pcpus).map(|p| self.runq.total(p)).sum()
+    }
+
     fn current_pri(&self, pcpu: usize) -> Priority {
         self.current[pcpu].map_or(Priority::Idle, |s| self.v(s).pri)
     }

@@ -36,6 +36,7 @@
 //!     pub fn tick(&mut self, pcpu: usize, now: Time) -> Tick;
 //!     pub fn schedule(&mut self, pcpu: usize, now: Time) -> Decision;
 //!     pub fn stats(&self, id: VcpuId, now: Time) -> Option<Stats>;
+//!     pub fn waiting(&self) -> usize;
 //! }
 //! ```
 

@@ -56,6 +56,8 @@ const UNLINKED: Link = Link {
 pub(super) struct RunQueues {
     queues: Vec<[Fifo; CLASSES]>,
     links: Vec<Link>,
+    /// Queued on every pCPU together.
+    queued: usize,
 }
 
 impl RunQueues {
@@ -63,6 +65,7 @@ impl RunQueues {
         Self {
             queues: alloc::vec![[Fifo::EMPTY; CLASSES]; pcpus],
             links: Vec::new(),
+            queued: 0,
         }
     }
 
@@ -100,6 +103,7 @@ impl RunQueues {
         }
         q.tail = slot;
         q.len += 1;
+        self.queued += 1;
     }
 
     /// Unlinks `slot` wherever it is queued; returns where it was.
@@ -118,6 +122,7 @@ impl RunQueues {
             self.links[next].prev = prev;
         }
         q.len -= 1;
+        self.queued -= 1;
         self.links[slot] = UNLINKED;
         Some((pcpu, QUEUED[c]))
     }
@@ -152,6 +157,11 @@ impl RunQueues {
 
     pub fn len(&self, pcpu: usize, pri: Priority) -> usize {
         self.queues[pcpu][class(pri)].len
+    }
+
+    /// Everything queued, on every pCPU: O(1).
+    pub fn queued(&self) -> usize {
+        self.queued
     }
 
     /// Everything queued on `pcpu`.

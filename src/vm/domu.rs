@@ -94,13 +94,19 @@ impl PvDomain {
     }
 
     /// Before a return to vCPU `v` (running here): the virtual IRQ line follows
-    /// `upcall_pending` unless the guest masked upcalls.
+    /// `upcall_pending` unless the guest masked upcalls. WFI runs at EL1 only where
+    /// `vwfi=native` allows and upcalls are unmasked: the virtual IRQ that ends it is then the
+    /// upcall itself (with upcalls masked, a trapped WFI still returns when one is pending).
     #[inline]
     pub fn update_upcall_line(&self, v: usize) {
+        use crate::arch::vcpu::{HCR_TWI, HCR_VI};
         let i = self.vcpu_info(v);
-        let up = i.upcall_pending.load(Ordering::Acquire) != 0
-            && i.upcall_mask.load(Ordering::Relaxed) == 0;
-        let hcr = self.hcr | if up { crate::arch::vcpu::HCR_VI } else { 0 };
+        let unmasked = i.upcall_mask.load(Ordering::Relaxed) == 0;
+        let up = i.upcall_pending.load(Ordering::Acquire) != 0 && unmasked;
+        let mut hcr = self.hcr | if up { HCR_VI } else { 0 };
+        if unmasked && sched::wfi_native_here() {
+            hcr &= !HCR_TWI;
+        }
         context::set_hcr(hcr);
     }
 }

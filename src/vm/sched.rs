@@ -24,11 +24,19 @@ static RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_
 /// Per pCPU: when the current vCPU's run ends (counter ticks).
 static SLICE_END: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 static PAUTH: AtomicBool = AtomicBool::new(false);
+/// `vwfi=native`: a vCPU's WFI may run at EL1 without trapping while no vCPU waits for a pCPU.
+static VWFI_NATIVE: AtomicBool = AtomicBool::new(false);
+/// The pCPUs whose vCPU may wait in WFI at EL1: no vCPU waited behind a running one at their
+/// last decision (`Credit::contended`). Changed only under the scheduler's lock, so that a
+/// vCPU queued anywhere (every queueing happens under that lock, in [`with`]) sees every such
+/// pCPU and makes it trap WFI again.
+static NATIVE_WFI: AtomicU64 = AtomicU64::new(0);
 
-/// Starts the scheduler for `cfg.pcpus` pCPUs.
-pub fn init(cfg: Config) -> Result<(), SchedError> {
+/// Starts the scheduler for `cfg.pcpus` pCPUs; `vwfi_native`: see [`NATIVE_WFI`].
+pub fn init(cfg: Config, vwfi_native: bool) -> Result<(), SchedError> {
     let c = Credit::new(cfg)?;
     PAUTH.store(context::has_pauth(), Ordering::Relaxed);
+    VWFI_NATIVE.store(vwfi_native, Ordering::Relaxed);
     let masked = cpu::irqs_masked();
     cpu::irq_disable();
     *CREDIT.lock() = Some(c);
@@ -36,24 +44,68 @@ pub fn init(cfg: Config) -> Result<(), SchedError> {
         cpu::irq_enable();
     }
     log::info!(
-        "sched: credit, {} pcpus, slice {} ms, tick {} ms, rate limit {} us",
+        "sched: credit, {} pcpus, slice {} ms, tick {} ms, rate limit {} us, vwfi {}",
         cfg.pcpus,
         cfg.tslice_ns / 1_000_000,
         cfg.tick_ns / 1_000_000,
-        cfg.ratelimit_ns / 1000
+        cfg.ratelimit_ns / 1000,
+        if vwfi_native { "native" } else { "trap" }
     );
     Ok(())
 }
 
 /// Runs `f` on the scheduler with interrupts masked (the tick handler takes the same lock).
+/// If a vCPU now waits behind a running one, every pCPU that let its vCPU wait in WFI at EL1
+/// is made to decide again, and so to trap WFI: an idle vCPU must not keep its pCPU from one
+/// with work.
 pub fn with<R>(f: impl FnOnce(&mut Credit) -> R) -> Option<R> {
     let masked = cpu::irqs_masked();
     cpu::irq_disable();
-    let r = CREDIT.lock().as_mut().map(f);
+    let mut c = CREDIT.lock();
+    let r = c.as_mut().map(f);
+    let native = if NATIVE_WFI.load(Ordering::Relaxed) != 0
+        && c.as_ref().is_some_and(|c| c.contended())
+    {
+        NATIVE_WFI.swap(0, Ordering::Relaxed)
+    } else {
+        0
+    };
+    drop(c);
     if !masked {
         cpu::irq_enable();
     }
+    kick_mask(native);
     r
+}
+
+/// A scheduling decision for this pCPU, `me`; records whether the vCPU it runs may wait in WFI
+/// at EL1 ([`NATIVE_WFI`]).
+fn schedule_here(me: usize, t: Time) -> Option<crate::sched::Decision> {
+    with(|c| {
+        let d = c.schedule(me, t);
+        let native =
+            VWFI_NATIVE.load(Ordering::Relaxed) && d.next.is_some() && !c.contended();
+        if native {
+            NATIVE_WFI.fetch_or(1 << me, Ordering::Relaxed);
+        } else {
+            NATIVE_WFI.fetch_and(!(1 << me), Ordering::Relaxed);
+        }
+        d
+    })
+}
+
+/// Whether the vCPU running here may wait in WFI at EL1 (`vwfi=native`, nothing waiting).
+#[inline]
+pub fn wfi_native_here() -> bool {
+    NATIVE_WFI.load(Ordering::Relaxed) & (1 << cpu::index()) != 0
+}
+
+/// Sets WFI trapping for a dom0 vCPU just chosen here (a PV vCPU's HCR_EL2 is written on
+/// every return, with its upcall line: `domu::PvDomain::update_upcall_line`).
+fn apply_wfi_trap(vm: &Vm) {
+    if !vm.is_pv() {
+        context::trap_wfi(!wfi_native_here());
+    }
 }
 
 /// The scheduler's clock: the counter in ns.
@@ -261,20 +313,24 @@ fn decide(frame: &mut TrapFrame) -> bool {
         leave_current_then(|| super::domu::went_down(vm, v));
     }
     let t = now();
-    let Some(d) = with(|c| c.schedule(me, t)) else {
+    let Some(d) = schedule_here(me, t) else {
         return false;
     };
     kick_mask(d.kick);
     set_slice(d.run_for);
     reprogram();
     match d.next {
-        Some(n) if n == id(vm, v) => false,
+        Some(n) if n == id(vm, v) => {
+            apply_wfi_trap(vm);
+            false
+        }
         next => {
             let start = crate::arch::pmu::instructions();
             save_current(vm, v, frame);
             match next.and_then(|n| Some((domain(n.dom)?, n.vcpu as usize))) {
                 Some((nvm, nv)) if claim(nvm, nv) => {
                     load(nvm, nv, frame);
+                    apply_wfi_trap(nvm);
                     super::stats::switched(crate::arch::pmu::instructions().wrapping_sub(start));
                     true
                 }
@@ -390,7 +446,7 @@ pub fn idle_loop() -> ! {
     loop {
         super::lifecycle::poll();
         let t = now();
-        if let Some(d) = with(|c| c.schedule(me, t)) {
+        if let Some(d) = schedule_here(me, t) {
             kick_mask(d.kick);
             if let Some((vm, v)) = d.next.and_then(|n| Some((domain(n.dom)?, n.vcpu as usize)))
                 && claim(vm, v)
@@ -416,6 +472,7 @@ fn enter(vm: &'static Vm, v: usize) -> ! {
     super::prepare_cpu();
     crate::arch::vcpu::enter(|frame| {
         load(vm, v, frame);
+        apply_wfi_trap(vm);
         super::exit::before_return(frame);
     })
 }

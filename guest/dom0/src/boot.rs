@@ -362,10 +362,12 @@ fn after_ready(opts: &Options) -> ! {
         println!("dom0: PSCI SYSTEM_OFF failed");
     }
     loop {
-        crate::consback::service(false);
-        crate::blkback::service(false);
-        crate::netback::service(false);
-        crate::toolstack::poll();
+        if crate::gic::take_work() {
+            crate::consback::service(false);
+            crate::blkback::service(false);
+            crate::netback::service(false);
+            crate::toolstack::poll();
+        }
         cpu::wfi();
     }
 }

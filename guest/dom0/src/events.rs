@@ -31,6 +31,14 @@ fn shared() -> Option<&'static SharedInfo> {
     unsafe { SHARED.load(Ordering::Acquire).as_ref() }
 }
 
+/// The event interrupt's INTID (0 until [`init`]).
+static EVENT_IRQ: AtomicU32 = AtomicU32::new(0);
+
+/// Whether `intid` is the event interrupt (its handler says itself whether it left work).
+pub fn is_event_irq(intid: u32) -> bool {
+    intid != 0 && intid == EVENT_IRQ.load(Ordering::Relaxed)
+}
+
 /// Gives Ferrite a shared-info page and takes the event interrupt on this (the boot) vCPU.
 pub fn init(irq: crate::dt::Irq) -> Result<(), &'static str> {
     // dom0's heap is identity-mapped: the VA is the guest-physical address Ferrite wants.
@@ -45,6 +53,7 @@ pub fn init(irq: crate::dt::Irq) -> Result<(), &'static str> {
         return Err(errno::Errno::from_ret(r).map_or("SET_SHARED_INFO failed", |e| e.name()));
     }
     SHARED.store(page.cast(), Ordering::Release);
+    EVENT_IRQ.store(irq.intid, Ordering::Relaxed);
     crate::gic::enable(irq, on_event)?;
     // Ferrite raises it again for events that arrive while the handler runs (when
     // `upcall_pending`, which the handler clears first, goes from 0 to 1).
@@ -64,7 +73,10 @@ fn on_event(_intid: u32) {
     let vi = &si.vcpu_info[v];
     UPCALLS.fetch_add(1, Ordering::Relaxed);
     vi.upcall_pending.store(0, Ordering::SeqCst);
-    vi.virq_pending.swap(0, Ordering::AcqRel);
+    // EVTCHN comes with every event (the ports below say what it was for).
+    if vi.virq_pending.swap(0, Ordering::AcqRel) & !ferrite_abi::shared_info::virq::EVTCHN != 0 {
+        crate::gic::note_work();
+    }
     let mut sel = vi.evtchn_pending_sel.swap(0, Ordering::SeqCst);
     while sel != 0 {
         let w = sel.trailing_zeros() as usize;
@@ -86,6 +98,7 @@ fn on_event(_intid: u32) {
                 BUS_CHANGED.store(true, Ordering::Release);
             }
             FIRED[w].fetch_or(rest, Ordering::AcqRel);
+            crate::gic::note_work();
         }
     }
 }

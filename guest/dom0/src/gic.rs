@@ -258,6 +258,21 @@ fn end(id: IntId) {
     }
 }
 
+/// Some interrupt since the main loop last looked may have left the back ends work: every one
+/// but an event interrupt that only echoed events back ([`crate::events`], the round-trip
+/// benchmark's device), which has nothing left for them.
+static WORK: AtomicBool = AtomicBool::new(true);
+
+/// Takes (clears) [`WORK`]: whether the main loop's pass over the back ends is due.
+pub fn take_work() -> bool {
+    WORK.load(Ordering::Relaxed) && WORK.swap(false, Ordering::AcqRel)
+}
+
+/// An interrupt handler left the back ends work (see [`WORK`]).
+pub fn note_work() {
+    WORK.store(true, Ordering::Release);
+}
+
 /// Called from the IRQ vector (IRQs masked): handles every pending interrupt.
 pub fn handle_irq() {
     while let Some(id) = acknowledge() {
@@ -268,6 +283,9 @@ pub fn handle_irq() {
         let first = n == END_FIRST.load(Ordering::Relaxed);
         if first {
             end(id);
+        }
+        if !crate::events::is_event_irq(n) {
+            note_work();
         }
         match HANDLERS.read()[n as usize] {
             Some(h) => h(n),

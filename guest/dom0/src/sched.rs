@@ -145,9 +145,11 @@ fn report(ms: u64) {
     // The back ends keep serving the domUs meanwhile (WFI wakes on their events).
     let deadline = timer::deadline_us(ms.saturating_mul(1000));
     while timer::counter() < deadline {
-        crate::consback::service(false);
-        crate::blkback::service(false);
-        crate::netback::service(false);
+        if crate::gic::take_work() {
+            crate::consback::service(false);
+            crate::blkback::service(false);
+            crate::netback::service(false);
+        }
         crate::cpu::wfi();
     }
     let slept = timer::ticks_to_us(timer::counter() - start) / 1000;

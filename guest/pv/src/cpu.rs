@@ -76,6 +76,12 @@ mod imp {
         unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
     }
 
+    pub fn wfi() {
+        // SAFETY: waits for an interrupt (or traps to Ferrite, which blocks the vCPU); the
+        // upcall is taken only once the caller unmasks, so no memory changes here.
+        unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
+    }
+
     pub fn isb() {
         // SAFETY: barrier only.
         unsafe { asm!("isb", options(nostack, preserves_flags)) };
@@ -97,6 +103,7 @@ mod imp {
     pub fn tlbi_all() {}
     pub fn tlb_sync() {}
     pub fn wfe() {}
+    pub fn wfi() {}
     pub fn isb() {}
 }
 
@@ -153,6 +160,14 @@ pub fn tlb_sync() {
 
 pub fn isb() {
     imp::isb()
+}
+
+/// Waits for an interrupt: the idle wait of a vCPU with IRQs masked, as `SCHED_OP BLOCK`
+/// (Ferrite traps it and blocks the vCPU until an upcall is pending), but with `vwfi=native`
+/// and nothing else waiting for this pCPU it waits at EL1 without a trap, woken by the upcall
+/// line (docs/abi.md: upcalls must then be unmasked in `vcpu_info`).
+pub fn wfi() {
+    imp::wfi()
 }
 
 /// Stops this vCPU for good, IRQs masked (it still runs: Ferrite sees a vCPU in WFE).

@@ -307,6 +307,21 @@ pub fn set_hcr(hcr: u64) {
     unsafe { asm!("msr hcr_el2, {}", in(reg) hcr, options(nomem, nostack)) };
 }
 
+/// Traps the running vCPU's WFI (HCR_EL2.TWI) or lets it wait in WFI at EL1 (`vwfi=native`).
+pub fn trap_wfi(trap: bool) {
+    let hcr: u64;
+    // SAFETY: reading HCR_EL2 has no side effects.
+    unsafe { asm!("mrs {}, hcr_el2", out(reg) hcr, options(nomem, nostack)) };
+    let want = if trap {
+        hcr | super::vcpu::HCR_TWI
+    } else {
+        hcr & !super::vcpu::HCR_TWI
+    };
+    if want != hcr {
+        set_hcr(want);
+    }
+}
+
 /// Whether this CPU has pointer authentication (the keys are then switched too).
 pub fn has_pauth() -> bool {
     // ID_AA64ISAR1_EL1: APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2: APA3 [15:12].

@@ -32,6 +32,9 @@ const HCR_GUEST: u64 = (1 << 0) // VM
 /// invalidate from discarding other domains' dirty lines.
 const HCR_PV: u64 = (HCR_GUEST & !(1 << 0)) | (1 << 26) | (1 << 21);
 
+/// HCR_EL2.TWI: a WFI at EL1 traps to EL2 (cleared while `vwfi=native` allows).
+pub const HCR_TWI: u64 = 1 << 13;
+
 /// HCR_EL2.VI: the virtual IRQ line (a PV upcall).
 pub const HCR_VI: u64 = 1 << 7;
 

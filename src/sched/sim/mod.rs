@@ -210,6 +210,11 @@ impl Sim {
             }
         }
         let d = self.sched.schedule(p, now);
+        assert_eq!(
+            self.sched.waiting(),
+            self.sched.waiting_counted(),
+            "the run queues' count drifted"
+        );
         self.decisions += 1;
         self.kick(d.kick);
         self.cpus[p].generation += 1;

@@ -152,3 +152,32 @@ fn pinned_vcpus_never_leave_their_pcpu() {
         assert!(s.ran(id(dom), 0, s.now) > 300 * MS, "dom{dom} starved");
     }
 }
+
+/// `waiting()` counts exactly the runnable vCPUs that have no pCPU: what `vwfi=native` asks
+/// before it lets a vCPU's WFI run without trapping.
+#[test]
+fn waiting_counts_vcpus_without_a_pcpu() {
+    let mut c = credit(2);
+    for dom in 1..=3u16 {
+        c.add_domain(dom, 256, 0).unwrap();
+        c.add_vcpu(id(dom), 0b01, 0).unwrap();
+    }
+    assert_eq!(c.waiting(), 0, "blocked vCPUs do not wait");
+    // Two woken on pCPU 0: one runs, the other waits.
+    c.wake(id(1), 0);
+    c.wake(id(2), 0);
+    assert_eq!(c.waiting(), 2);
+    let d = c.schedule(0, MS);
+    assert!(d.next.is_some());
+    assert_eq!(c.waiting(), 1);
+    assert_eq!(c.schedule(1, MS).next, None, "pinned to pCPU 0: pCPU 1 cannot take it");
+    assert_eq!(c.waiting(), 1);
+    // The runner blocks: the waiter gets the pCPU and nothing waits.
+    c.block(d.next.unwrap(), 2 * MS);
+    assert!(c.schedule(0, 2 * MS).next.is_some());
+    assert_eq!(c.waiting(), 0);
+    // A third wakes behind it: waiting again, until the pCPU is free.
+    c.wake(id(3), 3 * MS);
+    assert_eq!(c.waiting(), 1);
+    assert_eq!(c.waiting(), c.waiting_counted());
+}
