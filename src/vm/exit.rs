@@ -351,8 +351,7 @@ pub fn after_exit(vm: &Vm, v: usize) {
 fn fold_lrs(vm: &Vm, v: usize) {
     let n = vgic_hw::lr_count();
     let mut lrs = vm.vcpu[v].lrs.lock();
-    let written = vgic_hw::in_use(&lrs[..n]);
-    vgic_hw::read_lrs(&mut lrs[..n]);
+    let written = vgic_hw::read_lrs(&mut lrs[..n]);
     vgic_hw::clear_lrs(written);
     let mut g = vm.vgic.lock();
     g.sync_lrs(v, &lrs[..n]);
@@ -412,7 +411,8 @@ fn refill_lrs(vm: &Vm, v: usize) {
         // switch follows an exit); the copy may still hold what that exit read back (e.g. an
         // interrupt the guest has just ended, already folded into the vGIC): forget it.
         if vc.lrs_in_use.load(Ordering::Relaxed) {
-            vc.lrs.lock().fill(Lr::INVALID);
+            // Only those the hardware has: the rest are never used.
+            vc.lrs.lock()[..vgic_hw::lr_count()].fill(Lr::INVALID);
             vc.lrs_in_use.store(false, Ordering::Relaxed);
         }
         return;

@@ -56,8 +56,24 @@ macro_rules! ich_lr {
     };
 }
 
-/// How many list registers this CPU has.
+/// How many list registers the CPUs have, once [`enable`] has asked the hardware (0 before).
+static LR_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// How many list registers this CPU has: asked once, then one load on every exit.
+#[inline]
 pub fn lr_count() -> usize {
+    match LR_COUNT.load(Ordering::Relaxed) {
+        0 => {
+            let n = lr_count_hw();
+            LR_COUNT.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
+    }
+}
+
+#[cold]
+fn lr_count_hw() -> usize {
     let n = if gich() != 0 {
         (gich_read(0x4) & 0x3f) as usize + 1
     } else {
@@ -91,41 +107,39 @@ pub fn enable() {
 /// Reads back the list registers that `out` (what [`write_lrs`] wrote) says hold something;
 /// the others were written empty and the guest cannot fill a list register, so they are left
 /// as they are: an exit usually has one or none in use.
-pub fn read_lrs(out: &mut [Lr]) {
+/// Returns which ones it read (bit i: list register i), for [`clear_lrs`].
+pub fn read_lrs(out: &mut [Lr]) -> u32 {
+    let v2 = gich() != 0;
+    let mut read = 0;
     for (i, slot) in out.iter_mut().enumerate() {
         if slot.state == crate::vgic::LrState::Invalid {
             continue;
         }
-        *slot = if gich() != 0 {
+        read |= 1 << i;
+        *slot = if v2 {
             lr::decode_v2(gich_read(0x100 + 4 * i))
         } else {
             lr::decode_v3(ich_lr!(read, i,))
         };
     }
+    read
 }
 
-/// Which of `lrs` hold something (bit i: list register i).
-pub fn in_use(lrs: &[Lr]) -> u32 {
-    lrs.iter()
-        .enumerate()
-        .filter(|(_, l)| l.state != crate::vgic::LrState::Invalid)
-        .fold(0, |m, (i, _)| m | 1 << i)
-}
-
-/// Empties the list registers in `mask` ([`in_use`] of what [`write_lrs`] wrote), and turns
+/// Empties the list registers in `mask` (what [`read_lrs`] read: those [`write_lrs`] wrote), and turns
 /// off the underflow interrupt (after an exit). The others are empty already.
 pub fn clear_lrs(mask: u32) {
+    let v2 = gich() != 0;
     let mut m = mask;
     while m != 0 {
         let i = m.trailing_zeros() as usize;
         m &= m - 1;
-        if gich() != 0 {
+        if v2 {
             gich_write(0x100 + 4 * i, 0);
         } else {
             ich_lr!(write, i, 0u64);
         }
     }
-    if gich() != 0 {
+    if v2 {
         gich_write(0x0, 1);
     } else {
         // SAFETY: ICH_HCR_EL2 with only En set: this CPU's virtual interface stays on.
@@ -136,11 +150,12 @@ pub fn clear_lrs(mask: u32) {
 /// Writes `lrs` into list registers that are all empty (every exit empties them, see
 /// [`clear_lrs`]): only the entries that hold something are written.
 pub fn write_lrs(lrs: &[Lr], underflow: bool) {
+    let v2 = gich() != 0;
     for (i, l) in lrs.iter().enumerate() {
         if l.state == crate::vgic::LrState::Invalid {
             continue;
         }
-        if gich() != 0 {
+        if v2 {
             gich_write(0x100 + 4 * i, lr::encode_v2(l));
         } else {
             ich_lr!(write, i, lr::encode_v3(l));
@@ -149,7 +164,7 @@ pub fn write_lrs(lrs: &[Lr], underflow: bool) {
     // HCR.En (bit 0) plus UIE (bit 1): a maintenance interrupt when the list registers run
     // (nearly) empty while more interrupts wait.
     let hcr = 1 | if underflow { 2 } else { 0 };
-    if gich() != 0 {
+    if v2 {
         gich_write(0x0, hcr);
     } else {
         // SAFETY: as in enable().
