@@ -227,12 +227,12 @@ mod tests {
         assert_eq!(o.domus[1].cap, 25);
         assert_eq!((o.tslice_ms, o.ratelimit_us), (Some(10), Some(0)));
         assert!(!o.vwfi_native, "WFI traps unless asked");
+        assert!(o.rejected.is_empty());
         assert!(parse("vwfi=native").vwfi_native);
         assert!(!parse("vwfi=native vwfi=trap").vwfi_native);
         let o = parse("vwfi=sometimes");
         assert!(!o.vwfi_native);
         assert_eq!(o.rejected[0].1, "vwfi takes native or trap");
-        assert!(o.rejected.is_empty());
         let o = parse("domu=vcpus=99 sched_credit_tslice_ms=0 sched_ratelimit_us=x");
         assert_eq!(o.rejected.len(), 3);
         assert!(o.domus.is_empty());

@@ -63,13 +63,12 @@ pub fn with<R>(f: impl FnOnce(&mut Credit) -> R) -> Option<R> {
     cpu::irq_disable();
     let mut c = CREDIT.lock();
     let r = c.as_mut().map(f);
-    let native = if NATIVE_WFI.load(Ordering::Relaxed) != 0
-        && c.as_ref().is_some_and(|c| c.contended())
-    {
-        NATIVE_WFI.swap(0, Ordering::Relaxed)
-    } else {
-        0
-    };
+    let native =
+        if NATIVE_WFI.load(Ordering::Relaxed) != 0 && c.as_ref().is_some_and(|c| c.contended()) {
+            NATIVE_WFI.swap(0, Ordering::Relaxed)
+        } else {
+            0
+        };
     drop(c);
     if !masked {
         cpu::irq_enable();
@@ -83,8 +82,7 @@ pub fn with<R>(f: impl FnOnce(&mut Credit) -> R) -> Option<R> {
 fn schedule_here(me: usize, t: Time) -> Option<crate::sched::Decision> {
     with(|c| {
         let d = c.schedule(me, t);
-        let native =
-            VWFI_NATIVE.load(Ordering::Relaxed) && d.next.is_some() && !c.contended();
+        let native = VWFI_NATIVE.load(Ordering::Relaxed) && d.next.is_some() && !c.contended();
         if native {
             NATIVE_WFI.fetch_or(1 << me, Ordering::Relaxed);
         } else {
@@ -335,7 +333,7 @@ fn decide(frame: &mut TrapFrame) -> bool {
                     true
                 }
                 // Gone or stopped meanwhile: decide again from idle.
-                _ => idle_loop(),
+                _ => idle_after_exit(),
             }
         }
     }
@@ -434,6 +432,12 @@ pub fn leave_current_then(after: impl FnOnce()) -> ! {
             crate::boot::all_domains_gone();
         }
     }
+    idle_after_exit()
+}
+
+/// [`idle_loop`] from an exit whose vCPU left this CPU: the exit is counted first.
+fn idle_after_exit() -> ! {
+    super::stats::end_to_idle();
     idle_loop()
 }
 

@@ -297,3 +297,58 @@ fn dom0s_echo_device_answers_every_event() -> Result<()> {
     out.ensure(!c.contains("evt-ping: FAILED"), "no event went unanswered")?;
     Ok(())
 }
+
+/// `vwfi=native` on two pCPUs, dom0 on one and the pinging domU on the other: every event still
+/// comes back, and the waits no longer trap (the domU's and dom0's WFI run at EL1): the same
+/// run with WFI trapped takes at least one WFI exit per echo more.
+#[test]
+fn echo_with_native_wfi_on_dedicated_pcpus() -> Result<()> {
+    // The power-off report's exit counts (a kind with none has no line).
+    let wfi_exits = |out: &Outcome| -> Option<u64> {
+        let lines = out.console.lines();
+        if !lines.iter().any(|l| l.contains("exits: hvc ")) {
+            return None;
+        }
+        let Some(l) = lines.iter().find(|l| l.contains("exits: wfi ")) else {
+            return Some(0);
+        };
+        l.split("exits: wfi")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut counts = Vec::new();
+    let mut last = None;
+    for (label, vwfi) in [("io-echo-trap", "trap"), ("io-echo-native", "native")] {
+        let out = run(
+            label,
+            3,
+            &format!("vwfi={vwfi} domu=name=echo,mem=8M,cpus=1,cmd=evt-ping+50"),
+            500,
+        )?;
+        let c = &out.console;
+        out.ensure(
+            c.contains(&format!("vwfi {vwfi}")),
+            "Ferrite's scheduler line names the WFI policy",
+        )?;
+        out.ensure(
+            c.lines()
+                .iter()
+                .any(|l| l.contains("domU1: evt-ping: round trip min ") && l.ends_with(" over 50")),
+            "all 50 events came back (evt-ping's round-trip line)",
+        )?;
+        out.ensure(!c.contains("evt-ping: FAILED"), "no event went unanswered")?;
+        counts.push(wfi_exits(&out));
+        last = Some(out);
+    }
+    let out = last.expect("two runs");
+    let (Some(trap), Some(native)) = (counts[0], counts[1]) else {
+        return out.ensure(false, "the power-off report counts WFI exits");
+    };
+    out.ensure(
+        native + 50 <= trap,
+        format!("WFI exits: {trap} trapped, {native} with vwfi=native (want at least 50 fewer)"),
+    )
+}

@@ -150,6 +150,42 @@ fn a_capped_domain_stays_under_its_cap() -> Result<()> {
     )
 }
 
+/// `vwfi=native` never lets an idle vCPU keep its pCPU from one with work: a hog pinned to
+/// dom0's pCPU gets as much of it as with WFI trapped, because dom0's WFI traps again as soon
+/// as the hog waits behind it (without that, the idle dom0 would count as running and keep
+/// half of its pCPU).
+#[test]
+fn native_wfi_gives_way_to_a_waiting_vcpu() -> Result<()> {
+    let mut hog = Vec::new();
+    let mut last = None;
+    for vwfi in ["trap", "native"] {
+        let out = run(
+            &format!("sched-vwfi-{vwfi}"),
+            2,
+            &format!(
+                "vwfi={vwfi} dom0_vcpus=1 domu=name=hog,mem=4M,cpus=0,cmd=hog \
+                 -- dom0.sched.report=2000 poweroff"
+            ),
+        )?;
+        out.ensure(
+            out.console.contains(&format!("vwfi {vwfi}")),
+            "the scheduler runs with the WFI policy asked for",
+        )?;
+        let l = report(&out).get(&(1, 0)).cloned().unwrap_or_default();
+        hog.push(l.running_ns as f64);
+        last = Some(out);
+    }
+    let out = last.expect("two runs");
+    out.ensure(
+        hog[0] > 1.5e9 && hog[1] >= hog[0] * 0.97,
+        format!(
+            "the hog ran {:.3} s beside dom0 with WFI trapped, {:.3} s with vwfi=native",
+            hog[0] / 1e9,
+            hog[1] / 1e9
+        ),
+    )
+}
+
 /// An event-driven domU woken while CPU hogs run on its pCPU answers within one tick.
 #[test]
 fn a_woken_domain_preempts_cpu_hogs_within_a_tick() -> Result<()> {

@@ -170,7 +170,11 @@ fn waiting_counts_vcpus_without_a_pcpu() {
     let d = c.schedule(0, MS);
     assert!(d.next.is_some());
     assert_eq!(c.waiting(), 1);
-    assert_eq!(c.schedule(1, MS).next, None, "pinned to pCPU 0: pCPU 1 cannot take it");
+    assert_eq!(
+        c.schedule(1, MS).next,
+        None,
+        "pinned to pCPU 0: pCPU 1 cannot take it"
+    );
     assert_eq!(c.waiting(), 1);
     // The runner blocks: the waiter gets the pCPU and nothing waits.
     c.block(d.next.unwrap(), 2 * MS);
