@@ -29,9 +29,10 @@ pub fn take_pending(port: u32) -> bool {
     s.evtchn_pending[w].fetch_and(!bit, Ordering::AcqRel) & bit != 0
 }
 
-/// Waits up to `ms` for `port` to fire. Blocks with IRQs masked, so the upcall that an event
-/// raises keeps `SCHED_OP BLOCK` from sleeping (or ends the sleep); IRQs are opened between
-/// blocks for the handler to acknowledge it.
+/// Waits up to `ms` for `port` to fire. Waits in WFI with IRQs masked, so the upcall that an
+/// event raises keeps it from sleeping (or ends the sleep): trapped, WFI blocks like
+/// `SCHED_OP BLOCK`; under `vwfi=native` it waits at EL1. IRQs are opened between waits for the
+/// handler to acknowledge the upcall.
 pub fn wait_port(port: u32, ms: u64) -> bool {
     let end = time::now() + time::us_to_ticks(ms * 1000);
     let was_masked = cpu::irqs_masked();
@@ -46,7 +47,7 @@ pub fn wait_port(port: u32, ms: u64) -> bool {
         if time::now() >= end {
             break;
         }
-        let _ = hypercall::sched_block();
+        cpu::wfi();
         cpu::irq_unmask();
         cpu::irq_mask();
     }

@@ -11,7 +11,7 @@ use arm_gic::gicv2::{GicV2, SgiTarget as SgiTargetV2, SgiTargetListFilter};
 use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup};
 use arm_gic::{IntId, InterruptGroup, Trigger, UniqueMmioPointer};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use spin::{Mutex, RwLock};
 
 use super::boot::MAX_CPUS;
@@ -34,6 +34,8 @@ static GICC_BASE: AtomicUsize = AtomicUsize::new(0);
 static GICD_BASE: AtomicUsize = AtomicUsize::new(0);
 /// GICv2: each CPU's interface number, learnt from the banked GICD_ITARGETSR0.
 static V2_TARGET: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
+/// The driver is GICv3: an SGI is one system-register write, sent without the driver's lock.
+static IS_V3: AtomicBool = AtomicBool::new(false);
 /// GICv3: each CPU's MPIDR, for SGI routing; and its redistributor index.
 static MPIDRS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
@@ -112,7 +114,9 @@ pub unsafe fn init(info: &GicInfo, cpus: usize) -> Result<alloc::string::String,
             )
         }
     };
+    let v3 = matches!(driver, Driver::V3(_));
     *DRIVER.lock() = Some(driver);
+    IS_V3.store(v3, Ordering::Release);
     if GICC_BASE.load(Ordering::Relaxed) != 0 {
         split_eoi();
     }
@@ -244,6 +248,12 @@ pub fn enable(intid: u32, trigger_level: bool, handler: Handler) -> Result<(), &
 
 /// Interrupts CPU `index` with Ferrite's IPI.
 pub fn send_ipi(index: usize) {
+    if IS_V3.load(Ordering::Acquire) {
+        // ICC_SGI1R_EL1 is this CPU's own register: nothing to serialise with other CPUs, and
+        // one write cannot be torn by an interrupt (on the exit path of every event).
+        send_sgi_v3(index);
+        return;
+    }
     with_irqs_masked(|| {
         let mut d = DRIVER.lock();
         match d.as_mut() {
@@ -257,22 +267,24 @@ pub fn send_ipi(index: usize) {
                     },
                 );
             }
-            Some(Driver::V3(_)) => {
-                let m = MPIDRS[index].load(Ordering::Relaxed) as u64;
-                let _ = GicCpuInterface::send_sgi(
-                    IntId::sgi(IPI_SGI),
-                    SgiTarget::List {
-                        affinity3: (m >> 32) as u8,
-                        affinity2: (m >> 16) as u8,
-                        affinity1: (m >> 8) as u8,
-                        target_list: 1 << (m & 0xf),
-                    },
-                    SgiTargetGroup::CurrentGroup1,
-                );
-            }
+            Some(Driver::V3(_)) => send_sgi_v3(index),
             None => {}
         }
     });
+}
+
+fn send_sgi_v3(index: usize) {
+    let m = MPIDRS[index].load(Ordering::Relaxed) as u64;
+    let _ = GicCpuInterface::send_sgi(
+        IntId::sgi(IPI_SGI),
+        SgiTarget::List {
+            affinity3: (m >> 32) as u8,
+            affinity2: (m >> 16) as u8,
+            affinity1: (m >> 8) as u8,
+            target_list: 1 << (m & 0xf),
+        },
+        SgiTargetGroup::CurrentGroup1,
+    );
 }
 
 fn acknowledge() -> Option<u32> {
