@@ -472,6 +472,18 @@ fn main() {
 /// real time; and as real time on a busy host varies a lot between boots, three boots, each
 /// with its ratio, and the median.
 fn blk(row: &mut impl FnMut(&str, String)) {
+    blk_set(row, "", "domu=mem=8M,disk=1M:8M,cpus=0,cmd=blk-bench+128");
+    // Dedicated pCPUs: dom0 alone on pCPU 0, the domU on pCPU 1, both waiting in WFI at EL1.
+    blk_set(
+        row,
+        ", pCPU each, vwfi=native",
+        "vwfi=native dom0_vcpus=1 domu=mem=8M,disk=1M:8M,cpus=1,cmd=blk-bench+128",
+    );
+}
+
+/// Three boots of one block benchmark configuration, `domus` (and Ferrite options) on the
+/// command line; `what` names it in the rows.
+fn blk_set(row: &mut impl FnMut(&str, String), what: &str, domus: &str) {
     let mut ratios = Vec::new();
     for run in 1..=3 {
         let d = disk("io-blk", 16 << 20);
@@ -481,10 +493,9 @@ fn blk(row: &mut impl FnMut(&str, String)) {
             .timeout(T)
             .label("bench-blk")
             .image(build("qemu-virt/ferrite-dom0.bin"))
-            .bootargs(
-                "semihosting domu=mem=8M,disk=1M:8M,cpus=0,cmd=blk-bench+128 \
-                 -- dom0.bench.blk=128 dom0.sched.report=3000 poweroff",
-            )
+            .bootargs(format!(
+                "semihosting {domus} -- dom0.bench.blk=128 dom0.sched.report=3000 poweroff"
+            ))
             .virtio_disk(&d)
             .spawn()
             .and_then(|r| r.wait_exit(T))
@@ -502,7 +513,7 @@ fn blk(row: &mut impl FnMut(&str, String)) {
         let ratio = direct.zip(domu).map(|(a, b)| b / a);
         ratios.extend(ratio);
         row(
-            &format!("block read, 32 KiB x 32, run {run}: dom0 / domU KiB/s (ratio)"),
+            &format!("block read, 32 KiB x 32{what}, run {run}: dom0 / domU KiB/s (ratio)"),
             format!(
                 "{} / {} ({})",
                 direct.map_or("?".into(), |v| format!("{v:.0}")),
@@ -513,7 +524,7 @@ fn blk(row: &mut impl FnMut(&str, String)) {
     }
     ratios.sort_by(f64::total_cmp);
     row(
-        "block read domU / dom0 direct (median of 3 boots)",
+        &format!("block read domU / dom0 direct{what} (median of 3 boots)"),
         ratios
             .get(ratios.len() / 2)
             .map_or("?".into(), |r| format!("{r:.2}")),

@@ -248,8 +248,11 @@ fn disconnect(f: Front, orphans: &mut Orphans, why: &str) {
 /// Disk rounds one [`service`] call may wait for (see there).
 const ROUNDS: usize = 8;
 
-/// Takes the disk's completions, serves the rings whose port fired (all if `all`, and those
-/// with requests left waiting), publishes the responses, and rescans the bus when it changed.
+/// Takes the disk's completions and publishes their responses, then serves the rings whose port
+/// fired (all if `all`, and those with requests left waiting), and rescans the bus when it
+/// changed. Responses go out before new requests are taken: a frontend turns them into its
+/// next requests while this submits those already queued (measured: a domU's rate rose from
+/// 1.3 to 1.5 GB/s beside dom0, from 1.6 to 2.2 GB/s on a pCPU of its own; docs/io.md).
 ///
 /// While requests are at the disk it waits for them here, up to [`ROUNDS`] times (each at
 /// most one disk round trip; the other back ends wait that long), answering each batch and
@@ -269,6 +272,9 @@ pub fn service(all: bool) {
     let mut all = all;
     for _ in 0..ROUNDS {
         complete(b, disk);
+        // Answer before taking more: a frontend on another pCPU turns its responses into new
+        // requests while this one submits the requests already queued.
+        publish(&mut b.fronts);
         let mut i = 0;
         while i < b.fronts.len() {
             let f = &mut b.fronts[i];
@@ -281,14 +287,19 @@ pub fn service(all: bool) {
             i += 1;
         }
         disk.kick();
-        for f in &mut b.fronts {
-            if core::mem::take(&mut f.answered) && f.ring.push_responses_and_check_notify() {
-                let _ = events::op(ev::SEND, f.port as u64, 0);
-            }
-        }
+        publish(&mut b.fronts);
         all = false;
         if b.io.is_empty() || !disk.wait() {
             break;
+        }
+    }
+}
+
+/// Publishes the responses pushed since the last call, notifying each frontend that asked.
+fn publish(fronts: &mut [Front]) {
+    for f in fronts {
+        if core::mem::take(&mut f.answered) && f.ring.push_responses_and_check_notify() {
+            let _ = events::op(ev::SEND, f.port as u64, 0);
         }
     }
 }
