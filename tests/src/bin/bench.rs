@@ -89,9 +89,9 @@ fn main() {
 
     // One CPU: under -icount QEMU's instruction counter is global, so another busy CPU would
     // add its instructions to the EL2 counts.
-    let pv = |label: &str, bootargs: &str| {
+    let pv_on = |cpus: u32, label: &str, bootargs: &str| {
         Qemu::virt()
-            .cpus(1)
+            .cpus(cpus)
             .icount(true)
             .timeout(T)
             .label(label)
@@ -101,6 +101,7 @@ fn main() {
             .and_then(|r| r.wait_exit(T))
             .expect("the PV benchmark runs")
     };
+    let pv = |label: &str, bootargs: &str| pv_on(1, label, bootargs);
 
     // 1. Ferrite alone: boot to ready.
     if wanted("boot") {
@@ -240,56 +241,48 @@ fn main() {
     // domain and Ferrite together).
     if wanted("evtchn") {
         // The event round trip proper: dom0's echo device answers from its interrupt handler.
-        let out = pv(
-            "bench-evtchn",
-            "domu=mem=8M,cmd=evt-ping+100 -- dom0.sched.report=300 poweroff",
-        );
-        let l = out
-            .console
-            .lines()
-            .iter()
-            .find(|l| l.contains("evt-ping: round trip"))
-            .cloned()
-            .unwrap_or_default();
-        row(
-            "event round trip domU -> dom0 -> domU, echo, one pCPU (instructions, all domains) min / median",
-            format!(
-                "{} / {}",
-                num_after(&l, " min ").unwrap_or("?"),
-                num_after(&l, " median ").unwrap_or("?")
+        // Once on one pCPU, once on dedicated pCPUs: dom0 on pCPU 0, the domU pinned to pCPU 1,
+        // both waiting in WFI at EL1 (`vwfi=native`). Under -icount both CPUs' instructions
+        // count on one clock, and one of the two always runs in the round trip, so virtual ns
+        // are still instructions.
+        for (cpus, label, what, args) in [
+            (
+                1,
+                "bench-evtchn",
+                "echo, one pCPU (instructions, all domains)",
+                "",
             ),
-        );
-        // Dedicated pCPUs: dom0 on pCPU 0, the domU pinned to pCPU 1, both waiting in WFI at
-        // EL1 (`vwfi=native`). Under -icount both CPUs' instructions count on one clock, and
-        // one of the two always runs in the round trip, so virtual ns are still instructions.
-        let out = Qemu::virt()
-            .cpus(2)
-            .icount(true)
-            .timeout(T)
-            .label("bench-evtchn-native")
-            .image(build("qemu-virt/ferrite-dom0.bin"))
-            .bootargs(
-                "semihosting vwfi=native dom0_vcpus=1 domu=mem=8M,cpus=1,cmd=evt-ping+100 \
-                 -- dom0.sched.report=300 poweroff",
-            )
-            .spawn()
-            .and_then(|r| r.wait_exit(T))
-            .expect("the PV benchmark runs");
-        let l = out
-            .console
-            .lines()
-            .iter()
-            .find(|l| l.contains("evt-ping: round trip"))
-            .cloned()
-            .unwrap_or_default();
-        row(
-            "event round trip, dom0 and the domU on a pCPU each, vwfi=native (instructions, both CPUs) min / median",
-            format!(
-                "{} / {}",
-                num_after(&l, " min ").unwrap_or("?"),
-                num_after(&l, " median ").unwrap_or("?")
+            (
+                2,
+                "bench-evtchn-native",
+                "dom0 and the domU on a pCPU each, vwfi=native (instructions, both CPUs)",
+                "vwfi=native dom0_vcpus=1 ",
             ),
-        );
+        ] {
+            let out = pv_on(
+                cpus,
+                label,
+                &format!(
+                    "{args}domu=mem=8M,cpus={},cmd=evt-ping+100 -- dom0.sched.report=300 poweroff",
+                    cpus - 1
+                ),
+            );
+            let l = out
+                .console
+                .lines()
+                .iter()
+                .find(|l| l.contains("evt-ping: round trip"))
+                .cloned()
+                .unwrap_or_default();
+            row(
+                &format!("event round trip domU -> dom0 -> domU, {what} min / median"),
+                format!(
+                    "{} / {}",
+                    num_after(&l, " min ").unwrap_or("?"),
+                    num_after(&l, " median ").unwrap_or("?")
+                ),
+            );
+        }
         // The same through dom0's console back end, which grant-copies the ring's indices first.
         let out = pv(
             "bench-evtchn-console",
