@@ -103,11 +103,23 @@ fn linux_dom0_gicv3_4_vcpus() -> Result<()> {
     check(&out, 4)
 }
 
+/// On GICv2, and with `vwfi=native`: dom0's vCPUs each have a pCPU to themselves, so Linux's
+/// idle WFI runs at EL1 and never traps, and everything still works.
 #[test]
 fn linux_dom0_gicv2_2_vcpus() -> Result<()> {
-    let q = linux("linux-gicv2-2", 2, 2, "console=ttyAMA0 linux-dom0.test");
+    let q = linux("linux-gicv2-2", 2, 2, "console=ttyAMA0 linux-dom0.test")
+        .bootargs("loglevel=info semihosting vwfi=native");
     let out = q.spawn()?.wait_exit(TIMEOUT)?;
-    check(&out, 2)
+    check(&out, 2)?;
+    out.ensure(
+        out.console.contains("vwfi native"),
+        "Ferrite runs with vwfi=native",
+    )?;
+    // The power-off report has a line per kind of exit taken.
+    out.ensure(
+        out.console.contains("exits: irq") && !out.console.contains("exits: wfi"),
+        "no WFI exit under vwfi=native with nothing else to run",
+    )
 }
 
 /// The shell on dom0's console answers what is typed at Ferrite's console (input travels
