@@ -80,10 +80,13 @@ pub fn with<R>(f: impl FnOnce(&mut Credit) -> R) -> Option<R> {
 /// A scheduling decision for this pCPU, `me`; records whether the vCPU it runs may wait in WFI
 /// at EL1 ([`NATIVE_WFI`]).
 fn schedule_here(me: usize, t: Time) -> Option<crate::sched::Decision> {
+    if !VWFI_NATIVE.load(Ordering::Relaxed) {
+        // WFI always traps: nothing to record (NATIVE_WFI stays empty).
+        return with(|c| c.schedule(me, t));
+    }
     with(|c| {
         let d = c.schedule(me, t);
-        let native = VWFI_NATIVE.load(Ordering::Relaxed) && d.next.is_some() && !c.contended();
-        if native {
+        if d.next.is_some() && !c.contended() {
             NATIVE_WFI.fetch_or(1 << me, Ordering::Relaxed);
         } else {
             NATIVE_WFI.fetch_and(!(1 << me), Ordering::Relaxed);
@@ -101,7 +104,7 @@ pub fn wfi_native_here() -> bool {
 /// Sets WFI trapping for a dom0 vCPU just chosen here (a PV vCPU's HCR_EL2 is written on
 /// every return, with its upcall line: `domu::PvDomain::update_upcall_line`).
 fn apply_wfi_trap(vm: &Vm) {
-    if !vm.is_pv() {
+    if VWFI_NATIVE.load(Ordering::Relaxed) && !vm.is_pv() {
         context::trap_wfi(!wfi_native_here());
     }
 }
