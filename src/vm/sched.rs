@@ -438,9 +438,10 @@ pub fn leave_current_then(after: impl FnOnce()) -> ! {
     idle_after_exit()
 }
 
-/// [`idle_loop`] from an exit whose vCPU left this CPU: the exit is counted first.
+/// [`idle_loop`] from an exit whose vCPU left this CPU (a WFI or `BLOCK` with nothing else to
+/// run, a vCPU that stopped): the exit never returns to the guest, so it is counted here.
 fn idle_after_exit() -> ! {
-    super::stats::end_to_idle();
+    super::stats::end();
     idle_loop()
 }
 

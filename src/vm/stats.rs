@@ -65,13 +65,7 @@ pub fn begin(kind: Exit) {
     c.kind.store(kind as u64, Ordering::Relaxed);
 }
 
-/// The exit being handled leaves its vCPU for the idle loop (a WFI or `BLOCK` with nothing
-/// else to run, a vCPU that stopped): it never returns to the guest, so it ends here.
-pub fn end_to_idle() {
-    end();
-}
-
-/// Just before the return to the guest. (A WFI exit includes its time asleep only in
+/// Just before the return to the guest, or when the exit leaves its vCPU for the idle loop. (A WFI exit includes its time asleep only in
 /// instructions Ferrite ran meanwhile, e.g. interrupt handlers.)
 pub fn end() {
     let me = cpu::index();

@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferrite_systests::Qemu;
+use ferrite_systests::{Outcome, Qemu};
 
 const T: Duration = Duration::from_secs(300);
 
@@ -30,6 +30,16 @@ fn build(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../build")
         .join(p)
+}
+
+/// The first console line of `out` that contains `needle`, or an empty one.
+fn line_with(out: &Outcome, needle: &str) -> String {
+    out.console
+        .lines()
+        .iter()
+        .find(|l| l.contains(needle))
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn num_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -114,13 +124,7 @@ fn main() {
             .spawn()
             .and_then(|r| r.wait_exit(T))
             .expect("Ferrite boots");
-        let ready = out
-            .console
-            .lines()
-            .iter()
-            .find(|l| l.contains("boot: ready"))
-            .cloned()
-            .unwrap_or_default();
+        let ready = line_with(&out, "boot: ready");
         row(
             "ferrite boot to ready, 4 cpus (EL2 instructions, cpu0)",
             num_after(&ready, "entry, ").unwrap_or("?").to_string(),
@@ -187,13 +191,7 @@ fn main() {
                     "domu=mem=16M,cmd=bench-mmu+{batch}+{rounds} -- dom0.sched.report=100 poweroff"
                 ),
             );
-            let l = out
-                .console
-                .lines()
-                .iter()
-                .find(|l| l.contains("hcall: mmu_update"))
-                .cloned()
-                .unwrap_or_default();
+            let l = line_with(&out, "hcall: mmu_update");
             row(
                 &format!("domU mmu_update, batch {batch}: EL2 instructions per entry / per call"),
                 format!(
@@ -267,13 +265,7 @@ fn main() {
                     cpus - 1
                 ),
             );
-            let l = out
-                .console
-                .lines()
-                .iter()
-                .find(|l| l.contains("evt-ping: round trip"))
-                .cloned()
-                .unwrap_or_default();
+            let l = line_with(&out, "evt-ping: round trip");
             row(
                 &format!("event round trip domU -> dom0 -> domU, {what} min / median"),
                 format!(
@@ -288,13 +280,7 @@ fn main() {
             "bench-evtchn-console",
             "domu=mem=8M,cmd=ring-console+1 -- dom0.sched.report=300 poweroff",
         );
-        let rt = out
-            .console
-            .lines()
-            .iter()
-            .find(|l| l.contains("ring-console: round trip"))
-            .cloned()
-            .unwrap_or_default();
+        let rt = line_with(&out, "ring-console: round trip");
         row(
             "event round trip through the console back end (instructions, all domains)",
             rt.split('(')
@@ -313,13 +299,7 @@ fn main() {
             "domu=mem=8M,cmd=net-sink+500 domu=mem=8M,cmd=net-blast+1+500 \
          -- dom0.sched.report=3000 poweroff",
         );
-        let l = out
-            .console
-            .lines()
-            .iter()
-            .find(|l| l.contains("net-sink: "))
-            .cloned()
-            .unwrap_or_default();
+        let l = line_with(&out, "net-sink: ");
         row(
             "domU -> domU through dom0, 1514-byte frames (KiB/s; frames)",
             format!(
@@ -357,14 +337,7 @@ fn main() {
             "-- dom0.exec=\"create name=big mem=64M cmd=counter 100;sleep 300;save big f;\
          restore f;sleep 200;destroy big\" poweroff",
         );
-        let find = |needle: &str| {
-            out.console
-                .lines()
-                .iter()
-                .find(|l| l.contains(needle))
-                .cloned()
-                .unwrap_or_default()
-        };
+        let find = |needle: &str| line_with(&out, needle);
         let l = find("big: domain 1: first instruction");
         row(
             "64 MiB domU from dom0 CREATE to first instruction (virtual us)",
