@@ -263,6 +263,7 @@ pub fn dom0(
             } => *maintenance_irq,
         }),
         life: super::lifecycle::Life::new(None, false),
+        last_ran: crate::mm::tlb::LastRan::new(),
     })
     .map_err(|_| "domain 0 exists already")?;
     // The tables live as long as the domain; the grant layer maps granted frames into them.

@@ -305,6 +305,7 @@ pub fn assemble(p: Parts, weight: u32, cap: u32, affinity: u64) -> Result<&'stat
         uart_spi: None,
         maintenance: None,
         life: p.life,
+        last_ran: crate::mm::tlb::LastRan::new(),
     })
     .map_err(|_| format!("{name}: domain id {id} is taken"))?;
     if let Err(e) = super::sched::add_domain(vm, weight, cap, |_| affinity) {

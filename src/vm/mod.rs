@@ -30,6 +30,7 @@ use crate::arch::{cpu, gic};
 use crate::domain::power::PowerTable;
 use crate::domain::{DomId, DomainState};
 use crate::mm::region::Region;
+use crate::mm::tlb::LastRan;
 use crate::vdev::pl011::Pl011;
 use crate::vgic::{Kick, Lr, Vgic};
 use alloc::string::String;
@@ -109,6 +110,8 @@ pub struct Vm {
     pub maintenance: Option<u32>,
     /// Paused, dying, what it was built from ([`lifecycle`]).
     pub life: lifecycle::Life,
+    /// Which of its vCPUs last ran on each pCPU (the world switch's TLB maintenance).
+    pub last_ran: LastRan<MAX_CPUS>,
 }
 
 impl Vm {

@@ -113,7 +113,9 @@ fn mmu_update(vm: &Vm, va: u64, n: usize) -> (usize, Result<(), pv::Errno>) {
 
 fn mmuext_op(vm: &Vm, v: usize, va: u64, n: usize) -> (usize, Result<(), pv::Errno>) {
     each_page::<MmuextOp>(vm, va, n, |ft, ops| {
-        pv::mmuext_op(vm.id, ft, &mut Phys, v, ops, ops.len(), &mut apply)
+        pv::mmuext_op(vm.id, ft, &mut Phys, v, ops, ops.len(), &mut |e| {
+            apply(vm, v, e)
+        })
     })
 }
 
@@ -219,7 +221,7 @@ fn each_page<T: Pod>(
 }
 
 /// Carries out what a successful `MMUEXT_OP` entry asks of the CPU, for the calling vCPU.
-fn apply(e: Effect) {
+fn apply(vm: &Vm, v: usize, e: Effect) {
     match e {
         Effect::LoadBase(which, base) => {
             let epd = match which {
@@ -233,7 +235,14 @@ fn apply(e: Effect) {
                 base.is_some(),
             );
         }
-        Effect::Tlb(op) => tlb(op),
+        Effect::Tlb(op) => {
+            tlb(op);
+            if matches!(op, TlbOp::FlushLocal | TlbOp::PageLocal { .. }) {
+                // Its entries on pCPUs it ran on before were not touched (mm::tlb).
+                vm.last_ran
+                    .flushed_here(crate::arch::cpu::index(), v as u16);
+            }
+        }
     }
 }
 

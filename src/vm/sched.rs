@@ -403,8 +403,9 @@ fn load(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
     if !vm.life.started.load(Ordering::Relaxed) {
         super::lifecycle::first_run(vm);
     }
+    let invalidate = vm.last_ran.load(cpu::index(), v as u16);
     let ctx = vc.ctx.lock();
-    context::load(&ctx, frame, PAUTH.load(Ordering::Relaxed));
+    context::load(&ctx, frame, PAUTH.load(Ordering::Relaxed), invalidate);
     drop(ctx);
     set_current(Some((vm, v)));
 }

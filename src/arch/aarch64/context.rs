@@ -261,11 +261,11 @@ pub fn save(ctx: &mut Context, frame: &TrapFrame, pauth: bool) {
 }
 
 /// Loads `ctx` into this CPU's EL1 and EL2 registers and `frame`, so that the exception return
-/// enters that vCPU.
-pub fn load(ctx: &Context, frame: &mut TrapFrame, pauth: bool) {
+/// enters that vCPU; `invalidate`: drop its domain's stage-1 TLB entries on this CPU first.
+pub fn load(ctx: &Context, frame: &mut TrapFrame, pauth: bool, invalidate: bool) {
     frame.elr = ctx.frame.elr;
     frame.spsr = ctx.frame.spsr;
-    load_el2(&ctx.el2);
+    load_el2(&ctx.el2, invalidate);
     // SAFETY: the routines load registers that belong to EL1 and FP, which nothing at EL2
     // uses, from structures that are only read; the copy is between two distinct arrays of
     // 31 words.
@@ -280,8 +280,8 @@ pub fn load(ctx: &Context, frame: &mut TrapFrame, pauth: bool) {
     super::vgic_hw::load_state(&ctx.gic);
 }
 
-fn load_el2(e: &El2) {
-    super::stage2::activate(e.vttbr);
+fn load_el2(e: &El2, invalidate: bool) {
+    super::stage2::activate(e.vttbr, invalidate);
     let midr: u64;
     // SAFETY: EL2 controls that affect only the guest about to be entered on this CPU.
     unsafe {

@@ -184,20 +184,23 @@ pub fn flush_ipa(ipa: u64) {
     }
 }
 
-/// Loads a domain's stage 2 on this CPU and invalidates what this VMID may have cached.
-pub fn activate(vttbr: u64) {
-    // SAFETY: VTCR/VTTBR only affect EL1/EL0 translation, which runs only when a vCPU is entered.
+/// Loads a domain's stage 2 on this CPU; with `invalidate`, first drops this VMID's stage-1
+/// entries on this CPU (another vCPU of the domain made them: `mm::tlb`).
+pub fn activate(vttbr: u64, invalidate: bool) {
+    // SAFETY: VTCR/VTTBR only affect EL1/EL0 translation, which runs only when a vCPU is
+    // entered; the invalidation is local and of the VMID just loaded, so it only makes later
+    // walks re-read that domain's tables.
     unsafe {
         asm!(
             "msr vtcr_el2, {vtcr}",
             "msr vttbr_el2, {vttbr}",
             "isb",
-            "tlbi vmalls12e1is",
-            "dsb ish",
-            "isb",
             vtcr = in(reg) vtcr(),
             vttbr = in(reg) vttbr,
             options(nostack),
         );
+        if invalidate {
+            asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack));
+        }
     }
 }
