@@ -191,9 +191,16 @@ impl Qemu {
 
     /// A raw disk image as a virtio-mmio block device (drive `d0`).
     pub fn virtio_disk(self, image: &std::path::Path) -> Qemu {
+        self.virtio_disk_with(image, "")
+    }
+
+    /// [`Qemu::virtio_disk`] with more `-drive` options (`opts`, comma-separated, e.g.
+    /// `throttling.bps-read=500000000`).
+    pub fn virtio_disk_with(self, image: &std::path::Path, opts: &str) -> Qemu {
+        let sep = if opts.is_empty() { "" } else { "," };
         self.args([
             "-drive".to_string(),
-            format!("file={},if=none,format=raw,id=d0", image.display()),
+            format!("file={},if=none,format=raw,id=d0{sep}{opts}", image.display()),
             "-device".into(),
             "virtio-blk-device,drive=d0".into(),
         ])
