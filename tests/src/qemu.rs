@@ -200,7 +200,10 @@ impl Qemu {
         let sep = if opts.is_empty() { "" } else { "," };
         self.args([
             "-drive".to_string(),
-            format!("file={},if=none,format=raw,id=d0{sep}{opts}", image.display()),
+            format!(
+                "file={},if=none,format=raw,id=d0{sep}{opts}",
+                image.display()
+            ),
             "-device".into(),
             "virtio-blk-device,drive=d0".into(),
         ])

@@ -499,7 +499,11 @@ pub fn bench(mib: u64) {
     let mut total = (mib << 20) / BENCH_REQUEST as u64;
     let (mut next, mut finished, mut failed) = (0u64, 0u64, None);
     // The clock starts once the warm-up's requests have completed (none if it is all there is).
-    let warm = if total > BENCH_WARM_UP { BENCH_WARM_UP } else { 0 };
+    let warm = if total > BENCH_WARM_UP {
+        BENCH_WARM_UP
+    } else {
+        0
+    };
     let mut t0 = crate::timer::counter();
     while finished < next || next < total {
         while next < total
