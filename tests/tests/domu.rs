@@ -124,6 +124,43 @@ fn pv_vcpus_come_up_and_go_down() -> Result<()> {
     out.ensure(!c.contains("FAIL"), "a step failed")
 }
 
+/// Two vCPUs of one domU take turns on one pCPU, each with its own translation of one VA under
+/// the same ASID: neither ever reads the other's page through a TLB entry the other left
+/// (Ferrite invalidates when it loads a vCPU where another of its domain ran last,
+/// `src/mm/tlb.rs`). Without that invalidation every one of vCPU 1's reads came back stale.
+#[test]
+fn a_vcpu_never_sees_another_vcpus_tlb_entries() -> Result<()> {
+    let out = run(
+        "domu-vcpu-tlb",
+        3,
+        2,
+        "cortex-a72",
+        "domu=name=tlb,mem=8M,vcpus=2,cpus=0,cmd=vcpu-tlb+200",
+        1500,
+    )?;
+    let c = &out.console;
+    let line = c
+        .lines()
+        .iter()
+        .find(|l| l.contains("vcpu-tlb: 200 turns each"))
+        .cloned()
+        .ok_or_else(|| out.fail("vcpu-tlb did not report"))?;
+    let alternations: u32 = line
+        .split(", ")
+        .nth(1)
+        .and_then(|w| w.split(' ').next()?.parse().ok())
+        .ok_or_else(|| out.fail(format!("unreadable report `{line}`")))?;
+    out.ensure(
+        alternations >= 100,
+        format!("the vCPUs hardly took turns on their pCPU: `{line}`"),
+    )?;
+    out.ensure(
+        line.ends_with(", 0 stale reads"),
+        format!("a vCPU saw the other's translation: `{line}`"),
+    )?;
+    out.ensure(!c.contains("FAIL"), "a step failed")
+}
+
 /// Every illegal attempt is refused as docs/abi.md says, one line each; the domU that crashes
 /// on purpose takes nobody with it.
 #[test]

@@ -57,6 +57,8 @@ mod share;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod vcpu_tlb;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod wire;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -64,7 +66,7 @@ mod guest {
     use crate::args::Args;
     use crate::{
         bench, blk, evil, hello, hog, io, latency, life, memory, net, net_evil, ptbuild, share,
-        smp, wire,
+        smp, vcpu_tlb, wire,
     };
     use ferrite_pv::StartInfo;
     use ferrite_pv::mm::{Ferrite, FrameMap, Mm};
@@ -86,7 +88,7 @@ mod guest {
                          blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, net-wire <n>, net-evil, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
                          share-map <peer>, counter <ms> [fault <n>], evil-ctl, \
-                         console-echo <n>, evt-ping <n>";
+                         console-echo <n>, evt-ping <n>, vcpu-tlb <turns>";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
@@ -138,6 +140,7 @@ mod guest {
             }
             "latency" => latency::run(args.number("latency", "n", 100)),
             "smp" => smp::run(si, args.word() == Some("stay")),
+            "vcpu-tlb" => vcpu_tlb::run(args.number("vcpu-tlb", "turns", 200)),
             "evt-ping" => bench::evt_ping(args.number("evt-ping", "n", 100)),
             "bench-null" => bench::null(args.number("bench-null", "iters", 100_000)),
             "bench-mmu" => {

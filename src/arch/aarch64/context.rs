@@ -161,12 +161,16 @@ ferrite_save_el1:
     msr cntv_ctl_el0, xzr
     ret
 
-// x0: &El1
+// x0: &El1. TCR_EL1 is written only when it changes: QEMU empties its whole EL1 TLB on every
+// TCR_EL1 write, which would hide whether a switch between two vCPUs of one domain invalidates
+// what it must (`mm::tlb`), and costs a refill of every page after each switch.
     .global ferrite_load_el1
 ferrite_load_el1:
     ldp x1, x2, [x0, #0];   msr sctlr_el1, x1;      msr cpacr_el1, x2
     ldp x1, x2, [x0, #16];  msr ttbr0_el1, x1;      msr ttbr1_el1, x2
-    ldp x1, x2, [x0, #32];  msr tcr_el1, x1;        msr mair_el1, x2
+    ldp x1, x2, [x0, #32];  mrs x3, tcr_el1;        cmp x1, x3
+    b.eq 1f;                msr tcr_el1, x1
+1:  msr mair_el1, x2
     ldp x1, x2, [x0, #48];  msr amair_el1, x1;      msr vbar_el1, x2
     ldp x1, x2, [x0, #64];  msr contextidr_el1, x1; msr tpidr_el1, x2
     ldp x1, x2, [x0, #80];  msr tpidr_el0, x1;      msr tpidrro_el0, x2
