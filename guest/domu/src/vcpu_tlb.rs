@@ -8,8 +8,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ferrite_abi::desc::{self, AP_RO, NG, NORMAL, PXN, UXN};
-use ferrite_abi::mmu::{MmuextOp, ext};
-use ferrite_pv::mm::Machine;
+use ferrite_pv::mm::MmError;
 use ferrite_pv::{hypercall, smp, time};
 
 /// Where both trees map their page (level-0 index 0; nothing else of ours is in the lower half).
@@ -38,7 +37,7 @@ pub fn run(turns: u64) {
         }
     }
     if let Err(e) = use_tree(0) {
-        return out!("vcpu-tlb: FAIL: vcpu0: {e}");
+        return out!("vcpu-tlb: FAIL: vcpu0's NEW_TTBR0: {e}");
     }
     let top = {
         let mut mm = crate::mm();
@@ -113,40 +112,22 @@ fn take_turn(v: usize) {
 }
 
 /// Makes vCPU `v`'s tree the calling vCPU's TTBR0, with [`ASID`].
-fn use_tree(v: usize) -> Result<(), &'static str> {
-    let root = ROOT[v].load(Ordering::Relaxed);
+fn use_tree(v: usize) -> Result<(), MmError> {
     // SAFETY: nothing of ours lives in the lower half but this tree's page.
-    unsafe { crate::mm().ext(&[MmuextOp::new(ext::NEW_TTBR0, root, ASID)]) }
-        .map_err(|_| "NEW_TTBR0 refused")
+    unsafe { crate::mm().new_ttbr0(ROOT[v].load(Ordering::Relaxed), ASID) }
 }
 
 /// A pinned lower-half tree mapping [`VA`] read-only to a fresh page holding `mark`: its root.
-fn tree(mark: u64) -> Result<u64, &'static str> {
+fn tree(mark: u64) -> Result<u64, MmError> {
     let mut mm = crate::mm();
-    let (data_pfn, data) = mm.alloc_zeroed().map_err(|_| "out of frames")?;
+    let (data_pfn, data) = mm.alloc_zeroed()?;
     // SAFETY: a frame just allocated, mapped writable in the initial map, used by nothing else.
     unsafe { core::ptr::write_volatile(mm.frames.va(data_pfn) as *mut u64, mark) };
-    let mut t = [(0u64, 0u64); 4];
-    for slot in &mut t {
-        *slot = mm.alloc_zeroed().map_err(|_| "out of frames")?;
-    }
-    for l in 0..4 {
-        let pte = t[l].1 + desc::index(VA, l as u8) as u64 * 8;
-        let d = match t.get(l + 1) {
-            Some(next) => desc::table(next.1),
-            None => desc::page(data, NORMAL | NG | AP_RO | UXN | PXN),
-        };
-        // SAFETY: a frame just allocated, not yet a table: nothing else uses it.
-        if !unsafe { mm.machine.write_u64(pte, d) } {
-            return Err("a fresh frame is not writable");
-        }
-    }
-    for &(pfn, _) in &t {
-        // SAFETY: the frames are written; nothing writes them any more.
-        unsafe { mm.set_initial_writable(pfn, false) }.map_err(|_| "sealing the tables")?;
-    }
-    mm.flush().map_err(|_| "sealing the tables")?;
-    // SAFETY: pinning changes no mapping in use.
-    unsafe { mm.ext(&[MmuextOp::pin(0, t[0].1)]) }.map_err(|_| "PIN_L0_TABLE refused")?;
-    Ok(t[0].1)
+    let (_, root) = mm.new_table()?;
+    mm.flush()?;
+    mm.pin(0, root)?;
+    // SAFETY: the tree is no vCPU's TTBR0 yet.
+    unsafe { mm.map(root, VA, desc::page(data, NORMAL | NG | AP_RO | UXN | PXN))? };
+    mm.flush()?;
+    Ok(root)
 }

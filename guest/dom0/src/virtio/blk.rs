@@ -550,7 +550,7 @@ pub fn bench(mib: u64) {
         return;
     }
     let us = crate::timer::ticks_to_us(crate::timer::counter() - t0).max(1);
-    let bytes = (total - warm.min(total)) * BENCH_REQUEST as u64;
+    let bytes = (total - warm) * BENCH_REQUEST as u64;
     println!(
         "dom0: bench: blk: read {} KiB directly in {us} us, after {warm} requests of warm-up ({BENCH_DEPTH} requests of {} KiB in flight): {} KiB/s",
         bytes >> 10,
