@@ -40,7 +40,7 @@ use ferrite_abi::devbus::{kind, state};
 use ferrite_abi::ring::BackRing;
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
-use tables::{ByGref, Slab};
+use tables::{ByGref, Held, Hold, Slab};
 
 struct Front {
     /// Names this connection in [`Io`]s, which may outlive it.
@@ -79,17 +79,6 @@ struct Cached {
 
 /// Data pages kept mapped per frontend: as many as a full ring of requests can name.
 const CACHE_PAGES: usize = RING_SLOTS * MAX_SEGMENTS;
-
-/// How a request holds one of its pages.
-#[derive(Clone, Copy, Debug, Default)]
-enum Held {
-    #[default]
-    Nothing,
-    /// Through its frontend's cache, under this grant reference.
-    Cached(u32),
-    /// Mapped at this address for this request alone (the cache could not take it).
-    Own(u64),
-}
 
 /// A request at the disk.
 struct Io {
@@ -314,10 +303,10 @@ fn complete(b: &mut Backend, disk: &mut Disk) {
         let Some(f) = front else {
             // Disconnected meanwhile: the pages go now.
             for h in io.held {
-                match h {
-                    Held::Own(ipa) => drop(crate::gcopy::unmap(ipa)),
-                    Held::Cached(g) => release_orphan(&mut b.orphans, io.serial, g),
-                    Held::Nothing => {}
+                match h.get() {
+                    Hold::Own(ipa) => drop(crate::gcopy::unmap(ipa)),
+                    Hold::Cached(g) => release_orphan(&mut b.orphans, io.serial, g),
+                    Hold::Nothing => {}
                 }
             }
             continue;
@@ -358,14 +347,14 @@ fn release_orphan(orphans: &mut Orphans, serial: u64, gref: u32) {
 /// A request is done with its pages: cached ones stay mapped, its own are unmapped.
 fn release(f: &mut Front, held: &[Held]) {
     for h in held {
-        match *h {
-            Held::Own(ipa) => drop(crate::gcopy::unmap(ipa)),
-            Held::Cached(g) => {
+        match h.get() {
+            Hold::Own(ipa) => drop(crate::gcopy::unmap(ipa)),
+            Hold::Cached(g) => {
                 if let Some(c) = f.cache.get_mut(g) {
                     c.users -= 1;
                 }
             }
-            Held::Nothing => {}
+            Hold::Nothing => {}
         }
     }
 }
@@ -376,12 +365,12 @@ fn hold(f: &mut Front, gref: u32, write: bool) -> Result<(Held, u64), Errno> {
     if let Some(c) = f.cache.get_mut(gref) {
         if c.writable || !write {
             c.users += 1;
-            return Ok((Held::Cached(gref), c.ipa));
+            return Ok((Held::cached(gref), c.ipa));
         }
         if c.users > 0 {
             // Mapped read-only for a request at the disk: this one gets its own mapping.
             let (ipa, _) = crate::gcopy::map(f.dom, gref, false)?;
-            return Ok((Held::Own(ipa), ipa));
+            return Ok((Held::own(ipa), ipa));
         }
         // Read-only and unused: mapped again, writable.
         let _ = crate::gcopy::unmap(c.ipa);
@@ -399,7 +388,7 @@ fn hold(f: &mut Front, gref: u32, write: bool) -> Result<(Held, u64), Errno> {
             }
             None => {
                 let (ipa, _) = crate::gcopy::map(f.dom, gref, !write)?;
-                return Ok((Held::Own(ipa), ipa));
+                return Ok((Held::own(ipa), ipa));
             }
         }
     }
@@ -411,9 +400,9 @@ fn hold(f: &mut Front, gref: u32, write: bool) -> Result<(Held, u64), Errno> {
     };
     if f.cache.insert(gref, cached).is_err() {
         // Beyond any grant table: Ferrite mapped it anyway? Keep it for this request only.
-        return Ok((Held::Own(ipa), ipa));
+        return Ok((Held::own(ipa), ipa));
     }
-    Ok((Held::Cached(gref), ipa))
+    Ok((Held::cached(gref), ipa))
 }
 
 fn respond(f: &mut Front, id: u64, op: u8, status: i16) {
@@ -478,7 +467,7 @@ fn start_flush(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, id: u64) {
                 serial: f.serial,
                 id,
                 op: op::FLUSH,
-                held: [Held::Nothing; MAX_SEGMENTS],
+                held: [Held::NOTHING; MAX_SEGMENTS],
             });
             f.in_flight += 1;
             f.flushing = true;
@@ -499,8 +488,10 @@ fn begin(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, req: &Request) {
         return;
     }
     let tag = io.next_key();
-    match map_request(f, req) {
-        Ok((held, bufs)) => {
+    let mut held = [Held::NOTHING; MAX_SEGMENTS];
+    let mut bufs = [Buf::default(); MAX_SEGMENTS];
+    match map_request(f, req, &mut held, &mut bufs) {
+        Ok(()) => {
             let n = req.nr_segments as usize;
             let dir = if req.op == op::WRITE {
                 Op::Write
@@ -536,12 +527,15 @@ fn begin(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, req: &Request) {
     }
 }
 
-/// Checks a READ or WRITE and holds its segments' pages mapped: (how, the data buffers in
-/// them). A mapping that fails lets go of those held before it.
+/// Checks a READ or WRITE and holds its segments' pages mapped: how in `held`, the data
+/// buffers in them in `bufs` (filled in place: returned, the two arrays were copied again). A
+/// mapping that fails lets go of those held before it.
 fn map_request(
     f: &mut Front,
     req: &Request,
-) -> Result<([Held; MAX_SEGMENTS], [Buf; MAX_SEGMENTS]), Errno> {
+    held: &mut [Held; MAX_SEGMENTS],
+    bufs: &mut [Buf; MAX_SEGMENTS],
+) -> Result<(), Errno> {
     let write = match req.op {
         op::READ => false,
         op::WRITE => true,
@@ -550,8 +544,6 @@ fn map_request(
     // The same checks as every backend's (Linux dom0's `ferrite-ctl blkback` too).
     req.check(f.sectors)?;
     let n = req.nr_segments as usize;
-    let mut held = [Held::Nothing; MAX_SEGMENTS];
-    let mut bufs = [Buf::default(); MAX_SEGMENTS];
     for i in 0..n {
         let s = req.seg[i];
         // A write to the disk only reads the page: a read-only grant is enough.
@@ -569,5 +561,5 @@ fn map_request(
             }
         }
     }
-    Ok((held, bufs))
+    Ok(())
 }
