@@ -88,7 +88,7 @@ fn op(
                 return Err(Errno::Perm);
             }
             let r = if cmd == abi::PUBLISH {
-                BUS.lock().publish(vm.id, a, b, c)
+                BUS.lock().publish(vm.id, a, b, c, d)
             } else {
                 BUS.lock().set_front(vm.id, a, b)
             };
@@ -116,6 +116,7 @@ fn op(
             frame.x[1] = dev.gref as u64;
             frame.x[2] = dev.port as u64;
             frame.x[3] = dev.back_param;
+            frame.x[4] = dev.features;
             Ok(dev.front as u64 | (dev.back as u64) << 8)
         }
         abi::NEXT => {

@@ -151,20 +151,37 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
         .unwrap();
 
     // One domU writes through blkfront, dom0's blkback and virtio-blk; a hostile one beside it
-    // sends bad requests and corrupts its ring.
+    // sends bad requests and corrupts its ring; a third does its I/O without persistent grants.
     let out = run_with(
         "io-blk-write",
         3,
         "domu=name=writer,mem=8M,disk=1M:4M,on_poweroff=preserve,cmd=blk-write+7 \
-         domu=name=badblk,mem=8M,disk=5M:1M,cmd=blk-evil",
+         domu=name=badblk,mem=8M,disk=5M:1M,cmd=blk-evil \
+         domu=name=grants,mem=8M,disk=6M:4M,cmd=blk-grants+5",
         2000,
         Some(&disk),
     )?;
     let c = &out.console;
     let text = c.text();
     out.ensure(
-        c.contains("dom0: blk: dom1: connected, 8192 sectors at sector 2048 of dom0's disk"),
-        "dom0's backend connected the writer to its 4 MiB at 1 MiB",
+        c.contains(
+            "dom0: blk: dom1: connected, 8192 sectors at sector 2048 of dom0's disk, persistent grants",
+        ),
+        "dom0's backend connected the writer to its 4 MiB at 1 MiB, with persistent grants",
+    )?;
+    out.ensure(
+        c.contains(
+            "domU1: blk: persistent grants: a data page's grant stays in use while connected",
+        ),
+        "with persistent grants, dom0 keeps the writer's data pages mapped",
+    )?;
+    out.ensure(
+        c.contains(
+            "dom0: blk: dom3: connected, 8192 sectors at sector 12288 of dom0's disk, data pages mapped per request",
+        ) && c.contains(
+            "domU3: blk-grants: 8 requests without persistent grants, all 64 data grants ended after their responses: ok",
+        ),
+        "without persistent grants, dom0 unmaps each request's pages before it answers",
     )?;
     out.ensure(
         c.contains("domU1: blk: wrote 64 sectors (seed 7), flushed, read back: ok"),

@@ -17,16 +17,17 @@
 //! 4. either side sets [`state::CLOSED`] to disconnect; the other sees it the same way.
 
 /// `DEVICE_OP` commands (x1).
-/// x2 = key, x3 = grant reference of the ring page, x4 = port (domU, for itself). Creates or
-/// replaces the device; front state INITIALISED, back state unchanged. `-ENOSPC` beyond
-/// [`MAX_DEVICES`].
+/// x2 = key, x3 = grant reference of the ring page, x4 = port, x5 = the frontend's
+/// [`feature`] bits (0 for none) (domU, for itself). Creates or replaces the device; front
+/// state INITIALISED, back state unchanged. `-ENOSPC` beyond [`MAX_DEVICES`].
 pub const PUBLISH: u64 = 0;
 /// x2 = key, x3 = state: the frontend's new state.
 pub const SET_FRONT_STATE: u64 = 1;
 /// dom0 only: x2 = domain, x3 = key, x4 = state, x5 = parameter.
 pub const SET_BACK_STATE: u64 = 2;
 /// x2 = domain (`DOMID_SELF`; dom0 may name any), x3 = key. Returns x0 = front state | back
-/// state << 8, x1 = grant reference, x2 = port, x3 = the backend's parameter.
+/// state << 8, x1 = grant reference, x2 = port, x3 = the backend's parameter, x4 = the
+/// frontend's [`feature`] bits.
 pub const GET: u64 = 3;
 /// dom0 only: x2 = domain, x3 = a key (0 to start). Returns the next key after it, or
 /// `-ENOENT` at the end.
@@ -42,6 +43,17 @@ pub mod kind {
     /// An event echo: no ring (grant reference 0); dom0's backend sends every event it gets on
     /// the port straight back from its interrupt handler. For measuring the event round trip.
     pub const ECHO: u32 = 4;
+}
+
+/// What a frontend asks of its backend, as `PUBLISH` bits (Xen's `feature-*` keys). A backend
+/// ignores bits it does not know; Ferrite stores them as given.
+pub mod feature {
+    /// Block (Xen's `feature-persistent`): the backend may keep the frontend's data pages
+    /// mapped from one request to the next, until the device closes. The frontend then reuses
+    /// its data pages and cannot end their grants while connected. Without it, the backend
+    /// unmaps a request's pages before it answers the request, so the frontend may end their
+    /// grants as soon as it has the response.
+    pub const PERSISTENT: u64 = 1 << 0;
 }
 
 /// Xen's xenbus states.

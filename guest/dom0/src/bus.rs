@@ -14,6 +14,8 @@ pub struct Entry {
     pub ring: u32,
     /// Its port (the frontend's, for dom0 to bind).
     pub port: u32,
+    /// What the frontend asked for ([`devbus::feature`]).
+    pub features: u64,
 }
 
 /// Calls `f(domain, key)` for every device of `kind` of every domain.
@@ -41,13 +43,14 @@ pub fn for_each(kind: u32, mut f: impl FnMut(u16, u64)) {
 
 /// Device `key` of `dom`, if it exists.
 pub fn get(dom: u16, key: u64) -> Option<Entry> {
-    let mut regs = [0u64; 3];
+    let mut regs = [0u64; 4];
     let st = hypercall_regs(call::DEVICE_OP, devbus::GET, dom as u64, key, &mut regs);
     (st >= 0).then(|| Entry {
         front: (st & 0xff) as u8,
         back: ((st >> 8) & 0xff) as u8,
         ring: regs[0] as u32,
         port: regs[1] as u32,
+        features: regs[3],
     })
 }
 
@@ -70,6 +73,8 @@ pub enum Change {
     Connect {
         ring: u32,
         port: u32,
+        /// [`devbus::feature`] bits.
+        features: u64,
     },
     /// A frontend this backend serves has closed.
     Disconnect,
@@ -92,6 +97,7 @@ pub fn change(dom: u16, key: u64, served: bool) -> Change {
             Change::Connect {
                 ring: e.ring,
                 port: e.port,
+                features: e.features,
             }
         }
         (state::CLOSING | state::CLOSED, true) => Change::Disconnect,

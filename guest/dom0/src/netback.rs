@@ -77,7 +77,7 @@ fn consider(dom: u16, key: u64) {
     let mut fronts = FRONTS.lock();
     let known = fronts.iter().position(|f| f.dom == dom && f.key == key);
     match (crate::bus::change(dom, key, known.is_some()), known) {
-        (Change::Connect { ring, port }, _) => {
+        (Change::Connect { ring, port, .. }, _) => {
             match events::op(ev::BIND_INTERDOMAIN, dom as u64, port as u64) {
                 Ok(local) => {
                     let _ = crate::bus::set_back(dom, key, state::CONNECTED, 0);

@@ -1,8 +1,9 @@
 //! `blk-write <seed>` / `blk-read <seed>` / `blk-evil`: a blkfront ([`ferrite_abi::blkif`]).
 //!
 //! It sets up its grant table, a ring page and 8 data pages (256 for `blk-bench`) granted to
-//! dom0, an event channel unbound for dom0, publishes them on the device bus and waits for
-//! dom0's block backend to connect (`blk: connected, <n> sectors`). Then:
+//! dom0, an event channel unbound for dom0, publishes them on the device bus, asking for
+//! persistent grants (but in `blk-grants`), and waits for dom0's block backend to connect
+//! (`blk: connected, <n> sectors`). Then:
 //!
 //! - `blk-write <seed>`: writes 64 sectors of a pattern made from `seed` at sector 0 in one
 //!   8-segment request, flushes, reads them back and compares:
@@ -13,6 +14,11 @@
 //!   never made, a bad segment, an unknown op), each answered with an error, then a good one,
 //!   then corrupts its ring's producer index (the backend must disconnect it):
 //!   `blk-evil: done, <n> refused, <m> allowed`;
+//! - `blk-grants <seed>`: connects without asking for persistent grants and, four times,
+//!   writes 64 sectors of a pattern and reads them back; after each response it ends its 8
+//!   data pages' grants (each must end: the backend unmapped them before answering) and grants
+//!   them again for the next request:
+//!   `blk-grants: 8 requests without persistent grants, all 64 data grants ended after their responses: ok`;
 //! - `blk-bench <MiB>`: reads that much in 8-segment (32 KiB) requests, [`BENCH_DEPTH`] of them
 //!   outstanding, each into its own 8 pages, and prints the rate.
 //!
@@ -21,7 +27,7 @@
 use crate::front;
 use core::sync::atomic::Ordering;
 use ferrite_abi::blkif::{BlkRing, MAX_SEGMENTS, Request, Response, Segment, op};
-use ferrite_abi::devbus::{self, kind};
+use ferrite_abi::devbus::{self, feature, kind};
 use ferrite_abi::ring::FrontRing;
 use ferrite_abi::{Errno, errno};
 use ferrite_pv::{hypercall, time};
@@ -48,8 +54,9 @@ const MAX_PAGES: usize = BENCH_DEPTH * MAX_SEGMENTS;
 /// (`BENCH_WARM_UP` in `guest/dom0/src/virtio/blk.rs`; the first requests map the pages).
 const WARM_UP: u64 = 3072;
 
-/// Connects with `pages` data pages (at most [`MAX_PAGES`]).
-fn connect(pages: usize) -> Result<Front, &'static str> {
+/// Connects with `pages` data pages (at most [`MAX_PAGES`]), asking for `features`
+/// ([`feature`] bits).
+fn connect(pages: usize, features: u64) -> Result<Front, &'static str> {
     let (ring_va, ring_ma) = front::frame()?;
     // SAFETY: a zeroed frame of ours, mapped writable for good; the ring is Pod and atomics.
     let ring = unsafe { &*(ring_va as *const BlkRing) };
@@ -65,7 +72,7 @@ fn connect(pages: usize) -> Result<Front, &'static str> {
             first_gref = g;
         }
     }
-    let (port, sectors) = front::handshake(KEY, ring_gref)?;
+    let (port, sectors) = front::handshake(KEY, ring_gref, features)?;
     out!("blk: connected, {sectors} sectors");
     Ok(Front {
         ring,
@@ -148,7 +155,7 @@ fn close() {
 }
 
 pub fn write(seed: u64) {
-    let mut f = match connect(MAX_SEGMENTS) {
+    let mut f = match connect(MAX_SEGMENTS, feature::PERSISTENT) {
         Ok(f) => f,
         Err(e) => return out!("blk: FAIL: {e}"),
     };
@@ -182,6 +189,73 @@ pub fn write(seed: u64) {
         return out!("blk: FAIL: {e}");
     }
     out!("blk: wrote 64 sectors (seed {seed}), flushed, read back: ok");
+    // Persistent grants: dom0 keeps the data pages mapped while connected.
+    if front::try_end_grant(f.first_gref) {
+        out!("blk: FAIL: a data page's grant ended while dom0 keeps it mapped");
+    } else {
+        out!("blk: persistent grants: a data page's grant stays in use while connected");
+    }
+    close();
+}
+
+/// Rounds of `blk-grants`: each a write and a read.
+const GRANT_ROUNDS: u64 = 4;
+
+/// `blk-grants <seed>` (module docs).
+pub fn grants(seed: u64) {
+    let mut f = match connect(MAX_SEGMENTS, 0) {
+        Ok(f) => f,
+        Err(e) => return out!("blk-grants: FAIL: {e}"),
+    };
+    let mut ended = 0;
+    for round in 0..GRANT_ROUNDS {
+        let s = seed + round;
+        for i in 0..MAX_SEGMENTS {
+            for (b, x) in page(&f, i).iter_mut().enumerate() {
+                *x = pattern(s, i * 4096 + b);
+            }
+        }
+        for (op, id) in [(op::WRITE, 2 * round + 1), (op::READ, 2 * round + 2)] {
+            let req = rw(&f, op, id, 0);
+            match submit(&mut f, req) {
+                Ok(0) => {}
+                Ok(st) => return out!("blk-grants: FAIL: request {id} (op {op}): status {st}"),
+                Err(e) => return out!("blk-grants: FAIL: request {id} (op {op}): {e}"),
+            }
+            // The response means the backend has let go of the pages: every grant ends.
+            for g in 0..MAX_SEGMENTS as u32 {
+                let gref = f.first_gref + g;
+                if !front::try_end_grant(gref) {
+                    return out!(
+                        "blk-grants: FAIL: grant {gref} still in use after the response to request {id}"
+                    );
+                }
+                ended += 1;
+                if !front::regrant(gref) {
+                    return out!("blk-grants: FAIL: grant {gref} could not be granted again");
+                }
+            }
+            if op == op::WRITE {
+                for i in 0..MAX_SEGMENTS {
+                    page(&f, i).fill(0);
+                }
+            }
+        }
+        for i in 0..MAX_SEGMENTS {
+            for (b, &x) in page(&f, i).iter().enumerate() {
+                if x != pattern(s, i * 4096 + b) {
+                    return out!(
+                        "blk-grants: FAIL: round {round}: MISMATCH at sector {}",
+                        (i * 4096 + b) / 512
+                    );
+                }
+            }
+        }
+    }
+    out!(
+        "blk-grants: {} requests without persistent grants, all {ended} data grants ended after their responses: ok",
+        2 * GRANT_ROUNDS
+    );
     close();
 }
 
@@ -202,7 +276,7 @@ fn read_and_compare(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
 }
 
 pub fn read(seed: u64) {
-    let mut f = match connect(MAX_SEGMENTS) {
+    let mut f = match connect(MAX_SEGMENTS, feature::PERSISTENT) {
         Ok(f) => f,
         Err(e) => return out!("blk: FAIL: {e}"),
     };
@@ -214,7 +288,7 @@ pub fn read(seed: u64) {
 }
 
 pub fn evil() {
-    let mut f = match connect(MAX_SEGMENTS) {
+    let mut f = match connect(MAX_SEGMENTS, feature::PERSISTENT) {
         Ok(f) => f,
         Err(e) => return out!("blk-evil: FAIL: {e}"),
     };
@@ -328,7 +402,7 @@ mod alloc_free {
 /// a set of 8 pages of its own, named by its id; responses come in any order and give their
 /// set back for the next request.
 pub fn bench(mib: u64) {
-    let mut f = match connect(MAX_PAGES) {
+    let mut f = match connect(MAX_PAGES, feature::PERSISTENT) {
         Ok(f) => f,
         Err(e) => return out!("blk-bench: FAIL: {e}"),
     };

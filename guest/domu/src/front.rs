@@ -105,15 +105,27 @@ fn bus_port() -> u32 {
     p
 }
 
-/// Publishes device `key` (its ring page's grant and a new port for dom0) and waits up to 5 s
+/// Publishes device `key` (its ring page's grant, a new port for dom0 and the
+/// [`devbus::feature`] bits it asks for) and waits up to 5 s
 /// for dom0's backend to connect. Returns (port, the backend's parameter). It sleeps until the
 /// device bus's virtual IRQ says a backend changed something (at most 10 ms at a time, as the
 /// IRQ goes to vCPU 0), rather than polling: a frontend waiting for dom0 to get round to it
 /// takes no CPU from dom0 meanwhile.
-pub fn handshake(key: u64, ring_gref: u32) -> Result<(u32, u64), &'static str> {
+pub fn handshake(key: u64, ring_gref: u32, features: u64) -> Result<(u32, u64), &'static str> {
     let port = hypercall::evtchn_op(ev::ALLOC_UNBOUND, 0, DOMID_SELF as u64)
         .map_err(|_| "ALLOC_UNBOUND refused")? as u32;
-    let (r, _) = device_op(devbus::PUBLISH, key, ring_gref as u64, port as u64);
+    // SAFETY: DEVICE_OP reads no buffer, changes no mapping, starts no code.
+    let (r, _) = unsafe {
+        hypercall::raw(
+            call::DEVICE_OP as u64,
+            devbus::PUBLISH,
+            key,
+            ring_gref as u64,
+            port as u64,
+            features,
+        )
+    };
+    let r = r as i64;
     if r < 0 {
         return Err("PUBLISH refused");
     }
@@ -160,6 +172,21 @@ fn get(key: u64) -> (i64, u64) {
 /// Tells the backend this device is closed.
 pub fn close(key: u64) {
     device_op(devbus::SET_FRONT_STATE, key, state::CLOSED as u64, 0);
+}
+
+/// Grants again entry `gref`, which [`try_end_grant`] ended, to the same domain and frame (a
+/// frontend without persistent grants grants its data pages for each request). False if the
+/// entry was not ended.
+pub fn regrant(gref: u32) -> bool {
+    let t = TABLE.lock();
+    if *t == 0 || gref >= grant::ENTRIES_PER_PAGE {
+        return false;
+    }
+    // SAFETY: `*t` is our grant table page, mapped writable; entry `gref` is inside it.
+    let e = unsafe { &*((*t as *const GrantEntry).add(gref as usize)) };
+    e.flags
+        .compare_exchange(0, flags::PERMIT_ACCESS, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
 }
 
 /// Tries to end grant `gref` as Xen's `gnttab_end_foreign_access` does: a compare-and-swap of

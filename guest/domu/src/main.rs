@@ -4,7 +4,7 @@
 //! `hello`, `ptbuild`, `evil`, `evil-crash`, `hog`, `latency <n>`, `smp [stay]`,
 //! `bench-null <iters>`, `bench-mmu <batch> <rounds>`, `balloon`, `psci`,
 //! `ring-console <n> [gap_ms]`, `evil-io`, `blk-write <seed>`, `blk-read <seed>`, `blk-evil`,
-//! `net-ping <peer> <n>`, `net-pong <n>`, `net-wire <n>`, `net-evil`, `evt-ping <n>`.
+//! `blk-grants <seed>`, `net-ping <peer> <n>`, `net-pong <n>`, `net-wire <n>`, `net-evil`, `evt-ping <n>`.
 //!
 //! Every line it prints starts with `domU<id>: `. Every mode ends with `SCHED_OP SHUTDOWN`
 //! (poweroff) except those that run forever (`hog`, `smp stay`); an unknown mode or a bad
@@ -85,7 +85,8 @@ mod guest {
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
                          bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
-                         blk-evil, blk-bench <MiB>, net-ping <peer> <n>, net-pong <n>, net-wire <n>, net-evil, \
+                         blk-evil, blk-grants <seed>, blk-bench <MiB>, net-ping <peer> <n>, \
+                         net-pong <n>, net-wire <n>, net-evil, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
                          share-map <peer>, counter <ms> [fault <n>], evil-ctl, \
                          console-echo <n>, evt-ping <n>, vcpu-tlb <turns>";
@@ -121,6 +122,7 @@ mod guest {
             "blk-write" => blk::write(args.number("blk-write", "seed", 1)),
             "blk-read" => blk::read(args.number("blk-read", "seed", 1)),
             "blk-evil" => blk::evil(),
+            "blk-grants" => blk::grants(args.number("blk-grants", "seed", 1)),
             "share-grant" => share::grant_side(args.number("share-grant", "peer", 1) as u16),
             "share-map" => share::map_side(si, args.number("share-map", "peer", 1) as u16),
             "blk-bench" => blk::bench(args.number("blk-bench", "mib", 4)),

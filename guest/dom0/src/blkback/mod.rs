@@ -36,7 +36,7 @@ use ferrite_abi::blkif::{
     BlkRing, EIO, MAX_SEGMENTS, RING_SLOTS, Request, Response, SECTOR_SIZE, op,
 };
 use ferrite_abi::call::{self, domctl};
-use ferrite_abi::devbus::{kind, state};
+use ferrite_abi::devbus::{feature, kind, state};
 use ferrite_abi::ring::BackRing;
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
@@ -65,6 +65,10 @@ struct Front {
     more: bool,
     /// Responses pushed but not yet published.
     answered: bool,
+    /// The frontend asked for persistent grants ([`feature::PERSISTENT`]): its data pages stay
+    /// mapped in `cache`. Otherwise each request maps its own and unmaps them before it is
+    /// answered, so the frontend may end their grants once it has the response.
+    persistent: bool,
     /// Data pages kept mapped between requests, by grant reference (persistent grants).
     cache: ByGref<Cached>,
 }
@@ -136,14 +140,28 @@ fn consider(dom: u16, key: u64) {
     let mut b = BACKEND.lock();
     let known = b.fronts.iter().position(|f| f.dom == dom && f.key == key);
     match (crate::bus::change(dom, key, known.is_some()), known) {
-        (Change::Connect { ring, port }, _) => {
+        (
+            Change::Connect {
+                ring,
+                port,
+                features,
+            },
+            _,
+        ) => {
             let serial = b.next_serial;
             b.next_serial += 1;
-            match connect(serial, dom, key, ring, port) {
+            let persistent = features & feature::PERSISTENT != 0;
+            match connect(serial, dom, key, ring, port, persistent) {
                 Ok(f) => {
                     println!(
-                        "dom0: blk: dom{dom}: connected, {} sectors at sector {} of dom0's disk",
-                        f.sectors, f.first
+                        "dom0: blk: dom{dom}: connected, {} sectors at sector {} of dom0's disk, {}",
+                        f.sectors,
+                        f.first,
+                        if persistent {
+                            "persistent grants"
+                        } else {
+                            "data pages mapped per request"
+                        }
                     );
                     b.fronts.push(f);
                 }
@@ -161,7 +179,14 @@ fn consider(dom: u16, key: u64) {
     }
 }
 
-fn connect(serial: u64, dom: u16, key: u64, ring: u32, port: u32) -> Result<Front, String> {
+fn connect(
+    serial: u64,
+    dom: u16,
+    key: u64,
+    ring: u32,
+    port: u32,
+    persistent: bool,
+) -> Result<Front, String> {
     let mut n = 0u64;
     let first = hypercall_x1(call::DOMCTL, domctl::DISK, dom as u64, 0, &mut n);
     if first < 0 {
@@ -210,6 +235,7 @@ fn connect(serial: u64, dom: u16, key: u64, ring: u32, port: u32) -> Result<Fron
         flushing: false,
         more: false,
         answered: false,
+        persistent,
         cache: ByGref::new(),
     })
 }
@@ -362,6 +388,10 @@ fn release(f: &mut Front, held: &[Held]) {
 /// Maps (or finds mapped) `f`'s data page `gref`, writable if `write`: (how it is held, its
 /// address in the grant window).
 fn hold(f: &mut Front, gref: u32, write: bool) -> Result<(Held, u64), Errno> {
+    if !f.persistent {
+        let (ipa, _) = crate::gcopy::map(f.dom, gref, !write)?;
+        return Ok((Held::own(ipa), ipa));
+    }
     if let Some(c) = f.cache.get_mut(gref) {
         if c.writable || !write {
             c.users += 1;
