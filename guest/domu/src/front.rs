@@ -178,21 +178,19 @@ pub fn close(key: u64) {
 /// frontend without persistent grants grants its data pages for each request). False if the
 /// entry was not ended.
 pub fn regrant(gref: u32) -> bool {
-    let t = TABLE.lock();
-    if *t == 0 || gref >= grant::ENTRIES_PER_PAGE {
-        return false;
-    }
-    // SAFETY: `*t` is our grant table page, mapped writable; entry `gref` is inside it.
-    let e = unsafe { &*((*t as *const GrantEntry).add(gref as usize)) };
-    e.flags
-        .compare_exchange(0, flags::PERMIT_ACCESS, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
+    swap_flags(gref, 0, flags::PERMIT_ACCESS)
 }
 
 /// Tries to end grant `gref` as Xen's `gnttab_end_foreign_access` does: a compare-and-swap of
 /// its flags from "granted" to 0, which fails while Ferrite marks the entry in use (a copy in
 /// progress, or dom0 mapping it). True if the grant ended.
 pub fn try_end_grant(gref: u32) -> bool {
+    swap_flags(gref, flags::PERMIT_ACCESS, 0)
+}
+
+/// Compare-and-swaps entry `gref`'s flags from `from` to `to`; false if they were not `from`
+/// (or there is no such entry).
+fn swap_flags(gref: u32, from: u16, to: u16) -> bool {
     let t = TABLE.lock();
     if *t == 0 || gref >= grant::ENTRIES_PER_PAGE {
         return false;
@@ -200,6 +198,6 @@ pub fn try_end_grant(gref: u32) -> bool {
     // SAFETY: `*t` is our grant table page, mapped writable; entry `gref` is inside it.
     let e = unsafe { &*((*t as *const GrantEntry).add(gref as usize)) };
     e.flags
-        .compare_exchange(flags::PERMIT_ACCESS, 0, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
         .is_ok()
 }
