@@ -77,7 +77,7 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
     println!("dom0: smp: {up}/{wanted} vcpus online");
     let mut failures = usize::from(up != wanted);
     failures += usize::from(!check_timer());
-    failures += virtio::probe_all(&m.virtio);
+    failures += virtio::probe_all(&m.virtio, opts.blk_selftest);
 
     let (used, total) = heap::usage();
     log::debug!("heap: {} KiB of {} KiB in use", used / 1024, total / 1024);

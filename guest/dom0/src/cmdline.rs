@@ -49,6 +49,10 @@ pub struct Options {
     pub sched_report_ms: Option<u64>,
     /// `dom0.bench.blk=<MiB>`: read that much of the disk directly and print the rate.
     pub bench_blk_mib: Option<u64>,
+    /// `dom0.blk.selftest`: the boot check of the disk also writes (sectors 1-3 and the last,
+    /// with a signature) and reads back. Without it the check only reads: the disk may hold a
+    /// partition table there, or domUs' disks.
+    pub blk_selftest: bool,
     /// `dom0.shell=off|on|run`.
     pub shell: Shell,
     /// `dom0.exec=<cmd>;<cmd>...`: toolstack commands run after `dom0: ready` (quote the value
@@ -97,6 +101,7 @@ pub fn parse(args: &str, mut unknown: impl FnMut(String)) -> Options {
         sched: Vec::new(),
         sched_report_ms: None,
         bench_blk_mib: None,
+        blk_selftest: false,
         shell: Shell::On,
         exec: None,
         savearea: None,
@@ -106,6 +111,7 @@ pub fn parse(args: &str, mut unknown: impl FnMut(String)) -> Options {
         let mut unknown = |w: &str| unknown(w.into());
         match word.split_once('=') {
             None if word == "poweroff" => o.poweroff = true,
+            None if word == "dom0.blk.selftest" => o.blk_selftest = true,
             Some(("loglevel", v)) => match level(v) {
                 Some(l) => o.loglevel = l,
                 None => unknown(word),
@@ -252,14 +258,17 @@ mod tests {
         assert_eq!(o.fault, None);
         assert!(o.sched.is_empty());
         assert_eq!(o.sched_report_ms, None);
+        assert!(!o.blk_selftest, "the disk is written only when asked");
         assert!(unknown.is_empty());
     }
 
     #[test]
     fn existing_options() {
-        let (o, unknown) = parse_all("loglevel=debug poweroff dom0.fault=unmapped@0x9000000");
+        let (o, unknown) =
+            parse_all("loglevel=debug poweroff dom0.fault=unmapped@0x9000000 dom0.blk.selftest");
         assert_eq!(o.loglevel, LevelFilter::Debug);
         assert!(o.poweroff);
+        assert!(o.blk_selftest);
         assert_eq!(o.fault, Some(Fault::Unmapped(0x900_0000)));
         assert!(unknown.is_empty());
         let (o, _) = parse_all("dom0.fault=unmapped");

@@ -9,8 +9,9 @@
 //! request (the boot check, the toolstack's save area): completions of others that arrive
 //! meanwhile are kept for [`Disk::poll`].
 //!
-//! The boot check writes a pattern to a few sectors, one of them (sector 2) carrying an ASCII
-//! signature a host test can find in the image file, reads them back, compares, flushes. The
+//! The boot check reads the first and last sectors. Only with `dom0.blk.selftest` does it also
+//! write: a pattern to a few sectors, one of them (sector 2) carrying an ASCII signature a host
+//! test can find in the image file, read back, compared, flushed. The
 //! signature is `FERRITE-DOM0-BLK-TEST <counter>`; the counter is one more than the one sector
 //! 2 already holds (1 on a fresh disk), so a test can also tell two boots apart.
 
@@ -408,8 +409,12 @@ fn pattern(sector: u64, counter: u64) -> Vec<u8> {
     b
 }
 
-pub fn check(transport: MmioTransport<'static>, irq: Option<Irq>) -> bool {
-    match run(transport, irq) {
+/// Brings dom0's disk up and checks it: reads its first and last sectors or, with `selftest`
+/// (`dom0.blk.selftest`), the write test of the module docs. Never writes otherwise: the disk
+/// may hold a partition table (GPT keeps headers in sector 1 and the last sector) or domUs'
+/// disks.
+pub fn check(transport: MmioTransport<'static>, irq: Option<Irq>, selftest: bool) -> bool {
+    match run(transport, irq, selftest) {
         Ok(()) => true,
         Err(e) => {
             println!("dom0: blk: FAILED: {e}");
@@ -418,14 +423,44 @@ pub fn check(transport: MmioTransport<'static>, irq: Option<Irq>) -> bool {
     }
 }
 
-fn run(transport: MmioTransport<'static>, irq: Option<Irq>) -> Result<(), String> {
+fn run(transport: MmioTransport<'static>, irq: Option<Irq>, selftest: bool) -> Result<(), String> {
     let mut d = Disk::new(transport, irq).map_err(|e| alloc::format!("init: {e}"))?;
     let capacity = d.capacity;
-    if d.readonly {
-        return Err(alloc::format!("{capacity} sectors, read-only"));
-    }
     if capacity < 4 {
         return Err(alloc::format!("{capacity} sectors: too small to test"));
+    }
+    let requests = if selftest {
+        write_test(&mut d)?
+    } else {
+        let mut buf = vec![0u8; SECTOR_SIZE];
+        for s in [0, capacity - 1] {
+            d.io(false, s, &mut buf)
+                .map_err(|e| alloc::format!("reading sector {s}: {e}"))?;
+        }
+        println!(
+            "dom0: blk: {capacity} sectors{}, read sectors 0 and {} (written only with dom0.blk.selftest): ok",
+            if d.readonly { ", read-only" } else { "" },
+            capacity - 1
+        );
+        2
+    };
+    println!(
+        "dom0: blk: {}/{requests} completions by interrupt (INTID {})",
+        d.irq.taken,
+        d.irq.intid().unwrap_or(0)
+    );
+    *DISK.lock() = Some(d);
+    Ok(())
+}
+
+/// `dom0.blk.selftest`: writes a pattern to sectors 1, 2, 3 and the last, reads them back,
+/// compares, flushes. Returns the requests it made.
+fn write_test(d: &mut Disk) -> Result<usize, String> {
+    let capacity = d.capacity;
+    if d.readonly {
+        return Err(alloc::format!(
+            "{capacity} sectors, read-only: no write test"
+        ));
     }
     let mut buf = vec![0u8; SECTOR_SIZE];
     d.io(false, SIGNATURE_SECTOR, &mut buf)
@@ -455,14 +490,7 @@ fn run(transport: MmioTransport<'static>, irq: Option<Irq>) -> Result<(), String
         sectors.len()
     );
     println!("dom0: blk: signature \"{SIGNATURE} {counter}\" at sector {SIGNATURE_SECTOR}");
-    println!(
-        "dom0: blk: {}/{} completions by interrupt (INTID {})",
-        d.irq.taken,
-        sectors.len() * 2 + 2,
-        d.irq.intid().unwrap_or(0)
-    );
-    *DISK.lock() = Some(d);
-    Ok(())
+    Ok(sectors.len() * 2 + 2)
 }
 
 /// Requests in flight in the benchmarks, on both sides (`dom0.bench.blk` and a domU's

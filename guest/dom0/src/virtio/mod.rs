@@ -122,7 +122,7 @@ impl DevIrq {
 }
 
 /// Probes every slot and runs each device's check. Returns the number of failures.
-pub fn probe_all(slots: &[VirtioSlot]) -> usize {
+pub fn probe_all(slots: &[VirtioSlot], blk_selftest: bool) -> usize {
     let (mut blk, mut net, mut failures) = (0, 0, 0);
     for s in slots {
         let Some(header) = NonNull::new(s.reg.start as *mut _) else {
@@ -152,7 +152,7 @@ pub fn probe_all(slots: &[VirtioSlot]) -> usize {
         let ok = match kind {
             DeviceType::Block => {
                 blk += 1;
-                blk::check(transport, s.irq)
+                blk::check(transport, s.irq, blk_selftest)
             }
             DeviceType::Network => {
                 net += 1;
