@@ -21,6 +21,20 @@ pub struct Device {
     pub features: u64,
 }
 
+/// The first domain of `disks` (by domain id: a region of dom0's disk, offset and size in
+/// bytes) other than `id` whose region overlaps `want`, with that region.
+pub fn disk_overlap(
+    disks: &[Option<(u64, u64)>],
+    id: DomId,
+    want: (u64, u64),
+) -> Option<(DomId, (u64, u64))> {
+    let end = |(o, z): (u64, u64)| o.saturating_add(z);
+    disks.iter().enumerate().find_map(|(d, r)| {
+        let r = (*r)?;
+        (d != id as usize && want.0 < end(r) && r.0 < end(want)).then_some((d as DomId, r))
+    })
+}
+
 #[derive(Debug, Default)]
 pub struct Bus {
     doms: Vec<Vec<Device>>,
@@ -175,6 +189,31 @@ impl Bus {
 mod tests {
     use super::*;
     use ferrite_abi::devbus::{key, kind};
+
+    #[test]
+    fn disk_regions_must_not_overlap_another_domains() {
+        const M: u64 = 1 << 20;
+        let disks = [None, Some((M, 4 * M)), None, Some((8 * M, M))];
+        // Touching ends are fine; a byte in common is not.
+        assert_eq!(disk_overlap(&disks, 2, (0, M)), None);
+        assert_eq!(disk_overlap(&disks, 2, (5 * M, 3 * M)), None);
+        assert_eq!(disk_overlap(&disks, 2, (9 * M, 100 * M)), None);
+        assert_eq!(disk_overlap(&disks, 2, (0, M + 1)), Some((1, (M, 4 * M))));
+        assert_eq!(
+            disk_overlap(&disks, 2, (5 * M - 512, 512)),
+            Some((1, (M, 4 * M)))
+        );
+        assert_eq!(disk_overlap(&disks, 2, (2 * M, M)), Some((1, (M, 4 * M))));
+        assert_eq!(disk_overlap(&disks, 2, (0, 64 * M)), Some((1, (M, 4 * M))));
+        assert_eq!(
+            disk_overlap(&disks, 2, (8 * M + 512, 512)),
+            Some((3, (8 * M, M)))
+        );
+        // A domain's own region is not in its way (it is being replaced).
+        assert_eq!(disk_overlap(&disks, 1, (2 * M, M)), None);
+        // Past the end of the address space: no wrap-around.
+        assert_eq!(disk_overlap(&disks, 2, (u64::MAX - 512, u64::MAX)), None);
+    }
 
     #[test]
     fn handshake_and_disconnect() {

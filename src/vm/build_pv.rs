@@ -112,6 +112,7 @@ pub fn domu_from(
         super::devbus::remove_domain(id);
         e
     };
+    super::devbus::claim_disk(id, spec.disk).map_err(|e| fail(format!("{name}: {e}")))?;
     // The console's port, unbound for dom0, goes into the start-info page.
     let console_evtchn = super::events::new_domu(id, spec.vcpus)
         .map_err(|e| fail(format!("{name}: console event channel: {}", e.name())))?;
@@ -181,7 +182,6 @@ pub fn domu_from(
     ft.acquire_writable(built.shared_info_ma, &mut domu::Phys)
         .map_err(|e| fail(format!("{name}: shared-info page: {}", e.name())))?;
     super::grant::set_console_page(id, built.console_ma);
-    super::devbus::set_disk(id, spec.disk);
 
     let vmid = id + 1;
     let cntvoff = timer::counter();

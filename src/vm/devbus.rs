@@ -6,6 +6,8 @@ use super::{Vm, domain, events};
 use crate::arch::exceptions::TrapFrame;
 use crate::devbus::Bus;
 use crate::domain::DomId;
+use alloc::format;
+use alloc::string::String;
 use ferrite_abi::devbus as abi;
 use ferrite_abi::evtchn::virq;
 use ferrite_abi::{DOMID_SELF, Errno};
@@ -15,8 +17,32 @@ static BUS: Mutex<Bus> = Mutex::new(Bus::new());
 static DISKS: Mutex<[Option<(u64, u64)>; super::MAX_DOMAINS]> =
     Mutex::new([None; super::MAX_DOMAINS]);
 
-/// Boot configuration gave domain `id` this region of dom0's disk (bytes), or none.
-pub fn set_disk(id: DomId, disk: Option<(u64, u64)>) {
+/// Gives domain `id` this region of dom0's disk (bytes, from its `disk=` setting), or none,
+/// unless another domain's region overlaps it: two domains writing the same sectors would
+/// corrupt each other's file systems (as Xen's toolstack, Ferrite refuses to give one disk to
+/// two domains).
+pub fn claim_disk(id: DomId, disk: Option<(u64, u64)>) -> Result<(), String> {
+    let clash = {
+        let mut disks = DISKS.lock();
+        let clash = disk.and_then(|want| crate::devbus::disk_overlap(&disks[..], id, want));
+        if clash.is_none() {
+            disks[id as usize] = disk;
+        }
+        clash
+    };
+    // Named after the lock is dropped: the domain table is not taken under it.
+    match (clash, disk) {
+        (Some((other, (o, z))), Some((wo, wz))) => {
+            let name = domain(other).map_or_else(String::new, |d| format!(" ({})", d.name));
+            Err(format!(
+                "its disk ({wz} bytes at {wo}) overlaps domain {other}{name}'s ({z} bytes at {o})"
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn set_disk(id: DomId, disk: Option<(u64, u64)>) {
     DISKS.lock()[id as usize] = disk;
 }
 

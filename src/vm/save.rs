@@ -330,8 +330,11 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
     let frames: Vec<u64> = (0..h.nr_pages).map(|i| base + i * 4096).collect();
     let fail = |e: String| {
         crate::boot::free_frames(base, h.nr_pages as usize);
+        super::devbus::remove_domain(id);
         (errno::EINVAL, e)
     };
+    // A `disk=` in the restore's configuration, as when it was created.
+    super::devbus::claim_disk(id, spec.disk).map_err(|e| fail(format!("{name}: {e}")))?;
     let ft = FrameTable::with_grants(
         id,
         &frames,

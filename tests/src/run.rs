@@ -273,6 +273,17 @@ impl Run {
         self.expect_line(&what, timeout, |line| line.contains(needle))
     }
 
+    /// Waits for a console line containing `needle` anywhere in the console, earlier lines
+    /// included, and leaves [`Run::expect`]'s place where it was: for a line whose order against
+    /// the lines around it is not fixed (Ferrite's log against a guest's user space).
+    pub fn seen(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let cursor = self.cursor;
+        self.cursor = 0;
+        let r = self.expect(needle, timeout);
+        self.cursor = cursor;
+        r.map(drop)
+    }
+
     /// Like [`Run::expect`], for the first later line that `matches`; `what` names it in errors.
     pub fn expect_line(
         &mut self,

@@ -217,11 +217,12 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
     )?;
 
     // A new boot, a new domU with the same disk region: it reads the pattern back. One without
-    // a disk is refused by the backend.
+    // a disk is refused by the backend; one whose disk overlaps the reader's is not built.
     let out = run_with(
         "io-blk-read",
         2,
-        "domu=name=reader,mem=8M,disk=1M:4M,cmd=blk-read+7 domu=name=nodisk,mem=8M,cmd=blk-read+7",
+        "domu=name=reader,mem=8M,disk=1M:4M,cmd=blk-read+7 domu=name=nodisk,mem=8M,cmd=blk-read+7 \
+         domu=name=clash,mem=8M,disk=4M:2M,cmd=blk-write+9",
         1500,
         Some(&disk),
     )?;
@@ -234,6 +235,12 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
         c.contains("dom0: blk: dom2: not connected: it has no disk= setting")
             && c.contains("domU2: blk: FAIL: the backend refused the device"),
         "a domU without a disk is refused with the reason",
+    )?;
+    out.ensure(
+        c.contains(
+            "clash: its disk (2097152 bytes at 4194304) overlaps domain 1 (reader)'s (4194304 bytes at 1048576)",
+        ) && !c.contains("domU3:"),
+        "a domU whose disk overlaps another's is refused, with both regions",
     )?;
     let _ = std::fs::remove_file(&disk);
     Ok(())

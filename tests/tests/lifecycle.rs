@@ -391,7 +391,9 @@ fn a_domain_saved_to_dom0s_disk_is_restored_after_a_reboot() -> Result<()> {
     };
     let first = boot(
         "lifecycle-disk-save",
-        "create name=cnt mem=8M cmd=counter 100;sleep 1500;save cnt disk:cnt;files",
+        "create name=cnt mem=8M cmd=counter 100;sleep 1500;save cnt disk:cnt;files;\
+         create name=ov mem=4M disk=9M:1M cmd=hog;create name=c2 mem=4M cmd=counter 100;\
+         sleep 300;save c2 disk:c2;files",
     )?;
     let count = |l: &String| -> Option<u64> { l.split("counter: ").nth(1)?.trim().parse().ok() };
     let last = first
@@ -409,6 +411,17 @@ fn a_domain_saved_to_dom0s_disk_is_restored_after_a_reboot() -> Result<()> {
     first.ensure(
         last >= 5,
         format!("it counted only to {last} before the save"),
+    )?;
+    // A domain whose disk lies in the save area: nothing more is written there.
+    first.ensure(
+        first.console.contains(
+            "the save area (50331648 bytes at 8388608) overlaps dom2's disk (1048576 bytes at 9437184): nothing written",
+        ) && !first
+            .console
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("disk:c2") && l.contains("on dom0's disk")),
+        "a save over a domain's disk was refused",
     )?;
     let second = boot(
         "lifecycle-disk-restore",

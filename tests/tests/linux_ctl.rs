@@ -471,6 +471,8 @@ fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
                 && l.contains("disconnected after")
         })?;
 
+        // Its disk region is free again once it is gone (a second domain may not have it).
+        run.seen(&format!("w: domain {w} destroyed"), STEP)?;
         // Stop the backend, remount: what the next domU reads comes from the disk.
         run.send("kill %1; wait; umount /mnt && mount -t ext2 /dev/vda /mnt && echo remounted-$((6 * 6))\n")?;
         run.expect("remounted-36", STEP)?;
@@ -487,6 +489,7 @@ fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
             STEP,
         )?;
 
+        run.seen(&format!("r: domain {r} destroyed"), STEP)?;
         // A domU whose disk lies outside the file is refused, with the reason.
         run.send(
             "ferrite-ctl create name=big,mem=8M,disk=4M:8M,cmd=blk-read+7 /domu.elf && \

@@ -13,6 +13,7 @@ use crate::virtio::blk::DISK;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
+use ferrite_abi::call::{self, domctl};
 use ferrite_abi::ctl::{SAVE_MAGIC, SaveHeader, VcpuState};
 use spin::Mutex;
 
@@ -41,6 +42,26 @@ fn area() -> Result<(u64, u64), String> {
     AREA.lock().ok_or_else(|| {
         String::from("no save area on dom0's disk (boot option dom0.savearea=<offset>:<size>)")
     })
+}
+
+/// The save area, to write in: refused while it overlaps a domain's disk (its `disk=`), which
+/// saving would overwrite.
+fn writable_area() -> Result<(u64, u64), String> {
+    let (off, len) = area()?;
+    for dom in super::ctl::domain_ids() {
+        let mut n = 0u64;
+        let first = crate::psci::hypercall_x1(call::DOMCTL, domctl::DISK, dom, 0, &mut n);
+        if first < 0 {
+            continue;
+        }
+        let (o, z) = (first as u64 * SECTOR, n * SECTOR);
+        if off < o.saturating_add(z) && o < off + len {
+            return Err(alloc::format!(
+                "the save area ({len} bytes at {off}) overlaps dom{dom}'s disk ({z} bytes at {o}): nothing written"
+            ));
+        }
+    }
+    Ok((off, len))
 }
 
 fn io(write: bool, sector: u64, buf: &mut [u8]) -> Result<(), String> {
@@ -135,7 +156,7 @@ pub(super) fn save(name: &str, f: &File) -> Result<u64, String> {
     if name.is_empty() || name.len() > 32 {
         return Err(String::from("a disk file's name is 1 to 32 characters"));
     }
-    let (off, len) = area()?;
+    let (off, len) = writable_area()?;
     let (base, end) = (off / SECTOR, (off + len) / SECTOR);
     let mut dir = read_dir(base)?;
     dir.retain(|e| e.name != name);
