@@ -4,6 +4,7 @@
 //! on the other side of every change.
 
 use crate::domain::DomId;
+use crate::domain::config::disks_overlap;
 use alloc::vec::Vec;
 use ferrite_abi::Errno;
 use ferrite_abi::devbus::{MAX_DEVICES, state};
@@ -28,10 +29,9 @@ pub fn disk_overlap(
     id: DomId,
     want: (u64, u64),
 ) -> Option<(DomId, (u64, u64))> {
-    let end = |(o, z): (u64, u64)| o.saturating_add(z);
     disks.iter().enumerate().find_map(|(d, r)| {
         let r = (*r)?;
-        (d != id as usize && want.0 < end(r) && r.0 < end(want)).then_some((d as DomId, r))
+        (d != id as usize && disks_overlap(want, r)).then_some((d as DomId, r))
     })
 }
 

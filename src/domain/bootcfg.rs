@@ -23,7 +23,7 @@
 //! allowed), booleans and arrays of those (which may span lines). Anything else (other tables,
 //! inline tables, floats, dates, multi-line strings, dotted or quoted keys) is refused by line.
 
-use super::config::DomuSpec;
+use super::config::{DomuSpec, disks_overlap};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -685,7 +685,29 @@ pub fn parse(text: &str) -> Result<Vec<BootDomain>, Vec<Error>> {
             names.push((n, t.line));
         }
         match domain(t) {
-            Ok(d) => domains.push(d),
+            Ok(d) => {
+                // Two domains may not have the same sectors of dom0's disk.
+                if let Some(want) = d.spec.disk
+                    && let Some(other) = domains
+                        .iter()
+                        .find(|o| o.spec.disk.is_some_and(|r| disks_overlap(want, r)))
+                {
+                    let line = t
+                        .entries
+                        .iter()
+                        .find(|e| e.key == "disk")
+                        .map_or(t.line, |e| e.line);
+                    errors.push(Error {
+                        line,
+                        key: Some("disk".into()),
+                        why: format!(
+                            "overlaps the disk of '{}' (line {}): two domains may not share sectors",
+                            other.name, other.line
+                        ),
+                    });
+                }
+                domains.push(d)
+            }
             Err(e) => errors.extend(e),
         }
     }

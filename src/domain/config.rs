@@ -84,6 +84,12 @@ impl Action {
     }
 }
 
+/// Whether two regions of dom0's disk (offset, size in bytes) share a byte: two domains may
+/// not have such disks (their file systems would corrupt each other).
+pub fn disks_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
+}
+
 impl Default for DomuSpec {
     fn default() -> Self {
         Self {

@@ -137,6 +137,7 @@ fn a_bad_domains_file_fails_the_build_naming_each_mistake() {
         "tests/fixtures/domains-bad.toml:9: name: 'a' is already the name of the domain on line 3",
         "tests/fixtures/domains-bad.toml:10: colour: unknown key (known: name, kernel,",
         "tests/fixtures/domains-bad.toml:11: disk: size= is missing",
+        "tests/fixtures/domains-bad.toml:19: disk: overlaps the disk of 'c' (line 13): two domains may not share sectors",
     ] {
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
     }

@@ -299,6 +299,24 @@ fn names_are_required_plain_and_unique() {
     );
 }
 
+#[test]
+fn two_domains_may_not_share_disk_sectors() {
+    assert_eq!(
+        one_error(
+            "[[domain]]\nname = \"a\"\ndisk = \"offset=1M,size=4M\"\n\n\
+             [[domain]]\nname = \"b\"\nmemory = 8\ndisk = \"offset=4M,size=4M\"\n"
+        ),
+        "8: disk: overlaps the disk of 'a' (line 1): two domains may not share sectors"
+    );
+    // Regions that only touch are fine, and so are domains without a disk.
+    let ok = parse(
+        "[[domain]]\nname = \"a\"\ndisk = \"offset=1M,size=4M\"\n\n\
+         [[domain]]\nname = \"b\"\ndisk = \"offset=5M,size=4M\"\n\n[[domain]]\nname = \"c\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.len(), 3);
+}
+
 /// The shipped files start nothing (the system tests boot those images), and their
 /// commented example is valid once uncommented.
 #[test]

@@ -133,7 +133,10 @@ pub struct Held(u64);
 /// A [`Held`] taken apart.
 pub enum Hold {
     Nothing,
+    /// Through its frontend's cache, under this grant reference.
     Cached(u32),
+    /// Mapped at this address for this request alone (no persistent grants, or the cache
+    /// could not take it).
     Own(u64),
 }
 
