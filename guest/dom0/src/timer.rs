@@ -53,6 +53,10 @@ pub fn ticks_to_us(t: u64) -> u64 {
     (t as u128 * 1_000_000 / frequency() as u128) as u64
 }
 
+pub fn ticks_to_ns(t: u64) -> u64 {
+    (t as u128 * 1_000_000_000 / frequency() as u128) as u64
+}
+
 pub fn uptime_us() -> u64 {
     ticks_to_us(counter().wrapping_sub(BOOT_COUNT.load(Ordering::Relaxed)))
 }

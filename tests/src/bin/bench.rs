@@ -442,6 +442,7 @@ fn main() {
 /// to a real device's rate (QEMU's `throttling.bps-read`, 500 MB/s, a SATA SSD's), where the
 /// question is whether the domU gets what the disk gives.
 fn blk(row: &mut impl FnMut(&str, String)) {
+    blk_cpu(row);
     let domu = "domu=mem=8M,disk=1M:8M,cpus=0,cmd=blk-bench+224";
     blk_set(row, "", domu, "");
     // Dedicated pCPUs: dom0 alone on pCPU 0, the domU on pCPU 1, both waiting in WFI at EL1.
@@ -456,6 +457,78 @@ fn blk(row: &mut impl FnMut(&str, String)) {
         ", disk throttled to 500 MB/s",
         domu,
         "throttling.bps-read=500000000",
+    );
+}
+
+/// The CPU each path spends per 32 KiB request, under -icount (instructions, repeatable): dom0
+/// submitting to and completing from its disk directly, against blkback taking, checking,
+/// mapping and submitting a domU's request and answering it (over all its requests, the first
+/// ones mapping their pages). The real-time ratio below follows from these and the disk's own
+/// time; what blkback adds is what keeps it under 1 on a disk as fast as memory.
+fn blk_cpu(row: &mut impl FnMut(&str, String)) {
+    let d = disk("io-blk", 16 << 20);
+    let out = Qemu::virt()
+        .cpus(2)
+        .icount(true)
+        .timeout(T)
+        .label("bench-blk-cpu")
+        .image(build("qemu-virt/ferrite-dom0.bin"))
+        .bootargs(
+            "semihosting domu=mem=8M,disk=1M:8M,cpus=0,cmd=blk-bench+224 -- dom0.bench.blk=224 \
+             dom0.sched.report=3000 poweroff",
+        )
+        .virtio_disk(&d)
+        .spawn()
+        .and_then(|r| r.wait_exit(T))
+        .expect("the block benchmark runs");
+    let find = |key: &str| {
+        out.console
+            .lines()
+            .iter()
+            .find(|l| l.contains(key))
+            .cloned()
+    };
+    let ns = |line: &Option<String>, after: &str| -> Option<u64> {
+        line.as_ref()?
+            .split(after)
+            .nth(1)?
+            .split(" ns")
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let direct = find("dom0: bench: blk: CPU per request:");
+    let back = find("dom0: blk: CPU per request:");
+    let (submit, complete) = (ns(&direct, "submit "), ns(&direct, "complete "));
+    let (serve, answer) = (ns(&back, "take and submit "), ns(&back, "answer "));
+    let sum = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a + b);
+    let show = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
+    row(
+        "block CPU per 32 KiB request, dom0 direct: submit + complete (instructions, -icount)",
+        format!(
+            "{} + {} = {}",
+            show(submit),
+            show(complete),
+            show(sum(submit, complete))
+        ),
+    );
+    row(
+        "block CPU per 32 KiB request in dom0 for a domU: blkback take/check/map/submit + answer",
+        format!(
+            "{} + {} = {}",
+            show(serve),
+            show(answer),
+            show(sum(serve, answer))
+        ),
+    );
+    row(
+        "block CPU per request, through blkback / direct",
+        sum(serve, answer)
+            .zip(sum(submit, complete))
+            .map_or("?".into(), |(b, d)| {
+                format!("{:.2}", b as f64 / d.max(1) as f64)
+            }),
     );
 }
 
