@@ -466,21 +466,12 @@ fn blk(row: &mut impl FnMut(&str, String)) {
 /// ones mapping their pages). The real-time ratio below follows from these and the disk's own
 /// time; what blkback adds is what keeps it under 1 on a disk as fast as memory.
 fn blk_cpu(row: &mut impl FnMut(&str, String)) {
-    let d = disk("io-blk", 16 << 20);
-    let out = Qemu::virt()
-        .cpus(2)
-        .icount(true)
-        .timeout(T)
-        .label("bench-blk-cpu")
-        .image(build("qemu-virt/ferrite-dom0.bin"))
-        .bootargs(
-            "semihosting domu=mem=8M,disk=1M:8M,cpus=0,cmd=blk-bench+224 -- dom0.bench.blk=224 \
-             dom0.sched.report=3000 poweroff",
-        )
-        .virtio_disk(&d)
-        .spawn()
-        .and_then(|r| r.wait_exit(T))
-        .expect("the block benchmark runs");
+    let out = blk_boot(
+        "bench-blk-cpu",
+        true,
+        "domu=mem=8M,disk=1M:8M,cpus=0,cmd=blk-bench+224",
+        "",
+    );
     let find = |key: &str| {
         out.console
             .lines()
@@ -532,25 +523,32 @@ fn blk_cpu(row: &mut impl FnMut(&str, String)) {
     );
 }
 
+/// One boot of the block benchmarks on a fresh 16 MiB disk: dom0 reads 224 MiB directly, then
+/// the domU `domus` names reads through blkback; `drive` is added to the disk's `-drive`
+/// options.
+fn blk_boot(label: &str, icount: bool, domus: &str, drive: &str) -> Outcome {
+    let d = disk("io-blk", 16 << 20);
+    Qemu::virt()
+        .cpus(2)
+        .icount(icount)
+        .timeout(T)
+        .label(label)
+        .image(build("qemu-virt/ferrite-dom0.bin"))
+        .bootargs(format!(
+            "semihosting {domus} -- dom0.bench.blk=224 dom0.sched.report=3000 poweroff"
+        ))
+        .virtio_disk_with(&d, drive)
+        .spawn()
+        .and_then(|r| r.wait_exit(T))
+        .expect("the block benchmark runs")
+}
+
 /// Three boots of one block benchmark configuration, `domus` (and Ferrite options) on the
 /// command line and `drive` added to the disk's `-drive` options; `what` names it in the rows.
 fn blk_set(row: &mut impl FnMut(&str, String), what: &str, domus: &str, drive: &str) {
     let mut ratios = Vec::new();
     for run in 1..=3 {
-        let d = disk("io-blk", 16 << 20);
-        let out = Qemu::virt()
-            .cpus(2)
-            .icount(false)
-            .timeout(T)
-            .label("bench-blk")
-            .image(build("qemu-virt/ferrite-dom0.bin"))
-            .bootargs(format!(
-                "semihosting {domus} -- dom0.bench.blk=224 dom0.sched.report=3000 poweroff"
-            ))
-            .virtio_disk_with(&d, drive)
-            .spawn()
-            .and_then(|r| r.wait_exit(T))
-            .expect("the block benchmark runs");
+        let out = blk_boot("bench-blk", false, domus, drive);
         let rate = |key: &str| -> Option<f64> {
             let l = out
                 .console

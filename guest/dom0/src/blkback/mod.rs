@@ -93,17 +93,24 @@ struct Io {
     held: [Held; MAX_SEGMENTS],
 }
 
+/// Counter ticks spent serving rings (taking, checking, mapping and submitting requests) and
+/// answering completions, and the requests each covered, since the last report: the CPU per
+/// request (instructions under -icount), against dom0 reading directly (`make bench`).
+#[derive(Default)]
+struct Cpu {
+    serve: u64,
+    begun: u64,
+    answer: u64,
+    answered: u64,
+}
+
 /// Cached pages of frontends that disconnected while requests using them were at the disk:
 /// (the frontend's serial, grant reference) -> (address, requests still using it).
 type Orphans = BTreeMap<(u64, u32), (u64, u32)>;
 
 struct Backend {
     fronts: Vec<Front>,
-    /// Counter ticks spent serving rings (taking, checking, mapping and submitting requests)
-    /// and answering completions, and the requests each covered, since the last report: the
-    /// CPU per request (instructions under -icount), against dom0 reading directly
-    /// (`make bench`).
-    cpu: [u64; 4],
+    cpu: Cpu,
     /// By the tag it has at the disk (its slot).
     io: Slab<Io>,
     orphans: Orphans,
@@ -116,7 +123,12 @@ unsafe impl Send for Backend {}
 
 static BACKEND: Mutex<Backend> = Mutex::new(Backend {
     fronts: Vec::new(),
-    cpu: [0; 4],
+    cpu: Cpu {
+        serve: 0,
+        begun: 0,
+        answer: 0,
+        answered: 0,
+    },
     io: Slab::new(),
     orphans: BTreeMap::new(),
     next_serial: 0,
@@ -180,11 +192,13 @@ fn consider(dom: u16, key: u64) {
         (Change::Disconnect, Some(i)) => {
             let f = b.fronts.remove(i);
             disconnect(f, &mut b.orphans, "the frontend closed");
-            let [serve, begun, answer, answered] = core::mem::take(&mut b.cpu);
+            let c = core::mem::take(&mut b.cpu);
             println!(
-                "dom0: blk: CPU per request: take and submit {} ns ({begun} requests), answer {} ns ({answered})",
-                crate::timer::ticks_to_ns(serve) / begun.max(1),
-                crate::timer::ticks_to_ns(answer) / answered.max(1)
+                "dom0: blk: CPU per request: take and submit {} ns ({} requests), answer {} ns ({})",
+                crate::timer::ticks_to_ns(c.serve) / c.begun.max(1),
+                c.begun,
+                crate::timer::ticks_to_ns(c.answer) / c.answered.max(1),
+                c.answered
             );
         }
         _ => {}
@@ -318,10 +332,10 @@ pub fn service(all: bool) {
             i += 1;
         }
         let (t2, i2) = (crate::timer::counter(), in_flight(b));
-        b.cpu[0] += t2 - t1;
-        b.cpu[1] += i2.saturating_sub(i1);
-        b.cpu[2] += t1 - t0;
-        b.cpu[3] += s1 - s0;
+        b.cpu.serve += t2 - t1;
+        b.cpu.begun += i2.saturating_sub(i1);
+        b.cpu.answer += t1 - t0;
+        b.cpu.answered += s1 - s0;
         disk.kick();
         publish(&mut b.fronts);
         all = false;
