@@ -467,6 +467,7 @@ pub fn idle_loop() -> ! {
         }
         SLICE_END[me].store(u64::MAX, Ordering::Relaxed);
         reprogram();
+        context::lower_virtual_irq();
         while !RESCHED[me].swap(false, Ordering::AcqRel) {
             // WFI wakes on a pending interrupt even while masked; it is taken once unmasked.
             cpu::wfi();
