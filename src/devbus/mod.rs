@@ -20,6 +20,8 @@ pub struct Device {
     pub back_param: u64,
     /// What the frontend asked for (`ferrite_abi::devbus::feature` bits, as given).
     pub features: u64,
+    /// What the backend honours (the same bits, as given).
+    pub back_features: u64,
 }
 
 /// The first domain of `disks` (by domain id: a region of dom0's disk, offset and size in
@@ -104,6 +106,7 @@ impl Bus {
                 d.front = state::INITIALISED;
                 d.back = state::UNKNOWN;
                 d.back_param = 0;
+                d.back_features = 0;
             }
             None => {
                 if devs.len() >= MAX_DEVICES {
@@ -117,6 +120,7 @@ impl Bus {
                     back: state::UNKNOWN,
                     back_param: 0,
                     features,
+                    back_features: 0,
                 });
             }
         }
@@ -136,8 +140,16 @@ impl Bus {
         Ok(())
     }
 
-    /// `SET_BACK_STATE` by the backend (dom0) for `dom`'s device.
-    pub fn set_back(&mut self, dom: DomId, key: u64, s: u64, param: u64) -> Result<(), Errno> {
+    /// `SET_BACK_STATE` by the backend (dom0) for `dom`'s device: its state, parameter and the
+    /// features it honours.
+    pub fn set_back(
+        &mut self,
+        dom: DomId,
+        key: u64,
+        s: u64,
+        param: u64,
+        features: u64,
+    ) -> Result<(), Errno> {
         check_key(key)?;
         let s = check_state(s)?;
         let d = self
@@ -147,6 +159,7 @@ impl Bus {
             .ok_or(Errno::NoEnt)?;
         d.back = s;
         d.back_param = param;
+        d.back_features = features;
         Ok(())
     }
 
@@ -228,8 +241,9 @@ mod tests {
         );
         assert_eq!(b.next(3, 0), Ok(k));
         assert_eq!(b.next(3, k), Err(Errno::NoEnt));
-        b.set_back(3, k, state::CONNECTED as u64, 8192).unwrap();
-        assert_eq!(b.get(3, k).unwrap().back_param, 8192);
+        b.set_back(3, k, state::CONNECTED as u64, 8192, 1).unwrap();
+        let d = b.get(3, k).unwrap();
+        assert_eq!((d.back_param, d.back_features), (8192, 1));
         b.set_front(3, k, state::CLOSED as u64).unwrap();
         assert_eq!(b.get(3, k).unwrap().front, state::CLOSED);
         // Reconnecting starts a new handshake, with the features asked for now.
@@ -238,6 +252,10 @@ mod tests {
         assert_eq!(
             (d.gref, d.port, d.front, d.back, d.features),
             (9, 4, state::INITIALISED, state::UNKNOWN, 0)
+        );
+        assert_eq!(
+            d.back_features, 0,
+            "the backend's answer is for the old handshake"
         );
         b.remove_domain(3);
         assert_eq!(b.get(3, k), Err(Errno::NoEnt));
@@ -268,7 +286,7 @@ mod tests {
         b.publish(1, key(2, 0), 8, 2, 0).unwrap();
         assert_eq!(b.set_front(1, key(2, 0), 0), Err(Errno::Inval));
         assert_eq!(b.set_front(1, key(2, 0), 7), Err(Errno::Inval));
-        assert_eq!(b.set_back(1, key(2, 0), 99, 0), Err(Errno::Inval));
+        assert_eq!(b.set_back(1, key(2, 0), 99, 0, 0), Err(Errno::Inval));
         for i in 1..MAX_DEVICES as u32 {
             b.publish(1, key(2, i), 8, 2, 0).unwrap();
         }

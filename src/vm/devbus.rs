@@ -83,7 +83,7 @@ fn target(vm: &Vm, arg: u64) -> Result<DomId, Errno> {
 #[inline(never)]
 pub fn device_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
     let (cmd, a, b, c, d) = (frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5]);
-    let r = op(vm, cmd, a, b, c, d, frame);
+    let r = op(vm, cmd, [a, b, c, d], frame);
     match r {
         Ok(x) => x as i64,
         // The end of a NEXT walk is not a mistake.
@@ -102,10 +102,7 @@ pub fn device_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
 fn op(
     vm: &'static Vm,
     cmd: u64,
-    a: u64,
-    b: u64,
-    c: u64,
-    d: u64,
+    [a, b, c, d]: [u64; 4],
     frame: &mut TrapFrame,
 ) -> Result<u64, Errno> {
     match cmd {
@@ -130,7 +127,7 @@ fn op(
                 return Err(Errno::Perm);
             }
             let dom = target(vm, a)?;
-            BUS.lock().set_back(dom, b, c, d)?;
+            BUS.lock().set_back(dom, b, c, d, frame.x[6])?;
             if let Some(front) = domain(dom) {
                 events::raise_virq(front, virq::DEVBUS, 0);
             }
@@ -143,6 +140,7 @@ fn op(
             frame.x[2] = dev.port as u64;
             frame.x[3] = dev.back_param;
             frame.x[4] = dev.features;
+            frame.x[5] = dev.back_features;
             Ok(dev.front as u64 | (dev.back as u64) << 8)
         }
         abi::NEXT => {

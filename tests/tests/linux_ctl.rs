@@ -465,6 +465,11 @@ fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
             &format!("domU{w}: blk: wrote 64 sectors (seed 7), flushed, read back: ok"),
             STEP,
         )?;
+        // ferrite-ctl's blkback does not take indirect requests: the frontend does without.
+        run.expect(
+            &format!("domU{w}: blk: the backend takes no indirect requests"),
+            STEP,
+        )?;
         // It powers off and is destroyed: the backend sees its disk close or its ring go.
         run.expect_line("the backend letting go of the first domU", STEP, |l| {
             l.contains(&format!("ferrite-ctl: blkback: dom{w}: "))

@@ -23,11 +23,12 @@
 pub const PUBLISH: u64 = 0;
 /// x2 = key, x3 = state: the frontend's new state.
 pub const SET_FRONT_STATE: u64 = 1;
-/// dom0 only: x2 = domain, x3 = key, x4 = state, x5 = parameter.
+/// dom0 only: x2 = domain, x3 = key, x4 = state, x5 = parameter, x6 = the [`feature`] bits
+/// the backend honours (of those the frontend asked for; 0 for none).
 pub const SET_BACK_STATE: u64 = 2;
 /// x2 = domain (`DOMID_SELF`; dom0 may name any), x3 = key. Returns x0 = front state | back
 /// state << 8, x1 = grant reference, x2 = port, x3 = the backend's parameter, x4 = the
-/// frontend's [`feature`] bits.
+/// frontend's [`feature`] bits, x5 = the backend's.
 pub const GET: u64 = 3;
 /// dom0 only: x2 = domain, x3 = a key (0 to start). Returns the next key after it, or
 /// `-ENOENT` at the end.
@@ -45,8 +46,10 @@ pub mod kind {
     pub const ECHO: u32 = 4;
 }
 
-/// What a frontend asks of its backend, as `PUBLISH` bits (Xen's `feature-*` keys). A backend
-/// ignores bits it does not know; Ferrite stores them as given.
+/// What a frontend asks of its backend, as `PUBLISH` bits (Xen's `feature-*` keys), and what
+/// the backend honours, as `SET_BACK_STATE` bits. A backend ignores bits it does not know and
+/// honours a subset of those asked for; Ferrite stores both sides' bits as given. A frontend
+/// uses a feature once it is connected and the backend's bits have it.
 pub mod feature {
     /// Block (Xen's `feature-persistent`): the backend may keep the frontend's data pages
     /// mapped from one request to the next, until the device closes. The frontend then reuses
@@ -54,6 +57,9 @@ pub mod feature {
     /// unmaps a request's pages before it answers the request, so the frontend may end their
     /// grants as soon as it has the response.
     pub const PERSISTENT: u64 = 1 << 0;
+    /// Block (Xen's `feature-max-indirect-segments`): the frontend may send
+    /// [`crate::blkif::op::INDIRECT`] requests.
+    pub const INDIRECT: u64 = 1 << 1;
 }
 
 /// Xen's xenbus states.

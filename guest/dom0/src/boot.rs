@@ -338,8 +338,8 @@ fn after_ready(opts: &Options) -> ! {
         .get()
         .and_then(|m| m.hypervisor.as_ref())
         .is_some_and(|h| h.compatible == "ferrite,hypervisor");
-    if let Some(mib) = opts.bench_blk_mib {
-        crate::virtio::blk::bench(mib);
+    if let Some(b) = opts.bench_blk {
+        crate::virtio::blk::bench(b);
     }
     crate::consback::start();
     crate::blkback::start();

@@ -2,7 +2,7 @@
 //! of one kind, reading one, and setting the backend's state. The backends (`blkback`,
 //! `netback`) decide what to do with each device.
 
-use crate::psci::{hypercall, hypercall_regs, hypercall5};
+use crate::psci::{hypercall, hypercall_regs, hypercall5, hypercall6};
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::devbus::{self, state};
 
@@ -56,13 +56,27 @@ pub fn get(dom: u16, key: u64) -> Option<Entry> {
 
 /// Sets the backend's state (and parameter) of `dom`'s device `key`; the errno on failure.
 pub fn set_back(dom: u16, key: u64, state: u8, param: u64) -> Result<(), i64> {
-    let r = hypercall5(
+    set_back_features(dom, key, state, param, 0)
+}
+
+/// [`set_back`], honouring the frontend's [`devbus::feature`] bits `features`.
+pub fn set_back_features(
+    dom: u16,
+    key: u64,
+    state: u8,
+    param: u64,
+    features: u64,
+) -> Result<(), i64> {
+    let r = hypercall6(
         call::DEVICE_OP,
-        devbus::SET_BACK_STATE,
-        dom as u64,
-        key,
-        state as u64,
-        param,
+        [
+            devbus::SET_BACK_STATE,
+            dom as u64,
+            key,
+            state as u64,
+            param,
+            features,
+        ],
     );
     if r < 0 { Err(r) } else { Ok(()) }
 }

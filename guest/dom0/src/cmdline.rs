@@ -47,8 +47,9 @@ pub struct Options {
     pub sched: Vec<SchedSetting>,
     /// `dom0.sched.report=<ms>`: sleep that long, then print the scheduler table.
     pub sched_report_ms: Option<u64>,
-    /// `dom0.bench.blk=<MiB>`: read that much of the disk directly and print the rate.
-    pub bench_blk_mib: Option<u64>,
+    /// `dom0.bench.blk=<MiB>[:<KiB per request>[:<requests in flight>]]`: read that much of
+    /// the disk directly and print the rate.
+    pub bench_blk: Option<BenchBlk>,
     /// `dom0.blk.selftest`: the boot check of the disk also writes (sectors 1-3 and the last,
     /// with a signature) and reads back. Without it the check only reads: the disk may hold a
     /// partition table there, or domUs' disks.
@@ -100,7 +101,7 @@ pub fn parse(args: &str, mut unknown: impl FnMut(String)) -> Options {
         fault: None,
         sched: Vec::new(),
         sched_report_ms: None,
-        bench_blk_mib: None,
+        bench_blk: None,
         blk_selftest: false,
         shell: Shell::On,
         exec: None,
@@ -130,9 +131,9 @@ pub fn parse(args: &str, mut unknown: impl FnMut(String)) -> Options {
                 Some(ms) => o.sched_report_ms = Some(ms),
                 None => unknown(word),
             },
-            Some(("dom0.bench.blk", v)) => match number(v) {
-                Some(m) if m > 0 => o.bench_blk_mib = Some(m),
-                _ => unknown(word),
+            Some(("dom0.bench.blk", v)) => match bench_blk(v) {
+                Some(b) => o.bench_blk = Some(b),
+                None => unknown(word),
             },
             Some(("dom0.shell", v)) => match v {
                 "off" => o.shell = Shell::Off,
@@ -198,6 +199,31 @@ fn number(v: &str) -> Option<u64> {
         Some(h) => u64::from_str_radix(h, 16).ok(),
         None => v.parse().ok(),
     }
+}
+
+/// `dom0.bench.blk`'s shape: as many MiB, in requests of `kib` KiB (whole pages, at most an
+/// indirect blkif request's 256 KiB), `depth` of them in flight (at most 32, a ring's worth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchBlk {
+    pub mib: u64,
+    pub kib: u64,
+    pub depth: u64,
+}
+
+/// `<MiB>[:<KiB>[:<depth>]]`; 32 KiB and 32 in flight unless given.
+fn bench_blk(v: &str) -> Option<BenchBlk> {
+    let mut f = v.split(':');
+    let mib = number(f.next()?)?;
+    let kib = f.next().map_or(Some(32), number)?;
+    let depth = f.next().map_or(Some(32), number)?;
+    let max_kib = (ferrite_abi::blkif::MAX_INDIRECT_SEGMENTS * 4) as u64;
+    let good = f.next().is_none()
+        && mib > 0
+        && kib > 0
+        && kib % 4 == 0
+        && kib <= max_kib
+        && (1..=32).contains(&depth);
+    good.then_some(BenchBlk { mib, kib, depth })
 }
 
 /// `<dom>:<weight>`, `<dom>:<cap>` or `<dom>:<vcpu>:<mask>`, each number decimal or `0x` hex.
@@ -392,6 +418,27 @@ mod tests {
         let (_, unknown) = parse_all("dom0.shell=maybe");
         assert_eq!(unknown, ["dom0.shell=maybe"]);
         assert_eq!(split_words(" a  \"b c\"d  "), ["a", "b cd"]);
+    }
+
+    #[test]
+    fn bench_blk_shapes() {
+        let b = |mib, kib, depth| Some(BenchBlk { mib, kib, depth });
+        assert_eq!(bench_blk("224"), b(224, 32, 32));
+        assert_eq!(bench_blk("224:256"), b(224, 256, 32));
+        assert_eq!(bench_blk("224:256:8"), b(224, 256, 8));
+        for bad in [
+            "0",
+            "",
+            "224:0",
+            "224:6",
+            "224:260",
+            "224:32:0",
+            "224:32:33",
+            "1:4:1:1",
+            "x",
+        ] {
+            assert_eq!(bench_blk(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub fn hypercall4(f: u32, a1: u64, a2: u64, a3: u64, a4: u64) -> i64 {
 
 /// A hypercall with x1..x5 as arguments (`DEVICE_OP SET_BACK_STATE`).
 pub fn hypercall5(f: u32, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
+    hypercall6(f, [a1, a2, a3, a4, a5, 0])
+}
+
+/// A hypercall with x1..x6 as arguments (`DEVICE_OP SET_BACK_STATE`).
+pub fn hypercall6(f: u32, [a1, a2, a3, a4, a5, a6]: [u64; 6]) -> i64 {
     let mut x0 = f as u64;
     if CONDUIT.load(Ordering::Relaxed) != HVC {
         return -1;
@@ -74,7 +79,7 @@ pub fn hypercall5(f: u32, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
     unsafe {
         asm!("hvc #0",
             inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
-            inout("x4") a4 => _, inout("x5") a5 => _, out("x6") _, out("x7") _, out("x8") _,
+            inout("x4") a4 => _, inout("x5") a5 => _, inout("x6") a6 => _, out("x7") _, out("x8") _,
             out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
             out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack));
     }

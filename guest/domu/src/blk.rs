@@ -1,17 +1,26 @@
 //! `blk-write <seed>` / `blk-read <seed>` / `blk-evil`: a blkfront ([`ferrite_abi::blkif`]).
 //!
-//! It sets up its grant table, a ring page and 8 data pages (256 for `blk-bench`) granted to
-//! dom0, an event channel unbound for dom0, publishes them on the device bus, asking for
-//! persistent grants (but in `blk-grants`), and waits for dom0's block backend to connect
-//! (`blk: connected, <n> sectors`). Then:
+//! It sets up its grant table, a ring page, data pages (64 for the tests, a set per request
+//! outstanding for `blk-bench`) and, for indirect requests, an indirect page per set, all
+//! granted to dom0, and an event channel unbound for dom0; publishes them on the device bus,
+//! asking for persistent grants (but in `blk-grants`) and indirect requests, and waits for
+//! dom0's block backend to connect (`blk: connected, <n> sectors`, `, indirect requests` when
+//! the backend takes them). Then:
 //!
 //! - `blk-write <seed>`: writes 64 sectors of a pattern made from `seed` at sector 0 in one
 //!   8-segment request, flushes, reads them back and compares:
-//!   `blk: wrote 64 sectors (seed <seed>), flushed, read back: ok`;
+//!   `blk: wrote 64 sectors (seed <seed>), flushed, read back: ok`; then, if the backend takes
+//!   indirect requests, the same with 512 sectors at sector 64 (a second pattern, `seed` +
+//!   1000) in one 64-segment indirect request: `blk: indirect: wrote 512 sectors at sector 64
+//!   in one request, flushed, read back: ok`;
 //! - `blk-read <seed>`: reads 64 sectors at 0 and compares with the pattern:
-//!   `blk: read 64 sectors: pattern <seed> ok` (or `MISMATCH at sector <s>`);
+//!   `blk: read 64 sectors: pattern <seed> ok` (or `MISMATCH at sector <s>`); then, with
+//!   indirect requests, the 512 at sector 64: `blk: indirect: read 512 sectors at sector 64:
+//!   pattern <seed + 1000> ok`;
 //! - `blk-evil`: sends requests the backend must refuse (past the end of its disk, a grant it
-//!   never made, a bad segment, an unknown op), each answered with an error, then a good one,
+//!   never made, a bad segment, an unknown op; indirect ones with too many segments, an
+//!   indirect page it never granted, a bad segment in it, a flush inside), each answered with
+//!   an error, then a good one,
 //!   then corrupts its ring's producer index (the backend must disconnect it):
 //!   `blk-evil: done, <n> refused, <m> allowed`;
 //! - `blk-grants <seed>`: connects without asking for persistent grants and, four times,
@@ -19,14 +28,17 @@
 //!   data pages' grants (each must end: the backend unmapped them before answering) and grants
 //!   them again for the next request:
 //!   `blk-grants: 8 requests without persistent grants, all 64 data grants ended after their responses: ok`;
-//! - `blk-bench <MiB>`: reads that much in 8-segment (32 KiB) requests, [`BENCH_DEPTH`] of them
-//!   outstanding, each into its own 8 pages, and prints the rate.
+//! - `blk-bench <MiB> [<KiB per request> [<outstanding>]]`: reads that much in requests of
+//!   that size (32 KiB, 8 segments, unless given; larger ones are indirect), that many
+//!   outstanding (32), each into its own pages, and prints the rate.
 //!
 //! Every mode ends by closing the device (front state CLOSED).
 
 use crate::front;
 use core::sync::atomic::Ordering;
-use ferrite_abi::blkif::{BlkRing, MAX_SEGMENTS, Request, Response, Segment, op};
+use ferrite_abi::blkif::{
+    BlkRing, MAX_INDIRECT_SEGMENTS, MAX_SEGMENTS, Request, Response, Segment, op,
+};
 use ferrite_abi::devbus::{self, feature, kind};
 use ferrite_abi::ring::FrontRing;
 use ferrite_abi::{Errno, errno};
@@ -38,51 +50,123 @@ struct Front {
     ring: &'static BlkRing,
     fr: FrontRing<'static, Request, Response, { ferrite_abi::blkif::RING_SLOTS }>,
     port: u32,
-    /// The data pages: 8 per request this frontend may have outstanding.
-    data_va: [u64; MAX_PAGES],
+    /// The first [`MAX_INDIRECT_SEGMENTS`] data pages, which the tests fill and check (the
+    /// benchmark's others are only read into; their VAs are not kept: the stack is 16 KiB).
+    data_va: [u64; MAX_INDIRECT_SEGMENTS],
     /// The data pages' grants are consecutive from this one.
     first_gref: u32,
+    /// An indirect page per set (VA), their grants consecutive from `first_indirect_gref`.
+    indirect_va: [u64; MAX_SETS],
+    first_indirect_gref: u32,
+    /// The backend takes indirect requests.
+    indirect: bool,
     ring_gref: u32,
     sectors: u64,
 }
 
-/// Requests `blk-bench` keeps outstanding: as many as dom0's own benchmark keeps at its disk
-/// (`dom0.bench.blk`), so the two rates compare.
-const BENCH_DEPTH: usize = 32;
-const MAX_PAGES: usize = BENCH_DEPTH * MAX_SEGMENTS;
-/// Requests completed before the clock starts (96 MiB): dom0's benchmark's warm-up
-/// (`BENCH_WARM_UP` in `guest/dom0/src/virtio/blk.rs`; the first requests map the pages).
-const WARM_UP: u64 = 3072;
+/// Sets of pages, each with an indirect page: a ring's worth of requests.
+const MAX_SETS: usize = ferrite_abi::blkif::RING_SLOTS;
+/// Data pages: 32 requests of 8 pages, or 8 of 64.
+const MAX_PAGES: usize = 512;
+/// Bytes completed before the clock starts: dom0's benchmark's warm-up
+/// (`BENCH_WARM_UP_BYTES` in `guest/dom0/src/virtio/blk.rs`; the first requests map the pages).
+const WARM_UP_BYTES: u64 = 96 << 20;
+/// Where `blk-write`'s indirect request writes, and its pattern's seed offset.
+const INDIRECT_AT: u64 = 64;
+const INDIRECT_SEED: u64 = 1000;
 
-/// Connects with `pages` data pages (at most [`MAX_PAGES`]), asking for `features`
+/// Connects with `pages` data pages (at most [`MAX_PAGES`]) and `sets` indirect pages (at
+/// most [`MAX_SETS`]; asking for indirect requests if any), asking for `features` too
 /// ([`feature`] bits).
-fn connect(pages: usize, features: u64) -> Result<Front, &'static str> {
+fn connect(pages: usize, sets: usize, features: u64) -> Result<Front, &'static str> {
     let (ring_va, ring_ma) = front::frame()?;
     // SAFETY: a zeroed frame of ours, mapped writable for good; the ring is Pod and atomics.
     let ring = unsafe { &*(ring_va as *const BlkRing) };
     ring.init();
     let ring_gref = front::grant_to_dom0(ring_ma)?;
-    let mut data_va = [0u64; MAX_PAGES];
+    let mut data_va = [0u64; MAX_INDIRECT_SEGMENTS];
     let mut first_gref = 0;
-    for (i, va) in data_va.iter_mut().take(pages).enumerate() {
+    for i in 0..pages {
         let (v, ma) = front::frame()?;
-        *va = v;
+        if let Some(va) = data_va.get_mut(i) {
+            *va = v;
+        }
         let g = front::grant_to_dom0(ma)?;
         if i == 0 {
             first_gref = g;
         }
     }
-    let (port, sectors) = front::handshake(KEY, ring_gref, features)?;
-    out!("blk: connected, {sectors} sectors");
+    let mut indirect_va = [0u64; MAX_SETS];
+    let mut first_indirect_gref = 0;
+    for (i, va) in indirect_va.iter_mut().take(sets).enumerate() {
+        let (v, ma) = front::frame()?;
+        *va = v;
+        let g = front::grant_to_dom0(ma)?;
+        if i == 0 {
+            first_indirect_gref = g;
+        }
+    }
+    let features = if sets > 0 {
+        features | feature::INDIRECT
+    } else {
+        features
+    };
+    let (port, sectors, honoured) = front::handshake(KEY, ring_gref, features)?;
+    let indirect = honoured & feature::INDIRECT != 0;
+    out!(
+        "blk: connected, {sectors} sectors{}",
+        if indirect { ", indirect requests" } else { "" }
+    );
     Ok(Front {
         ring,
         fr: FrontRing::new(ring),
         port,
         data_va,
         first_gref,
+        indirect_va,
+        first_indirect_gref,
+        indirect,
         ring_gref,
         sectors,
     })
+}
+
+/// An indirect request moving 8 sectors per page of data pages `first..first + n` from
+/// `sector`, its segments written straight into set `set`'s indirect page (64 at most: the
+/// count may say more, for `blk-evil`). `edit` may change each segment as it is written.
+fn indirect(
+    f: &Front,
+    set: usize,
+    data_op: u8,
+    id: u64,
+    sector: u64,
+    (first, n): (usize, usize),
+    edit: impl Fn(usize, &mut Segment),
+) -> Request {
+    let page = f.indirect_va[set] as *mut Segment;
+    for i in 0..n.min(MAX_INDIRECT_SEGMENTS) {
+        let mut s = Segment {
+            gref: f.first_gref + (first + i) as u32,
+            first_sect: 0,
+            last_sect: 7,
+            pad: 0,
+        };
+        edit(i, &mut s);
+        // SAFETY: one of our indirect frames, mapped writable for good; 64 segments of 8 bytes
+        // fit in it; dom0 reads it (through its read-only mapping of the grant) only while a
+        // request naming it is outstanding, and none that names it is.
+        unsafe { page.add(i).write_volatile(s) };
+    }
+    let mut r = Request {
+        op: op::INDIRECT,
+        indirect_op: data_op,
+        nr_segments: n as u8,
+        id,
+        sector,
+        ..Request::default()
+    };
+    r.seg[0].gref = f.first_indirect_gref + set as u32;
+    r
 }
 
 /// Sends `req` and waits for its response's status.
@@ -155,7 +239,7 @@ fn close() {
 }
 
 pub fn write(seed: u64) {
-    let mut f = match connect(MAX_SEGMENTS, feature::PERSISTENT) {
+    let mut f = match connect(MAX_INDIRECT_SEGMENTS, 1, feature::PERSISTENT) {
         Ok(f) => f,
         Err(e) => return out!("blk: FAIL: {e}"),
     };
@@ -189,6 +273,17 @@ pub fn write(seed: u64) {
         return out!("blk: FAIL: {e}");
     }
     out!("blk: wrote 64 sectors (seed {seed}), flushed, read back: ok");
+    if f.indirect {
+        if let Err(e) = write_indirect(&mut f, seed + INDIRECT_SEED) {
+            return out!("blk: indirect: FAIL: {e}");
+        }
+        out!(
+            "blk: indirect: wrote {} sectors at sector {INDIRECT_AT} in one request, flushed, read back: ok",
+            MAX_INDIRECT_SEGMENTS * 8
+        );
+    } else {
+        out!("blk: the backend takes no indirect requests");
+    }
     // Persistent grants: dom0 keeps the data pages mapped while connected.
     if front::try_end_grant(f.first_gref) {
         out!("blk: FAIL: a data page's grant ended while dom0 keeps it mapped");
@@ -203,7 +298,7 @@ const GRANT_ROUNDS: u64 = 4;
 
 /// `blk-grants <seed>` (module docs).
 pub fn grants(seed: u64) {
-    let mut f = match connect(MAX_SEGMENTS, 0) {
+    let mut f = match connect(MAX_SEGMENTS, 0, 0) {
         Ok(f) => f,
         Err(e) => return out!("blk-grants: FAIL: {e}"),
     };
@@ -259,6 +354,56 @@ pub fn grants(seed: u64) {
     close();
 }
 
+/// `blk-write`'s indirect part: a 64-page pattern at [`INDIRECT_AT`] in one request, flushed,
+/// read back into zeroed pages in one more.
+fn write_indirect(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
+    let n = MAX_INDIRECT_SEGMENTS;
+    for i in 0..n {
+        for (b, x) in page(f, i).iter_mut().enumerate() {
+            *x = pattern(seed, i * 4096 + b);
+        }
+    }
+    let w = indirect(f, 0, op::WRITE, 4, INDIRECT_AT, (0, n), |_, _| {});
+    let flush = Request {
+        op: op::FLUSH,
+        id: 5,
+        ..Request::default()
+    };
+    for (what, req) in [("indirect write", w), ("flush", flush)] {
+        match submit(f, req) {
+            Ok(0) => {}
+            Ok(s) => return Err(alloc_free::Msg::Status(what, s)),
+            Err(e) => return Err(alloc_free::Msg::Text(e)),
+        }
+    }
+    for i in 0..n {
+        page(f, i).fill(0);
+    }
+    read_indirect(f, seed)
+}
+
+/// Reads [`INDIRECT_AT`]'s 64 pages in one indirect request and compares them with the
+/// pattern of `seed`.
+fn read_indirect(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
+    let n = MAX_INDIRECT_SEGMENTS;
+    let r = indirect(f, 0, op::READ, 6, INDIRECT_AT, (0, n), |_, _| {});
+    match submit(f, r) {
+        Ok(0) => {}
+        Ok(s) => return Err(alloc_free::Msg::Status("indirect read", s)),
+        Err(e) => return Err(alloc_free::Msg::Text(e)),
+    }
+    for i in 0..n {
+        for (b, &x) in page(f, i).iter().enumerate() {
+            if x != pattern(seed, i * 4096 + b) {
+                return Err(alloc_free::Msg::Mismatch(
+                    INDIRECT_AT + (i * 4096 + b) as u64 / 512,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn read_and_compare(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
     match submit(f, rw(f, op::READ, 3, 0)) {
         Ok(0) => {}
@@ -276,7 +421,7 @@ fn read_and_compare(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
 }
 
 pub fn read(seed: u64) {
-    let mut f = match connect(MAX_SEGMENTS, feature::PERSISTENT) {
+    let mut f = match connect(MAX_INDIRECT_SEGMENTS, 1, feature::PERSISTENT) {
         Ok(f) => f,
         Err(e) => return out!("blk: FAIL: {e}"),
     };
@@ -284,11 +429,21 @@ pub fn read(seed: u64) {
         Ok(()) => out!("blk: read 64 sectors: pattern {seed} ok"),
         Err(e) => out!("blk: {e}"),
     }
+    if f.indirect {
+        let s = seed + INDIRECT_SEED;
+        match read_indirect(&mut f, s) {
+            Ok(()) => out!(
+                "blk: indirect: read {} sectors at sector {INDIRECT_AT}: pattern {s} ok",
+                MAX_INDIRECT_SEGMENTS * 8
+            ),
+            Err(e) => out!("blk: indirect: {e}"),
+        }
+    }
     close();
 }
 
 pub fn evil() {
-    let mut f = match connect(MAX_SEGMENTS, feature::PERSISTENT) {
+    let mut f = match connect(MAX_SEGMENTS, 1, feature::PERSISTENT) {
         Ok(f) => f,
         Err(e) => return out!("blk-evil: FAIL: {e}"),
     };
@@ -335,6 +490,14 @@ pub fn evil() {
             }
         }
     }
+    if f.indirect {
+        let (r, a) = evil_indirect(&mut f);
+        refused += r;
+        allowed += a;
+    } else {
+        allowed += 1;
+        out!("blk-evil: FAIL: the backend takes no indirect requests");
+    }
     match submit(
         &mut f,
         Request {
@@ -377,6 +540,91 @@ pub fn evil() {
     out!("blk-evil: done, {refused} refused, {allowed} allowed");
 }
 
+/// `blk-evil`'s indirect requests: (refused as the ABI says, allowed or refused otherwise).
+/// Each is built just before it is sent: they share one indirect page.
+fn evil_indirect(f: &mut Front) -> (u32, u32) {
+    const PAGES: (usize, usize) = (0, MAX_SEGMENTS);
+    type Build = fn(&Front) -> Request;
+    let cases: [(&str, Build, Errno); 5] = [
+        (
+            "an indirect request of 65 segments",
+            |f| {
+                indirect(
+                    f,
+                    0,
+                    op::READ,
+                    20,
+                    0,
+                    (0, MAX_INDIRECT_SEGMENTS + 1),
+                    |_, _| {},
+                )
+            },
+            Errno::Inval,
+        ),
+        (
+            "an indirect page it never granted",
+            |f| {
+                let mut r = indirect(f, 0, op::READ, 21, 0, PAGES, |_, _| {});
+                r.seg[0].gref = 300;
+                r
+            },
+            Errno::Perm,
+        ),
+        (
+            "a segment ending before it starts, in its indirect page",
+            |f| {
+                indirect(f, 0, op::WRITE, 22, 0, PAGES, |i, s| {
+                    if i == 5 {
+                        s.first_sect = 6;
+                        s.last_sect = 2;
+                    }
+                })
+            },
+            Errno::Inval,
+        ),
+        (
+            "an indirect flush",
+            |f| indirect(f, 0, op::FLUSH, 23, 0, (0, 1), |_, _| {}),
+            Errno::Inval,
+        ),
+        (
+            "an indirect read past the end of its disk",
+            |f| indirect(f, 0, op::READ, 24, f.sectors - 8, PAGES, |_, _| {}),
+            Errno::Inval,
+        ),
+    ];
+    let (mut refused, mut allowed) = (0, 0);
+    for (name, build, want) in cases {
+        let req = build(f);
+        match submit(f, req) {
+            Ok(0) => {
+                allowed += 1;
+                out!("blk-evil: {name}: ALLOWED");
+            }
+            Ok(s) => {
+                refused += 1;
+                match Errno::from_ret(s as i64) {
+                    Some(e) if e == want => out!("blk-evil: {name}: refused {e}"),
+                    _ => out!("blk-evil: {name}: refused {s} (unexpected, the ABI says {want})"),
+                }
+            }
+            Err(e) => {
+                allowed += 1;
+                out!("blk-evil: {name}: FAIL: {e}");
+            }
+        }
+    }
+    let good = indirect(f, 0, op::READ, 25, 0, PAGES, |_, _| {});
+    match submit(f, good) {
+        Ok(0) => out!("blk-evil: a good indirect request after them: ok"),
+        other => {
+            allowed += 1;
+            out!("blk-evil: a good indirect request after them: FAIL {other:?}");
+        }
+    }
+    (refused, allowed)
+}
+
 /// Error text without a heap.
 mod alloc_free {
     pub enum Msg {
@@ -396,30 +644,51 @@ mod alloc_free {
     }
 }
 
-/// `blk-bench <MiB>`: reads `mib` MiB through dom0 (around again past its disk's end) in
-/// 8-segment (32 KiB) requests, [`BENCH_DEPTH`] outstanding, and prints the rate in real time
-/// after [`WARM_UP`] requests. Each outstanding request has
-/// a set of 8 pages of its own, named by its id; responses come in any order and give their
-/// set back for the next request.
-pub fn bench(mib: u64) {
-    let mut f = match connect(MAX_PAGES, feature::PERSISTENT) {
+/// `blk-bench <MiB> [<KiB> [<depth>]]`: reads `mib` MiB through dom0 (around again past its
+/// disk's end) in requests of `kib` KiB (indirect ones beyond 32 KiB), `depth` outstanding,
+/// and prints the rate in real time after [`WARM_UP_BYTES`]. Each outstanding request has a
+/// set of pages of its own (and an indirect page), named by its id; responses come in any
+/// order and give their set back for the next request.
+pub fn bench(mib: u64, kib: u64, depth: u64) {
+    let per_set = (kib / 4) as usize;
+    let depth = depth as usize;
+    let fits = kib % 4 == 0
+        && (1..=MAX_INDIRECT_SEGMENTS).contains(&per_set)
+        && (1..=MAX_SETS).contains(&depth)
+        && per_set * depth <= MAX_PAGES;
+    if !fits {
+        return out!(
+            "blk-bench: FAIL: {depth} requests of {kib} KiB: up to {} pages in all, of up to {} KiB each",
+            MAX_PAGES,
+            MAX_INDIRECT_SEGMENTS * 4
+        );
+    }
+    let big = per_set > MAX_SEGMENTS;
+    let sets = if big { depth } else { 0 };
+    let mut f = match connect(per_set * depth, sets, feature::PERSISTENT) {
         Ok(f) => f,
         Err(e) => return out!("blk-bench: FAIL: {e}"),
     };
-    let per = 64u64;
+    if big && !f.indirect {
+        return out!(
+            "blk-bench: FAIL: {kib} KiB requests need indirect requests, which the backend does not take"
+        );
+    }
+    let per = (per_set * 8) as u64;
     // Past the disk's end, around again from sector 0.
     let span = f.sectors / per;
     if span == 0 {
         return out!("blk-bench: FAIL: the disk is smaller than one request");
     }
     let total = (mib << 20) / (per * 512);
-    // Which set of pages each outstanding request uses (by slot), and the free sets.
-    let mut set_of = [u64::MAX; BENCH_DEPTH];
-    let mut free: [usize; BENCH_DEPTH] = core::array::from_fn(|i| i);
-    let mut nfree = BENCH_DEPTH;
+    // Which request each set is used by (u64::MAX: free), and the free sets.
+    let mut set_of = [u64::MAX; MAX_SETS];
+    let mut free: [usize; MAX_SETS] = core::array::from_fn(|i| i);
+    let mut nfree = depth;
     let (mut next, mut done) = (0u64, 0u64);
     // The clock starts once the warm-up's requests have completed, as in dom0's benchmark.
-    let warm = if total > WARM_UP { WARM_UP } else { 0 };
+    let warm_up = WARM_UP_BYTES / (per * 512);
+    let warm = if total > warm_up { warm_up } else { 0 };
     let mut t0 = time::now();
     let end = t0 + time::us_to_ticks(60_000_000);
     while done < total {
@@ -427,8 +696,21 @@ pub fn bench(mib: u64) {
             nfree -= 1;
             let set = free[nfree];
             set_of[set] = next;
+            let sector = (next % span) * per;
             // The id names the set: the response gives it back.
-            let req = rw_into(&f, set, op::READ, set as u64, (next % span) * per);
+            let req = if big {
+                let pages = (set * per_set, per_set);
+                indirect(&f, set, op::READ, set as u64, sector, pages, |_, _| {})
+            } else {
+                Request {
+                    op: op::READ,
+                    nr_segments: per_set as u8,
+                    id: set as u64,
+                    sector,
+                    seg: segments(f.first_gref + (set * per_set) as u32),
+                    ..Request::default()
+                }
+            };
             if f.fr.push_request(req).is_err() {
                 return out!("blk-bench: FAIL: ring full");
             }
@@ -442,7 +724,7 @@ pub fn bench(mib: u64) {
             match f.fr.take_response() {
                 Ok(Some(r)) => {
                     let set = r.id as usize;
-                    if r.status != 0 || set >= BENCH_DEPTH || set_of[set] == u64::MAX {
+                    if r.status != 0 || set >= depth || set_of[set] == u64::MAX {
                         return out!(
                             "blk-bench: FAIL at request {}: response id {} status {}",
                             done,
@@ -472,10 +754,10 @@ pub fn bench(mib: u64) {
         }
     }
     let us = time::ticks_to_us(time::now() - t0).max(1);
-    let kib = (total - warm) * per / 2;
+    let kib_read = (total - warm) * per / 2;
     out!(
-        "blk-bench: read {kib} KiB through dom0 in {us} us, after {warm} requests of warm-up ({BENCH_DEPTH} requests of 32 KiB outstanding): {} KiB/s",
-        kib * 1_000_000 / us
+        "blk-bench: read {kib_read} KiB through dom0 in {us} us, after {warm} requests of warm-up ({depth} requests of {kib} KiB outstanding): {} KiB/s",
+        kib_read * 1_000_000 / us
     );
     close();
 }

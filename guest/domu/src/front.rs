@@ -9,8 +9,9 @@ use ferrite_abi::grant::{self, GrantEntry, flags};
 use ferrite_abi::{DOMID_SELF, call};
 use ferrite_pv::{cpu, events, hypercall, time};
 
-/// The grant table page (VA), set up once.
-static TABLE: ferrite_pv::sync::SpinLock<u64> = ferrite_pv::sync::SpinLock::new(0);
+/// The grant table (VA of its first page; its pages are consecutive) and its entries, set up
+/// once.
+static TABLE: ferrite_pv::sync::SpinLock<(u64, u32)> = ferrite_pv::sync::SpinLock::new((0, 0));
 /// The next free grant reference.
 static NEXT_GREF: core::sync::atomic::AtomicU32 =
     core::sync::atomic::AtomicU32::new(grant::GREF_FIRST_FREE);
@@ -72,23 +73,57 @@ pub fn grant_to_dom0(ma: u64) -> Result<u32, &'static str> {
 /// Grants frame `ma` to domain `dom` read-write and returns the reference.
 pub fn grant_to(dom: u16, ma: u64) -> Result<u32, &'static str> {
     let mut t = TABLE.lock();
-    if *t == 0 {
-        let (va, table_ma) = frame()?;
-        // SAFETY: SET_TABLE reads nothing; the frame is ours and free.
-        unsafe { hypercall::gnttab_op(grant::SET_TABLE, table_ma, 1) }
-            .map_err(|_| "SET_TABLE refused")?;
-        *t = va;
+    if t.0 == 0 {
+        *t = set_table()?;
     }
     let gref = NEXT_GREF.fetch_add(1, Ordering::Relaxed);
-    if gref >= grant::ENTRIES_PER_PAGE {
+    if gref >= t.1 {
         return Err("grant table full");
     }
-    // SAFETY: `*t` is our grant table page, mapped writable; entry `gref` is inside it.
-    let e = unsafe { &*((*t as *const GrantEntry).add(gref as usize)) };
+    // SAFETY: `t.0` is our grant table, mapped writable; entry `gref` is inside it.
+    let e = unsafe { &*((t.0 as *const GrantEntry).add(gref as usize)) };
     e.domid.store(dom, Ordering::Relaxed);
     e.frame.store((ma >> 12) as u32, Ordering::Relaxed);
     e.flags.store(flags::PERMIT_ACCESS, Ordering::Release);
     Ok(gref)
+}
+
+/// Gives Ferrite our grant table: the most pages Ferrite allows ([`grant::MAX_TABLE_PAGES`], a
+/// benchmark's requests grant hundreds of pages) when we have them consecutive in both our
+/// VAs and machine addresses, else one. Returns (its VA, its entries).
+fn set_table() -> Result<(u64, u32), &'static str> {
+    let pages = grant::MAX_TABLE_PAGES;
+    let mut m = mm();
+    if let Some(pfn) = m.alloc.alloc_contiguous(pages) {
+        let ma = m.frames.ma(pfn);
+        let consecutive = (0..pages).all(|i| {
+            let want = ma.map(|a| a + i * 4096);
+            m.frames.ma(pfn + i) == want
+        });
+        let va = m.frames.va(pfn);
+        drop(m);
+        if let (true, Some(ma)) = (consecutive, ma) {
+            // SAFETY: the frames are ours, free until now, and mapped writable in the initial
+            // map at consecutive VAs: nothing Rust holds lives in them.
+            unsafe { core::ptr::write_bytes(va as *mut u8, 0, pages as usize * 4096) };
+            // SAFETY: SET_TABLE reads nothing; the frames are ours and free.
+            if unsafe { hypercall::gnttab_op(grant::SET_TABLE, ma, pages) }.is_ok() {
+                return Ok((va, pages as u32 * grant::ENTRIES_PER_PAGE));
+            }
+        }
+        // Not consecutive (or refused): one page will do.
+        let mut m = mm();
+        for i in 0..pages {
+            m.free_frame(pfn + i);
+        }
+    } else {
+        drop(m);
+    }
+    let (va, table_ma) = frame()?;
+    // SAFETY: SET_TABLE reads nothing; the frame is ours and free.
+    unsafe { hypercall::gnttab_op(grant::SET_TABLE, table_ma, 1) }
+        .map_err(|_| "SET_TABLE refused")?;
+    Ok((va, grant::ENTRIES_PER_PAGE))
 }
 
 /// The port of the device bus's virtual IRQ (raised when a backend changes one of our
@@ -107,11 +142,12 @@ fn bus_port() -> u32 {
 
 /// Publishes device `key` (its ring page's grant, a new port for dom0 and the
 /// [`devbus::feature`] bits it asks for) and waits up to 5 s
-/// for dom0's backend to connect. Returns (port, the backend's parameter). It sleeps until the
+/// for dom0's backend to connect. Returns (port, the backend's parameter, the feature bits it
+/// honours). It sleeps until the
 /// device bus's virtual IRQ says a backend changed something (at most 10 ms at a time, as the
 /// IRQ goes to vCPU 0), rather than polling: a frontend waiting for dom0 to get round to it
 /// takes no CPU from dom0 meanwhile.
-pub fn handshake(key: u64, ring_gref: u32, features: u64) -> Result<(u32, u64), &'static str> {
+pub fn handshake(key: u64, ring_gref: u32, features: u64) -> Result<(u32, u64, u64), &'static str> {
     let port = hypercall::evtchn_op(ev::ALLOC_UNBOUND, 0, DOMID_SELF as u64)
         .map_err(|_| "ALLOC_UNBOUND refused")? as u32;
     // SAFETY: DEVICE_OP reads no buffer, changes no mapping, starts no code.
@@ -131,10 +167,10 @@ pub fn handshake(key: u64, ring_gref: u32, features: u64) -> Result<(u32, u64), 
     }
     let end = time::now() + time::us_to_ticks(5_000_000);
     loop {
-        let (st, param) = get(key);
+        let (st, param, honoured) = get(key);
         let back = ((st >> 8) & 0xff) as u8;
         if st >= 0 && back == state::CONNECTED {
-            return Ok((port, param));
+            return Ok((port, param, honoured));
         }
         if st >= 0 && back == state::CLOSED {
             return Err("the backend refused the device");
@@ -149,9 +185,9 @@ pub fn handshake(key: u64, ring_gref: u32, features: u64) -> Result<(u32, u64), 
     }
 }
 
-/// `DEVICE_OP GET` for our own device: (x0, x3 = the backend's parameter).
-fn get(key: u64) -> (i64, u64) {
-    let (x0, x3): (u64, u64);
+/// `DEVICE_OP GET` for our own device: (x0, x3 = the backend's parameter, x5 = its features).
+fn get(key: u64) -> (i64, u64, u64) {
+    let (x0, x3, x5): (u64, u64, u64);
     // SAFETY: DEVICE_OP GET reads no buffer; x0..x3 are clobbered by the call.
     unsafe {
         core::arch::asm!(
@@ -160,13 +196,13 @@ fn get(key: u64) -> (i64, u64) {
             inout("x1") devbus::GET => _,
             inout("x2") DOMID_SELF as u64 => _,
             inout("x3") key => x3,
-            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            out("x4") _, out("x5") x5, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
             out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
             out("x15") _, out("x16") _, out("x17") _,
             options(nostack)
         );
     }
-    (x0 as i64, x3)
+    (x0 as i64, x3, x5)
 }
 
 /// Tells the backend this device is closed.
@@ -192,11 +228,11 @@ pub fn try_end_grant(gref: u32) -> bool {
 /// (or there is no such entry).
 fn swap_flags(gref: u32, from: u16, to: u16) -> bool {
     let t = TABLE.lock();
-    if *t == 0 || gref >= grant::ENTRIES_PER_PAGE {
+    if t.0 == 0 || gref >= t.1 {
         return false;
     }
-    // SAFETY: `*t` is our grant table page, mapped writable; entry `gref` is inside it.
-    let e = unsafe { &*((*t as *const GrantEntry).add(gref as usize)) };
+    // SAFETY: `t.0` is our grant table, mapped writable; entry `gref` is inside it.
+    let e = unsafe { &*((t.0 as *const GrantEntry).add(gref as usize)) };
     e.flags
         .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
         .is_ok()

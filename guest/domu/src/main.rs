@@ -85,7 +85,7 @@ mod guest {
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
                          bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
-                         blk-evil, blk-grants <seed>, blk-bench <MiB>, net-ping <peer> <n>, \
+                         blk-evil, blk-grants <seed>, blk-bench <MiB> [KiB [depth]], net-ping <peer> <n>, \
                          net-pong <n>, net-wire <n>, net-evil, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
                          share-map <peer>, counter <ms> [fault <n>], evil-ctl, \
@@ -125,7 +125,11 @@ mod guest {
             "blk-grants" => blk::grants(args.number("blk-grants", "seed", 1)),
             "share-grant" => share::grant_side(args.number("share-grant", "peer", 1) as u16),
             "share-map" => share::map_side(si, args.number("share-map", "peer", 1) as u16),
-            "blk-bench" => blk::bench(args.number("blk-bench", "mib", 4)),
+            "blk-bench" => {
+                let mib = args.number("blk-bench", "mib", 4);
+                let kib = args.number("blk-bench", "kib", 32);
+                blk::bench(mib, kib, args.number("blk-bench", "depth", 32))
+            }
             "net-sink" => net::sink(si.domid as u16, args.number("net-sink", "n", 1000)),
             "net-blast" => {
                 let peer = args.number("net-blast", "peer", 1) as u16;

@@ -58,7 +58,7 @@ pub(crate) fn connect(domid: u16) -> Result<Net, &'static str> {
         rx_va[i] = va;
         rx_gref[i] = front::grant_to_dom0(ma)?;
     }
-    let (port, _) = front::handshake(KEY, page_gref, 0)?;
+    let (port, _, _) = front::handshake(KEY, page_gref, 0)?;
     let mac = mac_of(domid);
     out!(
         "net: connected, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",

@@ -427,11 +427,40 @@ fn main() {
     }
 }
 
+/// A block benchmark's requests, the same on both sides: KiB each, how many in flight.
+#[derive(Clone, Copy)]
+struct Shape {
+    kib: u32,
+    depth: u32,
+}
+
+/// 8 segments of 4 KiB (the most a direct blkif request moves), a full ring of them.
+const DIRECT: Shape = Shape { kib: 32, depth: 32 };
+/// 64 segments (an indirect request's most), 8 in flight: 2 MiB, as many pages as the domU
+/// grants for its benchmark.
+const INDIRECT: Shape = Shape { kib: 256, depth: 8 };
+
+impl Shape {
+    fn name(self) -> String {
+        format!("{} KiB x {}", self.kib, self.depth)
+    }
+
+    /// The domU's command and dom0's option for 224 MiB in this shape.
+    fn domu_cmd(self) -> String {
+        format!("blk-bench+224+{}+{}", self.kib, self.depth)
+    }
+
+    fn dom0_opt(self) -> String {
+        format!("dom0.bench.blk=224:{}:{}", self.kib, self.depth)
+    }
+}
+
 /// Block reads in real time on 2 CPUs, dom0 reading its disk directly against a domU reading
 /// its region of the same disk through blkfront, blkback and dom0's virtio-blk. Both sides time
-/// 128 MiB after 96 MiB of warm-up (going round their disk again) in 32 KiB requests (8 segments
-/// of 4 KiB, the most one blkif request moves) with 32 outstanding (a full blkif ring), so the
-/// rates compare. The domU
+/// 128 MiB after 96 MiB of warm-up (going round their disk again) in requests of the same
+/// shape, so the rates compare: 32 KiB requests (8 segments of 4 KiB, the most one direct blkif
+/// request moves) with 32 outstanding (a full blkif ring), and 256 KiB indirect requests with 8
+/// outstanding. The domU
 /// runs on pCPU 0 (`cpus=0`), beside dom0's vCPU 0, which serves it: dom0 alone also does its
 /// I/O from one pCPU, and on a shared host the events between two pCPUs (QEMU threads) cost
 /// far more than between two vCPUs of one. Under -icount with sleep=off every wait for the disk
@@ -442,34 +471,48 @@ fn main() {
 /// to a real device's rate (QEMU's `throttling.bps-read`, 500 MB/s, a SATA SSD's), where the
 /// question is whether the domU gets what the disk gives.
 fn blk(row: &mut impl FnMut(&str, String)) {
-    blk_cpu(row);
-    let domu = "domu=mem=8M,disk=1M:8M,cpus=0,cmd=blk-bench+224";
-    blk_set(row, "", domu, "");
+    blk_cpu(row, DIRECT);
+    blk_cpu(row, INDIRECT);
+    let shared = |s: Shape| format!("domu=mem=8M,disk=1M:8M,cpus=0,cmd={}", s.domu_cmd());
     // Dedicated pCPUs: dom0 alone on pCPU 0, the domU on pCPU 1, both waiting in WFI at EL1.
+    let dedicated = |s: Shape| {
+        format!(
+            "vwfi=native dom0_vcpus=1 domu=mem=8M,disk=1M:8M,cpus=1,cmd={}",
+            s.domu_cmd()
+        )
+    };
+    for shape in [DIRECT, INDIRECT] {
+        blk_set(row, shape, "", &shared(shape), "");
+        blk_set(
+            row,
+            shape,
+            ", pCPU each, vwfi=native",
+            &dedicated(shape),
+            "",
+        );
+    }
     blk_set(
         row,
-        ", pCPU each, vwfi=native",
-        "vwfi=native dom0_vcpus=1 domu=mem=8M,disk=1M:8M,cpus=1,cmd=blk-bench+224",
-        "",
-    );
-    blk_set(
-        row,
+        DIRECT,
         ", disk throttled to 500 MB/s",
-        domu,
+        &shared(DIRECT),
         "throttling.bps-read=500000000",
     );
 }
 
-/// The CPU each path spends per 32 KiB request, under -icount (instructions, repeatable): dom0
-/// submitting to and completing from its disk directly, against blkback taking, checking,
+/// The CPU each path spends per request of `shape`, under -icount (instructions, repeatable):
+/// dom0 submitting to and completing from its disk directly, against blkback taking, checking,
 /// mapping and submitting a domU's request and answering it (over all its requests, the first
-/// ones mapping their pages). The real-time ratio below follows from these and the disk's own
-/// time; what blkback adds is what keeps it under 1 on a disk as fast as memory.
-fn blk_cpu(row: &mut impl FnMut(&str, String)) {
+/// ones mapping their pages). The counter is the machine's (-icount counts every CPU's
+/// instructions), so what the domU runs while dom0 is inside one of blkback's phases counts
+/// there too. The real-time ratio below follows from these and the disk's own time; what
+/// blkback adds is what keeps it under 1 on a disk as fast as memory.
+fn blk_cpu(row: &mut impl FnMut(&str, String), shape: Shape) {
     let out = blk_boot(
         "bench-blk-cpu",
         true,
-        "domu=mem=8M,disk=1M:8M,cpus=0,cmd=blk-bench+224",
+        shape,
+        &format!("domu=mem=8M,disk=1M:8M,cpus=0,cmd={}", shape.domu_cmd()),
         "",
     );
     let find = |key: &str| {
@@ -495,8 +538,9 @@ fn blk_cpu(row: &mut impl FnMut(&str, String)) {
     let (serve, answer) = (ns(&back, "take and submit "), ns(&back, "answer "));
     let sum = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a + b);
     let show = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
+    let name = shape.name();
     row(
-        "block CPU per 32 KiB request, dom0 direct: submit + complete (instructions, -icount)",
+        &format!("block CPU per request, {name}, dom0 direct: submit + complete (instr.)"),
         format!(
             "{} + {} = {}",
             show(submit),
@@ -505,7 +549,7 @@ fn blk_cpu(row: &mut impl FnMut(&str, String)) {
         ),
     );
     row(
-        "block CPU per 32 KiB request in dom0 for a domU: blkback take/check/map/submit + answer",
+        &format!("block CPU per request, {name}, blkback: take/map/submit + answer"),
         format!(
             "{} + {} = {}",
             show(serve),
@@ -514,7 +558,7 @@ fn blk_cpu(row: &mut impl FnMut(&str, String)) {
         ),
     );
     row(
-        "block CPU per request, through blkback / direct",
+        &format!("block CPU per request, {name}, through blkback / direct"),
         sum(serve, answer)
             .zip(sum(submit, complete))
             .map_or("?".into(), |(b, d)| {
@@ -523,10 +567,10 @@ fn blk_cpu(row: &mut impl FnMut(&str, String)) {
     );
 }
 
-/// One boot of the block benchmarks on a fresh 16 MiB disk: dom0 reads 224 MiB directly, then
-/// the domU `domus` names reads through blkback; `drive` is added to the disk's `-drive`
-/// options.
-fn blk_boot(label: &str, icount: bool, domus: &str, drive: &str) -> Outcome {
+/// One boot of the block benchmarks on a fresh 16 MiB disk: dom0 reads 224 MiB directly in
+/// requests of `shape`, then the domU `domus` names reads through blkback; `drive` is added to
+/// the disk's `-drive` options.
+fn blk_boot(label: &str, icount: bool, shape: Shape, domus: &str, drive: &str) -> Outcome {
     let d = disk("io-blk", 16 << 20);
     Qemu::virt()
         .cpus(2)
@@ -535,7 +579,8 @@ fn blk_boot(label: &str, icount: bool, domus: &str, drive: &str) -> Outcome {
         .label(label)
         .image(build("qemu-virt/ferrite-dom0.bin"))
         .bootargs(format!(
-            "semihosting {domus} -- dom0.bench.blk=224 dom0.sched.report=3000 poweroff"
+            "semihosting {domus} -- {} dom0.sched.report=3000 poweroff",
+            shape.dom0_opt()
         ))
         .virtio_disk_with(&d, drive)
         .spawn()
@@ -545,10 +590,10 @@ fn blk_boot(label: &str, icount: bool, domus: &str, drive: &str) -> Outcome {
 
 /// Three boots of one block benchmark configuration, `domus` (and Ferrite options) on the
 /// command line and `drive` added to the disk's `-drive` options; `what` names it in the rows.
-fn blk_set(row: &mut impl FnMut(&str, String), what: &str, domus: &str, drive: &str) {
+fn blk_set(row: &mut impl FnMut(&str, String), shape: Shape, what: &str, domus: &str, drive: &str) {
     let mut ratios = Vec::new();
     for run in 1..=3 {
-        let out = blk_boot("bench-blk", false, domus, drive);
+        let out = blk_boot("bench-blk", false, shape, domus, drive);
         let rate = |key: &str| -> Option<f64> {
             let l = out
                 .console
@@ -562,7 +607,10 @@ fn blk_set(row: &mut impl FnMut(&str, String), what: &str, domus: &str, drive: &
         let ratio = direct.zip(domu).map(|(a, b)| b / a);
         ratios.extend(ratio);
         row(
-            &format!("block read, 32 KiB x 32{what}, run {run}: dom0 / domU KiB/s (ratio)"),
+            &format!(
+                "block read, {}{what}, run {run}: dom0 / domU KiB/s (ratio)",
+                shape.name()
+            ),
             format!(
                 "{} / {} ({})",
                 direct.map_or("?".into(), |v| format!("{v:.0}")),
@@ -573,7 +621,10 @@ fn blk_set(row: &mut impl FnMut(&str, String), what: &str, domus: &str, drive: &
     }
     ratios.sort_by(f64::total_cmp);
     row(
-        &format!("block read domU / dom0 direct{what} (median of 3 boots)"),
+        &format!(
+            "block read domU / dom0 direct, {}{what} (median of 3 boots)",
+            shape.name()
+        ),
         ratios
             .get(ratios.len() / 2)
             .map_or("?".into(), |r| format!("{r:.2}")),

@@ -14,6 +14,11 @@
 //! later is taken from that ring until everything before it has completed and the disk's cache
 //! has been flushed.
 //!
+//! A frontend that asks for [`feature::INDIRECT`] may send requests of up to 64 pages, their
+//! segments in a granted page ([`op::INDIRECT`]): blkback maps that page (read-only, through the
+//! same cache as data pages), copies the segments out and lets go of it before the request goes
+//! on, as a direct request.
+//!
 //! Every request is checked before the disk is touched: a malformed one, one outside the
 //! domain's disk or naming a grant that does not allow the access gets an error response (a
 //! mapping that fails half-way is undone first); a ring whose indices are impossible is
@@ -33,14 +38,14 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use ferrite_abi::blkif::{
-    BlkRing, EIO, MAX_SEGMENTS, RING_SLOTS, Request, Response, SECTOR_SIZE, op,
+    BlkRing, EIO, MAX_INDIRECT_SEGMENTS, RING_SLOTS, Request, Response, SECTOR_SIZE, Segment, op,
 };
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::devbus::{feature, kind, state};
 use ferrite_abi::ring::BackRing;
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
-use tables::{ByGref, Held, Hold, Slab};
+use tables::{ByGref, Held, Hold, PagesByTag, Slab};
 
 struct Front {
     /// Names this connection in [`Io`]s, which may outlive it.
@@ -69,6 +74,8 @@ struct Front {
     /// mapped in `cache`. Otherwise each request maps its own and unmaps them before it is
     /// answered, so the frontend may end their grants once it has the response.
     persistent: bool,
+    /// The frontend asked for indirect requests ([`feature::INDIRECT`]), and they were granted.
+    indirect: bool,
     /// Data pages kept mapped between requests, by grant reference (persistent grants).
     cache: ByGref<Cached>,
 }
@@ -81,16 +88,24 @@ struct Cached {
     users: u32,
 }
 
-/// Data pages kept mapped per frontend: as many as a full ring of requests can name.
-const CACHE_PAGES: usize = RING_SLOTS * MAX_SEGMENTS;
+/// Data pages kept mapped per frontend: as many as a full ring of requests can name, with
+/// their indirect pages.
+const CACHE_PAGES: usize = RING_SLOTS * (MAX_INDIRECT_SEGMENTS + 1);
+
+/// Pages one request may hold at the disk: an indirect request's.
+const MAX_PAGES: usize = MAX_INDIRECT_SEGMENTS;
+const _: () = assert!(MAX_PAGES <= MAX_BUFS);
+
+/// The features this backend honours when a frontend asks for them.
+const FEATURES: u64 = feature::PERSISTENT | feature::INDIRECT;
 
 /// A request at the disk.
 struct Io {
     serial: u64,
     id: u64,
     op: u8,
-    /// Its data pages.
-    held: [Held; MAX_SEGMENTS],
+    /// Its data pages: the first `pages` of its set in [`Backend::held`].
+    pages: u8,
 }
 
 /// Counter ticks spent serving rings (taking, checking, mapping and submitting requests) and
@@ -104,6 +119,16 @@ struct Cpu {
     answered: u64,
 }
 
+/// What a request is taken apart into on its way to the disk, kept here rather than built on
+/// the stack per request: two arrays of 64 are more to clear than the request is to check.
+/// Only the request's first entries are written and read.
+struct Scratch {
+    /// Its data buffers, for the disk.
+    bufs: [Buf; MAX_PAGES],
+    /// An indirect request's segments, copied out of its indirect page.
+    segs: [Segment; MAX_INDIRECT_SEGMENTS],
+}
+
 /// Cached pages of frontends that disconnected while requests using them were at the disk:
 /// (the frontend's serial, grant reference) -> (address, requests still using it).
 type Orphans = BTreeMap<(u64, u32), (u64, u32)>;
@@ -113,6 +138,9 @@ struct Backend {
     cpu: Cpu,
     /// By the tag it has at the disk (its slot).
     io: Slab<Io>,
+    /// How each request at the disk holds its pages, by its tag.
+    held: PagesByTag<MAX_PAGES>,
+    scratch: Scratch,
     orphans: Orphans,
     next_serial: u64,
 }
@@ -130,6 +158,16 @@ static BACKEND: Mutex<Backend> = Mutex::new(Backend {
         answered: 0,
     },
     io: Slab::new(),
+    held: PagesByTag::new(),
+    scratch: Scratch {
+        bufs: [Buf { addr: 0, len: 0 }; MAX_PAGES],
+        segs: [Segment {
+            gref: 0,
+            first_sect: 0,
+            last_sect: 0,
+            pad: 0,
+        }; MAX_INDIRECT_SEGMENTS],
+    },
     orphans: BTreeMap::new(),
     next_serial: 0,
 });
@@ -168,17 +206,21 @@ fn consider(dom: u16, key: u64) {
         ) => {
             let serial = b.next_serial;
             b.next_serial += 1;
-            let persistent = features & feature::PERSISTENT != 0;
-            match connect(serial, dom, key, ring, port, persistent) {
+            match connect(serial, dom, key, ring, port, features & FEATURES) {
                 Ok(f) => {
                     println!(
-                        "dom0: blk: dom{dom}: connected, {} sectors at sector {} of dom0's disk, {}",
+                        "dom0: blk: dom{dom}: connected, {} sectors at sector {} of dom0's disk, {}{}",
                         f.sectors,
                         f.first,
-                        if persistent {
+                        if f.persistent {
                             "persistent grants"
                         } else {
                             "data pages mapped per request"
+                        },
+                        if f.indirect {
+                            ", indirect requests"
+                        } else {
+                            ""
                         }
                     );
                     b.fronts.push(f);
@@ -211,7 +253,7 @@ fn connect(
     key: u64,
     ring: u32,
     port: u32,
-    persistent: bool,
+    features: u64,
 ) -> Result<Front, String> {
     let mut n = 0u64;
     let first = hypercall_x1(call::DOMCTL, domctl::DISK, dom as u64, 0, &mut n);
@@ -241,7 +283,7 @@ fn connect(
             return Err(alloc::format!("binding its port {port}: {e}"));
         }
     };
-    if let Err(r) = crate::bus::set_back(dom, key, state::CONNECTED, n) {
+    if let Err(r) = crate::bus::set_back_features(dom, key, state::CONNECTED, n, features) {
         let _ = events::op(ev::CLOSE, local, 0);
         let _ = crate::gcopy::unmap(ring_ipa);
         return Err(alloc::format!("SET_BACK_STATE: {r}"));
@@ -261,7 +303,8 @@ fn connect(
         flushing: false,
         more: false,
         answered: false,
-        persistent,
+        persistent: features & feature::PERSISTENT != 0,
+        indirect: features & feature::INDIRECT != 0,
         cache: ByGref::new(),
     })
 }
@@ -324,7 +367,7 @@ pub fn service(all: bool) {
         while i < b.fronts.len() {
             let f = &mut b.fronts[i];
             let due = all || f.more || events::take(f.port);
-            if due && let Err(why) = serve(f, disk, &mut b.io) {
+            if due && let Err(why) = serve(f, disk, &mut b.io, &mut b.held, &mut b.scratch) {
                 let f = b.fronts.remove(i);
                 disconnect(f, &mut b.orphans, &why);
                 continue;
@@ -360,10 +403,11 @@ fn complete(b: &mut Backend, disk: &mut Disk) {
         let Some(io) = b.io.remove(tag) else {
             continue;
         };
+        let held = &b.held.get(tag)[..io.pages as usize];
         let front = b.fronts.iter_mut().find(|f| f.serial == io.serial);
         let Some(f) = front else {
             // Disconnected meanwhile: the pages go now.
-            for h in io.held {
+            for &h in held {
                 match h.get() {
                     Hold::Own(ipa) => drop(crate::gcopy::unmap(ipa)),
                     Hold::Cached(g) => release_orphan(&mut b.orphans, io.serial, g),
@@ -372,7 +416,7 @@ fn complete(b: &mut Backend, disk: &mut Disk) {
             }
             continue;
         };
-        release(f, &io.held);
+        release(f, held);
         f.in_flight -= 1;
         let status = match result {
             Ok(()) => 0,
@@ -485,7 +529,13 @@ fn respond(f: &mut Front, id: u64, op: u8, status: i16) {
 }
 
 /// Takes the frontend's requests while the disk has room, and starts each.
-fn serve(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>) -> Result<(), String> {
+fn serve(
+    f: &mut Front,
+    disk: &mut Disk,
+    io: &mut Slab<Io>,
+    held: &mut PagesByTag<MAX_PAGES>,
+    scratch: &mut Scratch,
+) -> Result<(), String> {
     f.more = false;
     loop {
         if let Some(id) = f.barrier {
@@ -504,7 +554,7 @@ fn serve(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>) -> Result<(), String
             }
             return Ok(());
         }
-        if !disk.room(MAX_BUFS) {
+        if !disk.room(MAX_PAGES) {
             // Come back when a completion makes room.
             f.more = true;
             return Ok(());
@@ -514,7 +564,7 @@ fn serve(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>) -> Result<(), String
             .take_request()
             .map_err(|_| "ring corrupt (more requests than slots)".to_string())?
         {
-            Some(req) => begin(f, disk, io, &req),
+            Some(req) => begin(f, disk, io, held, scratch, &req),
             // Drained: ask to be told of the next request, and look once more for one that
             // raced.
             None if f.ring.final_check_for_requests() => {}
@@ -532,7 +582,7 @@ fn start_flush(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, id: u64) {
                 serial: f.serial,
                 id,
                 op: op::FLUSH,
-                held: [Held::NOTHING; MAX_SEGMENTS],
+                pages: 0,
             });
             f.in_flight += 1;
             f.flushing = true;
@@ -547,18 +597,36 @@ fn start_flush(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, id: u64) {
 
 /// Checks a request, maps its pages and hands it to the disk; answers it at once if it is
 /// refused.
-fn begin(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, req: &Request) {
+fn begin(
+    f: &mut Front,
+    disk: &mut Disk,
+    io: &mut Slab<Io>,
+    sets: &mut PagesByTag<MAX_PAGES>,
+    scratch: &mut Scratch,
+    req: &Request,
+) {
     if req.op == op::FLUSH {
         f.barrier = Some(req.id);
         return;
     }
     let tag = io.next_key();
-    let mut held = [Held::NOTHING; MAX_SEGMENTS];
-    let mut bufs = [Buf::default(); MAX_SEGMENTS];
-    match map_request(f, req, &mut held, &mut bufs) {
-        Ok(()) => {
-            let n = req.nr_segments as usize;
-            let dir = if req.op == op::WRITE {
+    let held = sets.get_mut(tag);
+    let Scratch { bufs, segs } = scratch;
+    let mapped = if req.op == op::INDIRECT {
+        indirect_segments(f, req, segs).and_then(|n| {
+            req.check_indirect(&segs[..n], f.sectors)?;
+            map_segments(f, req.indirect_op, &segs[..n], held, bufs)
+        })
+    } else {
+        // The same checks as every backend's (Linux dom0's `ferrite-ctl blkback` too).
+        req.check(f.sectors).and_then(|_| {
+            let segs = &req.seg[..req.nr_segments as usize];
+            map_segments(f, req.op, segs, held, bufs)
+        })
+    };
+    match mapped {
+        Ok(n) => {
+            let dir = if req.data_op() == op::WRITE {
                 Op::Write
             } else {
                 Op::Read
@@ -571,13 +639,13 @@ fn begin(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, req: &Request) {
                         serial: f.serial,
                         id: req.id,
                         op: req.op,
-                        held,
+                        pages: n as u8,
                     });
                     f.in_flight += 1;
                 }
                 Err(e) => {
                     println!("dom0: blk: dom{}: request {}: {e}", f.dom, req.id);
-                    release(f, &held);
+                    release(f, &held[..n]);
                     respond(f, req.id, req.op, EIO);
                 }
             }
@@ -592,25 +660,50 @@ fn begin(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, req: &Request) {
     }
 }
 
-/// Checks a READ or WRITE and holds its segments' pages mapped: how in `held`, the data
-/// buffers in them in `bufs` (filled in place: returned, the two arrays were copied again). A
-/// mapping that fails lets go of those held before it.
-fn map_request(
+/// An [`op::INDIRECT`] request's segments, read from its indirect page into `segs`: how many
+/// are the request's. The page is held (read-only) only while they are copied out:
+/// the frontend may reuse it once it has the response, and nothing later reads it again.
+fn indirect_segments(
     f: &mut Front,
     req: &Request,
-    held: &mut [Held; MAX_SEGMENTS],
-    bufs: &mut [Buf; MAX_SEGMENTS],
-) -> Result<(), Errno> {
-    let write = match req.op {
+    segs: &mut [Segment; MAX_INDIRECT_SEGMENTS],
+) -> Result<usize, Errno> {
+    if !f.indirect {
+        return Err(Errno::Inval);
+    }
+    let n = req.indirect_segments()?;
+    let (h, ipa) = hold(f, req.seg[0].gref, false)?;
+    let page = ipa as *const Segment;
+    for (i, s) in segs[..n].iter_mut().enumerate() {
+        // SAFETY: the granted page is mapped at `ipa` (in the grant window, which dom0's map
+        // covers) until `release` below; `n` segments of 8 bytes fit in it; any bits are a
+        // `Segment`, and the frontend may change them meanwhile: each is read once, and only
+        // the copy is checked and used.
+        *s = unsafe { page.add(i).read_volatile() };
+    }
+    release(f, &[h]);
+    Ok(n)
+}
+
+/// Holds the pages of a checked READ or WRITE's segments mapped: how in `held`, the data
+/// buffers in them in `bufs` (filled in place: returned, the two arrays were copied again).
+/// Returns how many. A mapping that fails lets go of those held before it.
+fn map_segments(
+    f: &mut Front,
+    data_op: u8,
+    segs: &[Segment],
+    held: &mut [Held; MAX_PAGES],
+    bufs: &mut [Buf; MAX_PAGES],
+) -> Result<usize, Errno> {
+    let write = match data_op {
         op::READ => false,
         op::WRITE => true,
         _ => return Err(Errno::Inval),
     };
-    // The same checks as every backend's (Linux dom0's `ferrite-ctl blkback` too).
-    req.check(f.sectors)?;
-    let n = req.nr_segments as usize;
-    for i in 0..n {
-        let s = req.seg[i];
+    if segs.len() > MAX_PAGES {
+        return Err(Errno::Inval);
+    }
+    for (i, s) in segs.iter().enumerate() {
         // A write to the disk only reads the page: a read-only grant is enough.
         match hold(f, s.gref, !write) {
             Ok((h, ipa)) => {
@@ -626,5 +719,5 @@ fn map_request(
             }
         }
     }
-    Ok(())
+    Ok(segs.len())
 }

@@ -120,6 +120,34 @@ impl<T> Slab<T> {
     }
 }
 
+/// How each request at the disk holds its pages, by its tag ([`Slab`]'s key), in arrays that
+/// stay put: a request's record is moved into the slab and out again, and with up to 64 pages
+/// in it every move would copy half a kilobyte. A set is filled in place, before the request
+/// is kept, and read in place when it completes.
+pub struct PagesByTag<const N: usize> {
+    sets: Vec<[Held; N]>,
+}
+
+impl<const N: usize> PagesByTag<N> {
+    pub const fn new() -> Self {
+        Self { sets: Vec::new() }
+    }
+
+    /// Tag `tag`'s set, made (of nothing held) if it is new.
+    pub fn get_mut(&mut self, tag: u64) -> &mut [Held; N] {
+        let i = tag as usize;
+        if i >= self.sets.len() {
+            self.sets.resize(i + 1, [Held::NOTHING; N]);
+        }
+        &mut self.sets[i]
+    }
+
+    /// Tag `tag`'s set: nothing held for a tag never used.
+    pub fn get(&self, tag: u64) -> &[Held] {
+        self.sets.get(tag as usize).map_or(&[], |s| &s[..])
+    }
+}
+
 /// How a request holds one of its pages, in one word: 0, nothing; a grant reference `<< 2 | 1`,
 /// through its frontend's cache; a page's address `| 2`, mapped for this request alone.
 ///
@@ -223,6 +251,18 @@ mod tests {
             );
         }
         assert_eq!(core::mem::size_of::<Held>(), 8);
+    }
+
+    #[test]
+    fn page_sets_stay_under_their_tag() {
+        let mut p: PagesByTag<4> = PagesByTag::new();
+        assert!(p.get(3).is_empty(), "a tag never used holds nothing");
+        p.get_mut(3)[1] = Held::cached(9);
+        p.get_mut(0)[0] = Held::own(0x2000);
+        assert!(matches!(p.get(3)[1].get(), Hold::Cached(9)));
+        assert!(matches!(p.get(0)[0].get(), Hold::Own(0x2000)));
+        assert!(matches!(p.get(1)[0].get(), Hold::Nothing));
+        assert_eq!(p.get(1).len(), 4);
     }
 
     #[test]

@@ -30,10 +30,11 @@ pub const SIGNATURE: &str = "FERRITE-DOM0-BLK-TEST";
 const SIGNATURE_SECTOR: u64 = 2;
 pub const SECTOR_SIZE: usize = 512;
 
-/// Data buffers one request may have: a blkif request's segments.
-pub const MAX_BUFS: usize = ferrite_abi::blkif::MAX_SEGMENTS;
-/// Descriptors in the queue: room for 12 requests of [`MAX_BUFS`] buffers (each also takes a
-/// header and a status descriptor). QEMU's virtio-blk offers 256.
+/// Data buffers one request may have: an indirect blkif request's segments.
+pub const MAX_BUFS: usize = ferrite_abi::blkif::MAX_INDIRECT_SEGMENTS;
+/// Descriptors in the queue. With indirect descriptors (QEMU's virtio-blk offers them) a
+/// request takes one, whatever its buffers; without, its buffers, a header and a status. QEMU's
+/// virtio-blk offers 256.
 const QUEUE_SIZE: usize = 128;
 const QUEUE: u16 = 0;
 
@@ -78,53 +79,70 @@ struct Cmd {
 
 const HEADER_LEN: usize = 16;
 
-/// A request in the device's queue, under its first descriptor's index.
+/// A request in the device's queue, under its first descriptor's index (its buffers are in
+/// [`Disk::bufs`] under the same index: kept apart, a request's record stays small to move).
 struct Pending {
     tag: u64,
     op: Op,
     cmd: Box<Cmd>,
-    bufs: [Buf; MAX_BUFS],
     n: usize,
 }
 
-type Slices<'x> = (
-    [&'x [u8]; MAX_BUFS + 1],
-    usize,
-    [&'x mut [u8]; MAX_BUFS + 1],
-    usize,
-);
+/// The descriptor chain of a request as `VirtQueue` wants it: what the device reads (the
+/// header, a write's data), then what it writes (a read's data, the status). Kept in [`Disk`]
+/// and refilled per request: two arrays of 65 slices built afresh for each request (and again
+/// for its completion) cost more than the rest of a submission. Entries past the request's are
+/// empty slices: each use empties the ones it filled.
+struct Chain {
+    ins: [&'static [u8]; MAX_BUFS + 1],
+    outs: [&'static mut [u8]; MAX_BUFS + 1],
+}
 
-impl Pending {
-    /// The descriptor chain's buffers as `VirtQueue` wants them: what the device reads (the
-    /// header, a write's data), then what it writes (a read's data, the status).
+impl Chain {
+    fn new() -> Self {
+        Self {
+            ins: [&[]; MAX_BUFS + 1],
+            outs: core::array::from_fn(|_| <&mut [u8]>::default()),
+        }
+    }
+
+    /// Fills the chain for request `p` with data buffers `bufs`: (inputs, outputs).
     ///
     /// # Safety
-    /// The slices alias `self.cmd` and the data buffers: they may only be handed to the queue
-    /// (which passes them to `Dom0Hal::share`, never dereferencing them) and must not outlive
-    /// `self`; the data buffers must be mapped memory of at least their length.
-    unsafe fn slices<'x>(&mut self) -> Slices<'x> {
-        let mut ins: [&'x [u8]; MAX_BUFS + 1] = [&[]; MAX_BUFS + 1];
-        let mut outs: [&'x mut [u8]; MAX_BUFS + 1] =
-            core::array::from_fn(|_| <&mut [u8]>::default());
-        let cmd: *mut Cmd = &mut *self.cmd;
+    /// The slices alias `p.cmd` and the data buffers: they may only be handed to the queue
+    /// (which passes them to `Dom0Hal::share`, never dereferencing them), and [`Chain::clear`]
+    /// must empty them before `p` or the buffers go; the data buffers must be mapped memory of
+    /// at least their length.
+    unsafe fn fill(&mut self, p: &mut Pending, bufs: &[Buf]) -> (usize, usize) {
+        let cmd: *mut Cmd = &mut *p.cmd;
         // SAFETY: the header is the first 16 bytes of `*cmd`, the status byte its field; both
-        // live in the box as long as `self`.
-        ins[0] = unsafe { core::slice::from_raw_parts(cmd.cast::<u8>(), HEADER_LEN) };
+        // live in the box as long as `p`.
+        self.ins[0] = unsafe { core::slice::from_raw_parts(cmd.cast::<u8>(), HEADER_LEN) };
         let (mut ni, mut no) = (1, 0);
-        for b in &self.bufs[..self.n] {
-            if self.op == Op::Write {
+        for b in bufs {
+            if p.op == Op::Write {
                 // SAFETY: the caller of `Disk::submit` promised the buffer stays mapped.
-                ins[ni] = unsafe { core::slice::from_raw_parts(b.addr as *const u8, b.len) };
+                self.ins[ni] = unsafe { core::slice::from_raw_parts(b.addr as *const u8, b.len) };
                 ni += 1;
             } else {
                 // SAFETY: as above; only the device writes it meanwhile.
-                outs[no] = unsafe { core::slice::from_raw_parts_mut(b.addr as *mut u8, b.len) };
+                self.outs[no] =
+                    unsafe { core::slice::from_raw_parts_mut(b.addr as *mut u8, b.len) };
                 no += 1;
             }
         }
         // SAFETY: as for the header.
-        outs[no] = unsafe { core::slice::from_raw_parts_mut(&raw mut (*cmd).status, 1) };
-        (ins, ni, outs, no + 1)
+        self.outs[no] = unsafe { core::slice::from_raw_parts_mut(&raw mut (*cmd).status, 1) };
+        (ni, no + 1)
+    }
+
+    /// Empties the first `ni` inputs and `no` outputs, once the queue has taken or given back
+    /// the chain.
+    fn clear(&mut self, ni: usize, no: usize) {
+        self.ins[..ni].fill(&[]);
+        for o in &mut self.outs[..no] {
+            *o = <&mut [u8]>::default();
+        }
     }
 }
 
@@ -138,6 +156,11 @@ pub struct Disk {
     can_flush: bool,
     /// By first descriptor index.
     pending: Vec<Option<Pending>>,
+    /// Each pending request's data buffers, by the same index.
+    bufs: Vec<[Buf; MAX_BUFS]>,
+    /// The device takes indirect descriptors: a request uses one descriptor of the queue.
+    indirect: bool,
+    chain: Chain,
     /// Request headers of completed requests, for the next ones: a heap allocation and free
     /// per request cost as much as the rest of a submission.
     #[allow(clippy::vec_box)] // boxed: the device reads each header where it was put
@@ -186,6 +209,9 @@ impl Disk {
             readonly: features & F_RO != 0,
             can_flush: features & F_FLUSH != 0,
             pending: (0..QUEUE_SIZE).map(|_| None).collect(),
+            bufs: vec![[Buf::default(); MAX_BUFS]; QUEUE_SIZE],
+            indirect,
+            chain: Chain::new(),
             spare_cmds: Vec::new(),
             done: VecDeque::new(),
             unkicked: false,
@@ -194,7 +220,8 @@ impl Disk {
 
     /// Whether a request with `bufs` data buffers fits in the queue now.
     pub fn room(&self, bufs: usize) -> bool {
-        self.queue.available_desc() >= bufs + 2
+        let need = if self.indirect { 1 } else { bufs + 2 };
+        self.queue.available_desc() >= need
     }
 
     /// Adds a request to the queue (the device hears of it at the next [`Disk::kick`]); its
@@ -250,16 +277,18 @@ impl Disk {
             tag,
             op,
             cmd,
-            bufs: [Buf::default(); MAX_BUFS],
             n: bufs.len(),
         };
-        p.bufs[..bufs.len()].copy_from_slice(bufs);
-        // SAFETY: the slices are only handed to the queue; the buffers stay valid (our caller's
-        // promise) and the header with `p`, which is kept until the device is done.
-        let (ins, ni, mut outs, no) = unsafe { p.slices() };
+        // SAFETY: the slices are only handed to the queue, and emptied just after; the buffers
+        // stay valid (our caller's promise) and the header with `p`, which is kept until the
+        // device is done.
+        let (ni, no) = unsafe { self.chain.fill(&mut p, bufs) };
+        let c = &mut self.chain;
         // SAFETY: as above: nothing touches these buffers until `pop_used` gives them back.
-        let token = unsafe { self.queue.add(&ins[..ni], &mut outs[..no]) }
-            .map_err(|_| "the queue refused the request")?;
+        let added = unsafe { self.queue.add(&c.ins[..ni], &mut c.outs[..no]) };
+        c.clear(ni, no);
+        let token = added.map_err(|_| "the queue refused the request")?;
+        self.bufs[token as usize][..bufs.len()].copy_from_slice(bufs);
         self.pending[token as usize] = Some(p);
         self.unkicked = true;
         Ok(())
@@ -302,10 +331,20 @@ impl Disk {
             println!("dom0: blk: the device completed an unknown request {token}");
             return None;
         };
-        // SAFETY: the same slices as were added under `token`, now returned by the device.
-        let (ins, ni, mut outs, no) = unsafe { p.slices() };
-        // SAFETY: as above.
-        let popped = unsafe { self.queue.pop_used(token, &ins[..ni], &mut outs[..no]) };
+        let c = &mut self.chain;
+        let n = p.n;
+        // SAFETY: the same slices as were added under `token`, now returned by the device, and
+        // emptied just after.
+        let (ni, no) = unsafe { c.fill(&mut p, &self.bufs[token as usize][..n]) };
+        let outs: *mut [&'static mut [u8]] = &mut c.outs[..no];
+        // SAFETY: as above. `pop_used` wants its outputs' elements to live as long as its
+        // borrow of them; it only reads them (to give each buffer back to the HAL) and stores
+        // nothing into the slice, so seeing the 'static elements as shorter-lived is sound.
+        let popped = unsafe {
+            self.queue
+                .pop_used(token, &c.ins[..ni], &mut *(outs as *mut [&mut [u8]]))
+        };
+        c.clear(ni, no);
         let result = match (popped, p.cmd.status) {
             (Err(_), _) => Err("the queue lost the request"),
             (Ok(_), 0) => Ok(()),
@@ -376,7 +415,7 @@ impl Disk {
             })
             .collect();
         if bufs.is_empty() || bufs.len() > MAX_BUFS {
-            return Err("a request of 1 byte to 512 KiB, please");
+            return Err("a request of 1 byte to 4 MiB, please");
         }
         self.one(op, sector, &bufs)
     }
@@ -493,45 +532,42 @@ fn write_test(d: &mut Disk) -> Result<usize, String> {
     Ok(sectors.len() * 2 + 2)
 }
 
-/// Requests in flight in the benchmarks, on both sides (`dom0.bench.blk` and a domU's
-/// `blk-bench`): the same request size and queue depth, so their rates compare.
-pub const BENCH_DEPTH: usize = 32;
-/// Bytes per benchmark request: the most one blkif request (8 segments of 4 KiB) moves.
-const BENCH_REQUEST: usize = 32 << 10;
-/// Requests both benchmarks complete before they start the clock (96 MiB): the domU's first
-/// requests map its pages, and a throttled disk (QEMU's `throttling.bps-read`) lets the first
-/// tenth of a second's worth of reads through as a burst (50 MB at 500 MB/s), which the
-/// warm-up uses up on both sides.
-const BENCH_WARM_UP: u64 = 3072;
+/// Requests both benchmarks complete before they start the clock (96 MiB of 32 KiB requests,
+/// as much in larger ones): the domU's first requests map its pages, and a throttled disk
+/// (QEMU's `throttling.bps-read`) lets the first tenth of a second's worth of reads through as
+/// a burst (50 MB at 500 MB/s), which the warm-up uses up on both sides.
+const BENCH_WARM_UP_BYTES: u64 = 96 << 20;
 
-/// `dom0.bench.blk=<MiB>`: reads `mib` MiB from sector 0 (around again past the disk's end)
-/// in 32 KiB requests, [`BENCH_DEPTH`] of them in flight, each with 8 data buffers of 4 KiB (the
-/// shape of a domU's request), and prints the rate in real time after [`BENCH_WARM_UP`]
-/// requests.
-pub fn bench(mib: u64) {
+/// `dom0.bench.blk=<MiB>[:<KiB>[:<depth>]]`: reads `mib` MiB from sector 0 (around again past
+/// the disk's end) in requests of `kib` KiB (32 unless given), `depth` of them in flight (32),
+/// each with a data buffer per 4 KiB page (the shape of a domU's request, direct or indirect),
+/// and prints the rate in real time after a warm-up ([`BENCH_WARM_UP_BYTES`]). A domU's
+/// `blk-bench` of the same shape compares with it.
+pub fn bench(shape: crate::cmdline::BenchBlk) {
+    let crate::cmdline::BenchBlk { mib, kib, depth } = shape;
+    let request = (kib << 10) as usize;
+    let pages = request / 4096;
     let mut guard = DISK.lock();
     let Some(d) = guard.as_mut() else {
         println!("dom0: bench: blk: no disk");
         return;
     };
-    let per = (BENCH_REQUEST / SECTOR_SIZE) as u64;
+    let per = (request / SECTOR_SIZE) as u64;
     let span = d.capacity / per;
     if span == 0 {
         println!("dom0: bench: blk: the disk is smaller than one request");
         return;
     }
-    let mut bufs = vec![0u8; BENCH_DEPTH * BENCH_REQUEST];
+    let mut bufs = vec![0u8; depth as usize * request];
     let base = bufs.as_mut_ptr() as u64;
     // Each request in flight has a buffer of its own, named by its tag.
-    let mut free: Vec<u64> = (0..BENCH_DEPTH as u64).collect();
-    let mut total = (mib << 20) / BENCH_REQUEST as u64;
+    let mut free: Vec<u64> = (0..depth).collect();
+    let mut total = (mib << 20) / request as u64;
+    let warm_up = BENCH_WARM_UP_BYTES / request as u64;
     let (mut next, mut finished, mut failed) = (0u64, 0u64, None);
     // The clock starts once the warm-up's requests have completed (none if it is all there is).
-    let warm = if total > BENCH_WARM_UP {
-        BENCH_WARM_UP
-    } else {
-        0
-    };
+    let warm = if total > warm_up { warm_up } else { 0 };
+    let mut segs = vec![Buf { addr: 0, len: 4096 }; pages];
     let mut t0 = crate::timer::counter();
     // Counter ticks spent submitting and taking completions, once the clock runs: the CPU
     // cost per request (instructions under -icount), against blkback's (`make bench`).
@@ -543,11 +579,10 @@ pub fn bench(mib: u64) {
         while next < total
             && let Some(slot) = free.pop()
         {
-            let at = base + slot * BENCH_REQUEST as u64;
-            let segs: [Buf; MAX_BUFS] = core::array::from_fn(|i| Buf {
-                addr: at + (i * 4096) as u64,
-                len: 4096,
-            });
+            let at = base + slot * request as u64;
+            for (i, b) in segs.iter_mut().enumerate() {
+                b.addr = at + (i * 4096) as u64;
+            }
             // SAFETY: `bufs` lives until every request submitted has completed (the loop runs
             // until then, or returns on a dead device after the warning below); slot `slot`
             // is used by this request alone.
@@ -595,11 +630,10 @@ pub fn bench(mib: u64) {
         return;
     }
     let us = crate::timer::ticks_to_us(crate::timer::counter() - t0).max(1);
-    let bytes = (total - warm) * BENCH_REQUEST as u64;
+    let bytes = (total - warm) * request as u64;
     println!(
-        "dom0: bench: blk: read {} KiB directly in {us} us, after {warm} requests of warm-up ({BENCH_DEPTH} requests of {} KiB in flight): {} KiB/s",
+        "dom0: bench: blk: read {} KiB directly in {us} us, after {warm} requests of warm-up ({depth} requests of {kib} KiB in flight): {} KiB/s",
         bytes >> 10,
-        BENCH_REQUEST >> 10,
         (bytes >> 10) * 1_000_000 / us
     );
     println!(
