@@ -471,6 +471,7 @@ pub fn idle_loop() -> ! {
         while !RESCHED[me].swap(false, Ordering::AcqRel) {
             // WFI wakes on a pending interrupt even while masked; it is taken once unmasked.
             cpu::wfi();
+            super::stats::idle_woke();
             cpu::irq_enable();
             cpu::irq_disable();
         }

@@ -98,6 +98,18 @@ pub fn note_mmu_update(entries: u64) {
         .store(entries, Ordering::Relaxed);
 }
 
+/// Times each pCPU's idle loop came out of WFI. An idle pCPU wakes for its timer and for
+/// interrupts, a few hundred times a second at most; millions mean WFI returned at once (a
+/// virtual IRQ line left raised: `context::lower_virtual_irq`) and the pCPU spun.
+static IDLE_WAKES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// This pCPU's idle loop came out of WFI.
+#[inline]
+pub fn idle_woke() {
+    let c = &IDLE_WAKES[cpu::index()];
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 static SWITCH_TOTAL: AtomicU64 = AtomicU64::new(0);
 static SWITCH_MIN: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -111,6 +123,12 @@ pub fn switched(instructions: u64) {
 
 /// One line per kind of exit seen, for the power-off report.
 pub fn report() {
+    for (c, w) in IDLE_WAKES.iter().enumerate() {
+        let n = w.load(Ordering::Relaxed);
+        if n != 0 {
+            log::info!("idle: cpu{c}: {n} wake-ups from WFI");
+        }
+    }
     let n = SWITCHES.load(Ordering::Relaxed);
     let total = SWITCH_TOTAL.load(Ordering::Relaxed);
     if let Some(avg) = total.checked_div(n) {

@@ -297,6 +297,25 @@ fn two_domus_exchange_frames_through_dom0s_switch() -> Result<()> {
             && c.contains("dom0: net: dom2: the frontend closed: disconnected"),
         "both frontends disconnected and the backend saw it",
     )?;
+    // The domUs powered off with their upcalls raised; their pCPUs went idle and must sleep
+    // there, not spin (the idle loop lowers the virtual IRQ line a vCPU left raised).
+    let wakes: Vec<u64> = c
+        .lines()
+        .iter()
+        .filter(|l| l.contains(" wake-ups from WFI"))
+        .filter_map(|l| {
+            l.split(" wake-ups from WFI")
+                .next()?
+                .rsplit(": ")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    out.ensure(
+        wakes.len() == 2 && wakes.iter().all(|&n| n < 100_000),
+        format!("both idle pCPUs slept in WFI rather than spun (wake-ups per pCPU: {wakes:?})"),
+    )?;
     Ok(())
 }
 
