@@ -205,18 +205,14 @@ fn segments(first_gref: u32) -> [Segment; MAX_SEGMENTS] {
     })
 }
 
+/// A request moving 8 sectors per page of the first 8 data pages.
 fn rw(f: &Front, op: u8, id: u64, sector: u64) -> Request {
-    rw_into(f, 0, op, id, sector)
-}
-
-/// A request moving 8 sectors per page of the `set`th group of 8 data pages.
-fn rw_into(f: &Front, set: usize, op: u8, id: u64, sector: u64) -> Request {
     Request {
         op,
         nr_segments: MAX_SEGMENTS as u8,
         id,
         sector,
-        seg: segments(f.first_gref + (set * MAX_SEGMENTS) as u32),
+        seg: segments(f.first_gref),
         ..Request::default()
     }
 }
@@ -370,11 +366,7 @@ fn write_indirect(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
         ..Request::default()
     };
     for (what, req) in [("indirect write", w), ("flush", flush)] {
-        match submit(f, req) {
-            Ok(0) => {}
-            Ok(s) => return Err(alloc_free::Msg::Status(what, s)),
-            Err(e) => return Err(alloc_free::Msg::Text(e)),
-        }
+        succeed(f, what, req)?;
     }
     for i in 0..n {
         page(f, i).fill(0);
@@ -387,33 +379,31 @@ fn write_indirect(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
 fn read_indirect(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
     let n = MAX_INDIRECT_SEGMENTS;
     let r = indirect(f, 0, op::READ, 6, INDIRECT_AT, (0, n), |_, _| {});
-    match submit(f, r) {
-        Ok(0) => {}
-        Ok(s) => return Err(alloc_free::Msg::Status("indirect read", s)),
-        Err(e) => return Err(alloc_free::Msg::Text(e)),
-    }
-    for i in 0..n {
-        for (b, &x) in page(f, i).iter().enumerate() {
-            if x != pattern(seed, i * 4096 + b) {
-                return Err(alloc_free::Msg::Mismatch(
-                    INDIRECT_AT + (i * 4096 + b) as u64 / 512,
-                ));
-            }
-        }
-    }
-    Ok(())
+    succeed(f, "indirect read", r)?;
+    compare(f, n, INDIRECT_AT, seed)
 }
 
+/// Reads 64 sectors at 0 in one direct request and compares them with the pattern of `seed`.
 fn read_and_compare(f: &mut Front, seed: u64) -> Result<(), alloc_free::Msg> {
-    match submit(f, rw(f, op::READ, 3, 0)) {
-        Ok(0) => {}
-        Ok(s) => return Err(alloc_free::Msg::Status("read", s)),
-        Err(e) => return Err(alloc_free::Msg::Text(e)),
+    succeed(f, "read", rw(f, op::READ, 3, 0))?;
+    compare(f, MAX_SEGMENTS, 0, seed)
+}
+
+/// Sends `req` and expects status 0.
+fn succeed(f: &mut Front, what: &'static str, req: Request) -> Result<(), alloc_free::Msg> {
+    match submit(f, req) {
+        Ok(0) => Ok(()),
+        Ok(s) => Err(alloc_free::Msg::Status(what, s)),
+        Err(e) => Err(alloc_free::Msg::Text(e)),
     }
-    for i in 0..MAX_SEGMENTS {
+}
+
+/// Compares the first `pages` data pages, read from sector `at`, with the pattern of `seed`.
+fn compare(f: &Front, pages: usize, at: u64, seed: u64) -> Result<(), alloc_free::Msg> {
+    for i in 0..pages {
         for (b, &x) in page(f, i).iter().enumerate() {
             if x != pattern(seed, i * 4096 + b) {
-                return Err(alloc_free::Msg::Mismatch((i * 4096 + b) as u64 / 512));
+                return Err(alloc_free::Msg::Mismatch(at + (i * 4096 + b) as u64 / 512));
             }
         }
     }
@@ -471,23 +461,10 @@ pub fn evil() {
         ("nine segments", many, Errno::Inval),
     ];
     for (name, req, want) in cases {
-        match submit(&mut f, req) {
-            Ok(0) => {
-                allowed += 1;
-                out!("blk-evil: {name}: ALLOWED");
-            }
-            Ok(s) => {
-                refused += 1;
-                let e = Errno::from_ret(s as i64);
-                match e {
-                    Some(e) if e == want => out!("blk-evil: {name}: refused {e}"),
-                    _ => out!("blk-evil: {name}: refused {s} (unexpected, the ABI says {want})"),
-                }
-            }
-            Err(e) => {
-                allowed += 1;
-                out!("blk-evil: {name}: FAIL: {e}");
-            }
+        if verdict(name, submit(&mut f, req), want) {
+            refused += 1;
+        } else {
+            allowed += 1;
         }
     }
     if f.indirect {
@@ -538,6 +515,28 @@ pub fn evil() {
     out!("blk-evil: corrupted its ring (req_prod + 1000)");
     let _ = time::sleep_us(50_000);
     out!("blk-evil: done, {refused} refused, {allowed} allowed");
+}
+
+/// Prints how bad request `name` was answered; true if it was refused (with `want`, or the
+/// line says it was unexpected).
+fn verdict(name: &str, answer: Result<i16, &str>, want: Errno) -> bool {
+    match answer {
+        Ok(0) => {
+            out!("blk-evil: {name}: ALLOWED");
+            false
+        }
+        Ok(s) => {
+            match Errno::from_ret(s as i64) {
+                Some(e) if e == want => out!("blk-evil: {name}: refused {e}"),
+                _ => out!("blk-evil: {name}: refused {s} (unexpected, the ABI says {want})"),
+            }
+            true
+        }
+        Err(e) => {
+            out!("blk-evil: {name}: FAIL: {e}");
+            false
+        }
+    }
 }
 
 /// `blk-evil`'s indirect requests: (refused as the ABI says, allowed or refused otherwise).
@@ -596,22 +595,10 @@ fn evil_indirect(f: &mut Front) -> (u32, u32) {
     let (mut refused, mut allowed) = (0, 0);
     for (name, build, want) in cases {
         let req = build(f);
-        match submit(f, req) {
-            Ok(0) => {
-                allowed += 1;
-                out!("blk-evil: {name}: ALLOWED");
-            }
-            Ok(s) => {
-                refused += 1;
-                match Errno::from_ret(s as i64) {
-                    Some(e) if e == want => out!("blk-evil: {name}: refused {e}"),
-                    _ => out!("blk-evil: {name}: refused {s} (unexpected, the ABI says {want})"),
-                }
-            }
-            Err(e) => {
-                allowed += 1;
-                out!("blk-evil: {name}: FAIL: {e}");
-            }
+        if verdict(name, submit(f, req), want) {
+            refused += 1;
+        } else {
+            allowed += 1;
         }
     }
     let good = indirect(f, 0, op::READ, 25, 0, PAGES, |_, _| {});

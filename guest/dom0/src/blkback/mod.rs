@@ -675,10 +675,10 @@ fn indirect_segments(
     let (h, ipa) = hold(f, req.seg[0].gref, false)?;
     let page = ipa as *const Segment;
     for (i, s) in segs[..n].iter_mut().enumerate() {
-        // SAFETY: the granted page is mapped at `ipa` (in the grant window, which dom0's map
-        // covers) until `release` below; `n` segments of 8 bytes fit in it; any bits are a
-        // `Segment`, and the frontend may change them meanwhile: each is read once, and only
-        // the copy is checked and used.
+        // The frontend may change the page meanwhile: each segment is read once, and only the
+        // copy is checked and used.
+        // SAFETY: the granted page is mapped at `ipa` (grant window) until `release` below; `n`
+        // segments of 8 bytes fit in it, and any bits are a `Segment`.
         *s = unsafe { page.add(i).read_volatile() };
     }
     release(f, &[h]);
