@@ -639,7 +639,7 @@ mod alloc_free {
 pub fn bench(mib: u64, kib: u64, depth: u64) {
     let per_set = (kib / 4) as usize;
     let depth = depth as usize;
-    let fits = kib % 4 == 0
+    let fits = kib.is_multiple_of(4)
         && (1..=MAX_INDIRECT_SEGMENTS).contains(&per_set)
         && (1..=MAX_SETS).contains(&depth)
         && per_set * depth <= MAX_PAGES;

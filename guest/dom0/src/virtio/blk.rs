@@ -340,6 +340,7 @@ impl Disk {
         // SAFETY: as above. `pop_used` wants its outputs' elements to live as long as its
         // borrow of them; it only reads them (to give each buffer back to the HAL) and stores
         // nothing into the slice, so seeing the 'static elements as shorter-lived is sound.
+        #[allow(clippy::unnecessary_cast)] // it changes the elements' lifetime, which is the point
         let popped = unsafe {
             self.queue
                 .pop_used(token, &c.ins[..ni], &mut *(outs as *mut [&mut [u8]]))
