@@ -46,6 +46,11 @@ fn set_disk(id: DomId, disk: Option<(u64, u64)>) {
     DISKS.lock()[id as usize] = disk;
 }
 
+/// Domain `id`'s disk as its `disk=` gave it: (offset, size) in bytes.
+pub fn disk_bytes(id: DomId) -> Option<(u64, u64)> {
+    DISKS.lock()[id as usize]
+}
+
 /// Domain `id`'s disk as (first sector, sectors).
 pub fn disk(id: DomId) -> Option<(u64, u64)> {
     DISKS.lock()[id as usize].map(|(o, z)| (o / 512, z / 512))

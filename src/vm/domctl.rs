@@ -185,9 +185,10 @@ pub(super) fn read_bytes(vm: &Vm, va: u64, len: u64) -> Result<Vec<u8>, &'static
     Ok(v)
 }
 
-/// Writes `msg` NUL-terminated (cut to fit) where `CreateArgs::err` says, and logs it.
-pub(super) fn say(vm: &Vm, a: &CreateArgs, msg: &str) {
-    log::warn!("dom0: create: {msg}");
+/// Writes `msg` NUL-terminated (cut to fit) where `CreateArgs::err` says, and logs it under
+/// the call that refused (`create`, `restore`).
+pub(super) fn say(vm: &Vm, call: &str, a: &CreateArgs, msg: &str) {
+    log::warn!("dom0: {call}: {msg}");
     if a.err == 0 || a.err_len == 0 {
         return;
     }
@@ -259,7 +260,7 @@ fn create(vm: &'static Vm, args: u64) -> i64 {
         }
     })();
     r.unwrap_or_else(|(code, msg)| {
-        say(vm, &a, &msg);
+        say(vm, "create", &a, &msg);
         code
     })
 }

@@ -151,6 +151,10 @@ fn save_begin(vm: &'static Vm) -> R<SaveHeader> {
     }
     let n = vm.name.len().min(31);
     h.name[..n].copy_from_slice(&vm.name.as_bytes()[..n]);
+    if let Some((offset, size)) = super::devbus::disk_bytes(vm.id) {
+        h.disk_offset = offset;
+        h.disk_size = size;
+    }
     Ok(h)
 }
 
@@ -272,7 +276,7 @@ fn restore_begin(dom0: &'static Vm, args: u64) -> i64 {
     match begin_inner(dom0, &a) {
         Ok(id) => id as i64,
         Err((code, msg)) => {
-            say(dom0, &a, &msg);
+            say(dom0, "restore", &a, &msg);
             code
         }
     }
@@ -285,8 +289,8 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
     let Some(h) = read_pod::<SaveHeader>(dom0, a.image) else {
         return Err((errno::EFAULT, String::new()));
     };
-    if h.magic != SAVE_MAGIC {
-        return inval(String::from("not a Ferrite save file (bad magic)"));
+    if let Some(why) = h.format_error() {
+        return inval(String::from(why));
     }
     let mut spec = if a.config_len != 0 {
         read_config(dom0, a)?
@@ -309,6 +313,9 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
             .iter()
             .any(|&p| p >= h.nr_pages)
         || (h.console_pfn != u64::MAX && h.console_pfn >= h.nr_pages)
+        || !h.disk_offset.is_multiple_of(512)
+        || !h.disk_size.is_multiple_of(512)
+        || h.disk_offset.checked_add(h.disk_size).is_none()
     {
         return inval(String::from("the save header is inconsistent"));
     }
@@ -333,7 +340,12 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
         super::devbus::remove_domain(id);
         (errno::EINVAL, e)
     };
-    // A `disk=` in the restore's configuration, as when it was created.
+    // The disk it was saved with, unless the restore's configuration names another: claimed
+    // as when it was created, so it cannot overlap a live domain's (the original's, after a
+    // `save -c`).
+    if spec.disk.is_none() && h.disk_size != 0 {
+        spec.disk = Some((h.disk_offset, h.disk_size));
+    }
     super::devbus::claim_disk(id, spec.disk).map_err(|e| fail(format!("{name}: {e}")))?;
     let ft = FrameTable::with_grants(
         id,

@@ -268,6 +268,67 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
     Ok(())
 }
 
+/// A saved domain keeps its disk: the save file carries its `disk=`, and the restore claims
+/// it again. The domain is saved before it touches the disk (`wait`), restored, then reads
+/// the patterns the test put in the image. A copy restored while the original (kept by
+/// `save -c`) still holds the region is refused, with both regions named.
+#[test]
+fn a_saved_domain_keeps_its_disk() -> Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/systest-disks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("io-blk-save.img");
+    let mut img = vec![0u8; 16 << 20];
+    let at = 1 << 20;
+    for i in 0..64 * 512 {
+        img[at + i] = pattern(11, i);
+    }
+    for i in 0..512 * 512 {
+        img[at + 64 * 512 + i] = pattern(1011, i);
+    }
+    std::fs::write(&disk, &img).unwrap();
+    let out = Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .memory("1G")
+        .icount(true)
+        .timeout(TIMEOUT)
+        .label("io-blk-save")
+        .image(dom0_image("qemu-virt"))
+        .virtio_disk(&disk)
+        .bootargs(
+            "semihosting dom0_vcpus=1 -- dom0.exec=\"create name=rd mem=8M disk=1M:8M \
+             cmd=wait 3000 blk-read 11;pause rd;save -c rd f;restore -p f;save rd g;restore g;\
+             sleep 8000;list\" poweroff",
+        )
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let c = &out.console;
+    out.ensure(
+        c.contains(
+            "rd: its disk (8388608 bytes at 1048576) overlaps domain 1 (rd)'s (8388608 bytes at 1048576)",
+        ),
+        "a restored copy is refused the disk the original still holds, with both regions",
+    )?;
+    out.ensure(
+        c.contains("restored \"g\" as dom"),
+        "the saved domain was restored",
+    )?;
+    out.ensure(
+        c.contains("wait: 3000 ms waited")
+            && c.contains("16384 sectors at sector 2048 of dom0's disk, persistent grants"),
+        "the restored domain was connected to the disk it was saved with",
+    )?;
+    out.ensure(
+        c.contains("blk: read 64 sectors: pattern 11 ok")
+            && c.contains("blk: indirect: read 512 sectors at sector 64: pattern 1011 ok"),
+        "the restored domain read its disk",
+    )?;
+    let _ = std::fs::remove_file(&disk);
+    Ok(())
+}
+
 #[test]
 fn two_domus_exchange_frames_through_dom0s_switch() -> Result<()> {
     let out = run(

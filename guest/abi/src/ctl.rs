@@ -102,10 +102,13 @@ pub struct PhysInfo {
 
 const _: () = assert!(size_of::<PhysInfo>() == 32);
 
-/// "FERSAVE1": the first word of a [`SaveHeader`].
-pub const SAVE_MAGIC: u64 = u64::from_le_bytes(*b"FERSAVE1");
+/// "FERSAVE2": the first word of a [`SaveHeader`].
+pub const SAVE_MAGIC: u64 = u64::from_le_bytes(*b"FERSAVE2");
+/// The first word of the format before it (a 112-byte header without the disk): refused, by
+/// name.
+pub const SAVE_MAGIC_V1: u64 = u64::from_le_bytes(*b"FERSAVE1");
 
-/// What `SAVE_BEGIN` reports and a save file starts with (112 bytes). The file goes on with
+/// What `SAVE_BEGIN` reports and a save file starts with (128 bytes). The file goes on with
 /// `nr_vcpus` [`VcpuState`]s, then `nr_pages` records of an 8-byte page type and 4096 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
@@ -130,6 +133,10 @@ pub struct SaveHeader {
     pub on_crash: u32,
     /// Its name, NUL-padded.
     pub name: [u8; 32],
+    /// Its virtual disk (`disk=`): a region of dom0's disk, in bytes; `disk_size` 0 for none.
+    /// A restore claims it again, unless its configuration gives another.
+    pub disk_offset: u64,
+    pub disk_size: u64,
 }
 
 impl Default for SaveHeader {
@@ -149,11 +156,28 @@ impl Default for SaveHeader {
             cap: 0,
             on_crash: 0,
             name: [0; 32],
+            disk_offset: 0,
+            disk_size: 0,
         }
     }
 }
 
-const _: () = assert!(size_of::<SaveHeader>() == 112);
+const _: () = assert!(size_of::<SaveHeader>() == 128);
+
+impl SaveHeader {
+    /// Why a header read from a file is not one this format can restore: `None` if its magic
+    /// is [`SAVE_MAGIC`]. Every toolstack and Ferrite refuse with these words.
+    pub fn format_error(&self) -> Option<&'static str> {
+        match self.magic {
+            SAVE_MAGIC => None,
+            SAVE_MAGIC_V1 => Some(
+                "a save file of an older format (FERSAVE1, without the disk): this Ferrite \
+                 restores FERSAVE2",
+            ),
+            _ => Some("not a Ferrite save file (bad magic)"),
+        }
+    }
+}
 
 /// A saved page's type, as `SAVE_PAGE` returns it.
 pub mod page_type {
@@ -203,3 +227,24 @@ pub struct VcpuState {
 }
 
 const _: () = assert!(size_of::<VcpuState>() == 944);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_save_header_of_another_format_is_refused_by_name() {
+        let h = SaveHeader::default();
+        assert_eq!(h.format_error(), None, "a new header is this format");
+        let old = SaveHeader {
+            magic: SAVE_MAGIC_V1,
+            ..h
+        };
+        assert!(old.format_error().unwrap().contains("FERSAVE1"));
+        let foreign = SaveHeader { magic: 0, ..h };
+        assert_eq!(
+            foreign.format_error(),
+            Some("not a Ferrite save file (bad magic)")
+        );
+    }
+}

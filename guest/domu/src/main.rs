@@ -89,13 +89,26 @@ mod guest {
                          net-pong <n>, net-wire <n>, net-evil, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
                          share-map <peer>, counter <ms> [fault <n>], evil-ctl, \
-                         console-echo <n>, evt-ping <n>, vcpu-tlb <turns>";
+                         console-echo <n>, evt-ping <n>, vcpu-tlb <turns>; \
+                         any of them after wait <ms>";
 
     fn main(si: &'static StartInfo) -> ! {
         mm().init_from_start_info(si);
         let cmdline = si.cmd_line().unwrap_or("");
         let mut args = Args::new(cmdline);
-        let mode = args.word().unwrap_or("hello");
+        let mut mode = args.word().unwrap_or("hello");
+        if mode == "wait" {
+            // `wait <ms> <mode ...>`: a pause before the mode starts, in the domain's own time
+            // (a save and restore meanwhile does not count), so a test can act on the domain
+            // before it touches its devices.
+            let ms = args.number("wait", "ms", 1000);
+            if let Err(e) = ferrite_pv::time::sleep_us(ms * 1000) {
+                out!("wait: the timer was refused: {e}");
+                rt::crash()
+            }
+            out!("wait: {ms} ms waited");
+            mode = args.word().unwrap_or("hello");
+        }
         match mode {
             "hello" => hello::run(si, cmdline),
             "ptbuild" => ptbuild::run(),

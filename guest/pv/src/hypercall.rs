@@ -299,33 +299,6 @@ pub fn vcpu_stats(domid: u64, vcpu: u64) -> Result<sched::VcpuStats, Errno> {
     errno::result(r0).map(|_| s)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batch_results() {
-        let ok = BatchResult::from_regs(0, 7);
-        assert_eq!(ok.result, Ok(0));
-        assert_eq!(ok.done, 7);
-        let e = BatchResult::from_regs(errno::EBUSY as u64, 3);
-        assert_eq!(e.result, Err(Errno::Busy));
-        assert_eq!(e.done, 3);
-        assert!(!e.is_ok());
-        assert_eq!(
-            BatchResult::from_regs(-99i64 as u64, 0).result,
-            Err(Errno::NoSys)
-        );
-    }
-
-    #[test]
-    fn host_has_no_hypervisor() {
-        assert_eq!(features(0), Err(Errno::NoSys));
-        assert_eq!(console_write(b"x"), Err(Errno::NoSys));
-        assert_eq!(version(), 0);
-    }
-}
-
 /// `EVTCHN_OP` `cmd` with x2 = `a`, x3 = `b` (`ferrite_abi::evtchn`): the port, 0, or the
 /// status kind.
 pub fn evtchn_op(cmd: u64, a: u64, b: u64) -> Result<u64, Errno> {
@@ -359,5 +332,32 @@ pub fn grant_copy(ops: &mut [ferrite_abi::grant::GrantCopy]) -> Result<u64, Errn
             ops.as_mut_ptr() as u64,
             ops.len() as u64,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_results() {
+        let ok = BatchResult::from_regs(0, 7);
+        assert_eq!(ok.result, Ok(0));
+        assert_eq!(ok.done, 7);
+        let e = BatchResult::from_regs(errno::EBUSY as u64, 3);
+        assert_eq!(e.result, Err(Errno::Busy));
+        assert_eq!(e.done, 3);
+        assert!(!e.is_ok());
+        assert_eq!(
+            BatchResult::from_regs(-99i64 as u64, 0).result,
+            Err(Errno::NoSys)
+        );
+    }
+
+    #[test]
+    fn host_has_no_hypervisor() {
+        assert_eq!(features(0), Err(Errno::NoSys));
+        assert_eq!(console_write(b"x"), Err(Errno::NoSys));
+        assert_eq!(version(), 0);
     }
 }

@@ -14,7 +14,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use ferrite_abi::call::{self, domctl};
-use ferrite_abi::ctl::{SAVE_MAGIC, SaveHeader, VcpuState};
+use ferrite_abi::ctl::{SaveHeader, VcpuState};
 use spin::Mutex;
 
 const MAGIC: &[u8; 8] = b"FERSAVED";
@@ -266,7 +266,10 @@ pub(super) fn load(name: &str) -> Result<File, String> {
         have: 0,
     };
     let header: SaveHeader = r.pod()?;
-    if header.magic != SAVE_MAGIC || header.nr_vcpus == 0 || header.nr_vcpus > 32 {
+    if let Some(why) = header.format_error() {
+        return Err(String::from(why));
+    }
+    if header.nr_vcpus == 0 || header.nr_vcpus > 32 {
         return Err(String::from("not a Ferrite save file"));
     }
     let mut vcpus = Vec::new();

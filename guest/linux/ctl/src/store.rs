@@ -1,7 +1,7 @@
 //! `save` and `restore`: a domain to a file on Linux's filesystem and back, through
 //! `DOMCTL SAVE_*` / `RESTORE_*` (docs/lifecycle.md, "Save and restore").
 //!
-//! The file is what the calls give, in order: the [`SaveHeader`] (112 bytes), `nr_vcpus`
+//! The file is what the calls give, in order: the [`SaveHeader`] (128 bytes), `nr_vcpus`
 //! vCPU states ([`VcpuState`], 944 bytes each, as Ferrite wrote them), then for each of the
 //! `nr_pages` frames an 8-byte little-endian page type followed by the frame's 4096 bytes. A
 //! data page of zeros is stored as the type [`ZERO_PAGE`] alone, without its bytes:
@@ -141,7 +141,7 @@ fn write_domain(c: &Ctrl, id: u64, out: &mut impl Write) -> Res<(u64, u64, u32)>
         }
     }
     if h.magic != SAVE_MAGIC {
-        return Err("SAVE_BEGIN gave a header without the FERSAVE1 magic".into());
+        return Err("SAVE_BEGIN gave a header without the FERSAVE2 magic".into());
     }
     // Ferrite's header has the weight and cap the domain was created with; the file keeps
     // those it has now (`sched-credit` may have changed them), which RESTORE_BEGIN applies.
@@ -192,10 +192,8 @@ pub fn restore(c: &Ctrl, paused: bool, path: &str) -> Res<()> {
     let mut f = BufReader::with_capacity(1 << 16, f);
     let mut h = Box::new(SaveHeader::default());
     read_exact(&mut f, bytes_of(&mut *h), "the header")?;
-    if h.magic != SAVE_MAGIC {
-        return Err(format!(
-            "restore {path}: not a Ferrite save file (no FERSAVE1 magic)"
-        ));
+    if let Some(why) = h.format_error() {
+        return Err(format!("restore {path}: {why}"));
     }
     // Ferrite checks the header too; this only bounds what is read before asking it.
     if h.nr_vcpus == 0 || h.nr_vcpus > 64 {
