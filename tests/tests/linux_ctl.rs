@@ -265,15 +265,15 @@ fn linux_dom0_ferrite_ctl_save_restore() -> Result<()> {
         .find(|l| l.starts_with('-') && l.trim_end().ends_with("/tmp/web.sav"))
         .and_then(|l| l.split_whitespace().nth(4))
         .and_then(|s| s.parse::<u64>().ok());
-    // The documented format: the header, the vCPUs, an 8-byte type and 4096 bytes per page but
-    // 8 bytes for a page of zeros.
+    // The documented format: the 128-byte header, the vCPUs, an 8-byte type and 4096 bytes per
+    // page but 8 bytes for a page of zeros.
     let (pages, zeros, vcpus) = (
         number_after(&saved, ": "),
         number_after(&saved, "pages ("),
         number_after(&saved, "zeros), "),
     );
     let expected = match (pages, zeros, vcpus) {
-        (Some(p), Some(z), Some(v)) => Some(112 + 944 * v + (p - z) * (8 + 4096) + z * 8),
+        (Some(p), Some(z), Some(v)) => Some(128 + 944 * v + (p - z) * (8 + 4096) + z * 8),
         _ => None,
     };
     check(
@@ -387,10 +387,11 @@ fn linux_dom0_ferrite_ctl_save_restore() -> Result<()> {
         format!("the half-built domain was not destroyed: {line}"),
     )?;
     run.expect("failed-20", STEP)?;
-    // A doctored file: the first page's type word made 5 (no such type). Ferrite refuses
-    // RESTORE_PAGE and logs why; the tool prints that reason and destroys the domain.
+    // A doctored file: the first page's type word (after the 128-byte header and one 944-byte
+    // vCPU) made 5 (no such type). Ferrite refuses RESTORE_PAGE and logs why; the tool prints
+    // that reason and destroys the domain.
     run.send(
-        "cp /tmp/web.sav /tmp/bad.sav; printf '\\005' | dd of=/tmp/bad.sav bs=1 seek=1056 \
+        "cp /tmp/web.sav /tmp/bad.sav; printf '\\005' | dd of=/tmp/bad.sav bs=1 seek=1072 \
          conv=notrunc 2>/dev/null; ferrite-ctl restore /tmp/bad.sav || echo failed-$((4 * 7))\n",
     )?;
     let line = run.expect("restore /tmp/bad.sav: RESTORE_PAGE 0 ", STEP)?;
