@@ -197,25 +197,40 @@ impl Qemu {
     /// [`Qemu::virtio_disk`] with more `-drive` options (`opts`, comma-separated, e.g.
     /// `throttling.bps-read=500000000`).
     pub fn virtio_disk_with(self, image: &std::path::Path, opts: &str) -> Qemu {
-        let sep = if opts.is_empty() { "" } else { "," };
+        self.virtio_disk_device(image, opts, "")
+    }
+
+    /// [`Qemu::virtio_disk_with`] with options of the virtio-blk device too (`device_opts`,
+    /// e.g. `indirect_desc=off`).
+    pub fn virtio_disk_device(
+        self,
+        image: &std::path::Path,
+        drive_opts: &str,
+        device_opts: &str,
+    ) -> Qemu {
+        let comma = |o: &str| if o.is_empty() { "" } else { "," };
         self.args([
             "-drive".to_string(),
             format!(
-                "file={},if=none,format=raw,id=d0{sep}{opts}",
-                image.display()
+                "file={},if=none,format=raw,id=d0{}{drive_opts}",
+                image.display(),
+                comma(drive_opts)
             ),
             "-device".into(),
-            "virtio-blk-device,drive=d0".into(),
+            format!(
+                "virtio-blk-device,drive=d0{}{device_opts}",
+                comma(device_opts)
+            ),
         ])
     }
 
-    /// `-icount shift=0,sleep=off`: guest time follows instructions (repeatable runs).
     /// Boots the image through `-device loader` at `addr` (no device tree reaches it).
     pub fn loader_at(mut self, addr: u64) -> Qemu {
         self.loader_at = Some(addr);
         self
     }
 
+    /// `-icount shift=0,sleep=off`: guest time follows instructions (repeatable runs).
     pub fn icount(mut self, on: bool) -> Qemu {
         self.icount = on;
         self

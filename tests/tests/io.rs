@@ -268,6 +268,57 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
     Ok(())
 }
 
+/// On a disk without indirect descriptors (each page of a request takes one of the queue's
+/// 128), blkback keeps as many 8-page requests at the disk as fit (12), not as many as would
+/// leave room for a 64-page one (7).
+#[test]
+fn blkback_fills_a_disk_queue_without_indirect_descriptors() -> Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/systest-disks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("io-blk-noindirect.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let out = Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .memory("1G")
+        .icount(true)
+        .timeout(TIMEOUT)
+        .label("io-blk-noindirect")
+        .image(dom0_image("qemu-virt"))
+        .virtio_disk_device(&disk, "", "indirect_desc=off")
+        .bootargs(
+            "semihosting dom0_vcpus=1 domu=name=b,mem=8M,disk=1M:8M,cmd=blk-bench+8+32+32 \
+             -- dom0.sched.report=3000 poweroff",
+        )
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let c = &out.console;
+    out.ensure(
+        c.contains("domU1: blk-bench: read 8192 KiB through dom0"),
+        "the domU read its 8 MiB",
+    )?;
+    let line = c
+        .find("dom0: blk: dom1: the frontend closed: disconnected after")
+        .map(str::to_string)
+        .ok_or_else(|| out.fail("blkback did not report the disconnection"))?;
+    let peak: Option<u64> = line
+        .split("(at most ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok());
+    out.ensure(
+        peak == Some(12),
+        format!("{peak:?} requests at the disk at once, 12 expected: `{line}`"),
+    )?;
+    let _ = std::fs::remove_file(&disk);
+    Ok(())
+}
+
 /// A saved domain keeps its disk: the save file carries its `disk=`, and the restore claims
 /// it again. The domain is saved before it touches the disk (`wait`), restored, then reads
 /// the patterns the test put in the image. A copy restored while the original (kept by

@@ -61,6 +61,11 @@ struct Front {
     served: u64,
     /// Its requests at the disk.
     in_flight: usize,
+    /// The most of its requests that were at the disk at once.
+    peak: usize,
+    /// A request taken from the ring for which the disk's queue had no room: the next one to
+    /// start, once a completion makes room.
+    stalled: Option<Request>,
     /// A FLUSH taken from the ring (its id): nothing more is taken until it completed.
     barrier: Option<u64>,
     /// The barrier's flush is at the disk.
@@ -299,6 +304,8 @@ fn connect(
         sectors: n,
         served: 0,
         in_flight: 0,
+        peak: 0,
+        stalled: None,
         barrier: None,
         flushing: false,
         more: false,
@@ -324,8 +331,8 @@ fn disconnect(f: Front, orphans: &mut Orphans, why: &str) {
     }
     let _ = crate::bus::set_back(f.dom, f.key, state::CLOSED, 0);
     println!(
-        "dom0: blk: dom{}: {why}: disconnected after {} requests",
-        f.dom, f.served
+        "dom0: blk: dom{}: {why}: disconnected after {} requests (at most {} at the disk at once)",
+        f.dom, f.served, f.peak
     );
 }
 
@@ -570,23 +577,37 @@ fn serve(
             }
             return Ok(());
         }
-        if !disk.room(MAX_PAGES) {
+        let req = match f.stalled.take() {
+            Some(req) => req,
+            None => match f
+                .ring
+                .take_request()
+                .map_err(|_| "ring corrupt (more requests than slots)".to_string())?
+            {
+                Some(req) => req,
+                // Drained: ask to be told of the next request, and look once more for one
+                // that raced.
+                None if f.ring.final_check_for_requests() => continue,
+                None => return Ok(()),
+            },
+        };
+        // Room for this request's pages, not for the largest a request may have: on a disk
+        // without indirect descriptors each page takes a descriptor of the queue, and keeping
+        // room for 64 left twelve 8-page requests' worth of queue to seven.
+        if req.op != op::FLUSH && !disk.room(pages_of(&req)) {
             // Come back when a completion makes room.
+            f.stalled = Some(req);
             f.more = true;
             return Ok(());
         }
-        match f
-            .ring
-            .take_request()
-            .map_err(|_| "ring corrupt (more requests than slots)".to_string())?
-        {
-            Some(req) => begin(f, disk, io, held, scratch, &req),
-            // Drained: ask to be told of the next request, and look once more for one that
-            // raced.
-            None if f.ring.final_check_for_requests() => {}
-            None => return Ok(()),
-        }
+        begin(f, disk, io, held, scratch, &req);
     }
+}
+
+/// The data pages `req` may hold at the disk: its segment count, at most [`MAX_PAGES`] (a
+/// request claiming more is refused before it reaches the disk).
+fn pages_of(req: &Request) -> usize {
+    (req.nr_segments as usize).min(MAX_PAGES)
 }
 
 fn start_flush(f: &mut Front, disk: &mut Disk, io: &mut Slab<Io>, id: u64) {
@@ -658,6 +679,7 @@ fn begin(
                         pages: n as u8,
                     });
                     f.in_flight += 1;
+                    f.peak = f.peak.max(f.in_flight);
                 }
                 Err(e) => {
                     println!("dom0: blk: dom{}: request {}: {e}", f.dom, req.id);
