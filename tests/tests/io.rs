@@ -59,6 +59,43 @@ fn in_order(text: &str, needles: &[String]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A 16 MiB disk image for one test (`target/systest-disks/<name>`), zeros but what `fill`
+/// writes.
+fn disk_image(name: &str, fill: impl FnOnce(&mut [u8])) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/systest-disks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join(name);
+    let mut img = vec![0u8; 16 << 20];
+    fill(&mut img);
+    std::fs::write(&disk, &img).unwrap();
+    disk
+}
+
+/// Boots the firmware with dom0 on two CPUs under `-icount`, `disk` as its virtio disk (with
+/// `device_opts` for the device), and `bootargs`; checks it powered off cleanly.
+fn boot_with_disk(
+    label: &str,
+    disk: &std::path::Path,
+    device_opts: &str,
+    bootargs: &str,
+) -> Result<Outcome> {
+    let out = Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .memory("1G")
+        .icount(true)
+        .timeout(TIMEOUT)
+        .label(label)
+        .image(dom0_image("qemu-virt"))
+        .virtio_disk_device(disk, "", device_opts)
+        .bootargs(bootargs)
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    Ok(out)
+}
+
 #[test]
 fn domu_console_ring_reaches_dom0_and_a_hostile_frontend_is_refused() -> Result<()> {
     for gic in [3, 2] {
@@ -142,13 +179,7 @@ fn pattern(seed: u64, i: usize) -> u8 {
 
 #[test]
 fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/systest-disks");
-    std::fs::create_dir_all(&dir).unwrap();
-    let disk = dir.join("io-blk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
+    let disk = disk_image("io-blk.img", |_| {});
 
     // One domU writes through blkfront, dom0's blkback and virtio-blk; a hostile one beside it
     // sends bad requests and corrupts its ring; a third does its I/O without persistent grants.
@@ -273,30 +304,14 @@ fn a_domu_disk_reaches_dom0s_disk_and_a_new_domu_reads_it_back() -> Result<()> {
 /// leave room for a 64-page one (7).
 #[test]
 fn blkback_fills_a_disk_queue_without_indirect_descriptors() -> Result<()> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/systest-disks");
-    std::fs::create_dir_all(&dir).unwrap();
-    let disk = dir.join("io-blk-noindirect.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let out = Qemu::virt()
-        .gic(3)
-        .cpus(2)
-        .memory("1G")
-        .icount(true)
-        .timeout(TIMEOUT)
-        .label("io-blk-noindirect")
-        .image(dom0_image("qemu-virt"))
-        .virtio_disk_device(&disk, "", "indirect_desc=off")
-        .bootargs(
-            "semihosting dom0_vcpus=1 domu=name=b,mem=8M,disk=1M:8M,cmd=blk-bench+8+32+32 \
-             -- dom0.sched.report=3000 poweroff",
-        )
-        .spawn()?
-        .wait_exit(TIMEOUT)?;
-    out.ensure_exit(Exit::Code(0))?;
-    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let disk = disk_image("io-blk-noindirect.img", |_| {});
+    let out = boot_with_disk(
+        "io-blk-noindirect",
+        &disk,
+        "indirect_desc=off",
+        "semihosting dom0_vcpus=1 domu=name=b,mem=8M,disk=1M:8M,cmd=blk-bench+8+32+32 \
+         -- dom0.sched.report=3000 poweroff",
+    )?;
     let c = &out.console;
     out.ensure(
         c.contains("domU1: blk-bench: read 8192 KiB through dom0"),
@@ -325,36 +340,23 @@ fn blkback_fills_a_disk_queue_without_indirect_descriptors() -> Result<()> {
 /// `save -c`) still holds the region is refused, with both regions named.
 #[test]
 fn a_saved_domain_keeps_its_disk() -> Result<()> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/systest-disks");
-    std::fs::create_dir_all(&dir).unwrap();
-    let disk = dir.join("io-blk-save.img");
-    let mut img = vec![0u8; 16 << 20];
-    let at = 1 << 20;
-    for i in 0..64 * 512 {
-        img[at + i] = pattern(11, i);
-    }
-    for i in 0..512 * 512 {
-        img[at + 64 * 512 + i] = pattern(1011, i);
-    }
-    std::fs::write(&disk, &img).unwrap();
-    let out = Qemu::virt()
-        .gic(3)
-        .cpus(2)
-        .memory("1G")
-        .icount(true)
-        .timeout(TIMEOUT)
-        .label("io-blk-save")
-        .image(dom0_image("qemu-virt"))
-        .virtio_disk(&disk)
-        .bootargs(
-            "semihosting dom0_vcpus=1 -- dom0.exec=\"create name=rd mem=8M disk=1M:8M \
-             cmd=wait 3000 blk-read 11;pause rd;save -c rd f;restore -p f;save rd g;restore g;\
-             sleep 8000;list\" poweroff",
-        )
-        .spawn()?
-        .wait_exit(TIMEOUT)?;
-    out.ensure_exit(Exit::Code(0))?;
-    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let disk = disk_image("io-blk-save.img", |img| {
+        let at = 1 << 20;
+        for i in 0..64 * 512 {
+            img[at + i] = pattern(11, i);
+        }
+        for i in 0..512 * 512 {
+            img[at + 64 * 512 + i] = pattern(1011, i);
+        }
+    });
+    let out = boot_with_disk(
+        "io-blk-save",
+        &disk,
+        "",
+        "semihosting dom0_vcpus=1 -- dom0.exec=\"create name=rd mem=8M disk=1M:8M \
+         cmd=wait 3000 blk-read 11;pause rd;save -c rd f;restore -p f;save rd g;restore g;\
+         sleep 8000;list\" poweroff",
+    )?;
     let c = &out.console;
     out.ensure(
         c.contains(

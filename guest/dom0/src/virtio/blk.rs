@@ -337,10 +337,10 @@ impl Disk {
         // emptied just after.
         let (ni, no) = unsafe { c.fill(&mut p, &self.bufs[token as usize][..n]) };
         let outs: *mut [&'static mut [u8]] = &mut c.outs[..no];
+        #[allow(clippy::unnecessary_cast)] // it changes the elements' lifetime, which is the point
         // SAFETY: as above. `pop_used` wants its outputs' elements to live as long as its
         // borrow of them; it only reads them (to give each buffer back to the HAL) and stores
         // nothing into the slice, so seeing the 'static elements as shorter-lived is sound.
-        #[allow(clippy::unnecessary_cast)] // it changes the elements' lifetime, which is the point
         let popped = unsafe {
             self.queue
                 .pop_used(token, &c.ins[..ni], &mut *(outs as *mut [&mut [u8]]))
