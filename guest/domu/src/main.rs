@@ -102,7 +102,7 @@ mod guest {
             // (a save and restore meanwhile does not count), so a test can act on the domain
             // before it touches its devices.
             let ms = args.number("wait", "ms", 1000);
-            if let Err(e) = ferrite_pv::time::sleep_us(ms * 1000) {
+            if let Err(e) = ferrite_pv::time::sleep_us(ms.saturating_mul(1000)) {
                 out!("wait: the timer was refused: {e}");
                 rt::crash()
             }

@@ -474,9 +474,10 @@ fn release(f: &mut Front, held: &[Held]) {
 /// Maps (or finds mapped) `f`'s data page `gref`, writable if `write`: (how it is held, its
 /// address in the grant window).
 ///
-/// Inlined, for the case every page of a persistent frontend's request takes once its pages
-/// are mapped: found in the cache as it is needed. Out of line, with its call and its 24-byte
-/// result in memory, it cost twice the lookup (measured under `-icount`, docs/io.md).
+/// Inlined for the case almost every page takes, a persistent frontend's page already in the
+/// cache as the request needs it; the mapping is out of line ([`map_page`]). All out of line,
+/// with a call and a 24-byte result in memory per page, it cost twice the lookup (measured
+/// under `-icount`, docs/io.md).
 #[inline(always)]
 fn hold(f: &mut Front, gref: u32, write: bool) -> Result<(Held, u64), Errno> {
     if f.persistent
@@ -593,7 +594,7 @@ fn serve(
         };
         // Room for this request's pages, not for the largest a request may have: on a disk
         // without indirect descriptors each page takes a descriptor of the queue, and keeping
-        // room for 64 left twelve 8-page requests' worth of queue to seven.
+        // room for 64 let seven 8-page requests in where twelve fit.
         if req.op != op::FLUSH && !disk.room(pages_of(&req)) {
             // Come back when a completion makes room.
             f.stalled = Some(req);
