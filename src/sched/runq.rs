@@ -123,7 +123,11 @@ impl RunQueues {
         }
         q.len -= 1;
         self.queued -= 1;
-        self.links[slot] = UNLINKED;
+        // Field by field: the whole 40-byte link from a constant is a `memcpy` call.
+        let l = &mut self.links[slot];
+        l.prev = NIL;
+        l.next = NIL;
+        l.at = None;
         Some((pcpu, QUEUED[c]))
     }
 

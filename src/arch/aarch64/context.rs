@@ -261,7 +261,7 @@ pub fn save(ctx: &mut Context, frame: &TrapFrame, pauth: bool) {
             ferrite_save_pauth(&mut ctx.pauth);
         }
     }
-    ctx.gic = super::vgic_hw::save_state();
+    super::vgic_hw::save_state(&mut ctx.gic);
 }
 
 /// Loads `ctx` into this CPU's EL1 and EL2 registers and `frame`, so that the exception return
