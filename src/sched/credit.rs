@@ -126,14 +126,17 @@ impl Credit {
         &self.cfg
     }
 
+    #[inline]
     pub(super) fn v(&self, slot: usize) -> &Vcpu {
         self.vcpus[slot].as_ref().expect("live vCPU slot")
     }
 
+    #[inline]
     pub(super) fn vm(&mut self, slot: usize) -> &mut Vcpu {
         self.vcpus[slot].as_mut().expect("live vCPU slot")
     }
 
+    #[inline]
     pub(super) fn dom_of(&self, slot: usize) -> &Domain {
         &self.doms[&self.v(slot).id.dom]
     }
