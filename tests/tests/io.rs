@@ -23,7 +23,23 @@ fn run_with(
     report_ms: u32,
     disk: Option<&std::path::Path>,
 ) -> Result<Outcome> {
-    let mut q = Qemu::virt()
+    let mut q = qemu(label, gic).bootargs(format!(
+        "semihosting dom0_vcpus=1 {domus} -- dom0.sched.report={report_ms} poweroff"
+    ));
+    if let Some(d) = disk {
+        q = q.virtio_disk(d);
+    }
+    let out = boot(q)?;
+    out.ensure(
+        out.console.contains("dom0: sched: report done"),
+        "dom0 did not keep running to its report",
+    )?;
+    Ok(out)
+}
+
+/// The firmware with dom0 on two CPUs under `-icount`, for every test here.
+fn qemu(label: &str, gic: u32) -> Qemu {
+    Qemu::virt()
         .gic(gic)
         .cpus(2)
         .memory("1G")
@@ -31,19 +47,13 @@ fn run_with(
         .timeout(TIMEOUT)
         .label(label)
         .image(dom0_image("qemu-virt"))
-        .bootargs(format!(
-            "semihosting dom0_vcpus=1 {domus} -- dom0.sched.report={report_ms} poweroff"
-        ));
-    if let Some(d) = disk {
-        q = q.virtio_disk(d);
-    }
+}
+
+/// Boots `q` and checks it powered off cleanly.
+fn boot(q: Qemu) -> Result<Outcome> {
     let out = q.spawn()?.wait_exit(TIMEOUT)?;
     out.ensure_exit(Exit::Code(0))?;
     out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
-    out.ensure(
-        out.console.contains("dom0: sched: report done"),
-        "dom0 did not keep running to its report",
-    )?;
     Ok(out)
 }
 
@@ -71,29 +81,18 @@ fn disk_image(name: &str, fill: impl FnOnce(&mut [u8])) -> PathBuf {
     disk
 }
 
-/// Boots the firmware with dom0 on two CPUs under `-icount`, `disk` as its virtio disk (with
-/// `device_opts` for the device), and `bootargs`; checks it powered off cleanly.
+/// Boots with `disk` as dom0's virtio disk (with `device_opts` for the device) and `bootargs`.
 fn boot_with_disk(
     label: &str,
     disk: &std::path::Path,
     device_opts: &str,
     bootargs: &str,
 ) -> Result<Outcome> {
-    let out = Qemu::virt()
-        .gic(3)
-        .cpus(2)
-        .memory("1G")
-        .icount(true)
-        .timeout(TIMEOUT)
-        .label(label)
-        .image(dom0_image("qemu-virt"))
-        .virtio_disk_device(disk, "", device_opts)
-        .bootargs(bootargs)
-        .spawn()?
-        .wait_exit(TIMEOUT)?;
-    out.ensure_exit(Exit::Code(0))?;
-    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
-    Ok(out)
+    boot(
+        qemu(label, 3)
+            .virtio_disk_device(disk, "", device_opts)
+            .bootargs(bootargs),
+    )
 }
 
 #[test]
