@@ -53,7 +53,7 @@ pub fn disk_bytes(id: DomId) -> Option<(u64, u64)> {
 
 /// Domain `id`'s disk as (first sector, sectors).
 pub fn disk(id: DomId) -> Option<(u64, u64)> {
-    DISKS.lock()[id as usize].map(|(o, z)| (o / 512, z / 512))
+    disk_bytes(id).map(|(o, z)| (o / 512, z / 512))
 }
 
 /// Domain `id` is being destroyed: its open devices read as closed by the frontend, and dom0's
