@@ -9,8 +9,9 @@
 //! frame list, which tell the guest its machine addresses, are rewritten with the new ones.
 //!
 //! What is not carried: event channels other than the console's, grant tables and device-bus
-//! entries (the guest sets them up again, as a Xen guest reconnects after a restore), and
-//! frames ballooned in beyond the initial allocation (such a domain is refused).
+//! entries (the guest sets them up again, as a Xen guest reconnects after a restore: the
+//! start info's `restores` count and `virq::RESTORED` tell it), and frames ballooned in beyond
+//! the initial allocation (such a domain is refused).
 
 use super::domctl::{read_config, read_pod, say, write_pod};
 use super::lifecycle::{self, Image, Life, Origin};
@@ -585,6 +586,7 @@ fn finish(vm: &'static Vm, st: &Restoring) -> Result<(), String> {
     si.console_ring_ma = moved(si.console_ring_ma);
     si.domid = vm.id as u32;
     si.console_evtchn = port;
+    si.restores = si.restores.wrapping_add(1);
     let fl_pfn = si.frame_list.wrapping_sub(si.virt_base) / 4096;
     let fl_pages = (si.nr_pages * 8).div_ceil(4096);
     if fl_pfn + fl_pages > pages || si.nr_pages != pages {
@@ -657,5 +659,9 @@ fn finish(vm: &'static Vm, st: &Restoring) -> Result<(), String> {
             );
         }
     }
+    drop(power);
+    // The guest's frontends still think they are connected: tell it (start info's `restores`
+    // says so too), so that the upcall, or a wait it ends, has it set them up again.
+    domu::raise_virq(vm, 0, ferrite_abi::shared_info::virq::RESTORED);
     Ok(())
 }

@@ -381,6 +381,57 @@ fn a_saved_domain_keeps_its_disk() -> Result<()> {
     Ok(())
 }
 
+/// A domain saved while its blkfront is connected connects again after the restore, and its
+/// disk goes on working: Ferrite counts the restore in the start info and raises
+/// `virq::RESTORED`; the frontend grants the same pages again, on a fresh ring, and sends
+/// again what was outstanding. Its last round's pattern is in the disk image afterwards.
+#[test]
+fn a_restored_domain_connects_its_disk_again() -> Result<()> {
+    let (seed, rounds) = (21, 12);
+    let disk = disk_image("io-blk-reconnect.img", |_| {});
+    let out = boot_with_disk(
+        "io-blk-reconnect",
+        &disk,
+        "",
+        &format!(
+            "semihosting dom0_vcpus=1 -- dom0.exec=\"create name=lp mem=8M disk=1M:8M \
+             cmd=blk-loop {seed} {rounds} 200;sleep 1500;pause lp;save lp f;restore f;\
+             sleep 6000;list\" poweroff"
+        ),
+    )?;
+    let c = &out.console;
+    let restored = c
+        .find("restored \"f\" as dom")
+        .ok_or_else(|| out.fail("the saved domain was not restored"))?;
+    out.ensure(
+        in_order(
+            &c.text(),
+            &[
+                "domU1: blk-loop: round 0: pattern 21 written, flushed, read back: ok".into(),
+                restored.to_string(),
+                "domU2: blk: the domain was restored: connecting again".into(),
+                "domU2: blk: connected again, 16384 sectors".into(),
+                format!("domU2: blk-loop: {rounds} rounds ok, 1 reconnections after restores"),
+            ],
+        )
+        .is_ok(),
+        "the restored domain connected its disk again and finished its rounds",
+    )?;
+    out.ensure(
+        c.contains("dom0: blk: dom2: connected"),
+        "dom0's blkback served the restored domain",
+    )?;
+    let img = std::fs::read(&disk).unwrap();
+    let last = seed + rounds - 1;
+    let at = 1 << 20;
+    out.ensure(
+        (0..64 * 512).all(|i| img[at + i] == pattern(last, i)),
+        format!("the last round's pattern ({last}) is in the disk image"),
+    )?;
+    let _ = std::fs::remove_file(&disk);
+    Ok(())
+}
+
 #[test]
 fn two_domus_exchange_frames_through_dom0s_switch() -> Result<()> {
     let out = run(

@@ -33,6 +33,11 @@ pub mod virq {
     pub const EVTCHN: u32 = 1 << 1;
     /// dom0 asked the domain to shut down (vCPU 0 only): see [`SharedInfo::shutdown_request`].
     pub const CONTROL: u32 = 1 << 2;
+    /// The domain was just restored from a save file (vCPU 0 only; raised before it first
+    /// runs again): its grant table, its event channels but the console's and its device-bus
+    /// entries are gone, and [`crate::StartInfo::restores`] counts one more. Frontends set
+    /// themselves up again and resend what was outstanding.
+    pub const RESTORED: u32 = 1 << 3;
 }
 
 /// One vCPU's slot: 64 bytes.

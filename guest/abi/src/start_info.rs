@@ -72,8 +72,12 @@ pub struct StartInfo {
     /// [`crate::console_ring`]) and its machine address; 0 if the domain has none.
     pub console_ring: u64,
     pub console_ring_ma: u64,
-    /// Reserved, 0.
-    pub reserved: [u64; 1],
+    /// How many times the domain has been restored from a save file: 0 for a domain built
+    /// afresh; Ferrite adds 1 at each restore, and raises
+    /// [`crate::shared_info::virq::RESTORED`] on vCPU 0. A guest that finds it changed sets up
+    /// again what a save does not carry (its grant table, event channels but the console's,
+    /// device-bus entries) and reconnects its frontends.
+    pub restores: u64,
 }
 
 const _: () = assert!(offset_of!(StartInfo, magic) == 0);
@@ -98,7 +102,7 @@ const _: () = assert!(offset_of!(StartInfo, cmd_line) == 128);
 const _: () = assert!(offset_of!(StartInfo, shared_info) == 1152);
 const _: () = assert!(offset_of!(StartInfo, console_ring) == 1160);
 const _: () = assert!(offset_of!(StartInfo, console_ring_ma) == 1168);
-const _: () = assert!(offset_of!(StartInfo, reserved) == 1176);
+const _: () = assert!(offset_of!(StartInfo, restores) == 1176);
 const _: () = assert!(size_of::<StartInfo>() == 1184);
 const _: () = assert!(size_of::<StartInfo>() <= 4096);
 
@@ -129,7 +133,7 @@ impl StartInfo {
             shared_info: 0,
             console_ring: 0,
             console_ring_ma: 0,
-            reserved: [0; 1],
+            restores: 0,
         }
     }
 

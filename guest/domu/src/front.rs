@@ -9,9 +9,20 @@ use ferrite_abi::grant::{self, GrantEntry, flags};
 use ferrite_abi::{DOMID_SELF, call};
 use ferrite_pv::{cpu, events, hypercall, time};
 
-/// The grant table (VA of its first page; its pages are consecutive) and its entries, set up
-/// once.
-static TABLE: ferrite_pv::sync::SpinLock<(u64, u32)> = ferrite_pv::sync::SpinLock::new((0, 0));
+/// The grant table: VA of its first page (its pages are consecutive), its entries, and the
+/// [`ferrite_pv::rt::restores`] count it was given to Ferrite under (a restore forgets it).
+/// Set up on first use.
+static TABLE: ferrite_pv::sync::SpinLock<Table> = ferrite_pv::sync::SpinLock::new(Table {
+    va: 0,
+    entries: 0,
+    restores: 0,
+});
+
+struct Table {
+    va: u64,
+    entries: u32,
+    restores: u64,
+}
 /// The next free grant reference.
 static NEXT_GREF: core::sync::atomic::AtomicU32 =
     core::sync::atomic::AtomicU32::new(grant::GREF_FIRST_FREE);
@@ -30,12 +41,14 @@ pub fn take_pending(port: u32) -> bool {
     s.evtchn_pending[w].fetch_and(!bit, Ordering::AcqRel) & bit != 0
 }
 
-/// Waits up to `ms` for `port` to fire. Waits in WFI with IRQs masked, so the upcall that an
+/// Waits up to `ms` for `port` to fire, or until the domain is restored (see [`restores`]).
+/// Waits in WFI with IRQs masked, so the upcall that an
 /// event raises keeps it from sleeping (or ends the sleep): trapped, WFI blocks like
 /// `SCHED_OP BLOCK`; under `vwfi=native` it waits at EL1. IRQs are opened between waits for the
 /// handler to acknowledge the upcall.
 pub fn wait_port(port: u32, ms: u64) -> bool {
     let end = time::now() + time::us_to_ticks(ms * 1000);
+    let restores = restores();
     let was_masked = cpu::irqs_masked();
     cpu::irq_mask();
     let mut got = false;
@@ -45,7 +58,8 @@ pub fn wait_port(port: u32, ms: u64) -> bool {
             got = true;
             break;
         }
-        if time::now() >= end {
+        // After a restore the port is gone: the caller reconnects.
+        if time::now() >= end || ferrite_pv::rt::restores() != restores {
             break;
         }
         cpu::wfi();
@@ -56,6 +70,11 @@ pub fn wait_port(port: u32, ms: u64) -> bool {
         cpu::irq_unmask();
     }
     got
+}
+
+/// How many times this domain has been restored ([`ferrite_pv::rt::restores`]).
+pub fn restores() -> u64 {
+    ferrite_pv::rt::restores()
 }
 
 /// A zeroed frame: (VA in the initial mapping, machine address).
@@ -72,20 +91,68 @@ pub fn grant_to_dom0(ma: u64) -> Result<u32, &'static str> {
 
 /// Grants frame `ma` to domain `dom` read-write and returns the reference.
 pub fn grant_to(dom: u16, ma: u64) -> Result<u32, &'static str> {
-    let mut t = TABLE.lock();
-    if t.0 == 0 {
-        *t = set_table()?;
-    }
+    let t = table()?;
     let gref = NEXT_GREF.fetch_add(1, Ordering::Relaxed);
-    if gref >= t.1 {
+    write_entry(&t, gref, dom, ma)?;
+    Ok(gref)
+}
+
+/// Grants the frame mapped at `va` (in the initial mapping) to `dom` again, as entry `gref`,
+/// at its machine address now: what a frontend does for each of its grants after a restore
+/// (which emptied the table and moved every frame), so that its references stay the same.
+pub fn grant_again(gref: u32, dom: u16, va: u64) -> Result<(), &'static str> {
+    let ma = mm()
+        .frames
+        .va_to_ma(va)
+        .ok_or("a granted page is not ours")?;
+    write_entry(&*table()?, gref, dom, ma)
+}
+
+fn write_entry(t: &Table, gref: u32, dom: u16, ma: u64) -> Result<(), &'static str> {
+    if gref >= t.entries {
         return Err("grant table full");
     }
-    // SAFETY: `t.0` is our grant table, mapped writable; entry `gref` is inside it.
-    let e = unsafe { &*((t.0 as *const GrantEntry).add(gref as usize)) };
+    // SAFETY: `t.va` is our grant table, mapped writable; entry `gref` is inside it.
+    let e = unsafe { &*((t.va as *const GrantEntry).add(gref as usize)) };
     e.domid.store(dom, Ordering::Relaxed);
     e.frame.store((ma >> 12) as u32, Ordering::Relaxed);
     e.flags.store(flags::PERMIT_ACCESS, Ordering::Release);
-    Ok(gref)
+    Ok(())
+}
+
+/// The grant table, locked, given to Ferrite: on first use, and again (the same pages, at
+/// their new machine addresses, emptied) after a restore.
+fn table() -> Result<ferrite_pv::sync::SpinGuard<'static, Table>, &'static str> {
+    let mut t = TABLE.lock();
+    let now = restores();
+    if t.va == 0 {
+        let (va, entries) = set_table()?;
+        *t = Table {
+            va,
+            entries,
+            restores: now,
+        };
+    } else if t.restores != now {
+        let pages = (t.entries / grant::ENTRIES_PER_PAGE) as u64;
+        let m = mm();
+        let ma = m
+            .frames
+            .va_to_ma(t.va)
+            .ok_or("the grant table is not ours")?;
+        let consecutive =
+            (0..pages).all(|i| m.frames.va_to_ma(t.va + i * 4096) == Some(ma + i * 4096));
+        drop(m);
+        let pages = if consecutive { pages } else { 1 };
+        // SAFETY: the table's pages are ours, mapped writable, and hold only grant entries,
+        // which no one else honours now (Ferrite forgot the table at the restore).
+        unsafe { core::ptr::write_bytes(t.va as *mut u8, 0, pages as usize * 4096) };
+        // SAFETY: SET_TABLE reads nothing; the frames are ours.
+        unsafe { hypercall::gnttab_op(grant::SET_TABLE, ma, pages) }
+            .map_err(|_| "SET_TABLE refused after the restore")?;
+        t.entries = pages as u32 * grant::ENTRIES_PER_PAGE;
+        t.restores = now;
+    }
+    Ok(t)
 }
 
 /// Gives Ferrite our grant table: the most pages Ferrite allows ([`grant::MAX_TABLE_PAGES`], a
@@ -128,16 +195,22 @@ fn set_table() -> Result<(u64, u32), &'static str> {
 
 /// The port of the device bus's virtual IRQ (raised when a backend changes one of our
 /// devices), bound on first use; 0 if it could not be.
-static BUS_PORT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
+/// With the [`restores`] count it was bound under: a restore forgets it.
+static BUS_PORT: ferrite_pv::sync::SpinLock<Option<(u32, u64)>> =
+    ferrite_pv::sync::SpinLock::new(None);
 
 fn bus_port() -> u32 {
-    let p = BUS_PORT.load(Ordering::Relaxed);
-    if p != u32::MAX {
-        return p;
+    let mut b = BUS_PORT.lock();
+    let now = restores();
+    match *b {
+        Some((p, r)) if r == now => p,
+        _ => {
+            let p = hypercall::evtchn_op(ev::BIND_VIRQ, ev::virq::DEVBUS as u64, 0)
+                .map_or(0, |p| p as u32);
+            *b = Some((p, now));
+            p
+        }
     }
-    let p = hypercall::evtchn_op(ev::BIND_VIRQ, ev::virq::DEVBUS as u64, 0).map_or(0, |p| p as u32);
-    BUS_PORT.store(p, Ordering::Relaxed);
-    p
 }
 
 /// Publishes device `key` (its ring page's grant, a new port for dom0 and the
@@ -228,11 +301,11 @@ pub fn try_end_grant(gref: u32) -> bool {
 /// (or there is no such entry).
 fn swap_flags(gref: u32, from: u16, to: u16) -> bool {
     let t = TABLE.lock();
-    if t.0 == 0 || gref >= t.1 {
+    if t.va == 0 || gref >= t.entries {
         return false;
     }
-    // SAFETY: `t.0` is our grant table, mapped writable; entry `gref` is inside it.
-    let e = unsafe { &*((t.0 as *const GrantEntry).add(gref as usize)) };
+    // SAFETY: `t.va` is our grant table, mapped writable; entry `gref` is inside it.
+    let e = unsafe { &*((t.va as *const GrantEntry).add(gref as usize)) };
     e.flags
         .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
         .is_ok()

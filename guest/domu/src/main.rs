@@ -85,7 +85,8 @@ mod guest {
     const MODES: &str = "hello, ptbuild, evil, evil-crash, hog, latency <n>, smp [stay], \
                          bench-null <iters>, bench-mmu <batch> <rounds>, balloon, psci, \
                          ring-console <n> [gap_ms], evil-io, blk-write <seed>, blk-read <seed>, \
-                         blk-evil, blk-grants <seed>, blk-bench <MiB> [KiB [depth]], net-ping <peer> <n>, \
+                         blk-evil, blk-grants <seed>, \
+                         blk-loop <seed> <rounds> [gap_ms], blk-bench <MiB> [KiB [depth]], net-ping <peer> <n>, \
                          net-pong <n>, net-wire <n>, net-evil, \
                          net-blast <peer> <n>, net-sink <n>, share-grant <peer>, \
                          share-map <peer>, counter <ms> [fault <n>], evil-ctl, \
@@ -136,6 +137,11 @@ mod guest {
             "blk-read" => blk::read(args.number("blk-read", "seed", 1)),
             "blk-evil" => blk::evil(),
             "blk-grants" => blk::grants(args.number("blk-grants", "seed", 1)),
+            "blk-loop" => {
+                let seed = args.number("blk-loop", "seed", 1);
+                let rounds = args.number("blk-loop", "rounds", 10);
+                blk::rounds(seed, rounds, args.number("blk-loop", "gap_ms", 100))
+            }
             "share-grant" => share::grant_side(args.number("share-grant", "peer", 1) as u16),
             "share-map" => share::map_side(si, args.number("share-map", "peer", 1) as u16),
             "blk-bench" => {

@@ -45,6 +45,18 @@ pub fn domid() -> u32 {
     unsafe { p.as_ref() }.map_or(0, |si| si.domid)
 }
 
+/// How many times the domain has been restored from a save file (`StartInfo::restores`).
+/// Ferrite changes it between two of the guest's instructions, so it is read afresh each time.
+pub fn restores() -> u64 {
+    let p = START_INFO.load(Ordering::Acquire);
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: `init` stored a pointer to the validated page, which the guest never frees; the
+    // field is a naturally aligned u64 in it.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).restores)) }
+}
+
 /// The domain's frame list and initial linear map, as the `StartInfo` describes them.
 pub fn frame_map() -> FrameMap<'static> {
     let si = start_info();

@@ -231,7 +231,7 @@ fn encode(si: &StartInfo) -> [u8; size_of::<StartInfo>()] {
         shared_info,
         console_ring,
         console_ring_ma,
-        reserved,
+        restores,
     } = *si;
     let mut b = [0u8; size_of::<StartInfo>()];
     let mut put = |off: usize, bytes: &[u8]| b[off..off + bytes.len()].copy_from_slice(bytes);
@@ -282,9 +282,7 @@ fn encode(si: &StartInfo) -> [u8; size_of::<StartInfo>()] {
         offset_of!(StartInfo, console_ring_ma),
         &console_ring_ma.to_le_bytes(),
     );
-    for (i, r) in reserved.iter().enumerate() {
-        put(offset_of!(StartInfo, reserved) + 8 * i, &r.to_le_bytes());
-    }
+    put(offset_of!(StartInfo, restores), &restores.to_le_bytes());
     b
 }
 

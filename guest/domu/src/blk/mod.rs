@@ -28,21 +28,36 @@
 //!   data pages' grants (each must end: the backend unmapped them before answering) and grants
 //!   them again for the next request:
 //!   `blk-grants: 8 requests without persistent grants, all 64 data grants ended after their responses: ok`;
+//! - `blk-loop <seed> <rounds> [gap_ms]`: each round writes 64 sectors of the pattern of
+//!   `seed` + round at sector 0, flushes, reads them back and compares
+//!   (`blk-loop: round <r>: pattern <p> written, flushed, read back: ok`), then sleeps `gap_ms`
+//!   (100); at the end `blk-loop: <rounds> rounds ok, <n> reconnections after restores`. For a
+//!   test that saves and restores the domain between (or during) rounds;
 //! - `blk-bench <MiB> [<KiB per request> [<outstanding>]]`: reads that much in requests of
 //!   that size (32 KiB, 8 segments, unless given; larger ones are indirect), that many
 //!   outstanding (32), each into its own pages, and prints the rate.
 //!
 //! Every mode ends by closing the device (front state CLOSED).
+//!
+//! After a restore (`StartInfo::restores` changed, `virq::RESTORED`) the connection is gone:
+//! the next request, or the one waiting for its response, connects again (`blk: the domain
+//! was restored: connecting again`, then `blk: connected again, <n> sectors`) with the same
+//! pages under the same grant references on a fresh ring, and is sent again. `blk-bench` does
+//! not (it keeps only its first pages' addresses, and a rate across a save means nothing).
 
 use crate::front;
-use core::sync::atomic::Ordering;
 use ferrite_abi::blkif::{
     BlkRing, MAX_INDIRECT_SEGMENTS, MAX_SEGMENTS, Request, Response, Segment, op,
 };
 use ferrite_abi::devbus::{self, feature, kind};
 use ferrite_abi::ring::FrontRing;
-use ferrite_abi::{Errno, errno};
 use ferrite_pv::{hypercall, time};
+
+mod bench;
+mod evil;
+
+pub use bench::bench;
+pub use evil::evil;
 
 const KEY: u64 = devbus::key(kind::BLOCK, 0);
 
@@ -62,6 +77,15 @@ struct Front {
     indirect: bool,
     ring_gref: u32,
     sectors: u64,
+    /// Data pages and indirect pages granted, and the features asked for: what a reconnection
+    /// grants and asks for again.
+    pages: usize,
+    sets: usize,
+    features: u64,
+    /// [`front::restores`] when the connection was made: a restore since ends it.
+    restores: u64,
+    /// Connections made again after restores.
+    reconnections: u64,
 }
 
 /// Sets of pages, each with an indirect page: a ring's worth of requests.
@@ -111,6 +135,7 @@ fn connect(pages: usize, sets: usize, features: u64) -> Result<Front, &'static s
     } else {
         features
     };
+    let restores = front::restores();
     let (port, sectors, honoured) = front::handshake(KEY, ring_gref, features)?;
     let indirect = honoured & feature::INDIRECT != 0;
     out!(
@@ -128,7 +153,41 @@ fn connect(pages: usize, sets: usize, features: u64) -> Result<Front, &'static s
         indirect,
         ring_gref,
         sectors,
+        pages,
+        sets,
+        features,
+        restores,
+        reconnections: 0,
     })
+}
+
+/// Connects again after a restore (module docs): grants the same pages under the same
+/// references (so outstanding requests' segments still name them), on a fresh ring, with a
+/// new port, and waits for a backend as [`connect`] does.
+fn reconnect(f: &mut Front) -> Result<(), &'static str> {
+    out!("blk: the domain was restored: connecting again");
+    if f.pages > MAX_INDIRECT_SEGMENTS {
+        // Only the first data pages' VAs are kept (module docs).
+        return Err("blk-bench does not reconnect after a restore");
+    }
+    let restores = front::restores();
+    f.ring.init();
+    front::grant_again(f.ring_gref, 0, f.ring as *const BlkRing as u64)?;
+    for i in 0..f.pages {
+        front::grant_again(f.first_gref + i as u32, 0, f.data_va[i])?;
+    }
+    for i in 0..f.sets {
+        front::grant_again(f.first_indirect_gref + i as u32, 0, f.indirect_va[i])?;
+    }
+    let (port, sectors, honoured) = front::handshake(KEY, f.ring_gref, f.features)?;
+    f.fr = FrontRing::new(f.ring);
+    f.port = port;
+    f.sectors = sectors;
+    f.indirect = honoured & feature::INDIRECT != 0;
+    f.restores = restores;
+    f.reconnections += 1;
+    out!("blk: connected again, {sectors} sectors");
+    Ok(())
 }
 
 /// An indirect request moving 8 sectors per page of data pages `first..first + n` from
@@ -170,25 +229,37 @@ fn indirect(
 }
 
 /// Sends `req` and waits for its response's status.
+/// After a restore it connects again and sends `req` again (a read or write of the same pages
+/// gives the same result twice; a response that reached the ring before the save is taken as
+/// it is).
 fn submit(f: &mut Front, req: Request) -> Result<i16, &'static str> {
-    let fr = &mut f.fr;
-    fr.push_request(req).map_err(|_| "ring full")?;
-    if fr.push_requests_and_check_notify() {
-        let _ = hypercall::evtchn_send(f.port);
-    }
-    let end = time::now() + time::us_to_ticks(5_000_000);
-    loop {
-        match fr.take_response() {
-            Ok(Some(r)) => return Ok(check_id(r, req.id)),
-            // Ask to be notified of the next response (and look again if one raced that).
-            Ok(None) if fr.final_check_for_responses() => continue,
-            Ok(None) => {}
-            Err(_) => return Err("the backend corrupted the ring"),
+    'send: loop {
+        while f.restores != front::restores() {
+            reconnect(f)?;
         }
-        if time::now() > end {
-            return Err("no response within 5 s");
+        let port = f.port;
+        let fr = &mut f.fr;
+        fr.push_request(req).map_err(|_| "ring full")?;
+        if fr.push_requests_and_check_notify() {
+            let _ = hypercall::evtchn_send(port);
         }
-        front::wait_port(f.port, 10);
+        let end = time::now() + time::us_to_ticks(5_000_000);
+        loop {
+            match f.fr.take_response() {
+                Ok(Some(r)) => return Ok(check_id(r, req.id)),
+                // Ask to be notified of the next response (and look again if one raced that).
+                Ok(None) if f.fr.final_check_for_responses() => continue,
+                Ok(None) => {}
+                Err(_) => return Err("the backend corrupted the ring"),
+            }
+            if f.restores != front::restores() {
+                continue 'send;
+            }
+            if time::now() > end {
+                return Err("no response within 5 s");
+            }
+            front::wait_port(port, 10);
+        }
     }
 }
 
@@ -432,184 +503,50 @@ pub fn read(seed: u64) {
     close();
 }
 
-pub fn evil() {
-    let mut f = match connect(MAX_SEGMENTS, 1, feature::PERSISTENT) {
+/// `blk-loop <seed> <rounds> [gap_ms]` (module docs).
+pub fn rounds(seed: u64, rounds: u64, gap_ms: u64) {
+    let mut f = match connect(MAX_SEGMENTS, 0, feature::PERSISTENT) {
         Ok(f) => f,
-        Err(e) => return out!("blk-evil: FAIL: {e}"),
+        Err(e) => return out!("blk-loop: FAIL: {e}"),
     };
-    let (mut refused, mut allowed) = (0, 0);
-    let mut bad_seg = rw(&f, op::READ, 12, 0);
-    bad_seg.seg[3].first_sect = 6;
-    bad_seg.seg[3].last_sect = 2;
-    let mut never = rw(&f, op::READ, 13, 0);
-    never.seg[0].gref = 200;
-    let mut many = rw(&f, op::WRITE, 14, 0);
-    many.nr_segments = 9;
-    let cases: [(&str, Request, Errno); 5] = [
-        (
-            "read past the end of its disk",
-            rw(&f, op::READ, 10, f.sectors - 8),
-            Errno::Inval,
-        ),
-        (
-            "write at sector 2^63",
-            rw(&f, op::WRITE, 11, 1 << 63),
-            Errno::Inval,
-        ),
-        ("a segment ending before it starts", bad_seg, Errno::Inval),
-        ("a grant reference it never made", never, Errno::Perm),
-        ("nine segments", many, Errno::Inval),
-    ];
-    for (name, req, want) in cases {
-        if verdict(name, submit(&mut f, req), want) {
-            refused += 1;
-        } else {
-            allowed += 1;
-        }
-    }
-    if f.indirect {
-        let (r, a) = evil_indirect(&mut f);
-        refused += r;
-        allowed += a;
-    } else {
-        allowed += 1;
-        out!("blk-evil: FAIL: the backend takes no indirect requests");
-    }
-    match submit(
-        &mut f,
-        Request {
-            op: 99,
-            id: 15,
-            ..Request::default()
-        },
-    ) {
-        Ok(s) if s == errno::EINVAL as i16 => {
-            refused += 1;
-            out!("blk-evil: an unknown op: refused EINVAL");
-        }
-        other => {
-            allowed += 1;
-            out!("blk-evil: an unknown op: {other:?}");
-        }
-    }
-    // A good request still works after all that.
-    let good = rw(&f, op::READ, 16, 0);
-    match submit(&mut f, good) {
-        Ok(0) => out!("blk-evil: a good request after them: ok"),
-        other => out!("blk-evil: a good request after them: FAIL {other:?}"),
-    }
-    // dom0 maps the ring: ending that grant must fail while it is mapped.
-    if front::try_end_grant(f.ring_gref) {
-        allowed += 1;
-        out!("blk-evil: ending its ring grant while dom0 maps it: ALLOWED");
-    } else {
-        refused += 1;
-        out!("blk-evil: ending its ring grant while dom0 maps it: refused (in use)");
-    }
-    // Claim 1000 requests in a 32-slot ring.
-    let prod = f.ring.req_prod.load(Ordering::Relaxed);
-    f.ring
-        .req_prod
-        .store(prod.wrapping_add(1000), Ordering::Release);
-    let _ = hypercall::evtchn_send(f.port);
-    out!("blk-evil: corrupted its ring (req_prod + 1000)");
-    let _ = time::sleep_us(50_000);
-    out!("blk-evil: done, {refused} refused, {allowed} allowed");
-}
-
-/// Prints how bad request `name` was answered; true if it was refused (with `want`, or the
-/// line says it was unexpected).
-fn verdict(name: &str, answer: Result<i16, &str>, want: Errno) -> bool {
-    match answer {
-        Ok(0) => {
-            out!("blk-evil: {name}: ALLOWED");
-            false
-        }
-        Ok(s) => {
-            match Errno::from_ret(s as i64) {
-                Some(e) if e == want => out!("blk-evil: {name}: refused {e}"),
-                _ => out!("blk-evil: {name}: refused {s} (unexpected, the ABI says {want})"),
+    for round in 0..rounds {
+        let s = seed + round;
+        for i in 0..MAX_SEGMENTS {
+            for (b, x) in page(&f, i).iter_mut().enumerate() {
+                *x = pattern(s, i * 4096 + b);
             }
-            true
         }
-        Err(e) => {
-            out!("blk-evil: {name}: FAIL: {e}");
-            false
+        let flush = Request {
+            op: op::FLUSH,
+            id: 3 * round + 2,
+            ..Request::default()
+        };
+        for (what, req) in [
+            ("write", rw(&f, op::WRITE, 3 * round + 1, 0)),
+            ("flush", flush),
+        ] {
+            if let Err(e) = succeed(&mut f, what, req) {
+                return out!("blk-loop: FAIL: round {round}: {e}");
+            }
         }
-    }
-}
-
-/// `blk-evil`'s indirect requests: (refused as the ABI says, allowed or refused otherwise).
-/// Each is built just before it is sent: they share one indirect page.
-fn evil_indirect(f: &mut Front) -> (u32, u32) {
-    const PAGES: (usize, usize) = (0, MAX_SEGMENTS);
-    type Build = fn(&Front) -> Request;
-    let cases: [(&str, Build, Errno); 5] = [
-        (
-            "an indirect request of 65 segments",
-            |f| {
-                indirect(
-                    f,
-                    0,
-                    op::READ,
-                    20,
-                    0,
-                    (0, MAX_INDIRECT_SEGMENTS + 1),
-                    |_, _| {},
-                )
-            },
-            Errno::Inval,
-        ),
-        (
-            "an indirect page it never granted",
-            |f| {
-                let mut r = indirect(f, 0, op::READ, 21, 0, PAGES, |_, _| {});
-                r.seg[0].gref = 300;
-                r
-            },
-            Errno::Perm,
-        ),
-        (
-            "a segment ending before it starts, in its indirect page",
-            |f| {
-                indirect(f, 0, op::WRITE, 22, 0, PAGES, |i, s| {
-                    if i == 5 {
-                        s.first_sect = 6;
-                        s.last_sect = 2;
-                    }
-                })
-            },
-            Errno::Inval,
-        ),
-        (
-            "an indirect flush",
-            |f| indirect(f, 0, op::FLUSH, 23, 0, (0, 1), |_, _| {}),
-            Errno::Inval,
-        ),
-        (
-            "an indirect read past the end of its disk",
-            |f| indirect(f, 0, op::READ, 24, f.sectors - 8, PAGES, |_, _| {}),
-            Errno::Inval,
-        ),
-    ];
-    let (mut refused, mut allowed) = (0, 0);
-    for (name, build, want) in cases {
-        let req = build(f);
-        if verdict(name, submit(f, req), want) {
-            refused += 1;
-        } else {
-            allowed += 1;
+        for i in 0..MAX_SEGMENTS {
+            page(&f, i).fill(0);
+        }
+        let read = rw(&f, op::READ, 3 * round + 3, 0);
+        if let Err(e) = succeed(&mut f, "read", read).and_then(|()| compare(&f, MAX_SEGMENTS, 0, s))
+        {
+            return out!("blk-loop: FAIL: round {round}: {e}");
+        }
+        out!("blk-loop: round {round}: pattern {s} written, flushed, read back: ok");
+        if let Err(e) = time::sleep_us(gap_ms * 1000) {
+            return out!("blk-loop: FAIL: the timer was refused: {e}");
         }
     }
-    let good = indirect(f, 0, op::READ, 25, 0, PAGES, |_, _| {});
-    match submit(f, good) {
-        Ok(0) => out!("blk-evil: a good indirect request after them: ok"),
-        other => {
-            allowed += 1;
-            out!("blk-evil: a good indirect request after them: FAIL {other:?}");
-        }
-    }
-    (refused, allowed)
+    out!(
+        "blk-loop: {rounds} rounds ok, {} reconnections after restores",
+        f.reconnections
+    );
+    close();
 }
 
 /// Error text without a heap.
@@ -629,122 +566,4 @@ mod alloc_free {
             }
         }
     }
-}
-
-/// `blk-bench <MiB> [<KiB> [<depth>]]`: reads `mib` MiB through dom0 (around again past its
-/// disk's end) in requests of `kib` KiB (indirect ones beyond 32 KiB), `depth` outstanding,
-/// and prints the rate in real time after [`WARM_UP_BYTES`]. Each outstanding request has a
-/// set of pages of its own (and an indirect page), named by its id; responses come in any
-/// order and give their set back for the next request.
-pub fn bench(mib: u64, kib: u64, depth: u64) {
-    let per_set = (kib / 4) as usize;
-    let depth = depth as usize;
-    let fits = kib.is_multiple_of(4)
-        && (1..=MAX_INDIRECT_SEGMENTS).contains(&per_set)
-        && (1..=MAX_SETS).contains(&depth)
-        && per_set * depth <= MAX_PAGES;
-    if !fits {
-        return out!(
-            "blk-bench: FAIL: {depth} requests of {kib} KiB: up to {} pages in all, of up to {} KiB each",
-            MAX_PAGES,
-            MAX_INDIRECT_SEGMENTS * 4
-        );
-    }
-    let big = per_set > MAX_SEGMENTS;
-    let sets = if big { depth } else { 0 };
-    let mut f = match connect(per_set * depth, sets, feature::PERSISTENT) {
-        Ok(f) => f,
-        Err(e) => return out!("blk-bench: FAIL: {e}"),
-    };
-    if big && !f.indirect {
-        return out!(
-            "blk-bench: FAIL: {kib} KiB requests need indirect requests, which the backend does not take"
-        );
-    }
-    let per = (per_set * 8) as u64;
-    // Past the disk's end, around again from sector 0.
-    let span = f.sectors / per;
-    if span == 0 {
-        return out!("blk-bench: FAIL: the disk is smaller than one request");
-    }
-    let total = (mib << 20) / (per * 512);
-    // Which request each set is used by (u64::MAX: free), and the free sets.
-    let mut set_of = [u64::MAX; MAX_SETS];
-    let mut free: [usize; MAX_SETS] = core::array::from_fn(|i| i);
-    let mut nfree = depth;
-    let (mut next, mut done) = (0u64, 0u64);
-    // The clock starts once the warm-up's requests have completed, as in dom0's benchmark.
-    let warm_up = WARM_UP_BYTES / (per * 512);
-    let warm = if total > warm_up { warm_up } else { 0 };
-    let mut t0 = time::now();
-    let end = t0 + time::us_to_ticks(60_000_000);
-    while done < total {
-        while next < total && nfree > 0 {
-            nfree -= 1;
-            let set = free[nfree];
-            set_of[set] = next;
-            let sector = (next % span) * per;
-            // The id names the set: the response gives it back.
-            let req = if big {
-                let pages = (set * per_set, per_set);
-                indirect(&f, set, op::READ, set as u64, sector, pages, |_, _| {})
-            } else {
-                Request {
-                    op: op::READ,
-                    nr_segments: per_set as u8,
-                    id: set as u64,
-                    sector,
-                    seg: segments(f.first_gref + (set * per_set) as u32),
-                    ..Request::default()
-                }
-            };
-            if f.fr.push_request(req).is_err() {
-                return out!("blk-bench: FAIL: ring full");
-            }
-            next += 1;
-        }
-        if f.fr.push_requests_and_check_notify() {
-            let _ = hypercall::evtchn_send(f.port);
-        }
-        let mut got = false;
-        loop {
-            match f.fr.take_response() {
-                Ok(Some(r)) => {
-                    let set = r.id as usize;
-                    if r.status != 0 || set >= depth || set_of[set] == u64::MAX {
-                        return out!(
-                            "blk-bench: FAIL at request {}: response id {} status {}",
-                            done,
-                            r.id,
-                            r.status
-                        );
-                    }
-                    set_of[set] = u64::MAX;
-                    free[nfree] = set;
-                    nfree += 1;
-                    done += 1;
-                    got = true;
-                    if done == warm {
-                        t0 = time::now();
-                    }
-                }
-                Ok(None) if f.fr.final_check_for_responses() => {}
-                Ok(None) => break,
-                Err(_) => return out!("blk-bench: FAIL: the backend corrupted the ring"),
-            }
-        }
-        if !got {
-            if time::now() > end {
-                return out!("blk-bench: FAIL: {done} of {total} requests answered in 60 s");
-            }
-            front::wait_port(f.port, 10);
-        }
-    }
-    let us = time::ticks_to_us(time::now() - t0).max(1);
-    let kib_read = (total - warm) * per / 2;
-    out!(
-        "blk-bench: read {kib_read} KiB through dom0 in {us} us, after {warm} requests of warm-up ({depth} requests of {kib} KiB outstanding): {} KiB/s",
-        kib_read * 1_000_000 / us
-    );
-    close();
 }
