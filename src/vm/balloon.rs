@@ -70,7 +70,7 @@ fn give_one(vm: &Vm, slot: u64) -> Result<(), i64> {
     }
     let pa = crate::boot::alloc_frames(1).ok_or(errno::ENOMEM)?;
     // SAFETY: a free frame just taken from the allocator, RAM in Ferrite's identity map.
-    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, 4096) };
+    unsafe { crate::arch::cpu::zero_ram(pa, 4096) };
     if pv.frames.lock().add_frame(pa).is_err() {
         crate::boot::free_frames(pa, 1);
         return Err(errno::ENOMEM);
@@ -110,7 +110,7 @@ fn take_one(vm: &Vm, v: usize, slot: u64) -> Result<(), i64> {
         .map_err(|e| e.to_ret())?;
     // SAFETY: the frame left the domain (no mapping of it remains, TLBs flushed by the
     // validator); scrub it before anyone else gets it.
-    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, 4096) };
+    unsafe { crate::arch::cpu::zero_ram(pa, 4096) };
     crate::boot::free_frames(pa, 1);
     Ok(())
 }

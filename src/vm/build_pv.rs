@@ -34,7 +34,7 @@ impl PhysMem for Frames {
 
     fn zero(&mut self, pa: u64, len: u64) {
         // SAFETY: as in write.
-        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+        unsafe { cpu::zero_ram(pa, len) };
     }
 }
 
@@ -104,7 +104,7 @@ pub fn domu_from(
     // The builder zeroes the frames it uses; the free ones are ours to give zeroed.
     let free = base + plan.first_free_pfn * 4096;
     // SAFETY: the frames were just allocated to this domain; RAM in Ferrite's identity map.
-    unsafe { core::ptr::write_bytes(free as *mut u8, 0, (base + spec.mem - free) as usize) };
+    unsafe { cpu::zero_ram(free, base + spec.mem - free) };
     let fail = |e: String| {
         crate::boot::free_frames(base, nr_pages as usize);
         super::events::remove_domain(id);

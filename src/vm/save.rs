@@ -334,7 +334,7 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
         format!("{name}: no {} MiB of free memory for it", spec.mem >> 20),
     ))?;
     // SAFETY: just allocated to this domain; RAM in Ferrite's identity map.
-    unsafe { core::ptr::write_bytes(base as *mut u8, 0, spec.mem as usize) };
+    unsafe { cpu::zero_ram(base, spec.mem) };
     let frames: Vec<u64> = (0..h.nr_pages).map(|i| base + i * 4096).collect();
     let fail = |e: String| {
         crate::boot::free_frames(base, h.nr_pages as usize);

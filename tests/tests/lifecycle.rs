@@ -114,6 +114,46 @@ fn two_hundred_create_destroy_cycles_give_every_frame_back() -> Result<()> {
     )
 }
 
+/// A domain never sees what the domain before it left in its frames: the first `hello` domain
+/// finds its free memory zero and fills it; the second, created on the same frames after the
+/// first is destroyed, finds it zero again (Ferrite zeroes a new domain's memory with
+/// `DC ZVA`, docs/lifecycle.md).
+#[test]
+fn a_new_domain_gets_its_frames_zeroed() -> Result<()> {
+    let q = qemu(
+        "lifecycle-zeroed",
+        "dom0.exec=\"create name=first mem=8M cmd=hello;sleep 500;\
+         create name=second mem=8M cmd=hello;sleep 500\" poweroff",
+    );
+    let out = q.spawn()?.wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    check_clean(&out)?;
+    let at = |name: &str| {
+        out.console.find(&format!("{name}: domain ")).and_then(|l| {
+            l.split(" MiB at ")
+                .nth(1)?
+                .split(',')
+                .next()
+                .map(str::to_string)
+        })
+    };
+    let (a, b) = (at("first"), at("second"));
+    out.ensure(
+        a.is_some() && a == b,
+        format!("the second domain is not on the first's frames ({a:?}, {b:?}): nothing to check"),
+    )?;
+    for d in ["domU1", "domU2"] {
+        let start = format!("{d}: hello: ");
+        out.ensure(
+            out.console.lines().iter().any(|l| {
+                l.starts_with(&start) && l.contains(" free pages, all zero; filled with 0xa5")
+            }),
+            format!("{d} did not find its free memory zero"),
+        )?;
+    }
+    Ok(())
+}
+
 /// The shell, typed at the console: create a domain, see it in `list`, pause it (state `p`),
 /// unpause it, read its console, watch `top` until a key, destroy it, and it is gone from `list`; an unknown domain and
 /// a bad configuration get one-line errors naming them; the machine powers off from the shell.

@@ -48,6 +48,56 @@ pub fn dcache_line_size() -> u64 {
     4 << ((ctr >> 16) & 0xf)
 }
 
+/// Zeroes `len` bytes of RAM at `pa`, a cache block at a time with `DC ZVA` (64 bytes per
+/// instruction on the Cortex-A72, against 8 or 16 for stores: zeroing a new domain's memory was
+/// most of its creation), falling back to stores where the CPU forbids it (DCZID_EL0.DZP) and
+/// for the unaligned ends.
+///
+/// # Safety
+/// `[pa, pa + len)` must be RAM in Ferrite's identity map (Normal memory: `DC ZVA` on Device
+/// memory faults) that nothing else uses meanwhile.
+pub unsafe fn zero_ram(pa: u64, len: u64) {
+    let dczid: u64;
+    // SAFETY: reading DCZID_EL0 has no side effects.
+    unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags)) };
+    let block = 4u64 << (dczid & 0xf);
+    let end = pa + len;
+    // Eight blocks per loop turn, so the loop's own instructions are a small part.
+    let chunk = block * 8;
+    let first = pa.next_multiple_of(chunk).min(end);
+    let last = (end / chunk * chunk).max(first);
+    if dczid & (1 << 4) != 0 || first == last {
+        // SAFETY: the caller's contract.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+        return;
+    }
+    // SAFETY: the caller's contract, for the unaligned head and tail.
+    unsafe {
+        core::ptr::write_bytes(pa as *mut u8, 0, (first - pa) as usize);
+        core::ptr::write_bytes(last as *mut u8, 0, (end - last) as usize);
+    }
+    let mut a = first;
+    while a < last {
+        // SAFETY: eight whole blocks inside the caller's range (`a` is chunk-aligned and below
+        // `last`), which is Normal RAM nothing else uses.
+        unsafe {
+            asm!(
+                "dc zva, {a}", "add {a}, {a}, {b}",
+                "dc zva, {a}", "add {a}, {a}, {b}",
+                "dc zva, {a}", "add {a}, {a}, {b}",
+                "dc zva, {a}", "add {a}, {a}, {b}",
+                "dc zva, {a}", "add {a}, {a}, {b}",
+                "dc zva, {a}", "add {a}, {a}, {b}",
+                "dc zva, {a}", "add {a}, {a}, {b}",
+                "dc zva, {a}", "add {a}, {a}, {b}",
+                a = inout(reg) a,
+                b = in(reg) block,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+}
+
 /// Every guest's (EL1&0, every VMID) TLB entries, on every CPU: a destroyed domain's VMID is
 /// given to the next domain with its id, which must not see the old translations.
 pub fn tlb_flush_guests() {
