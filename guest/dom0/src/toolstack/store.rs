@@ -114,7 +114,7 @@ fn read_domain(id: u64) -> Result<File, String> {
     };
     let header = ctl::save_begin(id).map_err(|x| e("SAVE_BEGIN", x))?;
     if header.magic != ferrite_abi::ctl::SAVE_MAGIC {
-        return Err("SAVE_BEGIN gave a header without the FERSAVE1 magic".into());
+        return Err("SAVE_BEGIN gave a header without the FERSAVE2 magic".into());
     }
     let mut vcpus = Vec::new();
     for v in 0..header.nr_vcpus as u64 {
@@ -125,10 +125,7 @@ fn read_domain(id: u64) -> Result<File, String> {
     for pfn in 0..header.nr_pages {
         let ty = ctl::save_page(id, pfn, &mut page)
             .map_err(|x| e(&alloc::format!("SAVE_PAGE {pfn}"), x))?;
-        // Word by word: a byte loop over every page was most of a save's time.
-        let zero = page
-            .chunks_exact(8)
-            .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0);
+        let zero = is_zero(&page);
         if ty == page_type::DATA && zero {
             pages.push((ty, None));
         } else {
@@ -150,6 +147,16 @@ fn read_domain(id: u64) -> Result<File, String> {
         vcpus,
         pages,
     })
+}
+
+/// Whether a page is all zeros, a word at a time. Assembling words from bytes is no cheaper
+/// than a byte loop on this strict-alignment target: both made the test most of a save's time
+/// (about 12,000 instructions a page, three quarters of a 64 MiB save).
+fn is_zero(page: &[u8; 4096]) -> bool {
+    // SAFETY: every bit pattern is a valid u64; `align_to` puts only whole aligned words in the
+    // middle part.
+    let (head, words, tail) = unsafe { page.align_to::<u64>() };
+    head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
 }
 
 /// `restore [-p] <file>`: builds the saved domain again, unpaused unless `-p`.
