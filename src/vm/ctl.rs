@@ -103,11 +103,23 @@ pub fn sched_ctl(vm: &'static Vm, v: usize, frame: &TrapFrame) -> i64 {
 
 /// Writes into dom0's own RAM at its VA `va` (stage 1 and 2 translated, checked).
 pub(super) fn write_dom0(vm: &Vm, va: u64, data: &[u8]) -> bool {
-    crate::arch::guest_mem::write_with(va, data, |r, copy| {
+    // SAFETY: a slice is readable for its length, and Ferrite's own memory is not dom0's.
+    unsafe { write_dom0_from(vm, va, data.as_ptr(), data.len()) }
+}
+
+/// [`write_dom0`] from `len` bytes at `src`: a domU's frame, copied without a buffer between.
+///
+/// # Safety
+/// `src..src + len` must be RAM in Ferrite's identity map, readable for the whole call, and
+/// not dom0's.
+pub(super) unsafe fn write_dom0_from(vm: &Vm, va: u64, src: *const u8, len: usize) -> bool {
+    let into_dom0 = |r: crate::mm::region::Region, copy: &dyn Fn()| {
         let ok = vm.memory.iter().any(|m| m.contains_region(&r));
         if ok {
             copy();
         }
         ok
-    })
+    };
+    // SAFETY: the caller's contract; `into_dom0` accepts only dom0's RAM, which `src` is not.
+    unsafe { crate::arch::guest_mem::write_from(va, src, len, into_dom0) }
 }

@@ -185,28 +185,39 @@ fn save_page(dom0: &Vm, vm: &'static Vm, pfn: u64, va: u64) -> R<i64> {
         return inval(format!("frame {pfn} is past {}'s {pages}", vm.name));
     }
     let ma = base + pfn * 4096;
-    let mut page = [0u64; 512];
     let ft = pv.frames.lock();
-    // SAFETY: one of the paused domain's own frames (RAM, identity-mapped); its vCPUs are off
-    // every CPU, and the frame-table lock keeps Ferrite's own writers out.
+    let table = ft.info(ma).and_then(|i| match i.ty {
+        FrameType::PageTable(level) => Some((level, i.pinned)),
+        _ => None,
+    });
+    let Some((level, pinned)) = table else {
+        // A data page goes to dom0 as it is, straight from the frame: with a buffer between
+        // (zeroed, then copied into) a save cost twice the copies.
+        // SAFETY: one of the paused domain's own frames (RAM, identity-mapped, not dom0's);
+        // its vCPUs are off every CPU, and the frame-table lock keeps Ferrite's own writers
+        // out (a backend's writes through a grant only change the bytes copied).
+        let ok = unsafe { super::ctl::write_dom0_from(dom0, va, ma as *const u8, 4096) };
+        drop(ft);
+        return if ok {
+            Ok(page_type::DATA as i64)
+        } else {
+            Err((errno::EFAULT, String::new()))
+        };
+    };
+    let mut page = [0u64; 512];
+    // SAFETY: as above; a table page is copied first, to be put in canonical form.
     unsafe { core::ptr::copy_nonoverlapping(ma as *const u64, page.as_mut_ptr(), 512) };
-    let info = ft.info(ma);
     drop(ft);
-    let mut ty = page_type::DATA;
-    if let Some(i) = info
-        && let FrameType::PageTable(level) = i.ty
-    {
-        ty = page_type::TABLE_L0 + level as u64;
-        if i.pinned {
-            ty |= page_type::PINNED;
-        }
-        let end = base + pages * 4096;
-        if !rewrite_table(&mut page, |oa| (oa >= base && oa < end).then(|| oa - base)) {
-            return Err((
-                errno::EBUSY,
-                format!("{}: a page table maps a frame it does not own", vm.name),
-            ));
-        }
+    let mut ty = page_type::TABLE_L0 + level as u64;
+    if pinned {
+        ty |= page_type::PINNED;
+    }
+    let end = base + pages * 4096;
+    if !rewrite_table(&mut page, |oa| (oa >= base && oa < end).then(|| oa - base)) {
+        return Err((
+            errno::EBUSY,
+            format!("{}: a page table maps a frame it does not own", vm.name),
+        ));
     }
     // SAFETY: `page` is 4096 bytes of integers.
     let bytes = unsafe { core::slice::from_raw_parts(page.as_ptr().cast::<u8>(), 4096) };

@@ -75,6 +75,37 @@ fn copy_in(pa: u64, out: &mut [u8]) {
 pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     let mut i = 0;
     if (dst as usize).is_multiple_of(8) && (src as usize).is_multiple_of(8) {
+        // 64 bytes a turn in load/store pairs: 12 instructions where the word loop below
+        // takes 40 (a saved page, a grant copy of a frame: a third of the time).
+        let blocks = len / 64;
+        if blocks > 0 {
+            // SAFETY: the caller's contract covers `blocks * 64` bytes from each pointer;
+            // both are 8-aligned, which is all LDP/STP of X registers need. The asm reads
+            // and writes nothing else.
+            unsafe {
+                asm!(
+                    "2:",
+                    "ldp {a}, {b}, [{s}]",
+                    "ldp {c}, {d}, [{s}, #16]",
+                    "stp {a}, {b}, [{t}]",
+                    "stp {c}, {d}, [{t}, #16]",
+                    "ldp {a}, {b}, [{s}, #32]",
+                    "ldp {c}, {d}, [{s}, #48]",
+                    "stp {a}, {b}, [{t}, #32]",
+                    "stp {c}, {d}, [{t}, #48]",
+                    "add {s}, {s}, #64",
+                    "add {t}, {t}, #64",
+                    "subs {n}, {n}, #1",
+                    "b.ne 2b",
+                    s = inout(reg) src => _,
+                    t = inout(reg) dst => _,
+                    n = inout(reg) blocks => _,
+                    a = out(reg) _, b = out(reg) _, c = out(reg) _, d = out(reg) _,
+                    options(nostack)
+                )
+            };
+            i = blocks * 64;
+        }
         while i + 8 <= len {
             // SAFETY: the caller's contract; both pointers 8-aligned at `i`.
             unsafe {
@@ -97,19 +128,36 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
 /// while it holds whatever keeps that true (`copy` does the store). Returns false on the first
 /// page that fails, with the pages before it written.
 pub fn write_with(va: u64, data: &[u8], writable: impl Fn(Region, &dyn Fn()) -> bool) -> bool {
+    // SAFETY: `data` is readable for its length and is not guest memory `va` names (the
+    // borrow).
+    unsafe { write_from(va, data.as_ptr(), data.len(), writable) }
+}
+
+/// As [`write_with`], from `len` bytes at `src` rather than a slice: for a copy straight out
+/// of memory that is not Ferrite's (another domain's frame, read with volatile loads, so it
+/// may change meanwhile) without a copy in between.
+///
+/// # Safety
+/// `src..src + len` must be readable (RAM in Ferrite's identity map) for the whole call and
+/// not overlap the memory `va` translates to.
+pub unsafe fn write_from(
+    va: u64,
+    src: *const u8,
+    len: usize,
+    writable: impl Fn(Region, &dyn Fn()) -> bool,
+) -> bool {
     let mut done = 0usize;
-    while done < data.len() {
+    while done < len {
         let at = va.wrapping_add(done as u64);
-        let chunk = ((PAGE - (at & (PAGE - 1))) as usize).min(data.len() - done);
+        let chunk = ((PAGE - (at & (PAGE - 1))) as usize).min(len - done);
         let Some(pa) = translate(at, true) else {
             return false;
         };
-        let src = &data[done..done + chunk];
         let copy = || {
             // SAFETY: `pa..pa + chunk` is memory `writable` accepted for the domain (its RAM,
             // identity-mapped in Ferrite's map), and `writable` holds it in that state while
-            // this runs.
-            unsafe { copy(pa as *mut u8, src.as_ptr(), chunk) };
+            // this runs; the source is readable and apart from it (the caller's contract).
+            unsafe { copy(pa as *mut u8, src.add(done), chunk) };
         };
         if !writable(Region::new(pa, chunk as u64), &copy) {
             return false;
