@@ -42,13 +42,12 @@ pub fn take_pending(port: u32) -> bool {
 }
 
 /// Waits up to `ms` for `port` to fire, or until the domain is restored (see [`restores`]).
-/// Waits in WFI with IRQs masked, so the upcall that an
-/// event raises keeps it from sleeping (or ends the sleep): trapped, WFI blocks like
-/// `SCHED_OP BLOCK`; under `vwfi=native` it waits at EL1. IRQs are opened between waits for the
-/// handler to acknowledge the upcall.
+/// Waits in WFI with IRQs masked, so the upcall that an event raises keeps it from sleeping
+/// (or ends the sleep): trapped, WFI blocks like `SCHED_OP BLOCK`; under `vwfi=native` it
+/// waits at EL1. IRQs are opened between waits for the handler to acknowledge the upcall.
 pub fn wait_port(port: u32, ms: u64) -> bool {
     let end = time::now() + time::us_to_ticks(ms * 1000);
-    let restores = restores();
+    let restores_at_start = restores();
     let was_masked = cpu::irqs_masked();
     cpu::irq_mask();
     let mut got = false;
@@ -59,7 +58,7 @@ pub fn wait_port(port: u32, ms: u64) -> bool {
             break;
         }
         // After a restore the port is gone: the caller reconnects.
-        if time::now() >= end || ferrite_pv::rt::restores() != restores {
+        if time::now() >= end || restores() != restores_at_start {
             break;
         }
         cpu::wfi();
