@@ -7,6 +7,7 @@ use ferrite_abi::devbus::{self, state};
 use ferrite_abi::evtchn as ev;
 use ferrite_abi::grant::{self, GrantEntry, flags};
 use ferrite_abi::{DOMID_SELF, call};
+use ferrite_pv::rt::restores;
 use ferrite_pv::{cpu, events, hypercall, time};
 
 /// The grant table: VA of its first page (its pages are consecutive), its entries, and the
@@ -41,7 +42,7 @@ pub fn take_pending(port: u32) -> bool {
     s.evtchn_pending[w].fetch_and(!bit, Ordering::AcqRel) & bit != 0
 }
 
-/// Waits up to `ms` for `port` to fire, or until the domain is restored (see [`restores`]).
+/// Waits up to `ms` for `port` to fire, or until the domain is restored ([`restores`]).
 /// Waits in WFI with IRQs masked, so the upcall that an event raises keeps it from sleeping
 /// (or ends the sleep): trapped, WFI blocks like `SCHED_OP BLOCK`; under `vwfi=native` it
 /// waits at EL1. IRQs are opened between waits for the handler to acknowledge the upcall.
@@ -69,11 +70,6 @@ pub fn wait_port(port: u32, ms: u64) -> bool {
         cpu::irq_unmask();
     }
     got
-}
-
-/// How many times this domain has been restored ([`ferrite_pv::rt::restores`]).
-pub fn restores() -> u64 {
-    ferrite_pv::rt::restores()
 }
 
 /// A zeroed frame: (VA in the initial mapping, machine address).

@@ -4,7 +4,7 @@ use super::{MAX_PAGES, MAX_SETS, WARM_UP_BYTES, close, connect, indirect, segmen
 use crate::front;
 use ferrite_abi::blkif::{MAX_INDIRECT_SEGMENTS, MAX_SEGMENTS, Request, op};
 use ferrite_abi::devbus::feature;
-use ferrite_pv::{hypercall, time};
+use ferrite_pv::{hypercall, rt, time};
 
 /// `blk-bench <MiB> [<KiB> [<depth>]]`: reads `mib` MiB through dom0 (around again past its
 /// disk's end) in requests of `kib` KiB (indirect ones beyond 32 KiB), `depth` outstanding,
@@ -109,7 +109,7 @@ pub fn bench(mib: u64, kib: u64, depth: u64) {
             }
         }
         if !got {
-            if f.restores != front::restores() {
+            if f.restores != rt::restores() {
                 // A rate across a save would mean nothing (and its pages' VAs are not kept).
                 return out!(
                     "blk-bench: FAIL: the domain was restored: blk-bench does not reconnect"

@@ -51,7 +51,7 @@ use ferrite_abi::blkif::{
 };
 use ferrite_abi::devbus::{self, feature, kind};
 use ferrite_abi::ring::FrontRing;
-use ferrite_pv::{hypercall, time};
+use ferrite_pv::{hypercall, rt, time};
 
 mod bench;
 mod evil;
@@ -82,7 +82,7 @@ struct Front {
     pages: usize,
     sets: usize,
     features: u64,
-    /// [`front::restores`] when the connection was made: a restore since ends it.
+    /// [`rt::restores`] when the connection was made: a restore since ends it.
     restores: u64,
     /// Connections made again after restores.
     reconnections: u64,
@@ -135,7 +135,7 @@ fn connect(pages: usize, sets: usize, features: u64) -> Result<Front, &'static s
     } else {
         features
     };
-    let restores = front::restores();
+    let restores = rt::restores();
     let (port, sectors, honoured) = front::handshake(KEY, ring_gref, features)?;
     let indirect = honoured & feature::INDIRECT != 0;
     out!(
@@ -170,7 +170,7 @@ fn reconnect(f: &mut Front) -> Result<(), &'static str> {
         // Only the first data pages' VAs are kept (module docs).
         return Err("blk-bench does not reconnect after a restore");
     }
-    let restores = front::restores();
+    let restores = rt::restores();
     f.ring.init();
     front::grant_again(f.ring_gref, 0, f.ring as *const BlkRing as u64)?;
     for i in 0..f.pages {
@@ -234,7 +234,7 @@ fn indirect(
 /// it is).
 fn submit(f: &mut Front, req: Request) -> Result<i16, &'static str> {
     'send: loop {
-        while f.restores != front::restores() {
+        while f.restores != rt::restores() {
             reconnect(f)?;
         }
         let port = f.port;
@@ -252,7 +252,7 @@ fn submit(f: &mut Front, req: Request) -> Result<i16, &'static str> {
                 Ok(None) => {}
                 Err(_) => return Err("the backend corrupted the ring"),
             }
-            if f.restores != front::restores() {
+            if f.restores != rt::restores() {
                 continue 'send;
             }
             if time::now() > end {
