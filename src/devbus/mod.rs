@@ -20,6 +20,8 @@ pub struct Device {
     pub back_param: u64,
     /// What the frontend asked for (`ferrite_abi::devbus::feature` bits, as given).
     pub features: u64,
+    /// The frontend's parameter (kind-specific, as given: a net frontend's MAC address).
+    pub front_param: u64,
     /// What the backend honours (the same bits, as given).
     pub back_features: u64,
 }
@@ -83,8 +85,8 @@ impl Bus {
             .ok_or(Errno::NoEnt)
     }
 
-    /// `PUBLISH` by `dom`'s frontend: the ring's grant reference, the port and its features;
-    /// front state INITIALISED. A device published again (a frontend reconnecting) starts a new
+    /// `PUBLISH` by `dom`'s frontend: the ring's grant reference, the port, its features and
+    /// its parameter; front state INITIALISED. A device published again (a frontend reconnecting) starts a new
     /// handshake: its back state goes back to UNKNOWN.
     pub fn publish(
         &mut self,
@@ -93,6 +95,7 @@ impl Bus {
         gref: u64,
         port: u64,
         features: u64,
+        front_param: u64,
     ) -> Result<(), Errno> {
         check_key(key)?;
         let gref = u32::try_from(gref).map_err(|_| Errno::Inval)?;
@@ -103,6 +106,7 @@ impl Bus {
                 d.gref = gref;
                 d.port = port;
                 d.features = features;
+                d.front_param = front_param;
                 d.front = state::INITIALISED;
                 d.back = state::UNKNOWN;
                 d.back_param = 0;
@@ -121,6 +125,7 @@ impl Bus {
                     back_param: 0,
                     features,
                     back_features: 0,
+                    front_param,
                 });
             }
         }
@@ -233,11 +238,11 @@ mod tests {
         let mut b = Bus::new();
         let k = key(kind::BLOCK, 0);
         assert_eq!(b.get(3, k), Err(Errno::NoEnt));
-        b.publish(3, k, 8, 2, 1).unwrap();
+        b.publish(3, k, 8, 2, 1, 0x02fe_0000_0001).unwrap();
         let d = b.get(3, k).unwrap();
         assert_eq!(
-            (d.gref, d.port, d.front, d.back, d.features),
-            (8, 2, state::INITIALISED, 0, 1)
+            (d.gref, d.port, d.front, d.back, d.features, d.front_param),
+            (8, 2, state::INITIALISED, 0, 1, 0x02fe_0000_0001)
         );
         assert_eq!(b.next(3, 0), Ok(k));
         assert_eq!(b.next(3, k), Err(Errno::NoEnt));
@@ -247,11 +252,11 @@ mod tests {
         b.set_front(3, k, state::CLOSED as u64).unwrap();
         assert_eq!(b.get(3, k).unwrap().front, state::CLOSED);
         // Reconnecting starts a new handshake, with the features asked for now.
-        b.publish(3, k, 9, 4, 0).unwrap();
+        b.publish(3, k, 9, 4, 0, 0).unwrap();
         let d = b.get(3, k).unwrap();
         assert_eq!(
-            (d.gref, d.port, d.front, d.back, d.features),
-            (9, 4, state::INITIALISED, state::UNKNOWN, 0)
+            (d.gref, d.port, d.front, d.back, d.features, d.front_param),
+            (9, 4, state::INITIALISED, state::UNKNOWN, 0, 0)
         );
         assert_eq!(
             d.back_features, 0,
@@ -265,9 +270,9 @@ mod tests {
     fn a_dying_domains_devices_read_as_closed() {
         let mut b = Bus::new();
         let (k0, k1) = (key(kind::BLOCK, 0), key(kind::NET, 0));
-        b.publish(4, k0, 8, 2, 0).unwrap();
-        b.publish(4, k1, 9, 3, 0).unwrap();
-        b.publish(5, k0, 8, 2, 0).unwrap();
+        b.publish(4, k0, 8, 2, 0, 0).unwrap();
+        b.publish(4, k1, 9, 3, 0, 0).unwrap();
+        b.publish(5, k0, 8, 2, 0, 0).unwrap();
         b.set_front(4, k1, state::CLOSED as u64).unwrap();
         assert_eq!(b.front_gone(4), 1, "only the open device changes");
         assert_eq!(b.get(4, k0).unwrap().front, state::CLOSED);
@@ -279,18 +284,18 @@ mod tests {
     #[test]
     fn bad_input_is_refused() {
         let mut b = Bus::new();
-        assert_eq!(b.publish(1, 0, 8, 2, 0), Err(Errno::Inval), "kind 0");
-        assert_eq!(b.publish(1, 1 << 40, 8, 2, 0), Err(Errno::Inval));
-        assert_eq!(b.publish(1, key(2, 0), 1 << 33, 2, 0), Err(Errno::Inval));
+        assert_eq!(b.publish(1, 0, 8, 2, 0, 0), Err(Errno::Inval), "kind 0");
+        assert_eq!(b.publish(1, 1 << 40, 8, 2, 0, 0), Err(Errno::Inval));
+        assert_eq!(b.publish(1, key(2, 0), 1 << 33, 2, 0, 0), Err(Errno::Inval));
         assert_eq!(b.set_front(1, key(2, 0), 1), Err(Errno::NoEnt));
-        b.publish(1, key(2, 0), 8, 2, 0).unwrap();
+        b.publish(1, key(2, 0), 8, 2, 0, 0).unwrap();
         assert_eq!(b.set_front(1, key(2, 0), 0), Err(Errno::Inval));
         assert_eq!(b.set_front(1, key(2, 0), 7), Err(Errno::Inval));
         assert_eq!(b.set_back(1, key(2, 0), 99, 0, 0), Err(Errno::Inval));
         for i in 1..MAX_DEVICES as u32 {
-            b.publish(1, key(2, i), 8, 2, 0).unwrap();
+            b.publish(1, key(2, i), 8, 2, 0, 0).unwrap();
         }
-        assert_eq!(b.publish(1, key(2, 99), 8, 2, 0), Err(Errno::NoSpc));
+        assert_eq!(b.publish(1, key(2, 99), 8, 2, 0, 0), Err(Errno::NoSpc));
         // Another domain is unaffected.
         assert_eq!(b.next(2, 0), Err(Errno::NoEnt));
     }

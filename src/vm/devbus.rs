@@ -91,8 +91,11 @@ pub fn device_op(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
     let r = op(vm, cmd, [a, b, c, d], frame);
     match r {
         Ok(x) => x as i64,
-        // The end of a NEXT walk is not a mistake.
-        Err(Errno::NoEnt) if cmd == abi::NEXT => Errno::NoEnt.to_ret(),
+        // The end of a NEXT walk is not a mistake, nor is a backend finding a destroyed
+        // domain's device gone when it looks at it or lets go of it.
+        Err(Errno::NoEnt) if matches!(cmd, abi::NEXT | abi::GET | abi::SET_BACK_STATE) => {
+            Errno::NoEnt.to_ret()
+        }
         Err(e) => {
             log::warn!(
                 "{}: vcpu{v}: DEVICE_OP {cmd} ({a:#x}, {b:#x}, {c:#x}): {}",
@@ -116,7 +119,7 @@ fn op(
                 return Err(Errno::Perm);
             }
             let r = if cmd == abi::PUBLISH {
-                BUS.lock().publish(vm.id, a, b, c, d)
+                BUS.lock().publish(vm.id, a, b, c, d, frame.x[6])
             } else {
                 BUS.lock().set_front(vm.id, a, b)
             };
@@ -146,6 +149,7 @@ fn op(
             frame.x[3] = dev.back_param;
             frame.x[4] = dev.features;
             frame.x[5] = dev.back_features;
+            frame.x[6] = dev.front_param;
             Ok(dev.front as u64 | (dev.back as u64) << 8)
         }
         abi::NEXT => {

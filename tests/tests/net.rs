@@ -1,6 +1,7 @@
 //! The network backend: domUs reach QEMU's user-mode network through dom0's switch and dom0's
 //! virtio-net NIC (the uplink), and its answers come back to the right domU by MAC address; a
-//! hostile netfront's bad requests are refused while two honest domUs keep exchanging frames.
+//! hostile netfront's bad requests are refused while two honest domUs keep exchanging frames;
+//! a restored domU connects again under the MAC address it had.
 
 use std::time::Duration;
 
@@ -131,6 +132,64 @@ fn a_hostile_netfront_is_refused_while_two_domus_keep_exchanging_frames() -> Res
         c.contains("domU2: net-ping: 20/20 echoes from dom1, payloads ok")
             && c.contains("domU1: net-pong: echoed 20 frames"),
         "the honest pair exchanged every frame meanwhile",
+    )?;
+    Ok(())
+}
+
+/// A domain saved while its netfront is connected connects again after the restore, under a
+/// new domain id but with the MAC address it had, so its peer's frames still reach it:
+/// `net-ping` (dom2) sends 40 frames to `net-pong` (dom1, MAC 02:fe:00:00:00:01) 50 ms apart,
+/// and the pong is saved and restored in the middle. A copy restored while that domain still
+/// runs (`save -c`) asks for the same address and is refused it, with the holder named.
+#[test]
+fn a_restored_domain_keeps_its_mac_address_and_its_peers() -> Result<()> {
+    let out = Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .memory("1G")
+        .icount(true)
+        .timeout(TIMEOUT)
+        .label("net-restore")
+        .image(dom0_image("qemu-virt"))
+        .bootargs(
+            "semihosting dom0_vcpus=1 -- dom0.exec=\"create name=pong mem=8M cmd=net-pong 1000;\
+             create name=ping mem=8M cmd=net-ping 1 40 50;sleep 1000;pause pong;save pong f;\
+             restore f;sleep 4000;save -c pong g;restore g;sleep 1000;list\" poweroff",
+        )
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let c = &out.console;
+    out.ensure(
+        c.contains("domU1: net: connected, MAC 02:fe:00:00:00:01")
+            && c.contains("dom0: net: dom1: connected (MAC 02:fe:00:00:00:01)"),
+        "the pong connected with its domain's address",
+    )?;
+    out.ensure(
+        c.contains("restored \"f\" as dom3"),
+        "the pong was restored as dom3",
+    )?;
+    out.ensure(
+        c.contains("domU3: net: the domain was restored: connecting again")
+            && c.contains("dom0: net: dom3: connected (MAC 02:fe:00:00:00:01, its own)")
+            && c.contains("domU3: net: connected again, MAC 02:fe:00:00:00:01"),
+        "the restored pong connected again with the address it had",
+    )?;
+    let ping = c
+        .lines()
+        .iter()
+        .find(|l| l.contains("domU2: net-ping: "))
+        .cloned()
+        .unwrap_or_default();
+    out.ensure(
+        ping.contains("net-ping: 40/40 echoes from dom1, payloads ok"),
+        format!("every frame came back across the save and restore: `{ping}`"),
+    )?;
+    out.ensure(
+        c.contains("dom0: net: dom4: not connected: MAC 02:fe:00:00:00:01 is dom3's")
+            && c.contains("domU4: net: cannot connect again: the backend refused the device"),
+        "a copy restored beside the running domain was refused its address, the holder named",
     )?;
     Ok(())
 }

@@ -18,8 +18,10 @@
 
 /// `DEVICE_OP` commands (x1).
 /// x2 = key, x3 = grant reference of the ring page, x4 = port, x5 = the frontend's
-/// [`feature`] bits (0 for none) (domU, for itself). Creates or replaces the device; front
-/// state INITIALISED, back state unchanged. `-ENOSPC` beyond [`MAX_DEVICES`].
+/// [`feature`] bits (0 for none), x6 = the frontend's parameter (kind-specific, stored as
+/// given; a backend reads it only for a feature bit that says so, e.g. [`feature::MAC`])
+/// (domU, for itself). Creates or replaces the device; front state INITIALISED, back state
+/// unchanged. `-ENOSPC` beyond [`MAX_DEVICES`].
 pub const PUBLISH: u64 = 0;
 /// x2 = key, x3 = state: the frontend's new state.
 pub const SET_FRONT_STATE: u64 = 1;
@@ -28,7 +30,7 @@ pub const SET_FRONT_STATE: u64 = 1;
 pub const SET_BACK_STATE: u64 = 2;
 /// x2 = domain (`DOMID_SELF`; dom0 may name any), x3 = key. Returns x0 = front state | back
 /// state << 8, x1 = grant reference, x2 = port, x3 = the backend's parameter, x4 = the
-/// frontend's [`feature`] bits, x5 = the backend's.
+/// frontend's [`feature`] bits, x5 = the backend's, x6 = the frontend's parameter.
 pub const GET: u64 = 3;
 /// dom0 only: x2 = domain, x3 = a key (0 to start). Returns the next key after it, or
 /// `-ENOENT` at the end.
@@ -60,6 +62,11 @@ pub mod feature {
     /// Block (Xen's `feature-max-indirect-segments`): the frontend may send
     /// [`crate::blkif::op::INDIRECT`] requests.
     pub const INDIRECT: u64 = 1 << 1;
+    /// Net: the frontend asks for the MAC address in its parameter ([`crate::netif::mac_to_u64`]),
+    /// the one it had before a restore (which changed its domain id). The backend honours it
+    /// unless the address is no unicast one or another connected frontend has it. Either way a
+    /// connected net backend's parameter is the frontend's MAC address.
+    pub const MAC: u64 = 1 << 2;
 }
 
 /// Xen's xenbus states.

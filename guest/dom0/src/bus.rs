@@ -16,6 +16,8 @@ pub struct Entry {
     pub port: u32,
     /// What the frontend asked for ([`devbus::feature`]).
     pub features: u64,
+    /// The frontend's parameter (kind-specific; see its feature bits).
+    pub param: u64,
 }
 
 /// Calls `f(domain, key)` for every device of `kind` of every domain.
@@ -43,7 +45,7 @@ pub fn for_each(kind: u32, mut f: impl FnMut(u16, u64)) {
 
 /// Device `key` of `dom`, if it exists.
 pub fn get(dom: u16, key: u64) -> Option<Entry> {
-    let mut regs = [0u64; 4];
+    let mut regs = [0u64; 6];
     let st = hypercall_regs(call::DEVICE_OP, devbus::GET, dom as u64, key, &mut regs);
     (st >= 0).then(|| Entry {
         front: (st & 0xff) as u8,
@@ -51,6 +53,7 @@ pub fn get(dom: u16, key: u64) -> Option<Entry> {
         ring: regs[0] as u32,
         port: regs[1] as u32,
         features: regs[3],
+        param: regs[5],
     })
 }
 
@@ -89,6 +92,8 @@ pub enum Change {
         port: u32,
         /// [`devbus::feature`] bits.
         features: u64,
+        /// The frontend's parameter.
+        param: u64,
     },
     /// A frontend this backend serves has closed.
     Disconnect,
@@ -112,6 +117,7 @@ pub fn change(dom: u16, key: u64, served: bool) -> Change {
                 ring: e.ring,
                 port: e.port,
                 features: e.features,
+                param: e.param,
             }
         }
         (state::CLOSING | state::CLOSED, true) => Change::Disconnect,

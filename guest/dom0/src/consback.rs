@@ -150,7 +150,7 @@ fn stale(b: &Back) -> bool {
     if b.dead {
         return false;
     }
-    let mut r = [0u64; 4];
+    let mut r = [0u64; 6];
     let kind = crate::psci::hypercall_regs(
         call::EVTCHN_OP,
         ev::STATUS,

@@ -1,7 +1,9 @@
 //! The network backend: a switch between domUs' netfronts ([`ferrite_abi::netif`]).
 //!
-//! Each connected frontend has a transmit and a receive ring in one page it granted to dom0.
-//! A transmitted frame goes to the domU its destination MAC address names, or to every other
+//! Each connected frontend has a transmit and a receive ring in one page it granted to dom0,
+//! and a MAC address ([`netif::backend_mac`]: its domain's, or the one it asked for, e.g. the
+//! one it kept across a restore), which the backend's device-bus parameter tells it.
+//! A transmitted frame goes to the frontend its destination MAC address names, or to every other
 //! domU for a broadcast, straight from the sender's granted page into a receive buffer the
 //! receiver posted, with one grant copy (dom0 is the grantee of both), so the payload never
 //! passes through dom0's memory. Requests are checked first: a bad length or offset, or a grant
@@ -21,10 +23,11 @@ use crate::virtio::uplink;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
-use ferrite_abi::devbus::{kind, state};
+use ferrite_abi::devbus::{feature, kind, state};
 use ferrite_abi::netif::{
-    MAX_FRAME, MIN_FRAME, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD, OFFSET_SLOTS,
-    RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest, TxResponse, dom_of,
+    self, MAX_FRAME, MIN_FRAME, Mac, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD,
+    OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest, TxResponse,
+    mac_to_u64,
 };
 use ferrite_abi::{Errno, evtchn as ev};
 use spin::Mutex;
@@ -40,6 +43,7 @@ struct Indices {
 struct Front {
     dom: u16,
     key: u64,
+    mac: [u8; 6],
     page: u32,
     port: u32,
     tx: Indices,
@@ -65,30 +69,57 @@ pub fn start() {
 }
 
 pub fn scan() {
-    crate::bus::for_each(kind::NET, consider);
-    // Fronts whose domain is gone are no longer on the bus: look at each served one again.
+    // Fronts whose domain is gone are no longer on the bus: look at each served one again,
+    // first, so that a restored domain taking back its MAC address finds it free.
     let served: Vec<(u16, u64)> = FRONTS.lock().iter().map(|f| (f.dom, f.key)).collect();
     for (dom, key) in served {
         consider(dom, key);
     }
+    crate::bus::for_each(kind::NET, consider);
 }
 
 fn consider(dom: u16, key: u64) {
     let mut fronts = FRONTS.lock();
     let known = fronts.iter().position(|f| f.dom == dom && f.key == key);
     match (crate::bus::change(dom, key, known.is_some()), known) {
-        (Change::Connect { ring, port, .. }, _) => {
+        (
+            Change::Connect {
+                ring,
+                port,
+                features,
+                param,
+            },
+            _,
+        ) => {
+            let asked = (features & feature::MAC != 0).then_some(param);
+            let holder = |m: [u8; 6]| fronts.iter().find(|f| f.mac == m).map(|f| f.dom);
+            let mac = match netif::backend_mac(dom, asked, holder) {
+                Ok(m) => m,
+                Err(e) => {
+                    println!("dom0: net: dom{dom}: not connected: {e}");
+                    let _ = crate::bus::set_back(dom, key, state::CLOSED, 0);
+                    return;
+                }
+            };
             match events::op(ev::BIND_INTERDOMAIN, dom as u64, port as u64) {
                 Ok(local) => {
-                    let _ = crate::bus::set_back(dom, key, state::CONNECTED, 0);
+                    let honoured = features & feature::MAC;
+                    let _ = crate::bus::set_back_features(
+                        dom,
+                        key,
+                        state::CONNECTED,
+                        mac_to_u64(mac),
+                        honoured,
+                    );
                     println!(
-                        "dom0: net: dom{dom}: connected (MAC 02:fe:00:00:{:02x}:{:02x})",
-                        dom >> 8,
-                        dom & 0xff
+                        "dom0: net: dom{dom}: connected (MAC {}{})",
+                        Mac(mac),
+                        if asked.is_some() { ", its own" } else { "" }
                     );
                     fronts.push(Front {
                         dom,
                         key,
+                        mac,
                         page: ring,
                         port: local as u32,
                         tx: Indices::default(),
@@ -255,7 +286,7 @@ fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Errno> 
     crate::gcopy::read_from(src, req.gref, req.offset as usize, &mut hdr)?;
     let dst = &hdr[..6];
     fronts[i].sent += 1;
-    let to_domu = dom_of(dst).and_then(|d| fronts.iter().position(|f| f.dom == d));
+    let to_domu = fronts.iter().position(|f| f.mac == dst);
     let group = dst[0] & 1 != 0;
     if group || to_domu.is_none() {
         to_wire(fronts, i, req, group)?;
@@ -348,7 +379,7 @@ fn from_wire(fronts: &mut [Front], frame: &[u8]) {
     let targets: Vec<usize> = if dst[0] & 1 != 0 {
         (0..fronts.len()).collect()
     } else {
-        match dom_of(dst).and_then(|d| fronts.iter().position(|f| f.dom == d)) {
+        match fronts.iter().position(|f| f.mac == dst) {
             Some(j) => alloc::vec![j],
             None => return,
         }

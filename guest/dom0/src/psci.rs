@@ -86,22 +86,23 @@ pub fn hypercall6(f: u32, [a1, a2, a3, a4, a5, a6]: [u64; 6]) -> i64 {
     x0 as i64
 }
 
-/// A hypercall with x1..x3 as arguments that also answers in x1..x4 (`DEVICE_OP GET`).
-pub fn hypercall_regs(f: u32, a1: u64, a2: u64, a3: u64, out: &mut [u64; 4]) -> i64 {
+/// A hypercall with x1..x3 as arguments that also answers in x1..x6 (`DEVICE_OP GET`).
+pub fn hypercall_regs(f: u32, a1: u64, a2: u64, a3: u64, out: &mut [u64; 6]) -> i64 {
     let mut x0 = f as u64;
-    let (mut r1, mut r2, mut r3, mut r4) = (a1, a2, a3, 0u64);
+    let (mut r1, mut r2, mut r3) = (a1, a2, a3);
+    let (r4, r5, r6): (u64, u64, u64);
     if CONDUIT.load(Ordering::Relaxed) != HVC {
         return -1;
     }
     // SAFETY: as in `call4`: an HVC under the SMC Calling Convention.
     unsafe {
         asm!("hvc #0",
-            inout("x0") x0, inout("x1") r1, inout("x2") r2, inout("x3") r3, inout("x4") r4,
-            out("x5") _, out("x6") _, out("x7") _, out("x8") _,
+            inout("x0") x0, inout("x1") r1, inout("x2") r2, inout("x3") r3, inout("x4") 0u64 => r4,
+            inout("x5") 0u64 => r5, inout("x6") 0u64 => r6, out("x7") _, out("x8") _,
             out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
             out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack));
     }
-    *out = [r1, r2, r3, r4];
+    *out = [r1, r2, r3, r4, r5, r6];
     x0 as i64
 }
 

@@ -128,7 +128,7 @@ fn mmu_inner(batch: usize, rounds: u64) -> Result<u64, Failed> {
 
 pub fn evt_ping(n: u64) {
     let key = ferrite_abi::devbus::key(ferrite_abi::devbus::kind::ECHO, 0);
-    let port = match crate::front::handshake(key, 0, 0) {
+    let port = match crate::front::handshake(key, 0, 0, 0) {
         Ok((port, _, _)) => port,
         Err(e) => {
             out!("evt-ping: no echo device: {e}");

@@ -208,27 +208,37 @@ fn bus_port() -> u32 {
     }
 }
 
-/// Publishes device `key` (its ring page's grant, a new port for dom0 and the
-/// [`devbus::feature`] bits it asks for) and waits up to 5 s
+/// Publishes device `key` (its ring page's grant, a new port for dom0, the
+/// [`devbus::feature`] bits it asks for and its parameter) and waits up to 5 s
 /// for dom0's backend to connect. Returns (port, the backend's parameter, the feature bits it
 /// honours). It sleeps until the
 /// device bus's virtual IRQ says a backend changed something (at most 10 ms at a time, as the
 /// IRQ goes to vCPU 0), rather than polling: a frontend waiting for dom0 to get round to it
 /// takes no CPU from dom0 meanwhile.
-pub fn handshake(key: u64, ring_gref: u32, features: u64) -> Result<(u32, u64, u64), &'static str> {
+pub fn handshake(
+    key: u64,
+    ring_gref: u32,
+    features: u64,
+    param: u64,
+) -> Result<(u32, u64, u64), &'static str> {
     let port = hypercall::evtchn_op(ev::ALLOC_UNBOUND, 0, DOMID_SELF as u64)
         .map_err(|_| "ALLOC_UNBOUND refused")? as u32;
-    // SAFETY: DEVICE_OP reads no buffer, changes no mapping, starts no code.
-    let (r, _) = unsafe {
-        hypercall::raw(
-            call::DEVICE_OP as u64,
-            devbus::PUBLISH,
-            key,
-            ring_gref as u64,
-            port as u64,
-            features,
-        )
-    };
+    let r: u64;
+    // SAFETY: DEVICE_OP PUBLISH reads no buffer, changes no mapping, starts no code; x0..x3
+    // are clobbered by the call.
+    unsafe {
+        core::arch::asm!(
+            "hvc #0",
+            inout("x0") call::DEVICE_OP as u64 => r,
+            inout("x1") devbus::PUBLISH => _,
+            inout("x2") key => _,
+            inout("x3") ring_gref as u64 => _,
+            in("x4") port as u64,
+            in("x5") features,
+            in("x6") param,
+            options(nostack)
+        );
+    }
     let r = r as i64;
     if r < 0 {
         return Err("PUBLISH refused");

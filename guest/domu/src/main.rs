@@ -161,7 +161,12 @@ mod guest {
             "net-ping" => {
                 let peer = args.number("net-ping", "peer", 1) as u16;
                 let n = args.number("net-ping", "n", 10);
-                net::ping(si.domid as u16, peer, n)
+                net::ping(
+                    si.domid as u16,
+                    peer,
+                    n,
+                    args.number("net-ping", "gap_ms", 0),
+                )
             }
             "latency" => latency::run(args.number("latency", "n", 100)),
             "smp" => smp::run(si, args.word() == Some("stay")),

@@ -1,22 +1,30 @@
-//! `net-ping <peer> <n>` / `net-pong <n>`: a netfront ([`ferrite_abi::netif`]) and two domUs
-//! exchanging Ethernet frames through dom0's switch.
+//! `net-ping <peer> <n> [gap_ms]` / `net-pong <n>`: a netfront ([`ferrite_abi::netif`]) and
+//! two domUs exchanging Ethernet frames through dom0's switch.
 //!
-//! Both connect (`net: connected, MAC 02:fe:00:00:00:<id>`) and post 16 receive buffers.
+//! Both connect (`net: connected, MAC 02:fe:00:00:00:<id>`: the address dom0's backend gave,
+//! its domain's) and post 16 receive buffers.
 //! `net-pong` echoes every frame it receives back to its sender (MACs swapped, payload
 //! unchanged) until it has echoed `n`, then prints `net-pong: echoed <n> frames`. `net-ping`
 //! sends `n` frames (ethertype 0x88b5, 64 bytes of payload: the sequence number and a pattern
-//! made from it) to `peer`, one at a time, resending after 100 ms without an answer (the peer
-//! may not be connected yet), and checks each echo: `net-ping: <ok>/<n> echoes from dom<peer>,
-//! payloads ok, <resent> resent`.
+//! made from it) to `peer` (to [`mac_of`]`(peer)`), one at a time, `gap_ms` apart (0),
+//! resending after 100 ms without an answer (the peer may not be connected yet), and checks
+//! each echo: `net-ping: <ok>/<n> echoes from dom<peer>, payloads ok, <resent> resent`.
+//!
+//! After a restore (`StartInfo::restores` changed) the connection is gone, and the domain id
+//! with it: the next send or receive connects again (`net: the domain was restored: connecting
+//! again`, then `net: connected again, MAC <the same>`) with the same pages under the same
+//! grant references, on fresh rings, asking dom0 for the MAC address it had
+//! ([`devbus::feature::MAC`]), so that its peers still reach it. Frames on the rings at the save
+//! are lost (a network may lose frames); a send waiting for its answer is sent again.
 
 use crate::front;
-use ferrite_abi::devbus::{self, kind};
+use ferrite_abi::devbus::{self, feature, kind};
 use ferrite_abi::netif::{
-    MAX_FRAME, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, RxRing, TX_SLOTS, TxRequest,
-    TxResponse, TxRing, mac_of,
+    MAX_FRAME, Mac, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, RxRing, TX_SLOTS, TxRequest,
+    TxResponse, TxRing, is_unicast, mac_from_u64, mac_of, mac_to_u64,
 };
 use ferrite_abi::ring::FrontRing;
-use ferrite_pv::time;
+use ferrite_pv::{rt, time};
 
 pub(crate) const KEY: u64 = devbus::key(kind::NET, 0);
 const RX_BUFS: usize = 16;
@@ -26,14 +34,23 @@ const PAYLOAD: usize = 64;
 pub(crate) struct Net {
     /// The transmit ring itself, for `net-evil`, which corrupts its indices.
     pub(crate) tx_shared: &'static TxRing,
+    rx_shared: &'static RxRing,
     tx: FrontRing<'static, TxRequest, TxResponse, TX_SLOTS>,
     rx: FrontRing<'static, RxRequest, RxResponse, RX_SLOTS>,
     pub(crate) port: u32,
+    page_va: u64,
+    page_gref: u32,
     tx_va: u64,
     pub(crate) tx_gref: u32,
     rx_va: [u64; RX_BUFS],
     rx_gref: [u32; RX_BUFS],
     pub(crate) mac: [u8; 6],
+    /// [`rt::restores`] when the connection was made: a restore since ends it.
+    restores: u64,
+    /// Connections made again after restores.
+    pub(crate) reconnections: u64,
+    /// Why the connection is gone for good (a reconnection failed).
+    pub(crate) gone: Option<&'static str>,
 }
 
 pub(crate) fn connect(domid: u16) -> Result<Net, &'static str> {
@@ -58,36 +75,83 @@ pub(crate) fn connect(domid: u16) -> Result<Net, &'static str> {
         rx_va[i] = va;
         rx_gref[i] = front::grant_to_dom0(ma)?;
     }
-    let (port, _, _) = front::handshake(KEY, page_gref, 0)?;
-    let mac = mac_of(domid);
-    out!(
-        "net: connected, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        mac[0],
-        mac[1],
-        mac[2],
-        mac[3],
-        mac[4],
-        mac[5]
-    );
+    let restores = rt::restores();
+    let (port, param, _) = front::handshake(KEY, page_gref, 0, 0)?;
+    // The backend's parameter is the address it gave us; a backend that does not say gives
+    // the domain's own.
+    let mac = mac_from_u64(param)
+        .filter(|&m| is_unicast(m))
+        .unwrap_or(mac_of(domid));
+    out!("net: connected, MAC {}", Mac(mac));
     let mut n = Net {
         tx_shared: txr,
+        rx_shared: rxr,
         tx: FrontRing::new(txr),
         rx: FrontRing::new(rxr),
         port,
+        page_va,
+        page_gref,
         tx_va,
         tx_gref,
         rx_va,
         rx_gref,
         mac,
+        restores,
+        reconnections: 0,
+        gone: None,
     };
-    for id in 0..RX_BUFS {
-        n.post(id as u16);
-    }
-    n.notify_if(true);
+    n.post_all();
     Ok(n)
 }
 
 impl Net {
+    /// Connects again if the domain was restored since the connection was made (module docs).
+    /// A failure is for good: [`Self::gone`] says why.
+    fn resume(&mut self) -> Result<(), &'static str> {
+        if let Some(e) = self.gone {
+            return Err(e);
+        }
+        if self.restores == rt::restores() {
+            return Ok(());
+        }
+        self.reconnect().inspect_err(|&e| {
+            out!("net: cannot connect again: {e}");
+            self.gone = Some(e);
+        })
+    }
+
+    fn reconnect(&mut self) -> Result<(), &'static str> {
+        out!("net: the domain was restored: connecting again");
+        self.restores = rt::restores();
+        self.tx_shared.init();
+        self.rx_shared.init();
+        front::grant_again(self.page_gref, 0, self.page_va)?;
+        front::grant_again(self.tx_gref, 0, self.tx_va)?;
+        for i in 0..RX_BUFS {
+            front::grant_again(self.rx_gref[i], 0, self.rx_va[i])?;
+        }
+        let (port, param, honoured) =
+            front::handshake(KEY, self.page_gref, feature::MAC, mac_to_u64(self.mac))?;
+        if honoured & feature::MAC == 0 || mac_from_u64(param) != Some(self.mac) {
+            front::close(KEY);
+            return Err("the backend did not give back our MAC address");
+        }
+        self.tx = FrontRing::new(self.tx_shared);
+        self.rx = FrontRing::new(self.rx_shared);
+        self.port = port;
+        self.reconnections += 1;
+        self.post_all();
+        out!("net: connected again, MAC {}", Mac(self.mac));
+        Ok(())
+    }
+
+    fn post_all(&mut self) {
+        for id in 0..RX_BUFS {
+            self.post(id as u16);
+        }
+        self.notify_if(true);
+    }
+
     fn post(&mut self, id: u16) {
         let _ = self.rx.push_request(RxRequest {
             gref: self.rx_gref[id as usize],
@@ -161,41 +225,51 @@ impl Net {
         answered
     }
 
-    /// Sends `frame` (waits for the previous send's response first: one TX buffer).
+    /// Sends `frame` (waits for the previous send's response first: one TX buffer). After a
+    /// restore it connects again and sends the frame again.
     pub(crate) fn send(&mut self, frame: &[u8]) -> Result<(), &'static str> {
+        self.resume()?;
         let len = frame.len().min(MAX_FRAME as usize);
         // SAFETY: our TX page, mapped writable; no send is outstanding (we wait for each).
         let page = unsafe { core::slice::from_raw_parts_mut(self.tx_va as *mut u8, 4096) };
         page[..len].copy_from_slice(&frame[..len]);
-        self.tx
-            .push_request(TxRequest {
-                gref: self.tx_gref,
-                offset: 0,
-                len: len as u16,
-                id: 0,
-                pad: [0; 3],
-            })
-            .map_err(|_| "TX ring full")?;
-        self.notify_if(false);
-        let end = time::now() + time::us_to_ticks(1_000_000);
-        loop {
-            match self.tx.take_response() {
-                Ok(Some(r)) if r.status == 0 => return Ok(()),
-                Ok(Some(_)) => return Err("the backend refused the frame"),
-                Ok(None) => {}
-                Err(_) => return Err("the backend corrupted the TX ring"),
+        'send: loop {
+            self.tx
+                .push_request(TxRequest {
+                    gref: self.tx_gref,
+                    offset: 0,
+                    len: len as u16,
+                    id: 0,
+                    pad: [0; 3],
+                })
+                .map_err(|_| "TX ring full")?;
+            self.notify_if(false);
+            let end = time::now() + time::us_to_ticks(1_000_000);
+            loop {
+                match self.tx.take_response() {
+                    Ok(Some(r)) if r.status == 0 => return Ok(()),
+                    Ok(Some(_)) => return Err("the backend refused the frame"),
+                    Ok(None) => {}
+                    Err(_) => return Err("the backend corrupted the TX ring"),
+                }
+                if self.restores != rt::restores() {
+                    self.resume()?;
+                    continue 'send;
+                }
+                if time::now() > end {
+                    return Err("no TX response within 1 s");
+                }
+                front::wait_port(self.port, 5);
             }
-            if time::now() > end {
-                return Err("no TX response within 1 s");
-            }
-            front::wait_port(self.port, 5);
         }
     }
 
     /// The next received frame, copied into `buf`, within `ms`; its buffer is posted again.
+    /// After a restore it connects again first; `None` at once if that failed.
     pub(crate) fn recv(&mut self, buf: &mut [u8; 2048], ms: u64) -> Option<usize> {
         let end = time::now() + time::us_to_ticks(ms * 1000);
         loop {
+            self.resume().ok()?;
             match self.rx.take_response() {
                 Ok(Some(r)) => {
                     let id = r.id as usize % RX_BUFS;
@@ -244,6 +318,9 @@ pub fn pong(domid: u16, n: u64) {
     let end = time::now() + time::us_to_ticks(10_000_000);
     while echoed < n && time::now() < end {
         let Some(len) = net.recv(&mut buf, 100) else {
+            if let Some(e) = net.gone {
+                return out!("net-pong: FAIL: {e} (echoed {echoed} frames)");
+            }
             continue;
         };
         if len < 14 {
@@ -262,7 +339,7 @@ pub fn pong(domid: u16, n: u64) {
     front::close(KEY);
 }
 
-pub fn ping(domid: u16, peer: u16, n: u64) {
+pub fn ping(domid: u16, peer: u16, n: u64, gap_ms: u64) {
     let mut net = match connect(domid) {
         Ok(x) => x,
         Err(e) => return out!("net-ping: FAIL: {e}"),
@@ -271,6 +348,12 @@ pub fn ping(domid: u16, peer: u16, n: u64) {
     let mut buf = [0u8; 2048];
     let mut best = u64::MAX;
     for seq in 0..n {
+        if let Some(e) = net.gone {
+            return out!("net-ping: FAIL: {e} ({ok} echoes)");
+        }
+        if seq > 0 && gap_ms > 0 {
+            let _ = time::sleep_us(gap_ms * 1000);
+        }
         let mut frame = [0u8; 14 + PAYLOAD];
         frame[..6].copy_from_slice(&mac_of(peer));
         frame[6..12].copy_from_slice(&net.mac);

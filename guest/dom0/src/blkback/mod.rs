@@ -206,6 +206,7 @@ fn consider(dom: u16, key: u64) {
                 ring,
                 port,
                 features,
+                ..
             },
             _,
         ) => {

@@ -136,7 +136,7 @@ fn connect(pages: usize, sets: usize, features: u64) -> Result<Front, &'static s
         features
     };
     let restores = rt::restores();
-    let (port, sectors, honoured) = front::handshake(KEY, ring_gref, features)?;
+    let (port, sectors, honoured) = front::handshake(KEY, ring_gref, features, 0)?;
     let indirect = honoured & feature::INDIRECT != 0;
     out!(
         "blk: connected, {sectors} sectors{}",
@@ -179,7 +179,7 @@ fn reconnect(f: &mut Front) -> Result<(), &'static str> {
     for i in 0..f.sets {
         front::grant_again(f.first_indirect_gref + i as u32, 0, f.indirect_va[i])?;
     }
-    let (port, sectors, honoured) = front::handshake(KEY, f.ring_gref, f.features)?;
+    let (port, sectors, honoured) = front::handshake(KEY, f.ring_gref, f.features, 0)?;
     f.fr = FrontRing::new(f.ring);
     f.port = port;
     f.sectors = sectors;
