@@ -104,12 +104,19 @@ fn a_hostile_netfront_is_refused_while_two_domus_keep_exchanging_frames() -> Res
         ("a frame longer than 1514 bytes", "EINVAL"),
         ("a frame running past its page", "EINVAL"),
         ("a grant reference it never made", "EPERM"),
+        ("a frame from another domain's address", "EPERM"),
     ] {
         out.ensure(
             c.contains(&format!("domU3: net-evil: {case}: refused {errno}")),
             format!("the switch refused {case} with {errno}"),
         )?;
     }
+    out.ensure(
+        c.contains(
+            "dom0: net: dom3: frame 5 refused: its source address 02:fe:00:00:00:01 is not its own",
+        ),
+        "dom0 said which address the spoofed frame claimed",
+    )?;
     out.ensure(
         c.contains(
             "domU3: net-evil: flooded 1024 frames for a domain that does not exist: 1024 answered",
@@ -125,7 +132,7 @@ fn a_hostile_netfront_is_refused_while_two_domus_keep_exchanging_frames() -> Res
         "the corrupted ring disconnected the hostile frontend",
     )?;
     out.ensure(
-        c.contains("domU3: net-evil: done, 4 refused, 0 allowed"),
+        c.contains("domU3: net-evil: done, 5 refused, 0 allowed"),
         "the hostile frontend finished",
     )?;
     out.ensure(

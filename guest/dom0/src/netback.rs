@@ -6,9 +6,10 @@
 //! A transmitted frame goes to the frontend its destination MAC address names, or to every other
 //! domU for a broadcast, straight from the sender's granted page into a receive buffer the
 //! receiver posted, with one grant copy (dom0 is the grantee of both), so the payload never
-//! passes through dom0's memory. Requests are checked first: a bad length or offset, or a grant
-//! that does not allow the access, gets an error response; impossible ring indices disconnect
-//! that frontend.
+//! passes through dom0's memory. Requests are checked first: a bad length or offset, a grant
+//! that does not allow the access, or a frame whose source address is not the sender's (it
+//! would have its answers sent to another), gets an error response; impossible ring indices
+//! disconnect that frontend.
 //!
 //! dom0's NIC, when it has one, is the switch's uplink ([`crate::virtio::uplink`]): a frame to
 //! an address that is no connected domU goes out through it (a broadcast goes there too), and
@@ -253,7 +254,7 @@ fn transmit(fronts: &mut [Front], i: usize) -> Result<(), String> {
                         "dom0: net: dom{}: frame {} refused: {e}",
                         fronts[i].dom, req.id
                     );
-                    e.to_ret() as i16
+                    e.errno().to_ret() as i16
                 }
             };
             let f = &mut fronts[i];
@@ -276,14 +277,53 @@ fn transmit(fronts: &mut [Front], i: usize) -> Result<(), String> {
     }
 }
 
+/// Why a transmitted frame is refused.
+enum Refused {
+    /// Its length or offset, or its grant.
+    Bad(Errno),
+    /// Its source address is this one, not the sender's.
+    Spoofed([u8; 6]),
+}
+
+impl From<Errno> for Refused {
+    fn from(e: Errno) -> Self {
+        Self::Bad(e)
+    }
+}
+
+impl Refused {
+    fn errno(&self) -> Errno {
+        match self {
+            Self::Bad(e) => *e,
+            Self::Spoofed(_) => Errno::Perm,
+        }
+    }
+}
+
+impl core::fmt::Display for Refused {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Bad(e) => write!(f, "{e}"),
+            Self::Spoofed(m) => write!(f, "its source address {} is not its own", Mac(*m)),
+        }
+    }
+}
+
 /// Delivers one frame from frontend `i` to its destination(s).
-fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Errno> {
+fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Refused> {
     if req.len < MIN_FRAME || req.len > MAX_FRAME || req.offset as usize + req.len as usize > 4096 {
-        return Err(Errno::Inval);
+        return Err(Errno::Inval.into());
     }
     let src = fronts[i].dom;
     let mut hdr = [0u8; 14];
     crate::gcopy::read_from(src, req.gref, req.offset as usize, &mut hdr)?;
+    // A frame must come from its sender's own address: one from another's would have its
+    // answers sent to that other (Xen's anti-spoofing, here always on).
+    if hdr[6..12] != fronts[i].mac {
+        let mut claimed = [0u8; 6];
+        claimed.copy_from_slice(&hdr[6..12]);
+        return Err(Refused::Spoofed(claimed));
+    }
     let dst = &hdr[..6];
     fronts[i].sent += 1;
     let to_domu = fronts.iter().position(|f| f.mac == dst);
@@ -328,7 +368,7 @@ fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Errno> 
                     pad: 0,
                 };
                 push_rx(to, rsp);
-                return Err(e);
+                return Err(e.into());
             }
         };
         push_rx(

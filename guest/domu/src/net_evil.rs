@@ -55,7 +55,18 @@ pub fn run(domid: u16) {
         ),
     ];
     let (mut refused, mut allowed) = (0, 0);
-    for (name, r, want) in cases {
+    // Last, a frame from another domain's address (dom1's, or dom2's for dom1 itself).
+    let mut spoofed = frame;
+    spoofed[6..12].copy_from_slice(&mac_of(if domid == 1 { 2 } else { 1 }));
+    let spoof = (
+        "a frame from another domain's address",
+        req(g, 0, 60, 5),
+        Errno::Perm,
+    );
+    for (i, (name, r, want)) in cases.into_iter().chain([spoof]).enumerate() {
+        if i == 4 {
+            net.stage(&spoofed);
+        }
         match net.send_raw(r) {
             Ok(0) => {
                 allowed += 1;
@@ -74,6 +85,7 @@ pub fn run(domid: u16) {
             }
         }
     }
+    net.stage(&frame);
     // A flood: the whole ring at once, again and again, 1024 frames for nobody.
     let answered = net.flood(req(g, 0, 60, 100), 1024);
     out!("net-evil: flooded 1024 frames for a domain that does not exist: {answered} answered");
