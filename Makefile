@@ -203,6 +203,7 @@ clippy: setup-rust
 	cargo clippy -p ferrite --target $(HOST) --tests -- -D warnings
 	cargo clippy -p ferrite-systests --target $(HOST) --tests -- -D warnings
 	cargo clippy -p ferrite-dom0 -p ferrite-domu --target $(GUEST_TARGET) --release -- -D warnings
+	cargo clippy -p ferrite-ctl --target $(HOST) -- -D warnings
 
 fmt:
 	cargo fmt --all

@@ -8,11 +8,11 @@
 //!
 //! | offset | register | access |
 //! |---|---|---|
-//! | 0x00..=0x28 | `X0`..`X5`: the request (x0 = function identifier, x1..x5 arguments) | RW, 64 or 32 bits |
+//! | 0x00..=0x30 | `X0`..`X6`: the request (x0 = function identifier, x1..x6 arguments) | RW, 64 or 32 bits |
 //! | 0x40 | `DOORBELL`: a write runs the request; a read gives the number of calls run | RW |
-//! | 0x80..=0x98 | `R0`..`R3`: x0..x3 after the last call | RO |
+//! | 0x80..=0xB0 | `R0`..`R6`: x0..x6 after the last call | RO |
 //! | 0xF00 | `MAGIC`: `0x4652_4354` ("FRCT") | RO, 32 bits |
-//! | 0xF04 | `VERSION`: 1 | RO, 32 bits |
+//! | 0xF04 | `VERSION`: 2 (1 had `X0`..`X5` and `R0`..`R3` only) | RO, 32 bits |
 //!
 //! Accesses must be naturally aligned and 4 or 8 bytes wide (32-bit halves of a 64-bit
 //! register work: low half at the register's offset, high half at +4). Anything else, and any
@@ -21,17 +21,17 @@
 
 /// Offsets of the registers.
 pub const X0: u64 = 0x00;
-pub const REQUEST_WORDS: usize = 6;
+pub const REQUEST_WORDS: usize = 7;
 pub const DOORBELL: u64 = 0x40;
 pub const R0: u64 = 0x80;
-pub const RESULT_WORDS: usize = 4;
+pub const RESULT_WORDS: usize = 7;
 pub const MAGIC: u64 = 0xF00;
 pub const VERSION: u64 = 0xF04;
 
 /// `MAGIC`'s value: "FRCT" in ASCII, most significant byte first.
 pub const MAGIC_VALUE: u32 = 0x4652_4354;
 /// `VERSION`'s value.
-pub const VERSION_VALUE: u32 = 1;
+pub const VERSION_VALUE: u32 = 2;
 /// The frame's size.
 pub const SIZE: u64 = 0x1000;
 
@@ -49,7 +49,7 @@ pub enum Bad {
 pub enum Write {
     /// A register changed; nothing more to do.
     Done,
-    /// The doorbell: run the call with these x0..x5, then [`CtrlPage::complete`].
+    /// The doorbell: run the call with these x0..x6, then [`CtrlPage::complete`].
     Ring([u64; REQUEST_WORDS]),
 }
 
@@ -144,7 +144,7 @@ impl CtrlPage {
         Err(Bad::Offset)
     }
 
-    /// The call the doorbell started has returned these x0..x3.
+    /// The call the doorbell started has returned these x0..x6.
     pub fn complete(&mut self, result: [u64; RESULT_WORDS]) {
         self.result = result;
         self.calls = self.calls.wrapping_add(1);
@@ -159,8 +159,8 @@ mod tests {
     fn identity_registers() {
         let p = CtrlPage::new();
         assert_eq!(p.read(MAGIC, 4), Ok(0x4652_4354));
-        assert_eq!(p.read(VERSION, 4), Ok(1));
-        assert_eq!(p.read(MAGIC, 8), Ok(0x1_4652_4354));
+        assert_eq!(p.read(VERSION, 4), Ok(2));
+        assert_eq!(p.read(MAGIC, 8), Ok(0x2_4652_4354));
         assert_eq!(p.read(DOORBELL, 8), Ok(0));
     }
 
@@ -173,11 +173,14 @@ mod tests {
         assert_eq!(p.read(X0 + 8, 8), Ok(0x101));
         assert_eq!(
             p.write(DOORBELL, 8, 1),
-            Ok(Write::Ring([0x100, 0x101, 0x102, 0x103, 0x104, 0x105]))
+            Ok(Write::Ring([
+                0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106
+            ]))
         );
-        p.complete([u64::MAX, 7, 8, 9]);
+        p.complete([u64::MAX, 7, 8, 9, 10, 11, 12]);
         assert_eq!(p.read(R0, 8), Ok(u64::MAX));
         assert_eq!(p.read(R0 + 24, 8), Ok(9));
+        assert_eq!(p.read(R0 + 48, 8), Ok(12));
         assert_eq!(p.read(DOORBELL, 8), Ok(1));
         // The request stays for the next call.
         assert_eq!(p.write(DOORBELL, 4, 0), Ok(Write::Ring(p.request)));
@@ -194,7 +197,7 @@ mod tests {
         assert_eq!(p.read(X0 + 0x10, 8), Ok(0xaabb_ccdd_5566_7788));
         assert_eq!(p.read(X0 + 0x10, 4), Ok(0x5566_7788));
         assert_eq!(p.read(X0 + 0x14, 4), Ok(0xaabb_ccdd));
-        p.complete([0xffff_ffff_ffff_ffea, 0, 0, 0]);
+        p.complete([0xffff_ffff_ffff_ffea, 0, 0, 0, 0, 0, 0]);
         assert_eq!(p.read(R0, 4), Ok(0xffff_ffea));
         assert_eq!(p.read(R0 + 4, 4), Ok(0xffff_ffff));
     }
@@ -212,8 +215,8 @@ mod tests {
         assert_eq!(p.read(SIZE, 4), Err(Bad::Width));
         assert_eq!(p.read(u64::MAX - 3, 4), Err(Bad::Width));
         // Holes and read-only registers.
-        assert_eq!(p.read(0x30, 8), Err(Bad::Offset));
-        assert_eq!(p.read(0xA0, 8), Err(Bad::Offset));
+        assert_eq!(p.read(0x38, 8), Err(Bad::Offset));
+        assert_eq!(p.read(0xB8, 8), Err(Bad::Offset));
         assert_eq!(p.read(0xFF8, 8), Err(Bad::Offset));
         assert_eq!(p.write(R0, 8, 1), Err(Bad::Offset));
         assert_eq!(p.write(MAGIC, 4, 1), Err(Bad::Offset));

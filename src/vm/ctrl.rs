@@ -2,7 +2,7 @@
 //! the frame is, and running the call its doorbell asks for.
 //!
 //! The call runs exactly as dom0's `hvc #0` would, through [`super::hypercall::dispatch`],
-//! on a trap frame holding the page's x0..x5, on the vCPU that wrote the doorbell. Its
+//! on a trap frame holding the page's x0..x6, on the vCPU that wrote the doorbell. Its
 //! pointer arguments are therefore guest virtual addresses in the translation regime live at
 //! the trap: when a Linux process wrote the doorbell, that is the process's own address space
 //! (TTBR0_EL1 is the process's). `arch::guest_mem` translates them with `AT S12E1R/W`, which
@@ -88,8 +88,13 @@ pub fn access(
     })
 }
 
-/// Runs the call `req` (x0..x5) for vCPU `v` as its `hvc #0` would run; returns x0..x3.
-fn run(vm: &'static Vm, v: usize, at: &TrapFrame, req: [u64; ctrl::REQUEST_WORDS]) -> [u64; 4] {
+/// Runs the call `req` (x0..x6) for vCPU `v` as its `hvc #0` would run; returns x0..x6.
+fn run(
+    vm: &'static Vm,
+    v: usize,
+    at: &TrapFrame,
+    req: [u64; ctrl::REQUEST_WORDS],
+) -> [u64; ctrl::RESULT_WORDS] {
     let mut x = [0u64; 31];
     x[..req.len()].copy_from_slice(&req);
     let mut frame = TrapFrame {
@@ -105,7 +110,7 @@ fn run(vm: &'static Vm, v: usize, at: &TrapFrame, req: [u64; ctrl::REQUEST_WORDS
         } else {
             frame.x[0] = ferrite_abi::call::SMCCC_NOT_SUPPORTED as u64;
         }
-        return [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
+        return results(&frame);
     }
     log::debug!(
         "{}: vcpu{v}: control page call {:#x} {:#x} {:#x}",
@@ -124,5 +129,9 @@ fn run(vm: &'static Vm, v: usize, at: &TrapFrame, req: [u64; ctrl::REQUEST_WORDS
         }
         frame.elr = at.elr;
     }
-    [frame.x[0], frame.x[1], frame.x[2], frame.x[3]]
+    results(&frame)
+}
+
+fn results(frame: &TrapFrame) -> [u64; ctrl::RESULT_WORDS] {
+    core::array::from_fn(|i| frame.x[i])
 }

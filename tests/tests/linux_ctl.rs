@@ -4,6 +4,7 @@
 //! PV domU is created from `/domu.elf` in the initramfs, started, seen running on the console,
 //! destroyed; a bad request gets a clear error. A counting domU is saved to a file in Linux's
 //! filesystem and restored from it, and counts on; the scheduler's weight is set and shown.
+//! The user-space back ends: a domU's disk served from a file, domUs' frames switched.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -170,12 +171,12 @@ fn linux_dom0_ferrite_ctl_lifecycle() -> Result<()> {
     run.send(&format!(
         "devmem {:#x} 8; devmem {:#x} 64; devmem {:#x} 64 0x1234; devmem {:#x} 32\n",
         page + 1,
-        page + 0x30,
+        page + 0x38,
         page + 0x80,
         page + 0xF00
     ))?;
     run.expect("offset 0x1 ignored (Width)", STEP)?;
-    run.expect("offset 0x30 ignored (Offset)", STEP)?;
+    run.expect("offset 0x38 ignored (Offset)", STEP)?;
     run.expect("offset 0x80 ignored (Offset)", STEP)?;
     run.expect("0x46524354", STEP)?;
     run.send("ferrite-ctl list | grep -c Domain-0\n")?;
@@ -519,4 +520,106 @@ fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
     })();
     let _ = std::fs::remove_file(&disk);
     result
+}
+
+/// A network backend in Linux dom0's user space (`ferrite-ctl netback`): two domUs exchange
+/// frames through it; the echoing domU, saved to a file and restored under a new id, connects
+/// again with the MAC address it had (read through the control page's x6), so a new domU
+/// still reaches it at that address; a hostile netfront's bad frames are refused and its
+/// corrupted ring disconnects it alone, and the switch serves the next domU.
+#[test]
+fn linux_dom0_switches_frames_between_domus() -> Result<()> {
+    let mut run = linux("linux-netback", 2).spawn()?;
+    run.expect("linux-dom0: shell ready", TIMEOUT)?;
+    std::thread::sleep(Duration::from_millis(500));
+    run.send("ferrite-ctl netback 200 &\n")?;
+    run.expect(
+        "ferrite-ctl: netback: switching domUs' frames (control page version 2)",
+        STEP,
+    )?;
+    let start = |run: &mut ferrite_systests::Run, name: &str, cmd: &str| -> Result<u32> {
+        run.send(&format!(
+            "ferrite-ctl create name={name},mem=8M,cmd={cmd} /domu.elf && \
+             ferrite-ctl unpause {name}\n"
+        ))?;
+        Ok(created_id(
+            &run.expect(&format!("Created domain {name} (id "), STEP)?,
+        ))
+    };
+    let p = start(&mut run, "pong", "net-pong+1000+200")?;
+    let mac = format!("02:fe:00:00:{:02x}:{:02x}", p >> 8, p & 0xff);
+    run.expect(
+        &format!("ferrite-ctl: netback: dom{p}: connected (MAC {mac})"),
+        STEP,
+    )?;
+    let a = start(&mut run, "ping", &format!("net-ping+{p}+20"))?;
+    run.expect(
+        &format!("domU{a}: net-ping: 20/20 echoes from dom{p}, payloads ok"),
+        STEP,
+    )?;
+    run.expect_line("the first ping's frontend closing", STEP, |l| {
+        l.contains(&format!("ferrite-ctl: netback: dom{a}: "))
+            && l.contains("disconnected (20 frames sent, 20 received, 0 dropped)")
+    })?;
+
+    // Saved and restored under a new id, the pong asks for its address back.
+    run.send("ferrite-ctl save pong /tmp/pong.sav && ferrite-ctl restore /tmp/pong.sav\n")?;
+    let restored = run.expect("restored \"/tmp/pong.sav\" as dom", STEP)?;
+    let q = number_after(&restored, "as dom").expect("an id in the restore line") as u32;
+    // In either order: the backend's line and the frontend's race.
+    run.seen(
+        &format!("ferrite-ctl: netback: dom{q}: connected (MAC {mac}, its own)"),
+        STEP,
+    )?;
+    run.seen(&format!("domU{q}: net: connected again, MAC {mac}"), STEP)?;
+    let b = start(&mut run, "ping2", &format!("net-ping+{p}+20"))?;
+    run.expect(
+        &format!("domU{b}: net-ping: 20/20 echoes from dom{p}, payloads ok"),
+        STEP,
+    )?;
+
+    let e = start(&mut run, "evil", "net-evil")?;
+    for case in [
+        "a frame shorter than its header: refused EINVAL",
+        "a frame longer than 1514 bytes: refused EINVAL",
+        "a frame running past its page: refused EINVAL",
+        "a grant reference it never made: refused EPERM",
+        "a frame from another domain's address: refused EPERM",
+    ] {
+        run.seen(&format!("domU{e}: net-evil: {case}"), STEP)?;
+    }
+    run.expect(
+        &format!("ferrite-ctl: netback: dom{e}: frame 5 refused: its source address"),
+        STEP,
+    )?;
+    run.expect(
+        &format!(
+            "domU{e}: net-evil: flooded 1024 frames for a domain that does not exist: 1024 answered"
+        ),
+        STEP,
+    )?;
+    run.expect(
+        &format!("domU{e}: net-evil: a good frame after them: ok"),
+        STEP,
+    )?;
+    // In either order: the backend's poll and the domU's last line race.
+    run.seen(
+        &format!("ferrite-ctl: netback: dom{e}: ring corrupt (req_prod"),
+        STEP,
+    )?;
+    run.seen(
+        &format!("domU{e}: net-evil: done, 5 refused, 0 allowed"),
+        STEP,
+    )?;
+    let d = start(&mut run, "ping3", &format!("net-ping+{p}+5"))?;
+    run.expect(
+        &format!("domU{d}: net-ping: 5/5 echoes from dom{p}, payloads ok"),
+        STEP,
+    )?;
+
+    run.send("poweroff -f\n")?;
+    let out = run.wait_exit(STEP)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    out.ensure(!out.console.contains("crashed on vcpu"), "a domain crashed")
 }

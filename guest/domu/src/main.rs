@@ -157,7 +157,10 @@ mod guest {
             }
             "net-evil" => net_evil::run(si.domid as u16),
             "net-wire" => wire::run(si.domid as u16, args.number("net-wire", "n", 5)),
-            "net-pong" => net::pong(si.domid as u16, args.number("net-pong", "n", 10)),
+            "net-pong" => {
+                let n = args.number("net-pong", "n", 10);
+                net::pong(si.domid as u16, n, args.number("net-pong", "seconds", 10))
+            }
             "net-ping" => {
                 let peer = args.number("net-ping", "peer", 1) as u16;
                 let n = args.number("net-ping", "n", 10);

@@ -1,14 +1,14 @@
-//! `net-ping <peer> <n> [gap_ms]` / `net-pong <n>`: a netfront ([`ferrite_abi::netif`]) and
-//! two domUs exchanging Ethernet frames through dom0's switch.
+//! `net-ping <peer> <n> [gap_ms]` / `net-pong <n> [seconds]`: a netfront
+//! ([`ferrite_abi::netif`]) and two domUs exchanging Ethernet frames through dom0's switch.
 //!
 //! Both connect (`net: connected, MAC 02:fe:00:00:00:<id>`: the address dom0's backend gave,
-//! its domain's) and post 16 receive buffers.
-//! `net-pong` echoes every frame it receives back to its sender (MACs swapped, payload
-//! unchanged) until it has echoed `n`, then prints `net-pong: echoed <n> frames`. `net-ping`
-//! sends `n` frames (ethertype 0x88b5, 64 bytes of payload: the sequence number and a pattern
-//! made from it) to `peer` (to [`mac_of`]`(peer)`), one at a time, `gap_ms` apart (0),
-//! resending after 100 ms without an answer (the peer may not be connected yet), and checks
-//! each echo: `net-ping: <ok>/<n> echoes from dom<peer>, payloads ok, <resent> resent`.
+//! its domain's) and post 16 receive buffers. `net-pong` echoes every frame it receives back to
+//! its sender (MACs swapped, payload unchanged) until it has echoed `n` or `seconds` (10) have
+//! passed, then prints `net-pong: echoed <n> frames`. `net-ping` sends `n` frames (ethertype
+//! 0x88b5, 64 bytes of payload: the sequence number and a pattern made from it) to `peer` (to
+//! [`mac_of`]`(peer)`), one at a time, `gap_ms` apart (0), resending after 100 ms without an
+//! answer (the peer may not be connected yet), and checks each echo: `net-ping: <ok>/<n> echoes
+//! from dom<peer>, payloads ok, <resent> resent`.
 //!
 //! After a restore (`StartInfo::restores` changed) the connection is gone, and the domain id
 //! with it: the next send or receive connects again (`net: the domain was restored: connecting
@@ -308,14 +308,14 @@ fn payload(seq: u64) -> [u8; PAYLOAD] {
     p
 }
 
-pub fn pong(domid: u16, n: u64) {
+pub fn pong(domid: u16, n: u64, seconds: u64) {
     let mut net = match connect(domid) {
         Ok(x) => x,
         Err(e) => return out!("net-pong: FAIL: {e}"),
     };
     let mut buf = [0u8; 2048];
     let mut echoed = 0;
-    let end = time::now() + time::us_to_ticks(10_000_000);
+    let end = time::now() + time::us_to_ticks(seconds * 1_000_000);
     while echoed < n && time::now() < end {
         let Some(len) = net.recv(&mut buf, 100) else {
             if let Some(e) = net.gone {

@@ -13,16 +13,17 @@
 //! [`ferrite_abi::blkif::Request::check`] makes, and a bad one an error response; a ring whose
 //! indices are impossible disconnects that frontend alone.
 
+use crate::backend::{self, granted, local};
 use crate::{Ctrl, Res, err_text, touch};
 use ferrite_abi::blkif::{
     OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD, OFFSET_SLOTS, RING_SLOTS, Request,
     Response, SECTOR_SIZE, SLOT_SIZE, op,
 };
-use ferrite_abi::call::{self, domctl};
-use ferrite_abi::devbus::{self, kind, state};
-use ferrite_abi::errno::{self, Errno};
+use ferrite_abi::call::domctl;
+use ferrite_abi::devbus::{kind, state};
+use ferrite_abi::errno::Errno;
 use ferrite_abi::evtchn;
-use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
+use ferrite_abi::grant::{GrantCopy, copy};
 use ferrite_abi::ring::Pod;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -57,80 +58,18 @@ struct Backend<'a> {
     buf: Vec<u8>,
 }
 
-fn gptr(dom: u16, gref: u32, offset: usize) -> GrantPtr {
-    GrantPtr::granted(dom, gref, offset as u16)
-}
-
-fn local(p: *const u8) -> GrantPtr {
-    GrantPtr::local(p as u64)
-}
-
 impl Backend<'_> {
-    /// Grant copies, all or nothing: the first failing op's error.
-    fn copy(&self, ops: &mut [GrantCopy]) -> Result<(), Errno> {
-        touch(crate::bytes_of_slice(ops));
-        let r = self.c.call([
-            call::GNTTAB_OP as u64,
-            grant::COPY,
-            ops.as_mut_ptr() as u64,
-            ops.len() as u64,
-            0,
-            0,
-        ]);
-        let done = errno::result(r)? as usize;
-        if let Some(op) = ops.iter().find(|o| o.status != 0) {
-            return Err(Errno::from_ret(op.status as i64).unwrap_or(Errno::Inval));
-        }
-        if done < ops.len() {
-            return Err(Errno::Inval);
-        }
-        Ok(())
-    }
-
     fn read<T: Pod + Default>(&self, f: &Front, offset: usize) -> Result<T, Errno> {
-        let mut v = T::default();
-        let p = (&mut v as *mut T).cast::<u8>();
-        self.copy(&mut [GrantCopy {
-            source: gptr(f.dom, f.ring, offset),
-            dest: local(p),
-            len: size_of::<T>() as u16,
-            flags: copy::SOURCE_GREF,
-            status: 0,
-        }])?;
-        Ok(v)
+        backend::read(self.c, f.dom, f.ring, offset)
     }
 
     fn write<T: Pod>(&self, f: &Front, offset: usize, v: &T) -> Result<(), Errno> {
-        let mut v = *v;
-        touch(crate::bytes_of(&mut v));
-        self.copy(&mut [GrantCopy {
-            source: local((&v as *const T).cast()),
-            dest: gptr(f.dom, f.ring, offset),
-            len: size_of::<T>() as u16,
-            flags: copy::DEST_GREF,
-            status: 0,
-        }])
+        backend::write(self.c, f.dom, f.ring, offset, v)
     }
 
     /// Walks the bus: connects waiting frontends, disconnects closed or vanished ones.
     fn scan(&mut self) {
-        let mut seen = Vec::new();
-        let mut dom = 0u64;
-        while let Ok(next) = self.c.domctl(domctl::NEXT_DOMAIN, dom, 0, 0) {
-            dom = next;
-            let mut key = 0u64;
-            while let Ok(k) =
-                errno::result(
-                    self.c
-                        .call([call::DEVICE_OP as u64, devbus::NEXT, dom, key, 0, 0]),
-                )
-            {
-                key = k;
-                if devbus::kind_of(key) == kind::BLOCK {
-                    seen.push((dom as u16, key));
-                }
-            }
-        }
+        let seen = backend::devices(self.c, kind::BLOCK);
         for (dom, key) in seen {
             self.consider(dom, key);
         }
@@ -140,34 +79,8 @@ impl Backend<'_> {
         }
     }
 
-    /// (front state, back state, ring grant, port) of a device, or `None` when it is gone.
-    fn states(&self, dom: u16, key: u64) -> Option<(u8, u8, u32, u32)> {
-        let st = errno::result(self.c.call([
-            call::DEVICE_OP as u64,
-            devbus::GET,
-            dom as u64,
-            key,
-            0,
-            0,
-        ]))
-        .ok()?;
-        Some((
-            (st & 0xff) as u8,
-            ((st >> 8) & 0xff) as u8,
-            self.c.result(1) as u32,
-            self.c.result(2) as u32,
-        ))
-    }
-
     fn set_back(&self, dom: u16, key: u64, s: u8, param: u64) -> Result<u64, Errno> {
-        errno::result(self.c.call([
-            call::DEVICE_OP as u64,
-            devbus::SET_BACK_STATE,
-            dom as u64,
-            key,
-            s as u64,
-            param,
-        ]))
+        backend::set_back(self.c, dom, key, s, param, 0)
     }
 
     fn consider(&mut self, dom: u16, key: u64) {
@@ -175,7 +88,8 @@ impl Backend<'_> {
             .fronts
             .iter()
             .position(|f| f.dom == dom && f.key == key);
-        match (self.states(dom, key), known) {
+        let states = backend::get(self.c, dom, key).map(|e| (e.front, e.back, e.ring, e.port));
+        match (states, known) {
             (None | Some((state::CLOSING | state::CLOSED, ..)), Some(i)) => {
                 let f = self.fronts.remove(i);
                 self.disconnect(&f, "the frontend closed");
@@ -204,10 +118,6 @@ impl Backend<'_> {
             }
             _ => {}
         }
-    }
-
-    fn evtchn(&self, cmd: u64, a: u64, b: u64) -> Result<u64, Errno> {
-        errno::result(self.c.call([call::EVTCHN_OP as u64, cmd, a, b, 0, 0]))
     }
 
     fn connect(&self, dom: u16, key: u64, ring: u32, port: u32) -> Res<Front> {
@@ -240,13 +150,10 @@ impl Backend<'_> {
         self.read::<u32>(&f, OFFSET_REQ_PROD)
             .map_err(|e| format!("reading its ring (grant {ring}): {}", err_text(e)))?;
         // Without one (an older Ferrite), the frontend finds responses when its wait ends.
-        f.port = self
-            .evtchn(evtchn::BIND_INTERDOMAIN, dom as u64, port as u64)
-            .ok()
-            .map(|p| p as u32);
+        f.port = backend::bind(self.c, dom, port);
         if let Err(e) = self.set_back(dom, key, state::CONNECTED, sectors) {
             if let Some(p) = f.port {
-                let _ = self.evtchn(evtchn::CLOSE, p as u64, 0);
+                let _ = backend::evtchn(self.c, evtchn::CLOSE, p as u64, 0);
             }
             return Err(format!("SET_BACK_STATE: {}", err_text(e)));
         }
@@ -255,7 +162,7 @@ impl Backend<'_> {
 
     fn disconnect(&self, f: &Front, why: &str) {
         if let Some(p) = f.port {
-            let _ = self.evtchn(evtchn::CLOSE, p as u64, 0);
+            let _ = backend::evtchn(self.c, evtchn::CLOSE, p as u64, 0);
         }
         let _ = self.set_back(f.dom, f.key, state::CLOSED, 0);
         println!(
@@ -329,7 +236,7 @@ impl Backend<'_> {
             self.write(f, OFFSET_RSP_PROD, &f.rsp_prod)
                 .map_err(|x| e("publishing responses", x))?;
             if let Some(p) = f.port {
-                let _ = self.evtchn(evtchn::SEND, p as u64, 0);
+                let _ = backend::evtchn(self.c, evtchn::SEND, p as u64, 0);
             }
         }
         // Frontends notify when req_prod passes req_event: ask for every request (we poll
@@ -360,7 +267,7 @@ impl Backend<'_> {
             let here = self.buf[off..].as_mut_ptr();
             ops.push(if write {
                 GrantCopy {
-                    source: gptr(f.dom, s.gref, page_off),
+                    source: granted(f.dom, s.gref, page_off),
                     dest: local(here),
                     len: len as u16,
                     flags: copy::SOURCE_GREF,
@@ -369,7 +276,7 @@ impl Backend<'_> {
             } else {
                 GrantCopy {
                     source: local(here),
-                    dest: gptr(f.dom, s.gref, page_off),
+                    dest: granted(f.dom, s.gref, page_off),
                     len: len as u16,
                     flags: copy::DEST_GREF,
                     status: 0,
@@ -377,7 +284,7 @@ impl Backend<'_> {
             });
             off += len;
         }
-        self.copy(&mut ops)?;
+        backend::copy(self.c, &mut ops)?;
         if write {
             self.file
                 .write_all_at(&self.buf[..bytes], at)

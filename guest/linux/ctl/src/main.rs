@@ -16,8 +16,11 @@
 //!     ferrite-ctl sched-credit [-d <domain> [-w <weight>] [-c <cap>]]
 //!     ferrite-ctl vcpu-pin <domain> <vcpu|all> <cpus>
 //!     ferrite-ctl blkback <file> [seconds]     # serve domUs' disk= regions from a file
+//!     ferrite-ctl netback [seconds]            # switch frames between domUs' netfronts
 
+mod backend;
 mod blkback;
+mod netback;
 mod sched;
 mod store;
 
@@ -36,6 +39,7 @@ const REG_X0: usize = 0x00;
 const REG_DOORBELL: usize = 0x40;
 const REG_R0: usize = 0x80;
 const REG_MAGIC: usize = 0xF00;
+const REG_VERSION: usize = 0xF04;
 const MAGIC: u32 = 0x4652_4354;
 const PAGE: usize = 4096;
 
@@ -62,7 +66,9 @@ struct Ctrl {
     /// What x0..x5 hold now, as this process last wrote them: the registers keep their values
     /// between calls and the lock keeps every other caller out, so a call writes only those
     /// that change (each access is a trap).
-    xs: Cell<[Option<u64>; 6]>,
+    xs: Cell<[Option<u64>; 7]>,
+    /// The page's `VERSION`: 2 and later have x6 and r4..r6.
+    version: u32,
     _file: File,
 }
 
@@ -112,7 +118,8 @@ impl Ctrl {
         }
         let c = Ctrl {
             regs: p.cast(),
-            xs: Cell::new([None; 6]),
+            xs: Cell::new([None; 7]),
+            version: 0,
             _file: file,
         };
         let magic = c.read32(REG_MAGIC);
@@ -121,7 +128,8 @@ impl Ctrl {
                 "{how}: not Ferrite's control page (magic {magic:#x})"
             ));
         }
-        Ok(c)
+        let version = c.read32(REG_VERSION);
+        Ok(Ctrl { version, ..c })
     }
 
     /// Takes the page again after [`Self::unlock`]; another process may have changed the
@@ -131,7 +139,7 @@ impl Ctrl {
         if unsafe { flock(self._file.as_raw_fd(), LOCK_EX) } != 0 {
             return Err("cannot lock the control page".into());
         }
-        self.xs.set([None; 6]);
+        self.xs.set([None; 7]);
         Ok(())
     }
 
@@ -156,10 +164,17 @@ impl Ctrl {
         unsafe { std::ptr::write_volatile(self.regs.add(off).cast::<u64>(), v) }
     }
 
-    /// One call: x0..x5 in; returns x0 after it (`result` reads x1..x3).
+    /// One call: x0..x5 in (x6 = 0); returns x0 after it (`result` reads x1..x3).
     fn call(&self, x: [u64; 6]) -> u64 {
+        self.call7([x[0], x[1], x[2], x[3], x[4], x[5], 0])
+    }
+
+    /// One call with x6 too (ignored by a version-1 page, which has no x6: only callers that
+    /// checked [`Self::has_x6`] pass a non-zero one).
+    fn call7(&self, x: [u64; 7]) -> u64 {
+        let words = if self.has_x6() { 7 } else { 6 };
         let mut xs = self.xs.get();
-        for (i, v) in x.iter().enumerate() {
+        for (i, v) in x.iter().enumerate().take(words) {
             if xs[i] != Some(*v) {
                 self.write64(REG_X0 + 8 * i, *v);
                 xs[i] = Some(*v);
@@ -170,9 +185,14 @@ impl Ctrl {
         self.read64(REG_R0)
     }
 
-    /// x1..x3 after the last call (`n` = 1..=3).
+    /// x1..x3 after the last call (`n` = 1..=3; up to 6 when [`Self::has_x6`]).
     fn result(&self, n: usize) -> u64 {
         self.read64(REG_R0 + 8 * n)
+    }
+
+    /// Whether the page takes x6 and gives r4..r6 (version 2 on).
+    fn has_x6(&self) -> bool {
+        self.version >= 2
     }
 
     fn domctl(&self, cmd: u64, dom: u64, a: u64, b: u64) -> Result<u64, Errno> {
@@ -519,6 +539,8 @@ const USAGE: &str = "usage: ferrite-ctl <command>
                                the pCPUs a vCPU may run on (0-1,3 or all)
   blkback <file> [seconds]     serve every domU's disk= region from <file> (an image or
                                /dev/vda), until killed or for <seconds>
+  netback [seconds]            switch frames between domUs' netfronts, until killed or for
+                               <seconds>
 <domain> is an id or a name.";
 
 fn run(args: &[String]) -> Res<()> {
@@ -553,6 +575,7 @@ fn run(args: &[String]) -> Res<()> {
         "shutdown",
         "reboot",
         "blkback",
+        "netback",
     ];
     if !verbs.contains(&a[0]) {
         return Err(format!("unknown command '{}'\n{USAGE}", a[0]));
@@ -581,7 +604,18 @@ fn run(args: &[String]) -> Res<()> {
             c.unlock();
             blkback::run(&c, file, Some(secs))
         }
-        [verb, dom] if verbs[8..].contains(verb) => lifecycle(&c, verb, dom),
+        ["netback"] => {
+            c.unlock();
+            netback::run(&c, None)
+        }
+        ["netback", secs] => {
+            let secs = secs
+                .parse()
+                .map_err(|_| format!("netback: '{secs}' is not a number of seconds"))?;
+            c.unlock();
+            netback::run(&c, Some(secs))
+        }
+        [verb, dom] if verbs[8..13].contains(verb) => lifecycle(&c, verb, dom),
         _ => check(false),
     }
 }

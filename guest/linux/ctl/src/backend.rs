@@ -1,0 +1,159 @@
+//! What every backend in Linux dom0's user space does through the control page: walking the
+//! device bus, reading a device's entry, setting the backend's state, binding and sending on
+//! event channels, and grant copies between a domU's granted pages and this process's memory
+//! (or between two domUs' pages).
+
+use crate::{Ctrl, touch};
+use ferrite_abi::call::{self, domctl};
+use ferrite_abi::devbus;
+use ferrite_abi::errno::{self, Errno};
+use ferrite_abi::evtchn;
+use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
+use ferrite_abi::ring::Pod;
+
+/// What a device's entry says.
+pub struct Entry {
+    pub front: u8,
+    pub back: u8,
+    /// The grant reference of its ring page.
+    pub ring: u32,
+    /// The frontend's port, for dom0 to bind.
+    pub port: u32,
+    /// What the frontend asked for ([`devbus::feature`]); 0 from a version-1 control page.
+    pub features: u64,
+    /// The frontend's parameter; 0 from a version-1 control page.
+    pub param: u64,
+}
+
+/// Every device of `kind` of every domain, as (domain, key).
+pub fn devices(c: &Ctrl, kind: u32) -> Vec<(u16, u64)> {
+    let mut seen = Vec::new();
+    let mut dom = 0u64;
+    while let Ok(next) = c.domctl(domctl::NEXT_DOMAIN, dom, 0, 0) {
+        dom = next;
+        let mut key = 0u64;
+        while let Ok(k) =
+            errno::result(c.call([call::DEVICE_OP as u64, devbus::NEXT, dom, key, 0, 0]))
+        {
+            key = k;
+            if devbus::kind_of(key) == kind {
+                seen.push((dom as u16, key));
+            }
+        }
+    }
+    seen
+}
+
+/// Device `key` of `dom`, or `None` when it is gone.
+pub fn get(c: &Ctrl, dom: u16, key: u64) -> Option<Entry> {
+    let st =
+        errno::result(c.call([call::DEVICE_OP as u64, devbus::GET, dom as u64, key, 0, 0])).ok()?;
+    let (features, param) = if c.has_x6() {
+        (c.result(4), c.result(6))
+    } else {
+        (0, 0)
+    };
+    Some(Entry {
+        front: (st & 0xff) as u8,
+        back: ((st >> 8) & 0xff) as u8,
+        ring: c.result(1) as u32,
+        port: c.result(2) as u32,
+        features,
+        param,
+    })
+}
+
+/// Sets the backend's state, parameter and the features it honours (which a version-1
+/// control page cannot carry: none then).
+pub fn set_back(
+    c: &Ctrl,
+    dom: u16,
+    key: u64,
+    s: u8,
+    param: u64,
+    features: u64,
+) -> Result<u64, Errno> {
+    errno::result(c.call7([
+        call::DEVICE_OP as u64,
+        devbus::SET_BACK_STATE,
+        dom as u64,
+        key,
+        s as u64,
+        param,
+        features,
+    ]))
+}
+
+pub fn evtchn(c: &Ctrl, cmd: u64, a: u64, b: u64) -> Result<u64, Errno> {
+    errno::result(c.call([call::EVTCHN_OP as u64, cmd, a, b, 0, 0]))
+}
+
+/// Binds the frontend's port, when Ferrite lets this dom0 bind one: our end, on which
+/// responses are announced (Linux cannot receive events, so backends poll the rings).
+pub fn bind(c: &Ctrl, dom: u16, port: u32) -> Option<u32> {
+    evtchn(c, evtchn::BIND_INTERDOMAIN, dom as u64, port as u64)
+        .ok()
+        .map(|p| p as u32)
+}
+
+pub fn granted(dom: u16, gref: u32, offset: usize) -> GrantPtr {
+    GrantPtr::granted(dom, gref, offset as u16)
+}
+
+pub fn local(p: *const u8) -> GrantPtr {
+    GrantPtr::local(p as u64)
+}
+
+/// Grant copies, all or nothing: the first failing op's error.
+pub fn copy(c: &Ctrl, ops: &mut [GrantCopy]) -> Result<(), Errno> {
+    touch(crate::bytes_of_slice(ops));
+    let r = c.call([
+        call::GNTTAB_OP as u64,
+        grant::COPY,
+        ops.as_mut_ptr() as u64,
+        ops.len() as u64,
+        0,
+        0,
+    ]);
+    let done = errno::result(r)? as usize;
+    if let Some(op) = ops.iter().find(|o| o.status != 0) {
+        return Err(Errno::from_ret(op.status as i64).unwrap_or(Errno::Inval));
+    }
+    if done < ops.len() {
+        return Err(Errno::Inval);
+    }
+    Ok(())
+}
+
+/// A `Pod` value read from `dom`'s grant `gref` at `offset`.
+pub fn read<T: Pod + Default>(c: &Ctrl, dom: u16, gref: u32, offset: usize) -> Result<T, Errno> {
+    let mut v = T::default();
+    let p = (&mut v as *mut T).cast::<u8>();
+    copy(
+        c,
+        &mut [GrantCopy {
+            source: granted(dom, gref, offset),
+            dest: local(p),
+            len: size_of::<T>() as u16,
+            flags: copy::SOURCE_GREF,
+            status: 0,
+        }],
+    )?;
+    Ok(v)
+}
+
+/// A `Pod` value written to `dom`'s grant `gref` at `offset`.
+pub fn write<T: Pod>(c: &Ctrl, dom: u16, gref: u32, offset: usize, v: &T) -> Result<(), Errno> {
+    let mut v = *v;
+    touch(crate::bytes_of(&mut v));
+    copy(
+        c,
+        &mut [GrantCopy {
+            source: local((&v as *const T).cast()),
+            dest: granted(dom, gref, offset),
+            len: size_of::<T>() as u16,
+            flags: copy::DEST_GREF,
+            status: 0,
+        }],
+    )
+}

@@ -1,0 +1,464 @@
+//! `ferrite-ctl netback [seconds]`: a network backend in Linux dom0's user space, the switch
+//! between domUs' netfronts that Ferrite's own dom0 has (`ferrite_abi::netif`, docs/io.md).
+//!
+//! Each frontend gets a MAC address by the rule every net backend applies
+//! ([`netif::backend_mac`]: its domain's, or the one it asks for after a restore), told in the
+//! backend's device-bus parameter. A frame goes to the frontend its destination address names,
+//! or to every other one for a broadcast or multicast, with one grant copy from the sender's
+//! page into a receive buffer the receiver posted (this process is the grantee of both, so the
+//! payload never passes through Linux). A frame whose length or offset is bad, whose grant does
+//! not allow the access, or whose source address is not its sender's gets an error response;
+//! a frame for no one, or for a frontend without a posted buffer, is dropped and counted; a
+//! ring whose indices are impossible disconnects that frontend alone.
+//!
+//! As `ferrite-ctl blkback`, it reaches Ferrite through the control page, cannot receive events
+//! (it polls the rings every millisecond) but announces its responses on each frontend's port.
+//! It needs a version-2 control page to read what a frontend asks for: with version 1 every
+//! frontend gets its domain's address.
+
+use crate::backend;
+use crate::{Ctrl, Res, err_text};
+use ferrite_abi::devbus::{feature, kind, state};
+use ferrite_abi::errno::Errno;
+use ferrite_abi::evtchn;
+use ferrite_abi::grant::{GrantCopy, copy};
+use ferrite_abi::netif::{
+    self, MAX_FRAME, MIN_FRAME, Mac, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD,
+    OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest, TxResponse,
+    mac_to_u64,
+};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+const POLL: Duration = Duration::from_millis(1);
+const SCAN: Duration = Duration::from_millis(100);
+const TX_SLOT: usize = size_of::<TxRequest>();
+const RX_SLOT: usize = size_of::<RxRequest>();
+
+/// One ring's backend indices.
+#[derive(Default)]
+struct Indices {
+    req_cons: u32,
+    rsp_prod: u32,
+    dirty: bool,
+}
+
+struct Front {
+    dom: u16,
+    key: u64,
+    ring: u32,
+    mac: [u8; 6],
+    port: Option<u32>,
+    tx: Indices,
+    rx: Indices,
+    /// Posted receive buffers: (grant, id).
+    bufs: VecDeque<(u32, u16)>,
+    sent: u64,
+    received: u64,
+    dropped: u64,
+}
+
+/// Why a transmitted frame is refused.
+enum Refused {
+    Bad(Errno),
+    /// Its source address is this one, not the sender's.
+    Spoofed([u8; 6]),
+}
+
+impl From<Errno> for Refused {
+    fn from(e: Errno) -> Self {
+        Self::Bad(e)
+    }
+}
+
+impl Refused {
+    fn errno(&self) -> Errno {
+        match self {
+            Self::Bad(e) => *e,
+            Self::Spoofed(_) => Errno::Perm,
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bad(e) => write!(f, "{}", e.name()),
+            Self::Spoofed(m) => write!(f, "its source address {} is not its own", Mac(*m)),
+        }
+    }
+}
+
+struct Switch<'a> {
+    c: &'a Ctrl,
+    fronts: Vec<Front>,
+}
+
+impl Switch<'_> {
+    fn read<T: ferrite_abi::ring::Pod + Default>(&self, f: &Front, off: usize) -> Res<T> {
+        backend::read(self.c, f.dom, f.ring, off).map_err(|e| format!("its ring: {}", err_text(e)))
+    }
+
+    fn write<T: ferrite_abi::ring::Pod>(&self, f: &Front, off: usize, v: &T) -> Res<()> {
+        backend::write(self.c, f.dom, f.ring, off, v)
+            .map_err(|e| format!("its ring: {}", err_text(e)))
+    }
+
+    /// Walks the bus: first the frontends served (so that a restored domain taking back its
+    /// address finds it free), then every net device.
+    fn scan(&mut self) {
+        let served: Vec<(u16, u64)> = self.fronts.iter().map(|f| (f.dom, f.key)).collect();
+        for (dom, key) in served {
+            self.consider(dom, key);
+        }
+        for (dom, key) in backend::devices(self.c, kind::NET) {
+            self.consider(dom, key);
+        }
+    }
+
+    fn consider(&mut self, dom: u16, key: u64) {
+        let known = self
+            .fronts
+            .iter()
+            .position(|f| f.dom == dom && f.key == key);
+        let entry = backend::get(self.c, dom, key);
+        match (entry, known) {
+            (None, Some(i)) => {
+                let f = self.fronts.remove(i);
+                self.disconnect(&f, "its domain is gone", false);
+            }
+            (Some(e), Some(i)) if e.front == state::CLOSING || e.front == state::CLOSED => {
+                let f = self.fronts.remove(i);
+                self.disconnect(&f, "the frontend closed", true);
+            }
+            (Some(e), None)
+                if e.front == state::INITIALISED
+                    && e.back != state::CONNECTED
+                    && e.back != state::CLOSED =>
+            {
+                match self.connect(dom, key, &e) {
+                    Ok(f) => self.fronts.push(f),
+                    Err(why) => {
+                        println!("ferrite-ctl: netback: dom{dom}: not connected: {why}");
+                        let _ = backend::set_back(self.c, dom, key, state::CLOSED, 0, 0);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn connect(&self, dom: u16, key: u64, e: &backend::Entry) -> Res<Front> {
+        let asked = (e.features & feature::MAC != 0).then_some(e.param);
+        let holder = |m: [u8; 6]| self.fronts.iter().find(|f| f.mac == m).map(|f| f.dom);
+        let mac = netif::backend_mac(dom, asked, holder).map_err(|r| r.to_string())?;
+        let f = Front {
+            dom,
+            key,
+            ring: e.ring,
+            mac,
+            port: None,
+            tx: Indices::default(),
+            rx: Indices::default(),
+            bufs: VecDeque::new(),
+            sent: 0,
+            received: 0,
+            dropped: 0,
+        };
+        // The ring must be reachable before we say we are connected.
+        self.read::<u32>(&f, OFFSET_REQ_PROD)?;
+        let f = Front {
+            port: backend::bind(self.c, dom, e.port),
+            ..f
+        };
+        let honoured = e.features & feature::MAC;
+        if let Err(err) = backend::set_back(
+            self.c,
+            dom,
+            key,
+            state::CONNECTED,
+            mac_to_u64(mac),
+            honoured,
+        ) {
+            if let Some(p) = f.port {
+                let _ = backend::evtchn(self.c, evtchn::CLOSE, p as u64, 0);
+            }
+            return Err(format!("SET_BACK_STATE: {}", err_text(err)));
+        }
+        println!(
+            "ferrite-ctl: netback: dom{dom}: connected (MAC {}{})",
+            Mac(mac),
+            if asked.is_some() { ", its own" } else { "" }
+        );
+        Ok(f)
+    }
+
+    fn disconnect(&self, f: &Front, why: &str, device_left: bool) {
+        if let Some(p) = f.port {
+            let _ = backend::evtchn(self.c, evtchn::CLOSE, p as u64, 0);
+        }
+        if device_left {
+            let _ = backend::set_back(self.c, f.dom, f.key, state::CLOSED, 0, 0);
+        }
+        println!(
+            "ferrite-ctl: netback: dom{}: {why}: disconnected ({} frames sent, {} received, {} \
+             dropped)",
+            f.dom, f.sent, f.received, f.dropped
+        );
+    }
+
+    /// A ring's producer index, checked against its size.
+    fn req_prod(&self, f: &Front, base: usize, ix: &Indices, slots: usize) -> Res<u32> {
+        let p: u32 = self.read(f, base + OFFSET_REQ_PROD)?;
+        if p.wrapping_sub(ix.rsp_prod) as usize > slots {
+            return Err(format!(
+                "ring corrupt (req_prod {p}, {} answered)",
+                ix.rsp_prod
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Takes the receive buffers front `i` posted.
+    fn take_rx_buffers(&mut self, i: usize) -> Res<()> {
+        let f = &self.fronts[i];
+        let prod = self.req_prod(f, RX_RING_OFFSET, &f.rx, RX_SLOTS)?;
+        let mut cons = f.rx.req_cons;
+        let mut bufs = Vec::new();
+        while cons != prod {
+            let slot = RX_RING_OFFSET + OFFSET_SLOTS + (cons as usize % RX_SLOTS) * RX_SLOT;
+            let r: RxRequest = self.read(f, slot)?;
+            bufs.push((r.gref, r.id));
+            cons = cons.wrapping_add(1);
+        }
+        self.write(f, RX_RING_OFFSET + OFFSET_REQ_EVENT, &prod.wrapping_add(1))?;
+        let f = &mut self.fronts[i];
+        f.rx.req_cons = cons;
+        f.bufs.extend(bufs);
+        Ok(())
+    }
+
+    /// Serves every frontend's transmit ring once; disconnects a frontend whose ring is
+    /// corrupt or unreachable. Returns whether any frame moved.
+    fn serve_all(&mut self) -> bool {
+        let mut dead: Vec<(usize, String)> = Vec::new();
+        for i in 0..self.fronts.len() {
+            if let Err(e) = self.take_rx_buffers(i) {
+                dead.push((i, e));
+            }
+        }
+        let mut busy = false;
+        for i in 0..self.fronts.len() {
+            if dead.iter().any(|(d, _)| *d == i) {
+                continue;
+            }
+            match self.transmit(i) {
+                Ok(n) => busy |= n > 0,
+                Err(e) => dead.push((i, e)),
+            }
+        }
+        for i in 0..self.fronts.len() {
+            if let Err(e) = self.publish(i)
+                && !dead.iter().any(|(d, _)| *d == i)
+            {
+                dead.push((i, e));
+            }
+        }
+        dead.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, why) in dead {
+            let f = self.fronts.remove(i);
+            // A ring that went away with its domain, or after its frontend closed, is no
+            // fault of the frontend's: say which (the bus is only walked every 100 ms).
+            match backend::get(self.c, f.dom, f.key) {
+                None => self.disconnect(&f, "its domain is gone", false),
+                Some(e) if e.front == state::CLOSING || e.front == state::CLOSED => {
+                    self.disconnect(&f, "the frontend closed", true)
+                }
+                Some(_) => self.disconnect(&f, &why, true),
+            }
+        }
+        busy
+    }
+
+    fn transmit(&mut self, i: usize) -> Res<usize> {
+        let f = &self.fronts[i];
+        let prod = self.req_prod(f, 0, &f.tx, TX_SLOTS)?;
+        let mut n = 0;
+        while self.fronts[i].tx.req_cons != prod {
+            let f = &self.fronts[i];
+            let slot = OFFSET_SLOTS + (f.tx.req_cons as usize % TX_SLOTS) * TX_SLOT;
+            let req: TxRequest = self.read(f, slot)?;
+            self.fronts[i].tx.req_cons = self.fronts[i].tx.req_cons.wrapping_add(1);
+            let status = match self.switch(i, &req) {
+                Ok(()) => 0,
+                Err(e) => {
+                    println!(
+                        "ferrite-ctl: netback: dom{}: frame {} refused: {e}",
+                        self.fronts[i].dom, req.id
+                    );
+                    e.errno().to_ret() as i16
+                }
+            };
+            let f = &self.fronts[i];
+            let rsp = TxResponse {
+                id: req.id,
+                status,
+                pad: 0,
+            };
+            let rslot = OFFSET_SLOTS + (f.tx.rsp_prod as usize % TX_SLOTS) * TX_SLOT;
+            self.write(f, rslot, &rsp)?;
+            let f = &mut self.fronts[i];
+            f.tx.rsp_prod = f.tx.rsp_prod.wrapping_add(1);
+            f.tx.dirty = true;
+            n += 1;
+        }
+        let f = &self.fronts[i];
+        self.write(f, OFFSET_REQ_EVENT, &prod.wrapping_add(1))?;
+        Ok(n)
+    }
+
+    /// Delivers one frame from front `i` to its destination(s).
+    fn switch(&mut self, i: usize, req: &TxRequest) -> Result<(), Refused> {
+        if req.len < MIN_FRAME
+            || req.len > MAX_FRAME
+            || req.offset as usize + req.len as usize > 4096
+        {
+            return Err(Errno::Inval.into());
+        }
+        let src = self.fronts[i].dom;
+        let mut hdr = [0u8; 14];
+        backend::copy(
+            self.c,
+            &mut [GrantCopy {
+                source: backend::granted(src, req.gref, req.offset as usize),
+                dest: backend::local(hdr.as_mut_ptr()),
+                len: hdr.len() as u16,
+                flags: copy::SOURCE_GREF,
+                status: 0,
+            }],
+        )?;
+        if hdr[6..12] != self.fronts[i].mac {
+            let mut claimed = [0u8; 6];
+            claimed.copy_from_slice(&hdr[6..12]);
+            return Err(Refused::Spoofed(claimed));
+        }
+        let dst = &hdr[..6];
+        self.fronts[i].sent += 1;
+        let targets: Vec<usize> = if dst[0] & 1 != 0 {
+            (0..self.fronts.len()).filter(|&j| j != i).collect()
+        } else {
+            match self.fronts.iter().position(|f| f.mac == dst) {
+                Some(j) if j != i => vec![j],
+                _ => {
+                    // No such frontend here (and no uplink): dropped, as a switch would.
+                    self.fronts[i].dropped += 1;
+                    return Ok(());
+                }
+            }
+        };
+        for j in targets {
+            if self.fronts[j].bufs.is_empty() {
+                let _ = self.take_rx_buffers(j);
+            }
+            let Some((gref, id)) = self.fronts[j].bufs.pop_front() else {
+                self.fronts[j].dropped += 1;
+                continue;
+            };
+            let to = self.fronts[j].dom;
+            let r = backend::copy(
+                self.c,
+                &mut [GrantCopy {
+                    source: backend::granted(src, req.gref, req.offset as usize),
+                    dest: backend::granted(to, gref, 0),
+                    len: req.len,
+                    flags: copy::SOURCE_GREF | copy::DEST_GREF,
+                    status: 0,
+                }],
+            );
+            let (status, len) = match r {
+                Ok(()) => {
+                    self.fronts[j].received += 1;
+                    (0, req.len)
+                }
+                Err(e) => (e.to_ret() as i16, 0),
+            };
+            self.push_rx(
+                j,
+                RxResponse {
+                    id,
+                    status,
+                    len,
+                    pad: 0,
+                },
+            );
+            // The sender's grant is at fault: report it to the sender too.
+            r?;
+        }
+        Ok(())
+    }
+
+    fn push_rx(&mut self, j: usize, rsp: RxResponse) {
+        let to = &self.fronts[j];
+        let slot = RX_RING_OFFSET + OFFSET_SLOTS + (to.rx.rsp_prod as usize % RX_SLOTS) * RX_SLOT;
+        if self.write(to, slot, &rsp).is_ok() {
+            let to = &mut self.fronts[j];
+            to.rx.rsp_prod = to.rx.rsp_prod.wrapping_add(1);
+            to.rx.dirty = true;
+        }
+    }
+
+    /// Publishes both rings' responses of front `i` and announces them once.
+    fn publish(&mut self, i: usize) -> Res<()> {
+        let f = &self.fronts[i];
+        let (tx, rx) = (f.tx.dirty, f.rx.dirty);
+        if tx {
+            self.write(f, OFFSET_RSP_PROD, &f.tx.rsp_prod)?;
+        }
+        if rx {
+            self.write(f, RX_RING_OFFSET + OFFSET_RSP_PROD, &f.rx.rsp_prod)?;
+        }
+        let f = &mut self.fronts[i];
+        f.tx.dirty = false;
+        f.rx.dirty = false;
+        if let (true, Some(p)) = (tx || rx, f.port) {
+            let _ = backend::evtchn(self.c, evtchn::SEND, p as u64, 0);
+        }
+        Ok(())
+    }
+}
+
+/// Runs the switch until killed, or for `seconds`.
+pub fn run(c: &Ctrl, seconds: Option<u64>) -> Res<()> {
+    let mut s = Switch {
+        c,
+        fronts: Vec::new(),
+    };
+    println!(
+        "ferrite-ctl: netback: switching domUs' frames (control page version {})",
+        c.version
+    );
+    let end = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut last_scan: Option<Instant> = None;
+    loop {
+        if end.is_some_and(|e| Instant::now() >= e) {
+            break;
+        }
+        // The control page is shared with other ferrite-ctl runs: hold it for one pass only.
+        c.lock()?;
+        if last_scan.is_none_or(|t| t.elapsed() >= SCAN) {
+            s.scan();
+            last_scan = Some(Instant::now());
+        }
+        let busy = s.serve_all();
+        c.unlock();
+        if !busy {
+            std::thread::sleep(POLL);
+        }
+    }
+    c.lock()?;
+    for f in std::mem::take(&mut s.fronts) {
+        s.disconnect(&f, "the backend stopped", true);
+    }
+    c.unlock();
+    Ok(())
+}
