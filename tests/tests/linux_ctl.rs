@@ -522,19 +522,28 @@ fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
     result
 }
 
-/// A network backend in Linux dom0's user space (`ferrite-ctl netback`): two domUs exchange
-/// frames through it; the echoing domU, saved to a file and restored under a new id, connects
-/// again with the MAC address it had (read through the control page's x6), so a new domU
-/// still reaches it at that address; a hostile netfront's bad frames are refused and its
-/// corrupted ring disconnects it alone, and the switch serves the next domU.
+/// A network backend in Linux dom0's user space (`ferrite-ctl netback -u eth0`): two domUs
+/// exchange frames through it; the echoing domU, saved to a file and restored under a new id,
+/// connects again with the MAC address it had (read through the control page's x6), so a new
+/// domU still reaches it at that address; a hostile netfront's bad frames are refused and its
+/// corrupted ring disconnects it alone, and the switch serves the next domU; a last domU
+/// reaches QEMU's user-mode gateway through Linux's NIC and gets every answer back.
 #[test]
 fn linux_dom0_switches_frames_between_domus() -> Result<()> {
-    let mut run = linux("linux-netback", 2).spawn()?;
+    let mut run = linux("linux-netback", 2)
+        .args([
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-device,netdev=n0",
+        ])
+        .spawn()?;
     run.expect("linux-dom0: shell ready", TIMEOUT)?;
     std::thread::sleep(Duration::from_millis(500));
-    run.send("ferrite-ctl netback 200 &\n")?;
+    run.send("ferrite-ctl netback -u eth0 200 &\n")?;
     run.expect(
-        "ferrite-ctl: netback: switching domUs' frames (control page version 2)",
+        "ferrite-ctl: netback: switching domUs' frames (control page version 2), to and from \
+         the wire through eth0 (promiscuous)",
         STEP,
     )?;
     let start = |run: &mut ferrite_systests::Run, name: &str, cmd: &str| -> Result<u32> {
@@ -559,7 +568,7 @@ fn linux_dom0_switches_frames_between_domus() -> Result<()> {
     )?;
     run.expect_line("the first ping's frontend closing", STEP, |l| {
         l.contains(&format!("ferrite-ctl: netback: dom{a}: "))
-            && l.contains("disconnected (20 frames sent, 20 received, 0 dropped)")
+            && l.contains("disconnected (20 frames sent, 20 received, 0 dropped; 0 to the wire")
     })?;
 
     // Saved and restored under a new id, the pong asks for its address back.
@@ -616,6 +625,33 @@ fn linux_dom0_switches_frames_between_domus() -> Result<()> {
         &format!("domU{d}: net-ping: 5/5 echoes from dom{p}, payloads ok"),
         STEP,
     )?;
+
+    // Out through Linux's NIC to QEMU's gateway, and back.
+    let w = start(&mut run, "wire", "net-wire+5")?;
+    run.expect(
+        &format!("domU{w}: net-wire: ARP: 10.0.2.2 is at 52:55:0a:00:02:02"),
+        STEP,
+    )?;
+    run.expect(
+        &format!("domU{w}: net-wire: 5/5 pings to 10.0.2.2 answered, payloads ok"),
+        STEP,
+    )?;
+    let line = run.expect_line("the wire domU's counters", STEP, |l| {
+        l.contains(&format!("ferrite-ctl: netback: dom{w}: ")) && l.contains("disconnected (")
+    })?;
+    let count = |key: &str| -> u64 {
+        line.split(key)
+            .next()
+            .and_then(|h| h.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    if count(" to the wire") < 6 || count(" from it") < 6 {
+        return Err(run.error(
+            ferrite_systests::ErrorKind::Check,
+            format!("the switch did not count the wire domU's frames to and from eth0: {line}"),
+        ));
+    }
 
     run.send("poweroff -f\n")?;
     let out = run.wait_exit(STEP)?;

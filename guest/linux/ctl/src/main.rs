@@ -16,13 +16,14 @@
 //!     ferrite-ctl sched-credit [-d <domain> [-w <weight>] [-c <cap>]]
 //!     ferrite-ctl vcpu-pin <domain> <vcpu|all> <cpus>
 //!     ferrite-ctl blkback <file> [seconds]     # serve domUs' disk= regions from a file
-//!     ferrite-ctl netback [seconds]            # switch frames between domUs' netfronts
+//!     ferrite-ctl netback [-u <ifname>] [seconds]  # switch domUs' frames (and to a NIC)
 
 mod backend;
 mod blkback;
 mod netback;
 mod sched;
 mod store;
+mod uplink;
 
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::ctl::{CreateArgs, DomInfo, PhysInfo, state};
@@ -539,8 +540,9 @@ const USAGE: &str = "usage: ferrite-ctl <command>
                                the pCPUs a vCPU may run on (0-1,3 or all)
   blkback <file> [seconds]     serve every domU's disk= region from <file> (an image or
                                /dev/vda), until killed or for <seconds>
-  netback [seconds]            switch frames between domUs' netfronts, until killed or for
-                               <seconds>
+  netback [-u <ifname>] [seconds]
+                               switch frames between domUs' netfronts (and to and from the
+                               NIC <ifname>), until killed or for <seconds>
 <domain> is an id or a name.";
 
 fn run(args: &[String]) -> Res<()> {
@@ -604,16 +606,20 @@ fn run(args: &[String]) -> Res<()> {
             c.unlock();
             blkback::run(&c, file, Some(secs))
         }
-        ["netback"] => {
+        ["netback", rest @ ..] => {
+            let (uplink, rest) = match rest {
+                ["-u", name, rest @ ..] => (Some(*name), rest),
+                _ => (None, rest),
+            };
+            let secs = match rest {
+                [] => None,
+                [secs] => Some(secs.parse().map_err(|_| {
+                    format!("netback: '{secs}' is not a number of seconds\n{USAGE}")
+                })?),
+                _ => return check(false),
+            };
             c.unlock();
-            netback::run(&c, None)
-        }
-        ["netback", secs] => {
-            let secs = secs
-                .parse()
-                .map_err(|_| format!("netback: '{secs}' is not a number of seconds"))?;
-            c.unlock();
-            netback::run(&c, Some(secs))
+            netback::run(&c, uplink, secs)
         }
         [verb, dom] if verbs[8..13].contains(verb) => lifecycle(&c, verb, dom),
         _ => check(false),

@@ -1,15 +1,20 @@
-//! `ferrite-ctl netback [seconds]`: a network backend in Linux dom0's user space, the switch
-//! between domUs' netfronts that Ferrite's own dom0 has (`ferrite_abi::netif`, docs/io.md).
+//! `ferrite-ctl netback [-u <ifname>] [seconds]`: a network backend in Linux dom0's user space,
+//! the switch between domUs' netfronts that Ferrite's own dom0 has (`ferrite_abi::netif`,
+//! docs/io.md), with one of Linux's NICs as its port to the wire ([`crate::uplink`]) when
+//! `-u` names one.
 //!
 //! Each frontend gets a MAC address by the rule every net backend applies
 //! ([`netif::backend_mac`]: its domain's, or the one it asks for after a restore), told in the
 //! backend's device-bus parameter. A frame goes to the frontend its destination address names,
 //! or to every other one for a broadcast or multicast, with one grant copy from the sender's
 //! page into a receive buffer the receiver posted (this process is the grantee of both, so the
-//! payload never passes through Linux). A frame whose length or offset is bad, whose grant does
-//! not allow the access, or whose source address is not its sender's gets an error response;
-//! a frame for no one, or for a frontend without a posted buffer, is dropped and counted; a
-//! ring whose indices are impossible disconnects that frontend alone.
+//! payload never passes through Linux). A frame for an address that is no connected domU, and a
+//! broadcast, also go out through the uplink (copied once into this process); a frame from the
+//! wire goes to the domU its destination names, or to every domU. A frame whose length or
+//! offset is bad, whose grant does not allow the access, or whose source address is not its
+//! sender's gets an error response; a frame with nowhere to go, or for a frontend without a
+//! posted buffer, is dropped and counted; a ring whose indices are impossible disconnects that
+//! frontend alone.
 //!
 //! As `ferrite-ctl blkback`, it reaches Ferrite through the control page, cannot receive events
 //! (it polls the rings every millisecond) but announces its responses on each frontend's port.
@@ -17,7 +22,8 @@
 //! frontend gets its domain's address.
 
 use crate::backend;
-use crate::{Ctrl, Res, err_text};
+use crate::uplink::Uplink;
+use crate::{Ctrl, Res, err_text, touch};
 use ferrite_abi::devbus::{feature, kind, state};
 use ferrite_abi::errno::Errno;
 use ferrite_abi::evtchn;
@@ -56,7 +62,12 @@ struct Front {
     sent: u64,
     received: u64,
     dropped: u64,
+    to_wire: u64,
+    from_wire: u64,
 }
+
+/// Frames taken from the wire per pass, at most: the domUs' rings get their turn.
+const WIRE_BURST: usize = 256;
 
 /// Why a transmitted frame is refused.
 enum Refused {
@@ -92,6 +103,10 @@ impl std::fmt::Display for Refused {
 struct Switch<'a> {
     c: &'a Ctrl,
     fronts: Vec<Front>,
+    uplink: Option<Uplink>,
+    /// A frame on its way to or from the wire (touched once, so Ferrite can reach it; large
+    /// enough for what a packet socket may hand over after receive offloads).
+    wire_buf: Vec<u8>,
 }
 
 impl Switch<'_> {
@@ -164,6 +179,8 @@ impl Switch<'_> {
             sent: 0,
             received: 0,
             dropped: 0,
+            to_wire: 0,
+            from_wire: 0,
         };
         // The ring must be reachable before we say we are connected.
         self.read::<u32>(&f, OFFSET_REQ_PROD)?;
@@ -202,8 +219,8 @@ impl Switch<'_> {
         }
         println!(
             "ferrite-ctl: netback: dom{}: {why}: disconnected ({} frames sent, {} received, {} \
-             dropped)",
-            f.dom, f.sent, f.received, f.dropped
+             dropped; {} to the wire, {} from it)",
+            f.dom, f.sent, f.received, f.dropped, f.to_wire, f.from_wire
         );
     }
 
@@ -247,7 +264,7 @@ impl Switch<'_> {
                 dead.push((i, e));
             }
         }
-        let mut busy = false;
+        let mut busy = self.take_in();
         for i in 0..self.fronts.len() {
             if dead.iter().any(|(d, _)| *d == i) {
                 continue;
@@ -344,16 +361,21 @@ impl Switch<'_> {
         }
         let dst = &hdr[..6];
         self.fronts[i].sent += 1;
-        let targets: Vec<usize> = if dst[0] & 1 != 0 {
+        let group = dst[0] & 1 != 0;
+        let to_domu = self.fronts.iter().position(|f| f.mac == dst);
+        if group || to_domu.is_none() {
+            self.send_out(i, req, group)?;
+        }
+        let targets: Vec<usize> = if group {
             (0..self.fronts.len()).filter(|&j| j != i).collect()
         } else {
-            match self.fronts.iter().position(|f| f.mac == dst) {
+            match to_domu {
                 Some(j) if j != i => vec![j],
-                _ => {
-                    // No such frontend here (and no uplink): dropped, as a switch would.
+                Some(_) => {
                     self.fronts[i].dropped += 1;
                     return Ok(());
                 }
+                None => return Ok(()),
             }
         };
         for j in targets {
@@ -397,6 +419,104 @@ impl Switch<'_> {
         Ok(())
     }
 
+    /// Sends front `i`'s frame out through the uplink; without one, a frame that is no
+    /// broadcast is dropped and counted.
+    fn send_out(&mut self, i: usize, req: &TxRequest, group: bool) -> Result<(), Errno> {
+        if self.uplink.is_none() {
+            if !group {
+                self.fronts[i].dropped += 1;
+            }
+            return Ok(());
+        }
+        let len = req.len as usize;
+        backend::copy(
+            self.c,
+            &mut [GrantCopy {
+                source: backend::granted(self.fronts[i].dom, req.gref, req.offset as usize),
+                dest: backend::local(self.wire_buf.as_ptr()),
+                len: req.len,
+                flags: copy::SOURCE_GREF,
+                status: 0,
+            }],
+        )?;
+        let Some(up) = self.uplink.as_mut() else {
+            return Ok(());
+        };
+        if up.send(&self.wire_buf[..len]) {
+            self.fronts[i].to_wire += 1;
+        } else {
+            self.fronts[i].dropped += 1;
+        }
+        Ok(())
+    }
+
+    /// Delivers what came from the wire since the last pass (at most [`WIRE_BURST`] frames):
+    /// to the domU its destination names, or to every domU for a broadcast or multicast;
+    /// anything else is Linux's, or no one's. Returns whether any frame came.
+    fn take_in(&mut self) -> bool {
+        let Some(mut up) = self.uplink.take() else {
+            return false;
+        };
+        let mut any = false;
+        for _ in 0..WIRE_BURST {
+            let Some(len) = up.receive(&mut self.wire_buf) else {
+                break;
+            };
+            any = true;
+            if !(MIN_FRAME as usize..=MAX_FRAME as usize).contains(&len) {
+                continue;
+            }
+            let dst = &self.wire_buf[..6];
+            let targets: Vec<usize> = if dst[0] & 1 != 0 {
+                (0..self.fronts.len()).collect()
+            } else {
+                self.fronts
+                    .iter()
+                    .position(|f| f.mac == dst)
+                    .into_iter()
+                    .collect()
+            };
+            for j in targets {
+                if self.fronts[j].bufs.is_empty() {
+                    let _ = self.take_rx_buffers(j);
+                }
+                let Some((gref, id)) = self.fronts[j].bufs.pop_front() else {
+                    self.fronts[j].dropped += 1;
+                    continue;
+                };
+                let r = backend::copy(
+                    self.c,
+                    &mut [GrantCopy {
+                        source: backend::local(self.wire_buf.as_ptr()),
+                        dest: backend::granted(self.fronts[j].dom, gref, 0),
+                        len: len as u16,
+                        flags: copy::DEST_GREF,
+                        status: 0,
+                    }],
+                );
+                let (status, n) = match r {
+                    Ok(()) => {
+                        self.fronts[j].from_wire += 1;
+                        self.fronts[j].received += 1;
+                        (0, len as u16)
+                    }
+                    Err(e) => (e.to_ret() as i16, 0),
+                };
+                self.push_rx(
+                    j,
+                    RxResponse {
+                        id,
+                        status,
+                        len: n,
+                        pad: 0,
+                    },
+                );
+            }
+        }
+        self.uplink = Some(up);
+        any
+    }
+
     fn push_rx(&mut self, j: usize, rsp: RxResponse) {
         let to = &self.fronts[j];
         let slot = RX_RING_OFFSET + OFFSET_SLOTS + (to.rx.rsp_prod as usize % RX_SLOTS) * RX_SLOT;
@@ -427,15 +547,25 @@ impl Switch<'_> {
     }
 }
 
-/// Runs the switch until killed, or for `seconds`.
-pub fn run(c: &Ctrl, seconds: Option<u64>) -> Res<()> {
+/// Runs the switch until killed, or for `seconds`, with the NIC `uplink` names as its port to
+/// the wire.
+pub fn run(c: &Ctrl, uplink: Option<&str>, seconds: Option<u64>) -> Res<()> {
+    let uplink = uplink.map(Uplink::open).transpose()?;
+    let mut wire_buf = vec![0u8; 64 << 10];
+    touch(&mut wire_buf);
     let mut s = Switch {
         c,
         fronts: Vec::new(),
+        uplink,
+        wire_buf,
     };
     println!(
-        "ferrite-ctl: netback: switching domUs' frames (control page version {})",
-        c.version
+        "ferrite-ctl: netback: switching domUs' frames (control page version {}){}",
+        c.version,
+        s.uplink.as_ref().map_or(String::new(), |u| format!(
+            ", to and from the wire through {} (promiscuous)",
+            u.name
+        ))
     );
     let end = seconds.map(|s| Instant::now() + Duration::from_secs(s));
     let mut last_scan: Option<Instant> = None;
@@ -460,5 +590,11 @@ pub fn run(c: &Ctrl, seconds: Option<u64>) -> Res<()> {
         s.disconnect(&f, "the backend stopped", true);
     }
     c.unlock();
+    if let Some(u) = &s.uplink {
+        println!(
+            "ferrite-ctl: netback: {}: {} frames out, {} in, {} refused by the socket",
+            u.name, u.sent, u.received, u.failed
+        );
+    }
     Ok(())
 }
