@@ -459,7 +459,7 @@ fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
         run.expect(
             &format!(
                 "ferrite-ctl: blkback: dom{w}: connected, 8192 sectors at sector 2048 of \
-                 /mnt/domu.img (responses announced on port"
+                 /mnt/domu.img, indirect requests (responses announced on port"
             ),
             STEP,
         )?;
@@ -467,9 +467,17 @@ fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
             &format!("domU{w}: blk: wrote 64 sectors (seed 7), flushed, read back: ok"),
             STEP,
         )?;
-        // ferrite-ctl's blkback does not take indirect requests: the frontend does without.
+        // 512 sectors in one request: its 64 segments in an indirect page.
         run.expect(
-            &format!("domU{w}: blk: the backend takes no indirect requests"),
+            &format!(
+                "domU{w}: blk: indirect: wrote 512 sectors at sector 64 in one request, flushed, \
+                 read back: ok"
+            ),
+            STEP,
+        )?;
+        // It copies: it did not promise to keep the domU's pages mapped.
+        run.expect(
+            &format!("domU{w}: blk: the backend keeps no pages mapped (no persistent grants)"),
             STEP,
         )?;
         // It powers off and is destroyed: the backend sees its disk close or its ring go.
@@ -493,6 +501,10 @@ fn linux_dom0_serves_a_domu_disk_from_a_file() -> Result<()> {
         let r = created_id(&line);
         run.expect(
             &format!("domU{r}: blk: read 64 sectors: pattern 7 ok"),
+            STEP,
+        )?;
+        run.expect(
+            &format!("domU{r}: blk: indirect: read 512 sectors at sector 64: pattern 1007 ok"),
             STEP,
         )?;
 

@@ -75,6 +75,8 @@ struct Front {
     first_indirect_gref: u32,
     /// The backend takes indirect requests.
     indirect: bool,
+    /// The backend keeps the data pages mapped while connected ([`feature::PERSISTENT`]).
+    persistent: bool,
     ring_gref: u32,
     sectors: u64,
     /// Data pages and indirect pages granted, and the features asked for: what a reconnection
@@ -138,6 +140,7 @@ fn connect(pages: usize, sets: usize, features: u64) -> Result<Front, &'static s
     let restores = rt::restores();
     let (port, sectors, honoured) = front::handshake(KEY, ring_gref, features, 0)?;
     let indirect = honoured & feature::INDIRECT != 0;
+    let persistent = honoured & feature::PERSISTENT != 0;
     out!(
         "blk: connected, {sectors} sectors{}",
         if indirect { ", indirect requests" } else { "" }
@@ -151,6 +154,7 @@ fn connect(pages: usize, sets: usize, features: u64) -> Result<Front, &'static s
         indirect_va,
         first_indirect_gref,
         indirect,
+        persistent,
         ring_gref,
         sectors,
         pages,
@@ -184,6 +188,7 @@ fn reconnect(f: &mut Front) -> Result<(), &'static str> {
     f.port = port;
     f.sectors = sectors;
     f.indirect = honoured & feature::INDIRECT != 0;
+    f.persistent = honoured & feature::PERSISTENT != 0;
     f.restores = restores;
     f.reconnections += 1;
     out!("blk: connected again, {sectors} sectors");
@@ -351,8 +356,11 @@ pub fn write(seed: u64) {
     } else {
         out!("blk: the backend takes no indirect requests");
     }
-    // Persistent grants: dom0 keeps the data pages mapped while connected.
-    if front::try_end_grant(f.first_gref) {
+    // Persistent grants: dom0 keeps the data pages mapped while connected. A backend that
+    // did not say it would (one that copies, in Linux dom0's user space) holds nothing.
+    if !f.persistent {
+        out!("blk: the backend keeps no pages mapped (no persistent grants)");
+    } else if front::try_end_grant(f.first_gref) {
         out!("blk: FAIL: a data page's grant ended while dom0 keeps it mapped");
     } else {
         out!("blk: persistent grants: a data page's grant stays in use while connected");

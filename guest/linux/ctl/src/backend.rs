@@ -5,7 +5,7 @@
 
 use crate::{Ctrl, touch};
 use ferrite_abi::call::{self, domctl};
-use ferrite_abi::devbus;
+use ferrite_abi::devbus::{self, state};
 use ferrite_abi::errno::{self, Errno};
 use ferrite_abi::evtchn;
 use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
@@ -61,6 +61,19 @@ pub fn get(c: &Ctrl, dom: u16, key: u64) -> Option<Entry> {
         features,
         param,
     })
+}
+
+/// Why a frontend whose ring failed is disconnected: its domain is gone, or its frontend
+/// closed, rather than `why` (which a backend that walks the bus every 100 ms sees first);
+/// and whether its device is still there to be told.
+pub fn why_disconnected(c: &Ctrl, dom: u16, key: u64, why: String) -> (String, bool) {
+    match get(c, dom, key) {
+        None => ("its domain is gone".into(), false),
+        Some(e) if e.front == state::CLOSING || e.front == state::CLOSED => {
+            ("the frontend closed".into(), true)
+        }
+        Some(_) => (why, true),
+    }
 }
 
 /// Sets the backend's state, parameter and the features it honours (which a version-1

@@ -12,15 +12,20 @@
 //! request gets the checks
 //! [`ferrite_abi::blkif::Request::check`] makes, and a bad one an error response; a ring whose
 //! indices are impossible disconnects that frontend alone.
+//!
+//! A frontend that asks for [`feature::INDIRECT`] (read through a version-2 control page) may
+//! send requests of up to 64 pages: their segments are copied once out of the indirect page,
+//! checked as [`ferrite_abi::blkif::Request::check_indirect`] says, and the data moved with one
+//! batch of grant copies and one `pread`/`pwrite`.
 
 use crate::backend::{self, granted, local};
 use crate::{Ctrl, Res, err_text, touch};
 use ferrite_abi::blkif::{
-    OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD, OFFSET_SLOTS, RING_SLOTS, Request,
-    Response, SECTOR_SIZE, SLOT_SIZE, op,
+    MAX_INDIRECT_SEGMENTS, MAX_SEGMENTS, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD,
+    OFFSET_SLOTS, RING_SLOTS, Request, Response, SECTOR_SIZE, SLOT_SIZE, Segment, op,
 };
 use ferrite_abi::call::domctl;
-use ferrite_abi::devbus::{kind, state};
+use ferrite_abi::devbus::{feature, kind, state};
 use ferrite_abi::errno::Errno;
 use ferrite_abi::evtchn;
 use ferrite_abi::grant::{GrantCopy, copy};
@@ -46,6 +51,8 @@ struct Front {
     req_cons: u32,
     rsp_prod: u32,
     served: u64,
+    /// It asked for indirect requests ([`feature::INDIRECT`]) and we said yes.
+    indirect: bool,
 }
 
 struct Backend<'a> {
@@ -88,16 +95,17 @@ impl Backend<'_> {
             .fronts
             .iter()
             .position(|f| f.dom == dom && f.key == key);
-        let states = backend::get(self.c, dom, key).map(|e| (e.front, e.back, e.ring, e.port));
+        let states =
+            backend::get(self.c, dom, key).map(|e| (e.front, e.back, e.ring, e.port, e.features));
         match (states, known) {
             (None | Some((state::CLOSING | state::CLOSED, ..)), Some(i)) => {
                 let f = self.fronts.remove(i);
                 self.disconnect(&f, "the frontend closed");
             }
-            (Some((state::INITIALISED, back, ring, port)), None)
+            (Some((state::INITIALISED, back, ring, port, features)), None)
                 if back != state::CONNECTED && back != state::CLOSED =>
             {
-                match self.connect(dom, key, ring, port) {
+                match self.connect(dom, key, ring, port, features) {
                     Ok(f) => {
                         let events = match f.port {
                             Some(p) => format!("responses announced on port {p}"),
@@ -105,8 +113,15 @@ impl Backend<'_> {
                         };
                         println!(
                             "ferrite-ctl: blkback: dom{dom}: connected, {} sectors at sector {} \
-                             of {} ({events})",
-                            f.sectors, f.first, self.path
+                             of {}{} ({events})",
+                            f.sectors,
+                            f.first,
+                            self.path,
+                            if f.indirect {
+                                ", indirect requests"
+                            } else {
+                                ""
+                            }
                         );
                         self.fronts.push(f);
                     }
@@ -120,7 +135,7 @@ impl Backend<'_> {
         }
     }
 
-    fn connect(&self, dom: u16, key: u64, ring: u32, port: u32) -> Res<Front> {
+    fn connect(&self, dom: u16, key: u64, ring: u32, port: u32, features: u64) -> Res<Front> {
         let first = self
             .c
             .domctl(domctl::DISK, dom as u64, 0, 0)
@@ -145,13 +160,15 @@ impl Backend<'_> {
             req_cons: 0,
             rsp_prod: 0,
             served: 0,
+            indirect: features & feature::INDIRECT != 0,
         };
         // The ring must be reachable before we say we are connected.
         self.read::<u32>(&f, OFFSET_REQ_PROD)
             .map_err(|e| format!("reading its ring (grant {ring}): {}", err_text(e)))?;
         // Without one (an older Ferrite), the frontend finds responses when its wait ends.
         f.port = backend::bind(self.c, dom, port);
-        if let Err(e) = self.set_back(dom, key, state::CONNECTED, sectors) {
+        let honoured = features & feature::INDIRECT;
+        if let Err(e) = backend::set_back(self.c, dom, key, state::CONNECTED, sectors, honoured) {
             if let Some(p) = f.port {
                 let _ = backend::evtchn(self.c, evtchn::CLOSE, p as u64, 0);
             }
@@ -182,6 +199,7 @@ impl Backend<'_> {
                 true
             }
             Err(why) => {
+                let (why, _) = backend::why_disconnected(self.c, f.dom, f.key, why);
                 self.disconnect(f, &why);
                 false
             }
@@ -246,12 +264,48 @@ impl Backend<'_> {
         Ok(pending)
     }
 
+    /// An [`op::INDIRECT`] request's segments, copied once out of its indirect page (a
+    /// frontend changing the page meanwhile gains nothing: only the copy is checked and used).
+    fn indirect_segments(
+        &self,
+        f: &Front,
+        req: &Request,
+        segs: &mut [Segment; MAX_INDIRECT_SEGMENTS],
+    ) -> Result<usize, Errno> {
+        if !f.indirect {
+            return Err(Errno::Inval);
+        }
+        let n = req.indirect_segments()?;
+        let raw = crate::bytes_of_slice(&mut segs[..n]);
+        backend::copy(
+            self.c,
+            &mut [GrantCopy {
+                source: granted(f.dom, req.seg[0].gref, 0),
+                dest: local(raw.as_ptr()),
+                len: raw.len() as u16,
+                flags: copy::SOURCE_GREF,
+                status: 0,
+            }],
+        )?;
+        Ok(n)
+    }
+
     fn handle(&mut self, f: &Front, req: &Request) -> Result<(), Errno> {
-        let total = req.check(f.sectors)?;
+        let mut segs = [Segment::default(); MAX_INDIRECT_SEGMENTS];
+        let (total, segs) = if req.op == op::INDIRECT {
+            let n = self.indirect_segments(f, req, &mut segs)?;
+            (req.check_indirect(&segs[..n], f.sectors)?, &segs[..n])
+        } else {
+            let total = req.check(f.sectors)?;
+            (
+                total,
+                &req.seg[..(req.nr_segments as usize).min(MAX_SEGMENTS)],
+            )
+        };
         if req.op == op::FLUSH {
             return self.file.sync_data().map_err(|_| Errno::Busy);
         }
-        let write = req.op == op::WRITE;
+        let write = req.data_op() == op::WRITE;
         let bytes = (total * SECTOR_SIZE) as usize;
         let at = (f.first + req.sector) * SECTOR_SIZE;
         if !write {
@@ -259,9 +313,9 @@ impl Backend<'_> {
                 .read_exact_at(&mut self.buf[..bytes], at)
                 .map_err(|_| Errno::Busy)?;
         }
-        let mut ops = Vec::with_capacity(req.nr_segments as usize);
+        let mut ops = Vec::with_capacity(segs.len());
         let mut off = 0usize;
-        for s in &req.seg[..req.nr_segments as usize] {
+        for s in segs {
             let len = (s.last_sect - s.first_sect + 1) as usize * SECTOR_SIZE as usize;
             let page_off = s.first_sect as usize * SECTOR_SIZE as usize;
             let here = self.buf[off..].as_mut_ptr();
@@ -302,7 +356,7 @@ pub fn run(c: &Ctrl, path: &str, seconds: Option<u64>) -> Res<()> {
         .open(path)
         .map_err(|e| format!("{path}: {e}"))?;
     let size = file_size(&file).map_err(|e| format!("{path}: {e}"))?;
-    let mut buf = vec![0u8; ferrite_abi::blkif::MAX_SEGMENTS * 4096];
+    let mut buf = vec![0u8; MAX_INDIRECT_SEGMENTS * 4096];
     touch(&mut buf);
     let mut b = Backend {
         c,

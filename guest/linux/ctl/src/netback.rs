@@ -284,15 +284,8 @@ impl Switch<'_> {
         dead.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
         for (i, why) in dead {
             let f = self.fronts.remove(i);
-            // A ring that went away with its domain, or after its frontend closed, is no
-            // fault of the frontend's: say which (the bus is only walked every 100 ms).
-            match backend::get(self.c, f.dom, f.key) {
-                None => self.disconnect(&f, "its domain is gone", false),
-                Some(e) if e.front == state::CLOSING || e.front == state::CLOSED => {
-                    self.disconnect(&f, "the frontend closed", true)
-                }
-                Some(_) => self.disconnect(&f, &why, true),
-            }
+            let (why, left) = backend::why_disconnected(self.c, f.dom, f.key, why);
+            self.disconnect(&f, &why, left);
         }
         busy
     }
