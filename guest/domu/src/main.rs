@@ -153,7 +153,8 @@ mod guest {
             "net-blast" => {
                 let peer = args.number("net-blast", "peer", 1) as u16;
                 let n = args.number("net-blast", "n", 1000);
-                net::blast(si.domid as u16, peer, n)
+                let depth = args.number("net-blast", "depth", net::TX_PAGES as u64);
+                net::blast(si.domid as u16, peer, n, depth)
             }
             "net-evil" => net_evil::run(si.domid as u16),
             "net-wire" => wire::run(si.domid as u16, args.number("net-wire", "n", 5)),

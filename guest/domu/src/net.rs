@@ -27,7 +27,9 @@ use ferrite_abi::ring::FrontRing;
 use ferrite_pv::{rt, time};
 
 pub(crate) const KEY: u64 = devbus::key(kind::NET, 0);
-const RX_BUFS: usize = 16;
+const RX_BUFS: usize = 64;
+/// Transmit pages: a frame each, so that `net-blast` can keep this many in flight.
+pub(crate) const TX_PAGES: usize = 32;
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 const PAYLOAD: usize = 64;
 
@@ -40,8 +42,9 @@ pub(crate) struct Net {
     pub(crate) port: u32,
     page_va: u64,
     page_gref: u32,
-    tx_va: u64,
-    pub(crate) tx_gref: u32,
+    tx_va: [u64; TX_PAGES],
+    /// Page 0 is the one [`Self::send`] and [`Self::stage`] use.
+    pub(crate) tx_gref: [u32; TX_PAGES],
     rx_va: [u64; RX_BUFS],
     rx_gref: [u32; RX_BUFS],
     pub(crate) mac: [u8; 6],
@@ -66,8 +69,13 @@ pub(crate) fn connect(domid: u16) -> Result<Net, &'static str> {
     txr.init();
     rxr.init();
     let page_gref = front::grant_to_dom0(page_ma)?;
-    let (tx_va, tx_ma) = front::frame()?;
-    let tx_gref = front::grant_to_dom0(tx_ma)?;
+    let mut tx_va = [0u64; TX_PAGES];
+    let mut tx_gref = [0u32; TX_PAGES];
+    for i in 0..TX_PAGES {
+        let (va, ma) = front::frame()?;
+        tx_va[i] = va;
+        tx_gref[i] = front::grant_to_dom0(ma)?;
+    }
     let mut rx_va = [0u64; RX_BUFS];
     let mut rx_gref = [0u32; RX_BUFS];
     for i in 0..RX_BUFS {
@@ -126,7 +134,9 @@ impl Net {
         self.tx_shared.init();
         self.rx_shared.init();
         front::grant_again(self.page_gref, 0, self.page_va)?;
-        front::grant_again(self.tx_gref, 0, self.tx_va)?;
+        for i in 0..TX_PAGES {
+            front::grant_again(self.tx_gref[i], 0, self.tx_va[i])?;
+        }
         for i in 0..RX_BUFS {
             front::grant_again(self.rx_gref[i], 0, self.rx_va[i])?;
         }
@@ -172,7 +182,7 @@ impl Net {
     pub(crate) fn stage(&mut self, frame: &[u8]) {
         let len = frame.len().min(4096);
         // SAFETY: our TX page, mapped writable; no send is outstanding (we wait for each).
-        let page = unsafe { core::slice::from_raw_parts_mut(self.tx_va as *mut u8, 4096) };
+        let page = unsafe { core::slice::from_raw_parts_mut(self.tx_va[0] as *mut u8, 4096) };
         page[..len].copy_from_slice(&frame[..len]);
     }
 
@@ -231,12 +241,12 @@ impl Net {
         self.resume()?;
         let len = frame.len().min(MAX_FRAME as usize);
         // SAFETY: our TX page, mapped writable; no send is outstanding (we wait for each).
-        let page = unsafe { core::slice::from_raw_parts_mut(self.tx_va as *mut u8, 4096) };
+        let page = unsafe { core::slice::from_raw_parts_mut(self.tx_va[0] as *mut u8, 4096) };
         page[..len].copy_from_slice(&frame[..len]);
         'send: loop {
             self.tx
                 .push_request(TxRequest {
-                    gref: self.tx_gref,
+                    gref: self.tx_gref[0],
                     offset: 0,
                     len: len as u16,
                     id: 0,
@@ -262,6 +272,79 @@ impl Net {
                 front::wait_port(self.port, 5);
             }
         }
+    }
+
+    /// Sends `n` frames of `len` bytes, each its `header` (14 bytes) then its sequence number,
+    /// keeping up to `depth` (at most [`TX_PAGES`]) in flight, a transmit page each, and
+    /// notifying dom0 once per batch put on the ring. Returns how many the backend answered
+    /// with success; stops when no answer came for 1 s.
+    pub(crate) fn send_burst(
+        &mut self,
+        header: &[u8; 14],
+        len: usize,
+        n: u64,
+        depth: usize,
+    ) -> u64 {
+        let depth = depth.clamp(1, TX_PAGES);
+        let len = len.clamp(22, MAX_FRAME as usize);
+        let mut free: [u16; TX_PAGES] = core::array::from_fn(|i| i as u16);
+        let mut nfree = depth;
+        let (mut next, mut answered, mut ok) = (0u64, 0u64, 0u64);
+        let mut deadline = time::now() + time::us_to_ticks(1_000_000);
+        while answered < n {
+            let mut pushed = false;
+            while next < n && nfree > 0 {
+                let page = free[nfree - 1] as usize;
+                // SAFETY: our TX page `page`, mapped writable; it is free (no request in flight
+                // names it), so dom0 reads it only after we push the request below.
+                let buf =
+                    unsafe { core::slice::from_raw_parts_mut(self.tx_va[page] as *mut u8, 4096) };
+                buf[..14].copy_from_slice(header);
+                buf[14..22].copy_from_slice(&next.to_le_bytes());
+                let req = TxRequest {
+                    gref: self.tx_gref[page],
+                    offset: 0,
+                    len: len as u16,
+                    id: page as u16,
+                    pad: [0; 3],
+                };
+                if self.tx.push_request(req).is_err() {
+                    break;
+                }
+                nfree -= 1;
+                next += 1;
+                pushed = true;
+            }
+            if pushed {
+                self.notify_if(false);
+            }
+            let mut progress = false;
+            loop {
+                match self.tx.take_response() {
+                    Ok(Some(r)) => {
+                        answered += 1;
+                        ok += u64::from(r.status == 0);
+                        if (r.id as usize) < depth && nfree < depth {
+                            free[nfree] = r.id;
+                            nfree += 1;
+                        }
+                        progress = true;
+                    }
+                    Ok(None) if self.tx.final_check_for_responses() => {}
+                    Ok(None) => break,
+                    Err(_) => return ok,
+                }
+            }
+            if progress {
+                deadline = time::now() + time::us_to_ticks(1_000_000);
+                continue;
+            }
+            if time::now() > deadline {
+                break;
+            }
+            front::wait_port(self.port, 5);
+        }
+        ok
     }
 
     /// The next received frame, copied into `buf`, within `ms`; its buffer is posted again.
@@ -414,31 +497,28 @@ pub fn ping(domid: u16, peer: u16, n: u64, gap_ms: u64) {
     front::close(KEY);
 }
 
-/// `net-blast <peer> <n>`: sends `n` full-size frames to `peer` as fast as the TX ring answers.
-pub fn blast(domid: u16, peer: u16, n: u64) {
+/// `net-blast <peer> <n> [depth]`: sends `n` full-size frames to `peer` as fast as the TX ring
+/// answers, `depth` (32, at most [`TX_PAGES`]) in flight.
+pub fn blast(domid: u16, peer: u16, n: u64, depth: u64) {
     let mut net = match connect(domid) {
         Ok(x) => x,
         Err(e) => return out!("net-blast: FAIL: {e}"),
     };
     // Give the sink a moment to post its buffers (frames to a domU without any are dropped).
     let _ = time::sleep_us(20_000);
-    let mut frame = [0u8; MAX_FRAME as usize];
-    frame[..6].copy_from_slice(&mac_of(peer));
-    frame[6..12].copy_from_slice(&net.mac);
-    frame[12..14].copy_from_slice(&ETHERTYPE);
-    let mut sent = 0;
-    for seq in 0..n {
-        frame[14..22].copy_from_slice(&seq.to_le_bytes());
-        if net.send(&frame).is_ok() {
-            sent += 1;
-        }
-    }
-    out!("net-blast: sent {sent} frames of {MAX_FRAME} bytes to dom{peer}");
+    let mut header = [0u8; 14];
+    header[..6].copy_from_slice(&mac_of(peer));
+    header[6..12].copy_from_slice(&net.mac);
+    header[12..14].copy_from_slice(&ETHERTYPE);
+    let depth = (depth as usize).clamp(1, TX_PAGES);
+    let sent = net.send_burst(&header, MAX_FRAME as usize, n, depth);
+    out!("net-blast: sent {sent} frames of {MAX_FRAME} bytes to dom{peer}, {depth} in flight");
     front::close(KEY);
 }
 
 /// `net-sink <n>`: receives until `n` frames came or none came for 2 s, and prints the rate
-/// from the first frame to the last, in virtual time.
+/// from the first frame to the last, in virtual time, and whether `net-blast`'s sequence
+/// numbers came in order.
 pub fn sink(domid: u16, n: u64) {
     let mut net = match connect(domid) {
         Ok(x) => x,
@@ -446,6 +526,9 @@ pub fn sink(domid: u16, n: u64) {
     };
     let mut buf = [0u8; 2048];
     let (mut got, mut bytes, mut first, mut last) = (0u64, 0u64, 0u64, 0u64);
+    // `net-blast` numbers its frames: each must come after the one before it (a switch may
+    // drop frames, never reorder or repeat them).
+    let (mut next_seq, mut disorder) = (0u64, 0u64);
     while got < n {
         let Some(len) = net.recv(&mut buf, 2000) else {
             break;
@@ -457,6 +540,13 @@ pub fn sink(domid: u16, n: u64) {
         last = now;
         got += 1;
         bytes += len as u64;
+        if len >= 22 && buf[12..14] == ETHERTYPE {
+            let seq = u64::from_le_bytes(buf[14..22].try_into().unwrap_or([0; 8]));
+            if seq < next_seq {
+                disorder += 1;
+            }
+            next_seq = seq + 1;
+        }
     }
     let us = time::ticks_to_us(last.saturating_sub(first)).max(1);
     out!(
@@ -464,5 +554,10 @@ pub fn sink(domid: u16, n: u64) {
         bytes >> 10,
         (bytes >> 10) * 1_000_000 / us
     );
+    if disorder == 0 {
+        out!("net-sink: in order, none repeated");
+    } else {
+        out!("net-sink: FAIL: {disorder} frames out of order or repeated");
+    }
     front::close(KEY);
 }

@@ -31,7 +31,7 @@ pub fn run(domid: u16) {
     frame[6..12].copy_from_slice(&net.mac);
     frame[12..14].copy_from_slice(&[0x88, 0xb5]);
     net.stage(&frame);
-    let g = net.tx_gref;
+    let g = net.tx_gref[0];
     let cases = [
         (
             "a frame shorter than its header",

@@ -301,7 +301,7 @@ fn main() {
         );
         let l = line_with(&out, "net-sink: ");
         row(
-            "domU -> domU through dom0, 1514-byte frames (KiB/s; frames)",
+            "domU -> domU through dom0, 1514-byte frames, 32 in flight (KiB/s; frames)",
             format!(
                 "{}; {}",
                 l.rsplit(": ").next().unwrap_or("?"),
