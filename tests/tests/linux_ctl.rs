@@ -671,3 +671,54 @@ fn linux_dom0_switches_frames_between_domus() -> Result<()> {
     out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
     out.ensure(!out.console.contains("crashed on vcpu"), "a domain crashed")
 }
+
+/// The console backend in Linux dom0's user space (`ferrite-ctl consoled`, Xen's
+/// `xenconsoled`): the lines a domU writes into its console ring reach Linux's console, each
+/// once and in order, and the domU sees them all consumed.
+#[test]
+fn linux_dom0_serves_domu_consoles() -> Result<()> {
+    let mut run = linux("linux-consoled", 2).spawn()?;
+    run.expect("linux-dom0: shell ready", TIMEOUT)?;
+    std::thread::sleep(Duration::from_millis(500));
+    run.send("ferrite-ctl consoled 200 &\n")?;
+    run.expect("ferrite-ctl: console: serving domUs' consoles", STEP)?;
+    run.send(
+        "ferrite-ctl create name=con,mem=8M,cmd=ring-console+20 /domu.elf && \
+         ferrite-ctl unpause con\n",
+    )?;
+    let id = created_id(&run.expect("Created domain con (id ", STEP)?);
+    run.expect(&format!("ferrite-ctl: console: dom{id}: connected"), STEP)?;
+    for i in 1..=20 {
+        run.expect(
+            &format!("ferrite-ctl: console: dom{id}: ring line {i} of 20"),
+            STEP,
+        )?;
+    }
+    run.seen(
+        &format!("domU{id}: ring-console: 20 lines consumed by dom0"),
+        STEP,
+    )?;
+    run.seen(
+        &format!("ferrite-ctl: console: dom{id}: its domain is gone"),
+        STEP,
+    )?;
+    let once = (1..=20).all(|i| {
+        let line = format!("ferrite-ctl: console: dom{id}: ring line {i} of 20");
+        run.transcript()
+            .lines()
+            .iter()
+            .filter(|l| l.ends_with(&line))
+            .count()
+            == 1
+    });
+    if !once {
+        return Err(run.error(
+            ferrite_systests::ErrorKind::Check,
+            "a console line was printed more than once".to_string(),
+        ));
+    }
+    run.send("poweroff -f\n")?;
+    let out = run.wait_exit(STEP)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")
+}

@@ -17,9 +17,11 @@
 //!     ferrite-ctl vcpu-pin <domain> <vcpu|all> <cpus>
 //!     ferrite-ctl blkback <file> [seconds]     # serve domUs' disk= regions from a file
 //!     ferrite-ctl netback [-u <ifname>] [seconds]  # switch domUs' frames (and to a NIC)
+//!     ferrite-ctl consoled [seconds]           # print every domU's console ring
 
 mod backend;
 mod blkback;
+mod consoled;
 mod netback;
 mod sched;
 mod store;
@@ -540,6 +542,8 @@ const USAGE: &str = "usage: ferrite-ctl <command>
                                the pCPUs a vCPU may run on (0-1,3 or all)
   blkback <file> [seconds]     serve every domU's disk= region from <file> (an image or
                                /dev/vda), until killed or for <seconds>
+  consoled [seconds]           print every domU's console ring, a line at a time, until
+                               killed or for <seconds>
   netback [-u <ifname>] [seconds]
                                switch frames between domUs' netfronts (and to and from the
                                NIC <ifname>), until killed or for <seconds>
@@ -578,6 +582,7 @@ fn run(args: &[String]) -> Res<()> {
         "reboot",
         "blkback",
         "netback",
+        "consoled",
     ];
     if !verbs.contains(&a[0]) {
         return Err(format!("unknown command '{}'\n{USAGE}", a[0]));
@@ -605,6 +610,17 @@ fn run(args: &[String]) -> Res<()> {
                 .map_err(|_| format!("blkback: '{secs}' is not a number of seconds"))?;
             c.unlock();
             blkback::run(&c, file, Some(secs))
+        }
+        ["consoled"] => {
+            c.unlock();
+            consoled::run(&c, None)
+        }
+        ["consoled", secs] => {
+            let secs = secs
+                .parse()
+                .map_err(|_| format!("consoled: '{secs}' is not a number of seconds"))?;
+            c.unlock();
+            consoled::run(&c, Some(secs))
         }
         ["netback", rest @ ..] => {
             let (uplink, rest) = match rest {
