@@ -155,6 +155,75 @@ pub fn read<T: Pod + Default>(c: &Ctrl, dom: u16, gref: u32, offset: usize) -> R
     Ok(v)
 }
 
+/// Where a ring's slots are: `dom`'s page `gref`, the slot array at `base`, `stride` bytes a
+/// slot (a request's size, which a smaller response shares), `slots` of them.
+#[derive(Clone, Copy)]
+pub struct Slots {
+    pub dom: u16,
+    pub gref: u32,
+    pub base: usize,
+    pub stride: usize,
+    pub slots: usize,
+}
+
+/// Most ops one `GNTTAB_OP COPY` takes.
+const COPY_BATCH: usize = 64;
+
+/// The grant-copy ops between `vals` and slots `first..first + vals.len()` (free-running
+/// indices), in calls of [`COPY_BATCH`]: one trap through the control page per batch rather
+/// than one per slot.
+fn copy_slots<T: Pod>(
+    c: &Ctrl,
+    r: Slots,
+    first: u32,
+    vals: &mut [T],
+    to_ring: bool,
+) -> Result<(), Errno> {
+    touch(crate::bytes_of_slice(vals));
+    for (k, chunk) in vals.chunks_mut(COPY_BATCH).enumerate() {
+        let mut ops: Vec<GrantCopy> = chunk
+            .iter_mut()
+            .enumerate()
+            .map(|(j, v)| {
+                let slot = first.wrapping_add((k * COPY_BATCH + j) as u32) as usize % r.slots;
+                let ring = granted(r.dom, r.gref, r.base + slot * r.stride);
+                let mine = local((v as *mut T).cast::<u8>());
+                let (source, dest, flags) = if to_ring {
+                    (mine, ring, copy::DEST_GREF)
+                } else {
+                    (ring, mine, copy::SOURCE_GREF)
+                };
+                GrantCopy {
+                    source,
+                    dest,
+                    len: size_of::<T>() as u16,
+                    flags,
+                    status: 0,
+                }
+            })
+            .collect();
+        copy(c, &mut ops)?;
+    }
+    Ok(())
+}
+
+/// `n` slots of ring `r` from index `first`: a batch of requests read in one call.
+pub fn read_slots<T: Pod + Default + Clone>(
+    c: &Ctrl,
+    r: Slots,
+    first: u32,
+    n: usize,
+) -> Result<Vec<T>, Errno> {
+    let mut out = vec![T::default(); n];
+    copy_slots(c, r, first, &mut out, false)?;
+    Ok(out)
+}
+
+/// Writes `vals` into slots of ring `r` from index `first`: a batch of responses in one call.
+pub fn write_slots<T: Pod>(c: &Ctrl, r: Slots, first: u32, vals: &mut [T]) -> Result<(), Errno> {
+    copy_slots(c, r, first, vals, true)
+}
+
 /// A `Pod` value written to `dom`'s grant `gref` at `offset`.
 pub fn write<T: Pod>(c: &Ctrl, dom: u16, gref: u32, offset: usize, v: &T) -> Result<(), Errno> {
     let mut v = *v;

@@ -41,12 +41,32 @@ const SCAN: Duration = Duration::from_millis(100);
 const TX_SLOT: usize = size_of::<TxRequest>();
 const RX_SLOT: usize = size_of::<RxRequest>();
 
-/// One ring's backend indices.
+/// Front `f`'s transmit ring's slots (a request's size each, which a response shares).
+fn tx_slots(f: &Front) -> backend::Slots {
+    backend::Slots {
+        dom: f.dom,
+        gref: f.ring,
+        base: OFFSET_SLOTS,
+        stride: TX_SLOT,
+        slots: TX_SLOTS,
+    }
+}
+
+fn rx_slots(f: &Front) -> backend::Slots {
+    backend::Slots {
+        dom: f.dom,
+        gref: f.ring,
+        base: RX_RING_OFFSET + OFFSET_SLOTS,
+        stride: RX_SLOT,
+        slots: RX_SLOTS,
+    }
+}
+
+/// One ring's backend indices (`rsp_prod`: the responses published).
 #[derive(Default)]
 struct Indices {
     req_cons: u32,
     rsp_prod: u32,
-    dirty: bool,
 }
 
 struct Front {
@@ -59,6 +79,9 @@ struct Front {
     rx: Indices,
     /// Posted receive buffers: (grant, id).
     bufs: VecDeque<(u32, u16)>,
+    /// Responses made this pass, written by [`Switch::publish`].
+    tx_out: Vec<TxResponse>,
+    rx_out: Vec<RxResponse>,
     sent: u64,
     received: u64,
     dropped: u64,
@@ -176,6 +199,8 @@ impl Switch<'_> {
             tx: Indices::default(),
             rx: Indices::default(),
             bufs: VecDeque::new(),
+            tx_out: Vec::new(),
+            rx_out: Vec::new(),
             sent: 0,
             received: 0,
             dropped: 0,
@@ -240,18 +265,15 @@ impl Switch<'_> {
     fn take_rx_buffers(&mut self, i: usize) -> Res<()> {
         let f = &self.fronts[i];
         let prod = self.req_prod(f, RX_RING_OFFSET, &f.rx, RX_SLOTS)?;
-        let mut cons = f.rx.req_cons;
-        let mut bufs = Vec::new();
-        while cons != prod {
-            let slot = RX_RING_OFFSET + OFFSET_SLOTS + (cons as usize % RX_SLOTS) * RX_SLOT;
-            let r: RxRequest = self.read(f, slot)?;
-            bufs.push((r.gref, r.id));
-            cons = cons.wrapping_add(1);
+        let n = prod.wrapping_sub(f.rx.req_cons) as usize;
+        let reqs: Vec<RxRequest> = backend::read_slots(self.c, rx_slots(f), f.rx.req_cons, n)
+            .map_err(|e| format!("its ring: {}", err_text(e)))?;
+        if n > 0 {
+            self.write(f, RX_RING_OFFSET + OFFSET_REQ_EVENT, &prod.wrapping_add(1))?;
         }
-        self.write(f, RX_RING_OFFSET + OFFSET_REQ_EVENT, &prod.wrapping_add(1))?;
         let f = &mut self.fronts[i];
-        f.rx.req_cons = cons;
-        f.bufs.extend(bufs);
+        f.rx.req_cons = prod;
+        f.bufs.extend(reqs.iter().map(|r| (r.gref, r.id)));
         Ok(())
     }
 
@@ -293,12 +315,12 @@ impl Switch<'_> {
     fn transmit(&mut self, i: usize) -> Res<usize> {
         let f = &self.fronts[i];
         let prod = self.req_prod(f, 0, &f.tx, TX_SLOTS)?;
-        let mut n = 0;
-        while self.fronts[i].tx.req_cons != prod {
-            let f = &self.fronts[i];
-            let slot = OFFSET_SLOTS + (f.tx.req_cons as usize % TX_SLOTS) * TX_SLOT;
-            let req: TxRequest = self.read(f, slot)?;
-            self.fronts[i].tx.req_cons = self.fronts[i].tx.req_cons.wrapping_add(1);
+        let n = prod.wrapping_sub(f.tx.req_cons) as usize;
+        // Every request waiting, in one call; the responses go back in one too (publish).
+        let reqs: Vec<TxRequest> = backend::read_slots(self.c, tx_slots(f), f.tx.req_cons, n)
+            .map_err(|e| format!("its ring: {}", err_text(e)))?;
+        self.fronts[i].tx.req_cons = prod;
+        for req in reqs {
             let status = match self.switch(i, &req) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -309,21 +331,16 @@ impl Switch<'_> {
                     e.errno().to_ret() as i16
                 }
             };
-            let f = &self.fronts[i];
-            let rsp = TxResponse {
+            self.fronts[i].tx_out.push(TxResponse {
                 id: req.id,
                 status,
                 pad: 0,
-            };
-            let rslot = OFFSET_SLOTS + (f.tx.rsp_prod as usize % TX_SLOTS) * TX_SLOT;
-            self.write(f, rslot, &rsp)?;
-            let f = &mut self.fronts[i];
-            f.tx.rsp_prod = f.tx.rsp_prod.wrapping_add(1);
-            f.tx.dirty = true;
-            n += 1;
+            });
         }
-        let f = &self.fronts[i];
-        self.write(f, OFFSET_REQ_EVENT, &prod.wrapping_add(1))?;
+        if n > 0 {
+            let f = &self.fronts[i];
+            self.write(f, OFFSET_REQ_EVENT, &prod.wrapping_add(1))?;
+        }
         Ok(n)
     }
 
@@ -510,30 +527,32 @@ impl Switch<'_> {
         any
     }
 
+    /// Queues a receive response for front `j`: [`Self::publish`] writes them.
     fn push_rx(&mut self, j: usize, rsp: RxResponse) {
-        let to = &self.fronts[j];
-        let slot = RX_RING_OFFSET + OFFSET_SLOTS + (to.rx.rsp_prod as usize % RX_SLOTS) * RX_SLOT;
-        if self.write(to, slot, &rsp).is_ok() {
-            let to = &mut self.fronts[j];
-            to.rx.rsp_prod = to.rx.rsp_prod.wrapping_add(1);
-            to.rx.dirty = true;
-        }
+        self.fronts[j].rx_out.push(rsp);
     }
 
-    /// Publishes both rings' responses of front `i` and announces them once.
+    /// Writes front `i`'s queued responses (each ring's in one call), publishes both rings'
+    /// producer indices and announces them once.
     fn publish(&mut self, i: usize) -> Res<()> {
+        let mut tx_out = std::mem::take(&mut self.fronts[i].tx_out);
+        let mut rx_out = std::mem::take(&mut self.fronts[i].rx_out);
         let f = &self.fronts[i];
-        let (tx, rx) = (f.tx.dirty, f.rx.dirty);
-        if tx {
-            self.write(f, OFFSET_RSP_PROD, &f.tx.rsp_prod)?;
+        let e = |x| format!("its ring: {}", err_text(x));
+        backend::write_slots(self.c, tx_slots(f), f.tx.rsp_prod, &mut tx_out).map_err(e)?;
+        backend::write_slots(self.c, rx_slots(f), f.rx.rsp_prod, &mut rx_out).map_err(e)?;
+        let tx_prod = f.tx.rsp_prod.wrapping_add(tx_out.len() as u32);
+        let rx_prod = f.rx.rsp_prod.wrapping_add(rx_out.len() as u32);
+        if !tx_out.is_empty() {
+            self.write(f, OFFSET_RSP_PROD, &tx_prod)?;
         }
-        if rx {
-            self.write(f, RX_RING_OFFSET + OFFSET_RSP_PROD, &f.rx.rsp_prod)?;
+        if !rx_out.is_empty() {
+            self.write(f, RX_RING_OFFSET + OFFSET_RSP_PROD, &rx_prod)?;
         }
         let f = &mut self.fronts[i];
-        f.tx.dirty = false;
-        f.rx.dirty = false;
-        if let (true, Some(p)) = (tx || rx, f.port) {
+        f.tx.rsp_prod = tx_prod;
+        f.rx.rsp_prod = rx_prod;
+        if let (false, Some(p)) = (tx_out.is_empty() && rx_out.is_empty(), f.port) {
             let _ = backend::evtchn(self.c, evtchn::SEND, p as u64, 0);
         }
         Ok(())
