@@ -48,18 +48,6 @@ pub fn write_to(dom: u16, g: u32, offset: usize, from: &[u8]) -> Result<(), Errn
     })
 }
 
-/// Copies `len` bytes from one domain's grant straight into another's (both granted to dom0):
-/// the data never passes through dom0's memory.
-pub fn between(src: (u16, u32, usize), dst: (u16, u32, usize), len: u16) -> Result<(), Errno> {
-    copy1(GrantCopy {
-        source: gref(src.1, src.0, src.2),
-        dest: gref(dst.1, dst.0, dst.2),
-        len,
-        flags: copy::SOURCE_GREF | copy::DEST_GREF,
-        status: 0,
-    })
-}
-
 /// A `Pod` value read from a grant.
 pub fn read_pod<T: Pod + Default>(dom: u16, g: u32, offset: usize) -> Result<T, Errno> {
     let mut v = T::default();

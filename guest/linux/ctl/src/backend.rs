@@ -138,6 +138,27 @@ pub fn copy(c: &Ctrl, ops: &mut [GrantCopy]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Grant copies in calls of [`COPY_BATCH`], each op with its own outcome in its `status`
+/// (Ferrite goes on past an op that fails): `Err` only when a call itself failed or stopped
+/// short.
+pub fn copy_each(c: &Ctrl, ops: &mut [GrantCopy]) -> Result<(), Errno> {
+    for chunk in ops.chunks_mut(COPY_BATCH) {
+        touch(crate::bytes_of_slice(chunk));
+        let r = c.call([
+            call::GNTTAB_OP as u64,
+            grant::COPY,
+            chunk.as_mut_ptr() as u64,
+            chunk.len() as u64,
+            0,
+            0,
+        ]);
+        if (errno::result(r)? as usize) < chunk.len() {
+            return Err(Errno::Inval);
+        }
+    }
+    Ok(())
+}
+
 /// A `Pod` value read from `dom`'s grant `gref` at `offset`.
 pub fn read<T: Pod + Default>(c: &Ctrl, dom: u16, gref: u32, offset: usize) -> Result<T, Errno> {
     let mut v = T::default();

@@ -127,6 +127,8 @@ struct Switch<'a> {
     c: &'a Ctrl,
     fronts: Vec<Front>,
     uplink: Option<Uplink>,
+    /// A ring's worth of frames copied in from senders ([`TX_SLOTS`]).
+    frames: Vec<[u8; MAX_FRAME as usize]>,
     /// A frame on its way to or from the wire (touched once, so Ferrite can reach it; large
     /// enough for what a packet socket may hand over after receive offloads).
     wire_buf: Vec<u8>,
@@ -312,21 +314,101 @@ impl Switch<'_> {
         busy
     }
 
+    /// Switches every frame front `i` has queued, with a few calls per pass rather than per
+    /// frame: the requests in one, the frames into this process in one, the copies to every
+    /// receiver in one (64 ops a call), the responses in one ([`Self::publish`]). Returns how
+    /// many.
     fn transmit(&mut self, i: usize) -> Res<usize> {
+        // Kept from pass to pass, touched once: a buffer allocated afresh would be new pages
+        // for Linux to fault in before Ferrite may copy into them.
+        let mut frames = std::mem::take(&mut self.frames);
+        let r = self.transmit_into(i, &mut frames);
+        self.frames = frames;
+        r
+    }
+
+    fn transmit_into(&mut self, i: usize, frames: &mut [[u8; MAX_FRAME as usize]]) -> Res<usize> {
         let f = &self.fronts[i];
         let prod = self.req_prod(f, 0, &f.tx, TX_SLOTS)?;
         let n = prod.wrapping_sub(f.tx.req_cons) as usize;
-        // Every request waiting, in one call; the responses go back in one too (publish).
+        if n == 0 {
+            return Ok(0);
+        }
         let reqs: Vec<TxRequest> = backend::read_slots(self.c, tx_slots(f), f.tx.req_cons, n)
             .map_err(|e| format!("its ring: {}", err_text(e)))?;
         self.fronts[i].tx.req_cons = prod;
-        for req in reqs {
-            let status = match self.switch(i, &req) {
+        let src = self.fronts[i].dom;
+        let mut outcome: Vec<Result<(), Refused>> = reqs
+            .iter()
+            .map(|r| {
+                let bad = r.len < MIN_FRAME
+                    || r.len > MAX_FRAME
+                    || r.offset as usize + r.len as usize > 4096;
+                if bad {
+                    Err(Errno::Inval.into())
+                } else {
+                    Ok(())
+                }
+            })
+            .collect();
+        // The well-formed frames, into this process: what is checked and routed is what is
+        // delivered, whatever the sender writes to its pages meanwhile.
+        let wanted: Vec<usize> = (0..n).filter(|&k| outcome[k].is_ok()).collect();
+        let mut ops: Vec<GrantCopy> = wanted
+            .iter()
+            .map(|&k| GrantCopy {
+                source: backend::granted(src, reqs[k].gref, reqs[k].offset as usize),
+                dest: backend::local(frames[k].as_ptr()),
+                len: reqs[k].len,
+                flags: copy::SOURCE_GREF,
+                status: 0,
+            })
+            .collect();
+        backend::copy_each(self.c, &mut ops).map_err(|e| format!("copying: {}", err_text(e)))?;
+        for (&k, op) in wanted.iter().zip(&ops) {
+            if op.status != 0 {
+                outcome[k] = Err(Errno::from_ret(op.status as i64)
+                    .unwrap_or(Errno::Inval)
+                    .into());
+            }
+        }
+        // Route each; the copies into receivers' buffers are queued: (frame, receiver, id).
+        let mut deliveries: Vec<(usize, usize, u16)> = Vec::new();
+        let mut data: Vec<GrantCopy> = Vec::new();
+        for k in 0..n {
+            if outcome[k].is_ok() {
+                let frame = &frames[k][..reqs[k].len as usize];
+                outcome[k] = self.route(i, frame, k, &mut deliveries, &mut data);
+            }
+        }
+        backend::copy_each(self.c, &mut data).map_err(|e| format!("copying: {}", err_text(e)))?;
+        for (&(k, j, id), op) in deliveries.iter().zip(&data) {
+            // A buffer the receiver did not grant as it should goes back to it with the error;
+            // the frame is dropped for it, which is not the sender's fault.
+            let (status, len) = if op.status == 0 {
+                self.fronts[j].received += 1;
+                (0, reqs[k].len)
+            } else {
+                self.fronts[j].dropped += 1;
+                (op.status as i16, 0)
+            };
+            self.push_rx(
+                j,
+                RxResponse {
+                    id,
+                    status,
+                    len,
+                    pad: 0,
+                },
+            );
+        }
+        for (req, out) in reqs.iter().zip(outcome) {
+            let status = match out {
                 Ok(()) => 0,
                 Err(e) => {
                     println!(
-                        "ferrite-ctl: netback: dom{}: frame {} refused: {e}",
-                        self.fronts[i].dom, req.id
+                        "ferrite-ctl: netback: dom{src}: frame {} refused: {e}",
+                        req.id
                     );
                     e.errno().to_ret() as i16
                 }
@@ -337,33 +419,23 @@ impl Switch<'_> {
                 pad: 0,
             });
         }
-        if n > 0 {
-            let f = &self.fronts[i];
-            self.write(f, OFFSET_REQ_EVENT, &prod.wrapping_add(1))?;
-        }
+        let f = &self.fronts[i];
+        self.write(f, OFFSET_REQ_EVENT, &prod.wrapping_add(1))?;
         Ok(n)
     }
 
-    /// Delivers one frame from front `i` to its destination(s).
-    fn switch(&mut self, i: usize, req: &TxRequest) -> Result<(), Refused> {
-        if req.len < MIN_FRAME
-            || req.len > MAX_FRAME
-            || req.offset as usize + req.len as usize > 4096
-        {
-            return Err(Errno::Inval.into());
-        }
-        let src = self.fronts[i].dom;
-        let mut hdr = [0u8; 14];
-        backend::copy(
-            self.c,
-            &mut [GrantCopy {
-                source: backend::granted(src, req.gref, req.offset as usize),
-                dest: backend::local(hdr.as_mut_ptr()),
-                len: hdr.len() as u16,
-                flags: copy::SOURCE_GREF,
-                status: 0,
-            }],
-        )?;
+    /// Where frame `k` of front `i` (this process's copy) goes: out through the uplink (sent
+    /// at once), and a copy into a posted buffer of each receiving domU, queued in `data` with
+    /// `(k, receiver, buffer id)` in `deliveries`.
+    fn route(
+        &mut self,
+        i: usize,
+        frame: &[u8],
+        k: usize,
+        deliveries: &mut Vec<(usize, usize, u16)>,
+        data: &mut Vec<GrantCopy>,
+    ) -> Result<(), Refused> {
+        let hdr = &frame[..14];
         if hdr[6..12] != self.fronts[i].mac {
             let mut claimed = [0u8; 6];
             claimed.copy_from_slice(&hdr[6..12]);
@@ -374,7 +446,7 @@ impl Switch<'_> {
         let group = dst[0] & 1 != 0;
         let to_domu = self.fronts.iter().position(|f| f.mac == dst);
         if group || to_domu.is_none() {
-            self.send_out(i, req, group)?;
+            self.send_out(i, frame, group);
         }
         let targets: Vec<usize> = if group {
             (0..self.fronts.len()).filter(|&j| j != i).collect()
@@ -396,68 +468,32 @@ impl Switch<'_> {
                 self.fronts[j].dropped += 1;
                 continue;
             };
-            let to = self.fronts[j].dom;
-            let r = backend::copy(
-                self.c,
-                &mut [GrantCopy {
-                    source: backend::granted(src, req.gref, req.offset as usize),
-                    dest: backend::granted(to, gref, 0),
-                    len: req.len,
-                    flags: copy::SOURCE_GREF | copy::DEST_GREF,
-                    status: 0,
-                }],
-            );
-            let (status, len) = match r {
-                Ok(()) => {
-                    self.fronts[j].received += 1;
-                    (0, req.len)
-                }
-                Err(e) => (e.to_ret() as i16, 0),
-            };
-            self.push_rx(
-                j,
-                RxResponse {
-                    id,
-                    status,
-                    len,
-                    pad: 0,
-                },
-            );
-            // The sender's grant is at fault: report it to the sender too.
-            r?;
+            data.push(GrantCopy {
+                source: backend::local(frame.as_ptr()),
+                dest: backend::granted(self.fronts[j].dom, gref, 0),
+                len: frame.len() as u16,
+                flags: copy::DEST_GREF,
+                status: 0,
+            });
+            deliveries.push((k, j, id));
         }
         Ok(())
     }
 
-    /// Sends front `i`'s frame out through the uplink; without one, a frame that is no
-    /// broadcast is dropped and counted.
-    fn send_out(&mut self, i: usize, req: &TxRequest, group: bool) -> Result<(), Errno> {
-        if self.uplink.is_none() {
+    /// Sends front `i`'s frame (this process's copy) out through the uplink; without one, a
+    /// frame that is no broadcast is dropped and counted.
+    fn send_out(&mut self, i: usize, frame: &[u8], group: bool) {
+        let Some(up) = self.uplink.as_mut() else {
             if !group {
                 self.fronts[i].dropped += 1;
             }
-            return Ok(());
-        }
-        let len = req.len as usize;
-        backend::copy(
-            self.c,
-            &mut [GrantCopy {
-                source: backend::granted(self.fronts[i].dom, req.gref, req.offset as usize),
-                dest: backend::local(self.wire_buf.as_ptr()),
-                len: req.len,
-                flags: copy::SOURCE_GREF,
-                status: 0,
-            }],
-        )?;
-        let Some(up) = self.uplink.as_mut() else {
-            return Ok(());
+            return;
         };
-        if up.send(&self.wire_buf[..len]) {
+        if up.send(frame) {
             self.fronts[i].to_wire += 1;
         } else {
             self.fronts[i].dropped += 1;
         }
-        Ok(())
     }
 
     /// Delivers what came from the wire since the last pass (at most [`WIRE_BURST`] frames):
@@ -565,10 +601,13 @@ pub fn run(c: &Ctrl, uplink: Option<&str>, seconds: Option<u64>) -> Res<()> {
     let uplink = uplink.map(Uplink::open).transpose()?;
     let mut wire_buf = vec![0u8; 64 << 10];
     touch(&mut wire_buf);
+    let mut frames = vec![[0u8; MAX_FRAME as usize]; TX_SLOTS];
+    touch(crate::bytes_of_slice(&mut frames));
     let mut s = Switch {
         c,
         fronts: Vec::new(),
         uplink,
+        frames,
         wire_buf,
     };
     println!(
