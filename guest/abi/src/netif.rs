@@ -137,6 +137,63 @@ impl core::fmt::Display for MacRefused {
     }
 }
 
+/// Why a net backend refuses a transmitted frame: what its response's status says
+/// ([`TxRefused::errno`]), and a log line ([`core::fmt::Display`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxRefused {
+    /// Its length or offset (`Inval`), or its grant.
+    Bad(crate::Errno),
+    /// Its source address is this one, not the sender's.
+    Spoofed([u8; 6]),
+}
+
+impl From<crate::Errno> for TxRefused {
+    fn from(e: crate::Errno) -> Self {
+        Self::Bad(e)
+    }
+}
+
+impl TxRefused {
+    pub fn errno(&self) -> crate::Errno {
+        match self {
+            Self::Bad(e) => *e,
+            Self::Spoofed(_) => crate::Errno::Perm,
+        }
+    }
+
+    /// Whether the frame whose header is `hdr` comes from `own`, the sender's address: a
+    /// backend checks its own copy of the frame, which the sender cannot change any more.
+    pub fn check_source(hdr: &[u8], own: [u8; 6]) -> Result<(), Self> {
+        let mut src = [0u8; 6];
+        src.copy_from_slice(&hdr[6..12]);
+        if src == own {
+            Ok(())
+        } else {
+            Err(Self::Spoofed(src))
+        }
+    }
+}
+
+impl core::fmt::Display for TxRefused {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Bad(e) => write!(f, "{e}"),
+            Self::Spoofed(m) => write!(f, "its source address {} is not its own", Mac(*m)),
+        }
+    }
+}
+
+/// Whether a transmit request's frame fits: [`MIN_FRAME`]..=[`MAX_FRAME`] bytes inside its page.
+pub fn check_tx(req: &TxRequest) -> Result<(), TxRefused> {
+    let fits = (MIN_FRAME..=MAX_FRAME).contains(&req.len)
+        && req.offset as usize + req.len as usize <= 4096;
+    if fits {
+        Ok(())
+    } else {
+        Err(crate::Errno::Inval.into())
+    }
+}
+
 /// A MAC address written the usual way, `02:fe:00:00:00:01`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mac(pub [u8; 6]);
@@ -235,6 +292,35 @@ mod tests {
         assert_eq!(
             backend_mac(4, Some(1 << 60), held(&[])),
             Err(MacRefused::Malformed(1 << 60))
+        );
+    }
+
+    #[test]
+    fn frames_are_refused_for_their_size_or_a_source_not_their_own() {
+        let req = |offset, len| TxRequest {
+            offset,
+            len,
+            ..TxRequest::default()
+        };
+        assert_eq!(check_tx(&req(0, 60)), Ok(()));
+        assert_eq!(check_tx(&req(4096 - 1514, 1514)), Ok(()));
+        for (o, l) in [(0, 13), (0, 1515), (4000, 200), (u16::MAX, 14)] {
+            assert_eq!(
+                check_tx(&req(o, l)),
+                Err(TxRefused::Bad(crate::Errno::Inval))
+            );
+        }
+        let mut hdr = [0u8; 14];
+        hdr[6..12].copy_from_slice(&mac_of(2));
+        assert_eq!(TxRefused::check_source(&hdr, mac_of(2)), Ok(()));
+        let r = TxRefused::check_source(&hdr, mac_of(3));
+        assert_eq!(r, Err(TxRefused::Spoofed(mac_of(2))));
+        assert_eq!(r.unwrap_err().errno(), crate::Errno::Perm);
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "its source address 02:fe:00:00:00:02 is not its own"
         );
     }
 

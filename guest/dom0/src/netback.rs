@@ -28,8 +28,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use ferrite_abi::devbus::{feature, kind, state};
 use ferrite_abi::netif::{
-    self, MAX_FRAME, MIN_FRAME, Mac, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD,
-    OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest, TxResponse,
+    self, MAX_FRAME, Mac, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD, OFFSET_SLOTS,
+    RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRefused, TxRequest, TxResponse,
     mac_to_u64,
 };
 use ferrite_abi::{Errno, evtchn as ev};
@@ -279,43 +279,9 @@ fn transmit(fronts: &mut [Front], i: usize) -> Result<(), String> {
     }
 }
 
-/// Why a transmitted frame is refused.
-enum Refused {
-    /// Its length or offset, or its grant.
-    Bad(Errno),
-    /// Its source address is this one, not the sender's.
-    Spoofed([u8; 6]),
-}
-
-impl From<Errno> for Refused {
-    fn from(e: Errno) -> Self {
-        Self::Bad(e)
-    }
-}
-
-impl Refused {
-    fn errno(&self) -> Errno {
-        match self {
-            Self::Bad(e) => *e,
-            Self::Spoofed(_) => Errno::Perm,
-        }
-    }
-}
-
-impl core::fmt::Display for Refused {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::Bad(e) => write!(f, "{e}"),
-            Self::Spoofed(m) => write!(f, "its source address {} is not its own", Mac(*m)),
-        }
-    }
-}
-
 /// Delivers one frame from frontend `i` to its destination(s).
-fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Refused> {
-    if req.len < MIN_FRAME || req.len > MAX_FRAME || req.offset as usize + req.len as usize > 4096 {
-        return Err(Errno::Inval.into());
-    }
+fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), TxRefused> {
+    netif::check_tx(req)?;
     let src = fronts[i].dom;
     // The frame comes into dom0 first and goes to every receiver from there: what is checked
     // is what is delivered, whatever the sender writes to its page meanwhile. (A copy straight
@@ -329,11 +295,7 @@ fn switch(fronts: &mut [Front], i: usize, req: &TxRequest) -> Result<(), Refused
     let hdr = &frame[..14];
     // A frame must come from its sender's own address: one from another's would have its
     // answers sent to that other (Xen's anti-spoofing, here always on).
-    if hdr[6..12] != fronts[i].mac {
-        let mut claimed = [0u8; 6];
-        claimed.copy_from_slice(&hdr[6..12]);
-        return Err(Refused::Spoofed(claimed));
-    }
+    TxRefused::check_source(hdr, fronts[i].mac)?;
     let dst = &hdr[..6];
     fronts[i].sent += 1;
     let to_domu = fronts.iter().position(|f| f.mac == dst);

@@ -3,13 +3,53 @@
 //! event channels, and grant copies between a domU's granted pages and this process's memory
 //! (or between two domUs' pages).
 
-use crate::{Ctrl, touch};
+use crate::{Ctrl, Res, touch};
 use ferrite_abi::call::{self, domctl};
 use ferrite_abi::devbus::{self, state};
 use ferrite_abi::errno::{self, Errno};
 use ferrite_abi::evtchn;
 use ferrite_abi::grant::{self, GrantCopy, GrantPtr, copy};
 use ferrite_abi::ring::Pod;
+use std::time::{Duration, Instant};
+
+/// How often a user-space backend walks the bus, and how long it sleeps when a pass found
+/// nothing to do (it cannot receive events: it polls).
+const SCAN: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(1);
+
+/// A backend that polls: what it does each pass.
+pub trait Polled {
+    /// Looks for devices (or domains) to connect and ones gone (every 100 ms).
+    fn scan(&mut self);
+    /// Serves every ring once; whether anything moved.
+    fn serve_all(&mut self) -> bool;
+    /// Lets go of everything: the backend stops.
+    fn stop(&mut self);
+}
+
+/// Runs `b` until killed, or for `seconds`: a pass at once while passes find work, else one
+/// a millisecond, and a scan every 100 ms. The control page is shared with other `ferrite-ctl`
+/// runs (`create`, `list`): it is held for one pass at a time.
+pub fn run_polled(c: &Ctrl, seconds: Option<u64>, b: &mut impl Polled) -> Res<()> {
+    let end = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut last_scan: Option<Instant> = None;
+    while end.is_none_or(|e| Instant::now() < e) {
+        c.lock()?;
+        if last_scan.is_none_or(|t| t.elapsed() >= SCAN) {
+            b.scan();
+            last_scan = Some(Instant::now());
+        }
+        let busy = b.serve_all();
+        c.unlock();
+        if !busy {
+            std::thread::sleep(POLL);
+        }
+    }
+    c.lock()?;
+    b.stop();
+    c.unlock();
+    Ok(())
+}
 
 /// What a device's entry says.
 pub struct Entry {

@@ -32,11 +32,6 @@ use ferrite_abi::grant::{GrantCopy, copy};
 use ferrite_abi::ring::Pod;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::time::{Duration, Instant};
-
-/// How often the rings are looked at, and the bus rescanned.
-const POLL: Duration = Duration::from_millis(1);
-const SCAN: Duration = Duration::from_millis(100);
 
 struct Front {
     dom: u16,
@@ -63,6 +58,22 @@ struct Backend<'a> {
     fronts: Vec<Front>,
     /// Reused for every request's data (touched once, so Ferrite can reach it).
     buf: Vec<u8>,
+}
+
+impl backend::Polled for Backend<'_> {
+    fn scan(&mut self) {
+        Backend::scan(self);
+    }
+
+    fn serve_all(&mut self) -> bool {
+        Backend::serve_all(self)
+    }
+
+    fn stop(&mut self) {
+        for f in std::mem::take(&mut self.fronts) {
+            self.disconnect(&f, "the backend stopped");
+        }
+    }
 }
 
 impl Backend<'_> {
@@ -370,29 +381,7 @@ pub fn run(c: &Ctrl, path: &str, seconds: Option<u64>) -> Res<()> {
         "ferrite-ctl: blkback: serving domUs' disks from {path} ({} sectors)",
         b.file_sectors
     );
-    let end = seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    let mut last_scan: Option<Instant> = None;
-    loop {
-        if end.is_some_and(|e| Instant::now() >= e) {
-            break;
-        }
-        // The control page is shared with other ferrite-ctl runs: hold it for one pass only.
-        c.lock()?;
-        if last_scan.is_none_or(|t| t.elapsed() >= SCAN) {
-            b.scan();
-            last_scan = Some(Instant::now());
-        }
-        let busy = b.serve_all();
-        c.unlock();
-        if !busy {
-            std::thread::sleep(POLL);
-        }
-    }
-    c.lock()?;
-    for f in std::mem::take(&mut b.fronts) {
-        b.disconnect(&f, "the backend stopped");
-    }
-    c.unlock();
+    backend::run_polled(c, seconds, &mut b)?;
     Ok(())
 }
 

@@ -17,10 +17,7 @@ use ferrite_abi::console_ring::{self as cr, OUT_SIZE};
 use ferrite_abi::evtchn;
 use ferrite_abi::grant::{GrantCopy, copy};
 use std::io::Write;
-use std::time::{Duration, Instant};
 
-const POLL: Duration = Duration::from_millis(1);
-const SCAN: Duration = Duration::from_millis(100);
 /// A line longer than this is printed in pieces.
 const LINE_MAX: usize = 1024;
 
@@ -38,6 +35,24 @@ struct Consoles<'a> {
     /// Domains without a console (or whose ring broke): not asked again.
     skip: Vec<u16>,
     buf: Vec<u8>,
+}
+
+impl backend::Polled for Consoles<'_> {
+    fn scan(&mut self) {
+        Consoles::scan(self);
+    }
+
+    fn serve_all(&mut self) -> bool {
+        Consoles::serve_all(self)
+    }
+
+    fn stop(&mut self) {
+        for b in std::mem::take(&mut self.backs) {
+            if let Some(p) = b.port {
+                let _ = backend::evtchn(self.c, evtchn::CLOSE, p as u64, 0);
+            }
+        }
+    }
 }
 
 impl Consoles<'_> {
@@ -189,29 +204,6 @@ pub fn run(c: &Ctrl, seconds: Option<u64>) -> Res<()> {
         buf,
     };
     println!("ferrite-ctl: console: serving domUs' consoles");
-    let end = seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    let mut last_scan: Option<Instant> = None;
-    loop {
-        if end.is_some_and(|e| Instant::now() >= e) {
-            break;
-        }
-        c.lock()?;
-        if last_scan.is_none_or(|t| t.elapsed() >= SCAN) {
-            s.scan();
-            last_scan = Some(Instant::now());
-        }
-        let busy = s.serve_all();
-        c.unlock();
-        if !busy {
-            std::thread::sleep(POLL);
-        }
-    }
-    c.lock()?;
-    for b in std::mem::take(&mut s.backs) {
-        if let Some(p) = b.port {
-            let _ = backend::evtchn(c, evtchn::CLOSE, p as u64, 0);
-        }
-    }
-    c.unlock();
+    backend::run_polled(c, seconds, &mut s)?;
     Ok(())
 }

@@ -30,14 +30,11 @@ use ferrite_abi::evtchn;
 use ferrite_abi::grant::{GrantCopy, copy};
 use ferrite_abi::netif::{
     self, MAX_FRAME, MIN_FRAME, Mac, OFFSET_REQ_EVENT, OFFSET_REQ_PROD, OFFSET_RSP_PROD,
-    OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRequest, TxResponse,
-    mac_to_u64,
+    OFFSET_SLOTS, RX_RING_OFFSET, RX_SLOTS, RxRequest, RxResponse, TX_SLOTS, TxRefused, TxRequest,
+    TxResponse, mac_to_u64,
 };
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
 
-const POLL: Duration = Duration::from_millis(1);
-const SCAN: Duration = Duration::from_millis(100);
 const TX_SLOT: usize = size_of::<TxRequest>();
 const RX_SLOT: usize = size_of::<RxRequest>();
 
@@ -92,37 +89,6 @@ struct Front {
 /// Frames taken from the wire per pass, at most: the domUs' rings get their turn.
 const WIRE_BURST: usize = 256;
 
-/// Why a transmitted frame is refused.
-enum Refused {
-    Bad(Errno),
-    /// Its source address is this one, not the sender's.
-    Spoofed([u8; 6]),
-}
-
-impl From<Errno> for Refused {
-    fn from(e: Errno) -> Self {
-        Self::Bad(e)
-    }
-}
-
-impl Refused {
-    fn errno(&self) -> Errno {
-        match self {
-            Self::Bad(e) => *e,
-            Self::Spoofed(_) => Errno::Perm,
-        }
-    }
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Bad(e) => write!(f, "{}", e.name()),
-            Self::Spoofed(m) => write!(f, "its source address {} is not its own", Mac(*m)),
-        }
-    }
-}
-
 struct Switch<'a> {
     c: &'a Ctrl,
     fronts: Vec<Front>,
@@ -132,6 +98,22 @@ struct Switch<'a> {
     /// A frame on its way to or from the wire (touched once, so Ferrite can reach it; large
     /// enough for what a packet socket may hand over after receive offloads).
     wire_buf: Vec<u8>,
+}
+
+impl backend::Polled for Switch<'_> {
+    fn scan(&mut self) {
+        Switch::scan(self);
+    }
+
+    fn serve_all(&mut self) -> bool {
+        Switch::serve_all(self)
+    }
+
+    fn stop(&mut self) {
+        for f in std::mem::take(&mut self.fronts) {
+            self.disconnect(&f, "the backend stopped", true);
+        }
+    }
 }
 
 impl Switch<'_> {
@@ -338,19 +320,7 @@ impl Switch<'_> {
             .map_err(|e| format!("its ring: {}", err_text(e)))?;
         self.fronts[i].tx.req_cons = prod;
         let src = self.fronts[i].dom;
-        let mut outcome: Vec<Result<(), Refused>> = reqs
-            .iter()
-            .map(|r| {
-                let bad = r.len < MIN_FRAME
-                    || r.len > MAX_FRAME
-                    || r.offset as usize + r.len as usize > 4096;
-                if bad {
-                    Err(Errno::Inval.into())
-                } else {
-                    Ok(())
-                }
-            })
-            .collect();
+        let mut outcome: Vec<Result<(), TxRefused>> = reqs.iter().map(netif::check_tx).collect();
         // The well-formed frames, into this process: what is checked and routed is what is
         // delivered, whatever the sender writes to its pages meanwhile.
         let wanted: Vec<usize> = (0..n).filter(|&k| outcome[k].is_ok()).collect();
@@ -434,13 +404,9 @@ impl Switch<'_> {
         k: usize,
         deliveries: &mut Vec<(usize, usize, u16)>,
         data: &mut Vec<GrantCopy>,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), TxRefused> {
         let hdr = &frame[..14];
-        if hdr[6..12] != self.fronts[i].mac {
-            let mut claimed = [0u8; 6];
-            claimed.copy_from_slice(&hdr[6..12]);
-            return Err(Refused::Spoofed(claimed));
-        }
+        TxRefused::check_source(hdr, self.fronts[i].mac)?;
         let dst = &hdr[..6];
         self.fronts[i].sent += 1;
         let group = dst[0] & 1 != 0;
@@ -618,29 +584,7 @@ pub fn run(c: &Ctrl, uplink: Option<&str>, seconds: Option<u64>) -> Res<()> {
             u.name
         ))
     );
-    let end = seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    let mut last_scan: Option<Instant> = None;
-    loop {
-        if end.is_some_and(|e| Instant::now() >= e) {
-            break;
-        }
-        // The control page is shared with other ferrite-ctl runs: hold it for one pass only.
-        c.lock()?;
-        if last_scan.is_none_or(|t| t.elapsed() >= SCAN) {
-            s.scan();
-            last_scan = Some(Instant::now());
-        }
-        let busy = s.serve_all();
-        c.unlock();
-        if !busy {
-            std::thread::sleep(POLL);
-        }
-    }
-    c.lock()?;
-    for f in std::mem::take(&mut s.fronts) {
-        s.disconnect(&f, "the backend stopped", true);
-    }
-    c.unlock();
+    backend::run_polled(c, seconds, &mut s)?;
     if let Some(u) = &s.uplink {
         println!(
             "ferrite-ctl: netback: {}: {} frames out, {} in, {} refused by the socket",
