@@ -6,9 +6,28 @@
 use std::time::Duration;
 
 use ferrite_systests::paths::dom0_image;
-use ferrite_systests::{Exit, Qemu, Result};
+use ferrite_systests::{Exit, Outcome, Qemu, Result};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Boots dom0 (one vCPU of two CPUs, GICv3, `-icount`) with `bootargs` and checks it powered
+/// off cleanly.
+fn boot(label: &str, bootargs: &str) -> Result<Outcome> {
+    let out = Qemu::virt()
+        .gic(3)
+        .cpus(2)
+        .memory("1G")
+        .icount(true)
+        .timeout(TIMEOUT)
+        .label(label)
+        .image(dom0_image("qemu-virt"))
+        .bootargs(bootargs)
+        .spawn()?
+        .wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    Ok(out)
+}
 
 #[test]
 fn two_domus_ping_the_wire_through_dom0s_nic() -> Result<()> {
@@ -79,25 +98,14 @@ fn two_domus_ping_the_wire_through_dom0s_nic() -> Result<()> {
 
 #[test]
 fn a_hostile_netfront_is_refused_while_two_domus_keep_exchanging_frames() -> Result<()> {
-    let out = Qemu::virt()
-        .gic(3)
-        .cpus(2)
-        .memory("1G")
-        .icount(true)
-        .timeout(TIMEOUT)
-        .label("net-evil")
-        .image(dom0_image("qemu-virt"))
-        .bootargs(
-            "semihosting dom0_vcpus=1 \
-             domu=name=pong,mem=8M,on_poweroff=preserve,cmd=net-pong+20 \
-             domu=name=ping,mem=8M,on_poweroff=preserve,cmd=net-ping+1+20 \
-             domu=name=evil,mem=8M,on_poweroff=preserve,cmd=net-evil \
-             -- dom0.sched.report=3000 poweroff",
-        )
-        .spawn()?
-        .wait_exit(TIMEOUT)?;
-    out.ensure_exit(Exit::Code(0))?;
-    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let out = boot(
+        "net-evil",
+        "semihosting dom0_vcpus=1 \
+         domu=name=pong,mem=8M,on_poweroff=preserve,cmd=net-pong+20 \
+         domu=name=ping,mem=8M,on_poweroff=preserve,cmd=net-ping+1+20 \
+         domu=name=evil,mem=8M,on_poweroff=preserve,cmd=net-evil \
+         -- dom0.sched.report=3000 poweroff",
+    )?;
     let c = &out.console;
     for (case, errno) in [
         ("a frame shorter than its header", "EINVAL"),
@@ -150,23 +158,12 @@ fn a_hostile_netfront_is_refused_while_two_domus_keep_exchanging_frames() -> Res
 /// runs (`save -c`) asks for the same address and is refused it, with the holder named.
 #[test]
 fn a_restored_domain_keeps_its_mac_address_and_its_peers() -> Result<()> {
-    let out = Qemu::virt()
-        .gic(3)
-        .cpus(2)
-        .memory("1G")
-        .icount(true)
-        .timeout(TIMEOUT)
-        .label("net-restore")
-        .image(dom0_image("qemu-virt"))
-        .bootargs(
-            "semihosting dom0_vcpus=1 -- dom0.exec=\"create name=pong mem=8M cmd=net-pong 1000;\
-             create name=ping mem=8M cmd=net-ping 1 40 50;sleep 1000;pause pong;save pong f;\
-             restore f;sleep 4000;save -c pong g;restore g;sleep 1000;list\" poweroff",
-        )
-        .spawn()?
-        .wait_exit(TIMEOUT)?;
-    out.ensure_exit(Exit::Code(0))?;
-    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let out = boot(
+        "net-restore",
+        "semihosting dom0_vcpus=1 -- dom0.exec=\"create name=pong mem=8M cmd=net-pong 1000;\
+         create name=ping mem=8M cmd=net-ping 1 40 50;sleep 1000;pause pong;save pong f;\
+         restore f;sleep 4000;save -c pong g;restore g;sleep 1000;list\" poweroff",
+    )?;
     let c = &out.console;
     out.ensure(
         c.contains("domU1: net: connected, MAC 02:fe:00:00:00:01")
@@ -207,24 +204,13 @@ fn a_restored_domain_keeps_its_mac_address_and_its_peers() -> Result<()> {
 /// silently, and those that arrive come in the order sent, none repeated.
 #[test]
 fn a_burst_of_frames_is_delivered_or_counted_in_order() -> Result<()> {
-    let out = Qemu::virt()
-        .gic(3)
-        .cpus(2)
-        .memory("1G")
-        .icount(true)
-        .timeout(TIMEOUT)
-        .label("net-burst")
-        .image(dom0_image("qemu-virt"))
-        .bootargs(
-            "semihosting dom0_vcpus=1 \
-             domu=name=sink,mem=8M,on_poweroff=preserve,cmd=net-sink+300 \
-             domu=name=blast,mem=8M,on_poweroff=preserve,cmd=net-blast+1+300+32 \
-             -- dom0.sched.report=3000 poweroff",
-        )
-        .spawn()?
-        .wait_exit(TIMEOUT)?;
-    out.ensure_exit(Exit::Code(0))?;
-    out.ensure(!out.console.has_panic(), "Ferrite panicked")?;
+    let out = boot(
+        "net-burst",
+        "semihosting dom0_vcpus=1 \
+         domu=name=sink,mem=8M,on_poweroff=preserve,cmd=net-sink+300 \
+         domu=name=blast,mem=8M,on_poweroff=preserve,cmd=net-blast+1+300+32 \
+         -- dom0.sched.report=3000 poweroff",
+    )?;
     let c = &out.console;
     out.ensure(
         c.contains("domU2: net-blast: sent 300 frames of 1514 bytes to dom1, 32 in flight"),

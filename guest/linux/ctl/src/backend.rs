@@ -159,23 +159,11 @@ pub fn local(p: *const u8) -> GrantPtr {
 
 /// Grant copies, all or nothing: the first failing op's error.
 pub fn copy(c: &Ctrl, ops: &mut [GrantCopy]) -> Result<(), Errno> {
-    touch(crate::bytes_of_slice(ops));
-    let r = c.call([
-        call::GNTTAB_OP as u64,
-        grant::COPY,
-        ops.as_mut_ptr() as u64,
-        ops.len() as u64,
-        0,
-        0,
-    ]);
-    let done = errno::result(r)? as usize;
-    if let Some(op) = ops.iter().find(|o| o.status != 0) {
-        return Err(Errno::from_ret(op.status as i64).unwrap_or(Errno::Inval));
+    copy_each(c, ops)?;
+    match ops.iter().find(|o| o.status != 0) {
+        Some(op) => Err(Errno::from_ret(op.status as i64).unwrap_or(Errno::Inval)),
+        None => Ok(()),
     }
-    if done < ops.len() {
-        return Err(Errno::Inval);
-    }
-    Ok(())
 }
 
 /// Grant copies in calls of [`COPY_BATCH`], each op with its own outcome in its `status`
@@ -230,8 +218,8 @@ pub struct Slots {
 /// Most ops one `GNTTAB_OP COPY` takes.
 const COPY_BATCH: usize = 64;
 
-/// The grant-copy ops between `vals` and slots `first..first + vals.len()` (free-running
-/// indices), in calls of [`COPY_BATCH`]: one trap through the control page per batch rather
+/// Copies between `vals` and slots `first..first + vals.len()` (free-running indices), an op
+/// per slot in calls of [`COPY_BATCH`]: one trap through the control page per batch rather
 /// than one per slot.
 fn copy_slots<T: Pod>(
     c: &Ctrl,
@@ -241,31 +229,28 @@ fn copy_slots<T: Pod>(
     to_ring: bool,
 ) -> Result<(), Errno> {
     touch(crate::bytes_of_slice(vals));
-    for (k, chunk) in vals.chunks_mut(COPY_BATCH).enumerate() {
-        let mut ops: Vec<GrantCopy> = chunk
-            .iter_mut()
-            .enumerate()
-            .map(|(j, v)| {
-                let slot = first.wrapping_add((k * COPY_BATCH + j) as u32) as usize % r.slots;
-                let ring = granted(r.dom, r.gref, r.base + slot * r.stride);
-                let mine = local((v as *mut T).cast::<u8>());
-                let (source, dest, flags) = if to_ring {
-                    (mine, ring, copy::DEST_GREF)
-                } else {
-                    (ring, mine, copy::SOURCE_GREF)
-                };
-                GrantCopy {
-                    source,
-                    dest,
-                    len: size_of::<T>() as u16,
-                    flags,
-                    status: 0,
-                }
-            })
-            .collect();
-        copy(c, &mut ops)?;
-    }
-    Ok(())
+    let mut ops: Vec<GrantCopy> = vals
+        .iter_mut()
+        .enumerate()
+        .map(|(j, v)| {
+            let slot = first.wrapping_add(j as u32) as usize % r.slots;
+            let ring = granted(r.dom, r.gref, r.base + slot * r.stride);
+            let mine = local((v as *mut T).cast::<u8>());
+            let (source, dest, flags) = if to_ring {
+                (mine, ring, copy::DEST_GREF)
+            } else {
+                (ring, mine, copy::SOURCE_GREF)
+            };
+            GrantCopy {
+                source,
+                dest,
+                len: size_of::<T>() as u16,
+                flags,
+                status: 0,
+            }
+        })
+        .collect();
+    copy(c, &mut ops)
 }
 
 /// `n` slots of ring `r` from index `first`: a batch of requests read in one call.

@@ -261,6 +261,19 @@ impl Switch<'_> {
         Ok(())
     }
 
+    /// A receive buffer front `j` posted, taking from its ring those it posted since this
+    /// pass began; none (the frame dropped for it, counted) if it has none.
+    fn rx_buffer(&mut self, j: usize) -> Option<(u32, u16)> {
+        if self.fronts[j].bufs.is_empty() {
+            let _ = self.take_rx_buffers(j);
+        }
+        let b = self.fronts[j].bufs.pop_front();
+        if b.is_none() {
+            self.fronts[j].dropped += 1;
+        }
+        b
+    }
+
     /// Serves every frontend's transmit ring once; disconnects a frontend whose ring is
     /// corrupt or unreachable. Returns whether any frame moved.
     fn serve_all(&mut self) -> bool {
@@ -427,11 +440,7 @@ impl Switch<'_> {
             }
         };
         for j in targets {
-            if self.fronts[j].bufs.is_empty() {
-                let _ = self.take_rx_buffers(j);
-            }
-            let Some((gref, id)) = self.fronts[j].bufs.pop_front() else {
-                self.fronts[j].dropped += 1;
+            let Some((gref, id)) = self.rx_buffer(j) else {
                 continue;
             };
             data.push(GrantCopy {
@@ -489,11 +498,7 @@ impl Switch<'_> {
                     .collect()
             };
             for j in targets {
-                if self.fronts[j].bufs.is_empty() {
-                    let _ = self.take_rx_buffers(j);
-                }
-                let Some((gref, id)) = self.fronts[j].bufs.pop_front() else {
-                    self.fronts[j].dropped += 1;
+                let Some((gref, id)) = self.rx_buffer(j) else {
                     continue;
                 };
                 let r = backend::copy(
