@@ -10,29 +10,56 @@ use crate::mm::frames::FrameAllocator;
 use crate::mm::{heap, region::Region};
 use crate::{cmdline, console, logger, panic::SEMIHOSTING, println};
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 
-pub static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
+static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
+/// The CPU holding `FRAMES` (its index + 1; 0: none), so that the heap, growing from the frame
+/// allocator, never waits for a lock its own CPU holds.
+static FRAMES_HOLDER: AtomicUsize = AtomicUsize::new(0);
 static MACHINE: Once<MachineInfo> = Once::new();
+
+/// Runs `f` on the frame allocator (`None` before it exists).
+fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator) -> R) -> Option<R> {
+    let mut g = FRAMES.lock();
+    let frames = g.as_mut()?;
+    FRAMES_HOLDER.store(cpu::index().wrapping_add(1), Ordering::Relaxed);
+    let r = f(frames);
+    FRAMES_HOLDER.store(0, Ordering::Relaxed);
+    Some(r)
+}
 
 /// `count` contiguous free frames, for a domain at run time.
 pub fn alloc_frames(count: usize) -> Option<u64> {
-    FRAMES.lock().as_mut()?.alloc(count)
+    with_frames(|f| f.alloc(count)).flatten()
 }
 
 /// `count` contiguous free frames aligned to `align` bytes.
 pub fn alloc_frames_aligned(count: usize, align: u64) -> Option<u64> {
-    FRAMES.lock().as_mut()?.alloc_aligned(count, align)
+    with_frames(|f| f.alloc_aligned(count, align)).flatten()
 }
 
 /// Gives frames back to the free memory.
 pub fn free_frames(addr: u64, count: usize) {
-    if let Some(f) = FRAMES.lock().as_mut()
-        && f.free(addr, count).is_err()
-    {
+    if with_frames(|f| f.free(addr, count)).is_some_and(|r| r.is_err()) {
         log::error!("frames: {count} at {addr:#x} were not allocated; leaking them");
     }
+}
+
+/// (all frames, free frames) of the frame allocator.
+pub fn frame_counts() -> (usize, usize) {
+    with_frames(|f| (f.total_frames(), f.free_frames())).unwrap_or((0, 0))
+}
+
+/// `bytes` (a power of two, at least a page) of frames, aligned to their size, for the heap
+/// to keep; `None` when there are none, or when this CPU is inside the frame allocator (whose
+/// own records are on the heap: the allocation then fails rather than deadlocks).
+pub fn heap_frames(bytes: usize) -> Option<Region> {
+    if FRAMES_HOLDER.load(Ordering::Relaxed) == cpu::index().wrapping_add(1) {
+        return None;
+    }
+    let addr = alloc_frames_aligned(bytes / 4096, bytes as u64)?;
+    Some(Region::new(addr, bytes as u64))
 }
 static ADDRESS_SPACE: Mutex<Option<mmu::AddressSpace>> = Mutex::new(None);
 
@@ -204,11 +231,7 @@ pub extern "C" fn primary_main(dtb: usize) -> ! {
             timer::uptime_us()
         ),
     }
-    let free = FRAMES
-        .lock()
-        .as_ref()
-        .map(|f| f.free_frames() as u64 * 4096 / MIB)
-        .unwrap_or(0);
+    let free = frame_counts().1 as u64 * 4096 / MIB;
     println!("ferrite: ready: {up} cpus, {free} MiB free");
     match opts.selftest {
         Some(cmdline::SelfTest::Panic) => panic!("selftest=panic: panicking on purpose"),
@@ -246,9 +269,9 @@ fn start_dom0(info: &MachineInfo, blob: &[u8], cpus: usize) {
         log::info!("dom0: none to start (none packed into the image, no multiboot,kernel module)");
         return;
     }
-    let built = match FRAMES.lock().as_mut() {
-        Some(frames) => crate::vm::build::dom0(info, blob, opts, frames, cpus),
-        None => return,
+    let Some(built) = with_frames(|frames| crate::vm::build::dom0(info, blob, opts, frames, cpus))
+    else {
+        return;
     };
     match built {
         Ok(vm) => crate::vm::sched::wake(vm, 0),

@@ -5,6 +5,7 @@
 //! had one) are kept in sorted runs of consecutive frames, looked up by binary search on the
 //! general path only.
 
+use super::Errno;
 use super::state::{Lost, State};
 use alloc::vec::Vec;
 
@@ -22,12 +23,20 @@ pub(super) struct FrameMap {
     len: usize,
 }
 
+/// `len` copies of `v`, or `NoMem` instead of the allocation failure that would stop Ferrite.
+pub(super) fn filled<T: Clone>(v: T, len: usize) -> Result<Vec<T>, Errno> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| Errno::NoMem)?;
+    out.resize(len, v);
+    Ok(out)
+}
+
 impl FrameMap {
-    /// The map of frames `frames` (frame numbers, all distinct), untyped and unreferenced:
-    /// the longest run of consecutive frames is the span, the others are extra.
-    pub fn new(frames: &[u64]) -> Self {
-        let mut sorted = frames.to_vec();
-        sorted.sort_unstable();
+    /// The map of frames `sorted` (frame numbers, ascending and distinct), untyped and
+    /// unreferenced: the longest run of consecutive frames is the span, the others are extra.
+    /// `NoMem` when Ferrite's heap cannot hold the span's records (16 bytes a frame).
+    pub fn new(sorted: &[u64]) -> Result<Self, Errno> {
+        debug_assert!(sorted.windows(2).all(|w| w[0] < w[1]));
         let (mut best, mut at) = ((0, 0), 0);
         for i in 1..=sorted.len() {
             if i == sorted.len() || sorted[i] != sorted[i - 1] + 1 {
@@ -40,15 +49,15 @@ impl FrameMap {
         let span = &sorted[best.0..best.1];
         let mut m = Self {
             first: span.first().copied().unwrap_or(0),
-            states: alloc::vec![State::FREE; span.len()],
-            lost: alloc::vec![Lost::default(); span.len()],
+            states: filled(State::FREE, span.len())?,
+            lost: filled(Lost::default(), span.len())?,
             extra: Runs::default(),
             len: span.len(),
         };
         for &n in sorted[..best.0].iter().chain(&sorted[best.1..]) {
             m.insert(n);
         }
-        m
+        Ok(m)
     }
 
     pub fn len(&self) -> usize {

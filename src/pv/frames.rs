@@ -98,7 +98,8 @@ pub struct FrameTable<G: Grants = NoGrants> {
 
 impl FrameTable<NoGrants> {
     /// The table for domain `dom` owning the frames at `frames` (machine addresses, e.g. its
-    /// frame list) with `vcpus` vCPUs. Misaligned or repeated frames are `Inval`.
+    /// frame list) with `vcpus` vCPUs. Misaligned frames are `Inval`, repeated ones `Exist`;
+    /// `NoMem` when Ferrite's heap cannot hold the records (about 16 bytes a frame).
     pub fn new(dom: DomId, frames: &[u64], vcpus: usize, policy: Policy) -> Result<Self, Errno> {
         Self::with_grants(dom, frames, vcpus, policy, NoGrants)
     }
@@ -112,7 +113,12 @@ impl<G: Grants> FrameTable<G> {
         policy: Policy,
         grants: G,
     ) -> Result<Self, Errno> {
-        let mut numbers = Vec::with_capacity(frames.len());
+        // Fallible, like the map below: a large domain's records must not stop Ferrite when
+        // its heap cannot grow.
+        let mut numbers = Vec::new();
+        numbers
+            .try_reserve_exact(frames.len())
+            .map_err(|_| Errno::NoMem)?;
         for &pa in frames {
             if !pa.is_multiple_of(PAGE_SIZE) {
                 return Err(Errno::Inval);
@@ -125,7 +131,7 @@ impl<G: Grants> FrameTable<G> {
         }
         Ok(Self {
             dom,
-            frames: FrameMap::new(&numbers),
+            frames: FrameMap::new(&numbers)?,
             holds: BTreeMap::new(),
             bases: alloc::vec![[None; 2]; vcpus],
             policy,

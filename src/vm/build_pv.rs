@@ -100,7 +100,12 @@ pub fn domu_from(
         .map_err(|e| format!("{name}: {e}"))?;
     let base = crate::boot::alloc_frames_aligned(nr_pages as usize, 2 << 20)
         .ok_or_else(|| format!("{name}: no {} MiB of free memory for it", spec.mem >> 20))?;
-    let frames: Vec<u64> = (0..nr_pages).map(|i| base + i * 4096).collect();
+    let mut frames: Vec<u64> = Vec::new();
+    if frames.try_reserve_exact(nr_pages as usize).is_err() {
+        crate::boot::free_frames(base, nr_pages as usize);
+        return Err(no_records(&name, nr_pages));
+    }
+    frames.extend((0..nr_pages).map(|i| base + i * 4096));
     // The builder zeroes the frames it uses; the free ones are ours to give zeroed.
     let free = base + plan.first_free_pfn * 4096;
     // SAFETY: the frames were just allocated to this domain; RAM in Ferrite's identity map.
@@ -144,7 +149,12 @@ pub fn domu_from(
         Policy::default(),
         super::grant::PvGrants,
     )
-    .map_err(|e| fail(format!("{name}: frame table: {e:?}")))?;
+    .map_err(|e| {
+        fail(match e {
+            crate::pv::Errno::NoMem => no_records(&name, nr_pages),
+            e => format!("{name}: frame table: {}", e.name()),
+        })
+    })?;
     let new_base = if built.ttbr == Ttbr::Ttbr1 {
         ext::NEW_TTBR1
     } else {
@@ -248,6 +258,15 @@ pub fn domu_from(
     );
     super::sched::wake(vm, 0);
     Ok(vm)
+}
+
+/// The error when Ferrite's heap cannot grow to hold a domain's per-frame records. It says
+/// "free memory" so that `CREATE` and `RESTORE` answer `ENOMEM`.
+pub(super) fn no_records(name: &str, nr_pages: u64) -> String {
+    format!(
+        "{name}: no free memory for Ferrite's records of its {nr_pages} frames (about {} KiB)",
+        nr_pages * 16 / 1024
+    )
 }
 
 /// What a PV domain is made of, built (`domu_from`) or restored (`save`).

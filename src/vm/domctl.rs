@@ -91,10 +91,7 @@ pub fn domctl(vm: &'static Vm, _v: usize, frame: &mut TrapFrame) -> i64 {
             write_pod(vm, frame.x[3], &info)
         }
         dc::PHYSINFO => {
-            let (total, free) = crate::boot::FRAMES
-                .lock()
-                .as_ref()
-                .map_or((0, 0), |f| (f.total_frames(), f.free_frames()));
+            let (total, free) = crate::boot::frame_counts();
             let info = PhysInfo {
                 total_frames: total as u64,
                 free_frames: free as u64,

@@ -111,10 +111,7 @@ fn key(c: u8) {
         ),
         b'l' => list(),
         b'm' => {
-            let (total, free) = crate::boot::FRAMES
-                .lock()
-                .as_ref()
-                .map_or((0, 0), |f| (f.total_frames(), f.free_frames()));
+            let (total, free) = crate::boot::frame_counts();
             let (heap_used, heap) = crate::mm::heap::usage();
             crate::println!(
                 "ferrite: memory: {} of {} MiB free for domains; heap {} of {} KiB in use",

@@ -346,11 +346,21 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
     ))?;
     // SAFETY: just allocated to this domain; RAM in Ferrite's identity map.
     unsafe { cpu::zero_ram(base, spec.mem) };
-    let frames: Vec<u64> = (0..h.nr_pages).map(|i| base + i * 4096).collect();
+    let mut frames: Vec<u64> = Vec::new();
+    if frames.try_reserve_exact(h.nr_pages as usize).is_err() {
+        crate::boot::free_frames(base, h.nr_pages as usize);
+        return Err((errno::ENOMEM, build_pv::no_records(&name, h.nr_pages)));
+    }
+    frames.extend((0..h.nr_pages).map(|i| base + i * 4096));
     let fail = |e: String| {
         crate::boot::free_frames(base, h.nr_pages as usize);
         super::devbus::remove_domain(id);
-        (errno::EINVAL, e)
+        let code = if e.contains("free memory") {
+            errno::ENOMEM
+        } else {
+            errno::EINVAL
+        };
+        (code, e)
     };
     // The disk it was saved with, unless the restore's configuration names another: claimed
     // as when it was created, so it cannot overlap a live domain's (the original's, after a
@@ -366,7 +376,12 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
         Policy::default(),
         super::grant::PvGrants,
     )
-    .map_err(|e| fail(format!("{name}: frame table: {e:?}")))?;
+    .map_err(|e| {
+        fail(match e {
+            crate::pv::Errno::NoMem => build_pv::no_records(&name, h.nr_pages),
+            e => format!("{name}: frame table: {}", e.name()),
+        })
+    })?;
     // The guest's virtual counter goes on from where it was saved.
     let cntvoff = timer::counter().wrapping_sub(h.virtual_count);
     let vcpus = (0..nr_vcpus)
