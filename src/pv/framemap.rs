@@ -60,6 +60,17 @@ impl FrameMap {
         Ok(m)
     }
 
+    /// The map of the `len` consecutive frames from frame number `first`: all span.
+    pub fn run(first: u64, len: usize) -> Result<Self, Errno> {
+        Ok(Self {
+            first,
+            states: filled(State::FREE, len)?,
+            lost: filled(Lost::default(), len)?,
+            extra: Runs::default(),
+            len,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

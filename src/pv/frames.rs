@@ -113,8 +113,33 @@ impl<G: Grants> FrameTable<G> {
         policy: Policy,
         grants: G,
     ) -> Result<Self, Errno> {
-        // Fallible, like the map below: a large domain's records must not stop Ferrite when
-        // its heap cannot grow.
+        Ok(Self {
+            dom,
+            frames: Self::map(frames)?,
+            holds: BTreeMap::new(),
+            bases: alloc::vec![[None; 2]; vcpus],
+            policy,
+            grants,
+            epoch: 1,
+            dropped: false,
+            #[cfg(test)]
+            slow_only: false,
+        })
+    }
+
+    fn map(frames: &[u64]) -> Result<FrameMap, Errno> {
+        // A built domain's frames are one run: nothing to copy, sort or look for repeats in.
+        if let Some(&first) = frames.first()
+            && first.is_multiple_of(PAGE_SIZE)
+            && frames
+                .iter()
+                .zip(0..)
+                .all(|(&pa, i)| pa == first + i * PAGE_SIZE)
+        {
+            return FrameMap::run(first >> 12, frames.len());
+        }
+        // Fallible, like the map's own records: a large domain's records must not stop
+        // Ferrite when its heap cannot grow.
         let mut numbers = Vec::new();
         numbers
             .try_reserve_exact(frames.len())
@@ -129,18 +154,7 @@ impl<G: Grants> FrameTable<G> {
         if numbers.windows(2).any(|w| w[0] == w[1]) {
             return Err(Errno::Exist);
         }
-        Ok(Self {
-            dom,
-            frames: FrameMap::new(&numbers)?,
-            holds: BTreeMap::new(),
-            bases: alloc::vec![[None; 2]; vcpus],
-            policy,
-            grants,
-            epoch: 1,
-            dropped: false,
-            #[cfg(test)]
-            slow_only: false,
-        })
+        FrameMap::new(&numbers)
     }
 
     pub fn dom(&self) -> DomId {

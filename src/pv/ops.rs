@@ -221,6 +221,43 @@ impl<G: Grants> FrameTable<G> {
         Ok(())
     }
 
+    /// Validates the frame at `pa` as a level-`level` table, as a pin would, and holds it
+    /// (a reference and a type use) without pinning it. A builder validates a large tree
+    /// bottom-up this way, a table at a time, so that no single step validates more than 512
+    /// entries; once the root is pinned (each entry then costs a count), it drops the holds
+    /// ([`Self::release_table_hold`]) and the tree is as one pin of the root leaves it. Held
+    /// tables are the builder's business: the audit does not count holds, and the domain
+    /// must not run before they are dropped.
+    pub fn hold_table(
+        &mut self,
+        pa: u64,
+        level: desc::Level,
+        mem: &mut impl GuestMemory,
+    ) -> Result<(), Errno> {
+        if level >= desc::LEVELS {
+            return Err(Errno::Inval);
+        }
+        self.owned_table_frame(pa)?;
+        self.get_ref(pa)?;
+        if let Err(e) = self.get_type(pa, FrameType::PageTable(level), mem) {
+            self.put_ref(pa);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Drops a hold [`Self::hold_table`] took. `Inval` if the frame is not a table with a use
+    /// to drop; a table with no other use is released (as an unpin would release it).
+    pub fn release_table_hold(&mut self, pa: u64, mem: &mut impl GuestMemory) -> Result<(), Errno> {
+        let info = self.owned_table_frame(pa)?;
+        if !matches!(info.ty, FrameType::PageTable(_)) || info.type_count == 0 || info.refs == 0 {
+            return Err(Errno::Inval);
+        }
+        self.put_type(pa, mem);
+        self.put_ref(pa);
+        Ok(())
+    }
+
     /// Points a vCPU's TTBR at the pinned level-0 table at `pa` (0: none).
     fn new_base(
         &mut self,

@@ -72,192 +72,374 @@ pub fn domu_from(
     gic_v3: bool,
     paused: bool,
 ) -> Result<&'static Vm, String> {
-    let born = timer::counter();
-    let spec = &origin.spec;
-    let image = origin.image.bytes();
-    let name = spec.name.clone().unwrap_or_else(|| format!("domU{id}"));
-    let all = if cpus >= 64 {
-        u64::MAX
-    } else {
-        (1 << cpus) - 1
-    };
-    let affinity = spec.cpus.unwrap_or(all) & all;
-    if affinity == 0 {
-        return Err(format!(
-            "{name}: cpus= names no CPU this machine has ({cpus} CPUs)"
-        ));
+    let mut b = Build::new(id, origin, cpus, gic_v3, paused)?;
+    loop {
+        if let Some(vm) = b.step(None)? {
+            return Ok(vm);
+        }
     }
-    if spec.cap > 100 * cpus as u32 {
-        return Err(format!(
-            "{name}: cap={} is more than {cpus} CPUs' worth ({})",
-            spec.cap,
-            100 * cpus
-        ));
-    }
-    let elf = pvbuild::elf::parse(image).map_err(|e| format!("{name}: image: {e}"))?;
-    let nr_pages = spec.mem / 4096;
-    let plan = pvbuild::plan(&elf, nr_pages, None, spec.vcpus as u32)
-        .map_err(|e| format!("{name}: {e}"))?;
-    let base = crate::boot::alloc_frames_aligned(nr_pages as usize, 2 << 20)
-        .ok_or_else(|| format!("{name}: no {} MiB of free memory for it", spec.mem >> 20))?;
-    let mut frames: Vec<u64> = Vec::new();
-    if frames.try_reserve_exact(nr_pages as usize).is_err() {
-        crate::boot::free_frames(base, nr_pages as usize);
-        return Err(no_records(&name, nr_pages));
-    }
-    frames.extend((0..nr_pages).map(|i| base + i * 4096));
-    // The builder zeroes the frames it uses; the free ones are ours to give zeroed.
-    let free = base + plan.first_free_pfn * 4096;
-    // SAFETY: the frames were just allocated to this domain; RAM in Ferrite's identity map.
-    unsafe { cpu::zero_ram(free, base + spec.mem - free) };
-    let fail = |e: String| {
-        crate::boot::free_frames(base, nr_pages as usize);
-        super::events::remove_domain(id);
-        super::grant::remove_domain(id);
-        super::devbus::remove_domain(id);
-        e
-    };
-    super::devbus::claim_disk(id, spec.disk).map_err(|e| fail(format!("{name}: {e}")))?;
-    // The console's port, unbound for dom0, goes into the start-info page.
-    let console_evtchn = super::events::new_domu(id, spec.vcpus)
-        .map_err(|e| fail(format!("{name}: console event channel: {}", e.name())))?;
-    let built = pvbuild::build(
-        &plan,
-        &elf,
-        None,
-        &frames,
-        &mut Frames,
-        StartParams {
-            domid: id,
-            nr_vcpus: spec.vcpus as u32,
-            counter_hz: timer::frequency(),
-            cmdline: &spec.cmdline,
-            flags: 0,
-            console_evtchn,
-        },
-    )
-    .map_err(|e| fail(format!("{name}: {e}")))?;
-    // The image is code the domain will fetch.
-    cpu::invalidate_icache();
+}
 
-    // The initial tables are checked like any the guest builds: pinned as a whole tree, then
-    // loaded as vCPU 0's base. Ferrite holds the shared-info page writable for good.
-    let mut ft = FrameTable::with_grants(
-        id,
-        &frames,
-        spec.vcpus,
-        Policy::default(),
-        super::grant::PvGrants,
-    )
-    .map_err(|e| {
-        fail(match e {
-            crate::pv::Errno::NoMem => no_records(&name, nr_pages),
+/// A PV domU being built. Its work grows with its memory (zeroing it, writing and validating
+/// the page tables that map it: about 50 ms for 512 MiB under QEMU's instruction count), so
+/// dom0's `CREATE` builds it a slice at a time ([`Build::step`]) and lets its pCPU run other
+/// vCPUs between slices. The longest step left is writing the tables and the frame list
+/// (about 8 ms per GiB). Until it is done the domain is invisible but its id is taken;
+/// dropped unfinished, it gives everything back.
+pub struct Build {
+    id: DomId,
+    origin: Origin,
+    name: String,
+    gic_v3: bool,
+    paused: bool,
+    affinity: u64,
+    born: u64,
+    base: u64,
+    frames: Vec<u64>,
+    plan: pvbuild::Plan,
+    stage: Stage,
+    /// Whether the domain's console port, disk claim and grant table exist (to remove).
+    registered: bool,
+    done: bool,
+}
+
+enum Stage {
+    /// Zeroing the frames the image and tables do not fill, from this byte offset.
+    Zero(u64),
+    /// Writing the image, the start-info page and the initial tables.
+    Write,
+    /// The domain's table of frame states.
+    Table(pvbuild::Built),
+    /// Validating the tables bottom-up, each held without a pin, so that each step validates
+    /// one table's 512 entries: the index (from the end of `page_tables`) of the next one.
+    Pin {
+        built: pvbuild::Built,
+        ft: FrameTable<super::grant::PvGrants>,
+        next: usize,
+    },
+}
+
+/// How long one slice of a build may hold the pCPU.
+pub const SLICE_US: u64 = 1000;
+
+impl Build {
+    /// Checks `origin` and takes the domain's frames; the rest is done by [`Build::step`].
+    pub fn new(
+        id: DomId,
+        origin: Origin,
+        cpus: usize,
+        gic_v3: bool,
+        paused: bool,
+    ) -> Result<Build, String> {
+        let born = timer::counter();
+        let spec = &origin.spec;
+        let name = spec.name.clone().unwrap_or_else(|| format!("domU{id}"));
+        let all = if cpus >= 64 {
+            u64::MAX
+        } else {
+            (1 << cpus) - 1
+        };
+        let affinity = spec.cpus.unwrap_or(all) & all;
+        if affinity == 0 {
+            return Err(format!(
+                "{name}: cpus= names no CPU this machine has ({cpus} CPUs)"
+            ));
+        }
+        if spec.cap > 100 * cpus as u32 {
+            return Err(format!(
+                "{name}: cap={} is more than {cpus} CPUs' worth ({})",
+                spec.cap,
+                100 * cpus
+            ));
+        }
+        let elf =
+            pvbuild::elf::parse(origin.image.bytes()).map_err(|e| format!("{name}: image: {e}"))?;
+        let nr_pages = spec.mem / 4096;
+        let plan = pvbuild::plan(&elf, nr_pages, None, spec.vcpus as u32)
+            .map_err(|e| format!("{name}: {e}"))?;
+        let base = crate::boot::alloc_frames_aligned(nr_pages as usize, 2 << 20)
+            .ok_or_else(|| format!("{name}: no {} MiB of free memory for it", spec.mem >> 20))?;
+        let mut frames: Vec<u64> = Vec::new();
+        if frames.try_reserve_exact(nr_pages as usize).is_err() {
+            crate::boot::free_frames(base, nr_pages as usize);
+            return Err(no_records(&name, nr_pages));
+        }
+        frames.extend((0..nr_pages).map(|i| base + i * 4096));
+        // Taken until the domain is installed or the build is dropped.
+        super::set_retiring(id, true);
+        Ok(Build {
+            id,
+            name,
+            gic_v3,
+            paused,
+            affinity,
+            born,
+            base,
+            frames,
+            // The builder zeroes the frames it uses; the free ones are ours to give zeroed.
+            stage: Stage::Zero(plan.first_free_pfn * 4096),
+            plan,
+            registered: false,
+            done: false,
+            origin,
+        })
+    }
+
+    /// The domain's id.
+    pub fn id(&self) -> DomId {
+        self.id
+    }
+
+    /// Goes on with the build until it is done (`Some`: the domain, installed) or, with a
+    /// `deadline` (a counter value), until that passes (`None`: call again). An error ends
+    /// the build; the caller then drops it.
+    pub fn step(&mut self, deadline: Option<u64>) -> Result<Option<&'static Vm>, String> {
+        let over = || deadline.is_some_and(|d| timer::counter() >= d);
+        let mem = self.origin.spec.mem;
+        loop {
+            match &mut self.stage {
+                Stage::Zero(off) => {
+                    /// A chunk between looks at the clock: about 40 us.
+                    const CHUNK: u64 = 2 << 20;
+                    while *off < mem {
+                        let len = CHUNK.min(mem - *off);
+                        // SAFETY: frames of this domain (allocated in `new`, not yet mapped by
+                        // anyone), RAM in Ferrite's identity map.
+                        unsafe { cpu::zero_ram(self.base + *off, len) };
+                        *off += len;
+                        if *off < mem && over() {
+                            return Ok(None);
+                        }
+                    }
+                    self.stage = Stage::Write;
+                }
+                Stage::Write => {
+                    self.stage = Stage::Table(self.write()?);
+                    if over() {
+                        return Ok(None);
+                    }
+                }
+                Stage::Table(_) => {
+                    let Stage::Table(built) = core::mem::replace(&mut self.stage, Stage::Write)
+                    else {
+                        unreachable!("matched just above");
+                    };
+                    let ft = self.frame_table()?;
+                    self.stage = Stage::Pin { built, ft, next: 0 };
+                    if over() {
+                        return Ok(None);
+                    }
+                }
+                Stage::Pin { built, ft, next } => {
+                    let name = &self.name;
+                    let tables = &built.page_tables;
+                    // Every table but the root, the last level first: each one's entries then
+                    // point at tables already validated, which costs a count each.
+                    while *next < tables.len() - 1 {
+                        let t = &tables[tables.len() - 1 - *next];
+                        ft.hold_table(t.ma, t.level, &mut domu::Phys).map_err(|e| {
+                            format!(
+                                "{name}: its initial level-{} table at {:#x} did not \
+                                     validate ({}): a builder bug",
+                                t.level,
+                                t.ma,
+                                e.name()
+                            )
+                        })?;
+                        *next += 1;
+                        if over() {
+                            return Ok(None);
+                        }
+                    }
+                    return self.finish().map(Some);
+                }
+            }
+        }
+    }
+
+    /// Registers the domain's console port and disk, and writes its image, start-info page
+    /// and initial tables.
+    fn write(&mut self) -> Result<pvbuild::Built, String> {
+        let (id, name) = (self.id, &self.name);
+        let spec = &self.origin.spec;
+        self.registered = true;
+        super::devbus::claim_disk(id, spec.disk).map_err(|e| format!("{name}: {e}"))?;
+        // The console's port, unbound for dom0, goes into the start-info page.
+        let console_evtchn = super::events::new_domu(id, spec.vcpus)
+            .map_err(|e| format!("{name}: console event channel: {}", e.name()))?;
+        let elf = pvbuild::elf::parse(self.origin.image.bytes())
+            .map_err(|e| format!("{name}: image: {e}"))?;
+        let built = pvbuild::build(
+            &self.plan,
+            &elf,
+            None,
+            &self.frames,
+            &mut Frames,
+            StartParams {
+                domid: id,
+                nr_vcpus: spec.vcpus as u32,
+                counter_hz: timer::frequency(),
+                cmdline: &spec.cmdline,
+                flags: 0,
+                console_evtchn,
+            },
+        )
+        .map_err(|e| format!("{name}: {e}"))?;
+        // The image is code the domain will fetch.
+        cpu::invalidate_icache();
+        Ok(built)
+    }
+
+    fn frame_table(&self) -> Result<FrameTable<super::grant::PvGrants>, String> {
+        let (id, name) = (self.id, &self.name);
+        let spec = &self.origin.spec;
+        FrameTable::with_grants(
+            id,
+            &self.frames,
+            spec.vcpus,
+            Policy::default(),
+            super::grant::PvGrants,
+        )
+        .map_err(|e| match e {
+            crate::pv::Errno::NoMem => no_records(name, self.frames.len() as u64),
             e => format!("{name}: frame table: {}", e.name()),
         })
-    })?;
-    let new_base = if built.ttbr == Ttbr::Ttbr1 {
-        ext::NEW_TTBR1
-    } else {
-        ext::NEW_TTBR0
-    };
-    let ops = [
-        MmuextOp {
-            cmd: ext::PIN_L0_TABLE,
-            pad: 0,
-            arg1: built.root_ma,
-            arg2: 0,
-        },
-        MmuextOp {
-            cmd: new_base,
-            pad: 0,
-            arg1: built.root_ma,
-            arg2: 0,
-        },
-    ];
-    let (_, r) = crate::pv::mmuext_op(
-        id,
-        &mut ft,
-        &mut domu::Phys,
-        0,
-        &ops,
-        ops.len(),
-        &mut |_| {},
-    );
-    r.map_err(|e| {
-        fail(format!(
-            "{name}: its initial page tables did not validate ({}): a builder bug",
-            e.name()
-        ))
-    })?;
-    ft.acquire_writable(built.shared_info_ma, &mut domu::Phys)
-        .map_err(|e| fail(format!("{name}: shared-info page: {}", e.name())))?;
-    super::grant::set_console_page(id, built.console_ma);
+    }
 
-    let vmid = id + 1;
-    let cntvoff = timer::counter();
-    let root = built.root_ma;
-    let vcpu = (0..spec.vcpus)
-        .map(|i| {
-            let el2 = El2 {
-                hcr: vcpu::hcr_pv(),
-                vttbr: (vmid as u64) << 48,
-                vmpidr: (1 << 31) | i as u64,
-                cntvoff,
-            };
-            let mut ctx = Context::reset(built.entry, built.start_info_va, el2);
-            ctx.el1.sctlr = domu::SCTLR;
-            ctx.el1.mair = domu::MAIR;
-            ctx.el1.tcr = tcr()
-                | if built.ttbr == Ttbr::Ttbr1 {
-                    domu::TCR_EPD0
-                } else {
-                    domu::TCR_EPD1
-                };
-            if i == 0 {
-                match built.ttbr {
-                    Ttbr::Ttbr1 => ctx.el1.ttbr1 = root,
-                    Ttbr::Ttbr0 => ctx.el1.ttbr0 = root,
-                }
-                ctx.el1.sp_el1 = built.stack_top;
-            }
-            Vcpu::new(ctx)
-        })
-        .collect();
-    let vm = assemble(
-        Parts {
+    /// Pins the root (its entries now cost a count each) and loads it as vCPU 0's base, drops
+    /// the lower tables' holds (the root's tree holds them), and installs the domain.
+    fn finish(&mut self) -> Result<&'static Vm, String> {
+        let Stage::Pin { built, ft, .. } = core::mem::replace(&mut self.stage, Stage::Write) else {
+            unreachable!("finish is called from the pin stage");
+        };
+        let (id, name) = (self.id, self.name.clone());
+        let spec = self.origin.spec.clone();
+        let mut ft = ft;
+        let new_base = if built.ttbr == Ttbr::Ttbr1 {
+            ext::NEW_TTBR1
+        } else {
+            ext::NEW_TTBR0
+        };
+        let root = built.root_ma;
+        pin(
             id,
-            name: name.clone(),
-            ft,
-            shared_info: built.shared_info_ma,
-            start_info_pfn: plan.start_info_pfn,
-            max_pages: spec.maxmem.unwrap_or(spec.mem) / 4096,
-            vcpu,
-            cntvoff,
-            gic_v3,
-            memory: Region::new(base, spec.mem),
-            life: Life::new(Some(origin.clone()), paused),
-            power: PowerTable::new(spec.vcpus),
-        },
-        spec.weight,
-        spec.cap,
-        affinity,
-    )
-    .map_err(&fail)?;
-    vm.life
-        .born
-        .store(born, core::sync::atomic::Ordering::Relaxed);
-    log::info!(
-        "{name}: domain {id}, PV, {} vcpus, {} MiB at {base:#x}, entry {:#x}, weight {}, cap {}, \
-         cpus {affinity:#x}, command line \"{}\"",
-        spec.vcpus,
-        spec.mem >> 20,
-        built.entry,
-        spec.weight,
-        spec.cap,
-        spec.cmdline
-    );
-    super::sched::wake(vm, 0);
-    Ok(vm)
+            &mut ft,
+            &[
+                MmuextOp::pin(0, root),
+                MmuextOp {
+                    cmd: new_base,
+                    pad: 0,
+                    arg1: root,
+                    arg2: 0,
+                },
+            ],
+        )
+        .map_err(|e| {
+            format!("{name}: its initial page tables did not validate ({e}): a builder bug")
+        })?;
+        for t in &built.page_tables[1..] {
+            ft.release_table_hold(t.ma, &mut domu::Phys)
+                .map_err(|e| format!("{name}: its level-{} table's hold: {}", t.level, e.name()))?;
+        }
+        ft.acquire_writable(built.shared_info_ma, &mut domu::Phys)
+            .map_err(|e| format!("{name}: shared-info page: {}", e.name()))?;
+        super::grant::set_console_page(id, built.console_ma);
+
+        let vmid = id + 1;
+        let cntvoff = timer::counter();
+        let vcpu = (0..spec.vcpus)
+            .map(|i| {
+                let el2 = El2 {
+                    hcr: vcpu::hcr_pv(),
+                    vttbr: (vmid as u64) << 48,
+                    vmpidr: (1 << 31) | i as u64,
+                    cntvoff,
+                };
+                let mut ctx = Context::reset(built.entry, built.start_info_va, el2);
+                ctx.el1.sctlr = domu::SCTLR;
+                ctx.el1.mair = domu::MAIR;
+                ctx.el1.tcr = tcr()
+                    | if built.ttbr == Ttbr::Ttbr1 {
+                        domu::TCR_EPD0
+                    } else {
+                        domu::TCR_EPD1
+                    };
+                if i == 0 {
+                    match built.ttbr {
+                        Ttbr::Ttbr1 => ctx.el1.ttbr1 = root,
+                        Ttbr::Ttbr0 => ctx.el1.ttbr0 = root,
+                    }
+                    ctx.el1.sp_el1 = built.stack_top;
+                }
+                Vcpu::new(ctx)
+            })
+            .collect();
+        let vm = assemble(
+            Parts {
+                id,
+                name: name.clone(),
+                ft,
+                shared_info: built.shared_info_ma,
+                start_info_pfn: self.plan.start_info_pfn,
+                max_pages: spec.maxmem.unwrap_or(spec.mem) / 4096,
+                vcpu,
+                cntvoff,
+                gic_v3: self.gic_v3,
+                memory: Region::new(self.base, spec.mem),
+                life: Life::new(Some(self.origin.clone()), self.paused),
+                power: PowerTable::new(spec.vcpus),
+            },
+            spec.weight,
+            spec.cap,
+            self.affinity,
+        )?;
+        // Installed: the domain's records are its own now.
+        self.done = true;
+        super::set_retiring(id, false);
+        vm.life
+            .born
+            .store(self.born, core::sync::atomic::Ordering::Relaxed);
+        log::info!(
+            "{name}: domain {id}, PV, {} vcpus, {} MiB at {:#x}, entry {:#x}, weight {}, cap {}, \
+             cpus {:#x}, command line \"{}\"",
+            spec.vcpus,
+            spec.mem >> 20,
+            self.base,
+            built.entry,
+            spec.weight,
+            spec.cap,
+            self.affinity,
+            spec.cmdline
+        );
+        super::sched::wake(vm, 0);
+        Ok(vm)
+    }
+}
+
+impl Drop for Build {
+    /// An unfinished build (failed, or abandoned by dom0) gives back what it took.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        crate::boot::free_frames(self.base, self.frames.len());
+        if self.registered {
+            super::events::remove_domain(self.id);
+            super::grant::remove_domain(self.id);
+            super::devbus::remove_domain(self.id);
+        }
+        super::set_retiring(self.id, false);
+    }
+}
+
+/// Runs `ops` on the domain's frame table as its own `MMUEXT_OP` would.
+fn pin(
+    id: DomId,
+    ft: &mut FrameTable<super::grant::PvGrants>,
+    ops: &[MmuextOp],
+) -> Result<(), &'static str> {
+    let (_, r) = crate::pv::mmuext_op(id, ft, &mut domu::Phys, 0, ops, ops.len(), &mut |_| {});
+    r.map_err(|e| e.name())
 }
 
 /// The error when Ferrite's heap cannot grow to hold a domain's per-frame records. It says

@@ -3,6 +3,7 @@
 //! from an image in dom0's memory, pause, unpause, shutdown requests, destroy, information,
 //! the machine's memory, Ferrite's log ring, and save and restore ([`super::save`]).
 
+use super::build_pv::{self as build, Build};
 use super::lifecycle::{self, Image, Origin, Refused};
 use super::{Vm, domain, sched};
 use crate::arch::exceptions::TrapFrame;
@@ -16,13 +17,14 @@ use core::sync::atomic::Ordering;
 use ferrite_abi::call::domctl as dc;
 use ferrite_abi::ctl::{CreateArgs, DomInfo, PhysInfo, state};
 use ferrite_abi::errno;
+use spin::Mutex;
 
 /// The largest image `CREATE` copies (a PV kernel; bigger ones belong on a disk).
 const MAX_IMAGE: u64 = 64 << 20;
 const MAX_CONFIG: u64 = 4096;
 
 #[inline(never)]
-pub fn domctl(vm: &'static Vm, _v: usize, frame: &mut TrapFrame) -> i64 {
+pub fn domctl(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
     let (c, dom) = (frame.x[1], frame.x[2]);
     match c {
         dc::CONSOLE => console(dom, frame),
@@ -49,7 +51,7 @@ pub fn domctl(vm: &'static Vm, _v: usize, frame: &mut TrapFrame) -> i64 {
                 None => errno::ENOENT,
             }
         }
-        dc::CREATE => create(vm, frame.x[2]),
+        dc::CREATE => create(vm, v, frame),
         dc::PAUSE | dc::UNPAUSE | dc::DESTROY => {
             let Some(target) = target(dom) else {
                 // Unpublished but its memory not yet given back: a destroy is still under
@@ -214,11 +216,74 @@ pub(super) fn read_config(vm: &Vm, a: &CreateArgs) -> Result<DomuSpec, (i64, Str
     DomuSpec::parse(text.trim()).map_err(|e| (errno::EINVAL, e))
 }
 
-fn create(vm: &'static Vm, args: u64) -> i64 {
-    let Some(a) = read_pod::<CreateArgs>(vm, args) else {
-        return errno::EFAULT;
+/// What [`domctl`] returns when it rewound the call to continue it: the dispatcher leaves the
+/// registers alone, and the vCPU runs the `hvc` again.
+pub const CONTINUE: i64 = i64::MIN;
+
+/// A `CREATE` under way, by the dom0 vCPU that made it: the address of its arguments (the
+/// call, run again, names the same) and the build.
+static BUILDS: Mutex<Vec<(usize, u64, Build)>> = Mutex::new(Vec::new());
+
+/// `CREATE`: a slice of the build per call ([`Build::step`]). While it is not done, the call
+/// is rewound, so dom0's vCPU takes its interrupts and the scheduler may run other vCPUs on
+/// this pCPU; run again, it goes on where it stopped. To dom0 it is one call.
+fn create(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
+    let args = frame.x[2];
+    let under_way = {
+        let mut b = BUILDS.lock();
+        let i = b.iter().position(|(bv, _, _)| *bv == v);
+        i.map(|i| b.swap_remove(i))
     };
-    let r = (|| -> Result<i64, (i64, String)> {
+    let mut build = match under_way {
+        Some((_, a, b)) if a == args => b,
+        other => {
+            // Another call from this vCPU: the earlier one was abandoned (its `hvc` is not run
+            // again), and dropping its build gives its frames back.
+            if let Some((_, _, b)) = other {
+                log::warn!(
+                    "dom0: vcpu{v}: create of domain {} abandoned for another call",
+                    b.id()
+                );
+            }
+            match start_create(vm, args) {
+                Ok(b) => b,
+                Err(code) => return code,
+            }
+        }
+    };
+    let slice = build::SLICE_US * crate::arch::timer::frequency() / 1_000_000;
+    match build.step(Some(crate::arch::timer::counter() + slice)) {
+        Ok(Some(d)) => {
+            crate::println!("ferrite: dom0 created domain {} ({}), paused", d.id, d.name);
+            d.id as i64
+        }
+        Ok(None) => {
+            BUILDS.lock().push((v, args, build));
+            frame.elr -= 4;
+            CONTINUE
+        }
+        Err(e) => {
+            // Dropping the build gives back what it took.
+            drop(build);
+            let code = if e.contains("free memory") {
+                errno::ENOMEM
+            } else {
+                errno::EINVAL
+            };
+            if let Some(a) = read_pod::<CreateArgs>(vm, args) {
+                say(vm, "create", &a, &e);
+            }
+            code
+        }
+    }
+}
+
+/// Reads `CREATE`'s arguments, configuration and image, and starts the build.
+fn start_create(vm: &'static Vm, args: u64) -> Result<Build, i64> {
+    let Some(a) = read_pod::<CreateArgs>(vm, args) else {
+        return Err(errno::EFAULT);
+    };
+    let r = (|| -> Result<Build, (i64, String)> {
         let spec = read_config(vm, &a)?;
         if a.image_len == 0 || a.image_len > MAX_IMAGE {
             return Err((
@@ -241,22 +306,16 @@ fn create(vm: &'static Vm, args: u64) -> i64 {
             spec,
             image: Image::Copied(Arc::new(image)),
         };
-        match super::build_pv::domu_from(id, origin, cpus, vm.gic_v3, true) {
-            Ok(d) => {
-                crate::println!("ferrite: dom0 created domain {id} ({}), paused", d.name);
-                Ok(id as i64)
-            }
-            Err(e) => {
-                let code = if e.contains("free memory") {
-                    errno::ENOMEM
-                } else {
-                    errno::EINVAL
-                };
-                Err((code, e))
-            }
-        }
+        Build::new(id, origin, cpus, vm.gic_v3, true).map_err(|e| {
+            let code = if e.contains("free memory") {
+                errno::ENOMEM
+            } else {
+                errno::EINVAL
+            };
+            (code, e)
+        })
     })();
-    r.unwrap_or_else(|(code, msg)| {
+    r.map_err(|(code, msg)| {
         say(vm, "create", &a, &msg);
         code
     })

@@ -30,7 +30,11 @@ pub fn dispatch(vm: &'static Vm, v: usize, frame: &mut TrapFrame) {
         call::EVTCHN_OP => super::events::evtchn_op(vm, v, frame),
         call::GNTTAB_OP => super::grant::gnttab_op(vm, v, frame),
         call::DEVICE_OP => super::devbus::device_op(vm, v, frame),
-        call::DOMCTL if !pv => super::domctl::domctl(vm, v, frame),
+        call::DOMCTL if !pv => match super::domctl::domctl(vm, v, frame) {
+            // Rewound to continue (a `CREATE` in slices): the registers stay the call's.
+            super::domctl::CONTINUE => return,
+            r => r,
+        },
         call::DOMCTL => {
             log::warn!("{}: vcpu{v}: DOMCTL refused: dom0 only", vm.name);
             errno::EPERM

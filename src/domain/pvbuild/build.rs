@@ -129,12 +129,10 @@ pub fn build(
         w.write(plan.module.start * PAGE_SIZE, m);
     }
     for (k, chunk) in frames.chunks(ENTRIES).enumerate() {
-        let mut page = [0u8; PAGE_SIZE as usize];
-        for (slot, ma) in page.chunks_exact_mut(8).zip(chunk) {
-            slot.copy_from_slice(&ma.to_le_bytes());
-        }
+        let mut page = [0u64; ENTRIES];
+        page[..chunk.len()].copy_from_slice(chunk);
         let pfn = plan.frame_list.start + k as u64;
-        w.write(pfn * PAGE_SIZE, &page[..chunk.len() * 8]);
+        w.write_words(pfn * PAGE_SIZE, &mut page[..chunk.len()]);
     }
     let si = start_info(plan, frames, params);
     w.write(plan.start_info_pfn * PAGE_SIZE, &encode(&si));
@@ -160,6 +158,20 @@ struct Writer<'a, M> {
 }
 
 impl<M: PhysMem> Writer<'_, M> {
+    /// Writes `words` as little-endian u64s (converting them in place): a table or the frame
+    /// list a word per store, where building it in bytes cost a store per byte.
+    fn write_words(&mut self, off: u64, words: &mut [u64]) {
+        for w in words.iter_mut() {
+            *w = w.to_le();
+        }
+        // SAFETY: the bytes of initialised u64s, read as u8s (any value is valid, alignment
+        // 1) for the slice's own length in bytes, while `words` is borrowed.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), core::mem::size_of_val(words))
+        };
+        self.write(off, bytes);
+    }
+
     fn write(&mut self, mut off: u64, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             let in_page = off % PAGE_SIZE;
@@ -319,36 +331,59 @@ fn write_tables<M: PhysMem>(
     let mut out = Vec::with_capacity(plan.nr_pt_frames() as usize);
     for level in 0..4u8 {
         let l = level as usize;
+        let shift = level_shift(level);
         // A level-n table covers what one entry one level up maps (level 0: the half).
-        let region_shift = level_shift(level) + 9;
+        let region_shift = shift + 9;
         for k in 0..counts[l] {
             let pfn = first[l] + k;
             let region = ((vb >> region_shift) + k) << region_shift;
-            let mut page = [0u8; PAGE_SIZE as usize];
-            for (i, slot) in page.chunks_exact_mut(8).enumerate() {
-                let va = region + ((i as u64) << level_shift(level));
-                // Whether the entry's span (va..=last) meets the mapping (vb..=top).
-                let last = va + ((1 << level_shift(level)) - 1);
-                if last < vb || va > top {
-                    continue;
+            // The entries whose span (va..=va + size - 1) meets the mapping (vb..=top): one
+            // run, since both are contiguous. The others stay invalid.
+            let lo = (vb.saturating_sub(region) >> shift) as usize;
+            let hi = ((top - region) >> shift).min(ENTRIES as u64 - 1) as usize;
+            let mut page = [0u64; ENTRIES];
+            if level < 3 {
+                for (i, slot) in page.iter_mut().enumerate().take(hi + 1).skip(lo) {
+                    let va = region + ((i as u64) << shift);
+                    let child = (va >> shift) - (vb >> shift);
+                    *slot = d::table(w.frames[(first[l + 1] + child) as usize]);
                 }
-                let raw = if level < 3 {
-                    let child = (va >> level_shift(level)) - (vb >> level_shift(level));
-                    d::table(w.frames[(first[l + 1] + child) as usize])
-                } else {
-                    let target = (va - vb) / PAGE_SIZE;
+            } else {
+                // Pages lo..=hi of this table map the domain's pages t0.., in runs of the same
+                // attributes (cut where the tables or an executable segment start or end), so
+                // that each entry costs a load, two ORs and a store: a 512 MiB domain has
+                // 131072 of them.
+                let t0 = (region + ((lo as u64) << shift) - vb) / PAGE_SIZE;
+                let t1 = t0 + (hi - lo + 1) as u64;
+                let mut cuts: Vec<u64> = [plan.page_tables.start, plan.page_tables.end]
+                    .into_iter()
+                    .chain(exec.iter().flat_map(|&(a, b)| [a, b]))
+                    .filter(|&c| c > t0 && c < t1)
+                    .collect();
+                cuts.push(t1);
+                cuts.sort_unstable();
+                let mut at = t0;
+                for cut in cuts {
+                    if cut == at {
+                        continue;
+                    }
                     let mut attrs = d::NORMAL | d::UXN;
-                    if plan.page_tables.contains(&target) {
+                    if plan.page_tables.contains(&at) {
                         attrs |= d::AP_RO;
                     }
-                    if !exec.iter().any(|&(a, b)| (a..b).contains(&target)) {
+                    if !exec.iter().any(|&(a, b)| (a..b).contains(&at)) {
                         attrs |= d::PXN;
                     }
-                    d::page(w.frames[target as usize], attrs)
-                };
-                slot.copy_from_slice(&raw.to_le_bytes());
+                    let i = lo + (at - t0) as usize;
+                    let n = (cut - at) as usize;
+                    let src = &w.frames[at as usize..cut as usize];
+                    for (slot, &ma) in page[i..i + n].iter_mut().zip(src) {
+                        *slot = d::page(ma, attrs);
+                    }
+                    at = cut;
+                }
             }
-            w.write(pfn * PAGE_SIZE, &page);
+            w.write_words(pfn * PAGE_SIZE, &mut page);
             out.push(PtFrame {
                 pfn,
                 ma: w.frames[pfn as usize],

@@ -19,6 +19,45 @@ fn one_pin_validates_a_whole_tree() {
     assert_eq!((t.ty(f(11)), t.info(f(11)).refs), (FrameType::None, 1));
 }
 
+/// The domain builder's way: each table held bottom-up, the root pinned, the holds dropped.
+/// The counts end as one pin of the root leaves them, and no step validated a subtree.
+#[test]
+fn a_tree_held_bottom_up_ends_as_one_pin_leaves_it() {
+    let mut one = Env::new(32);
+    one.write_tree();
+    one.pin(0, f(0)).unwrap();
+
+    let mut t = Env::new(32);
+    t.write_tree();
+    for (level, pa) in [(3, f(3)), (2, f(2)), (1, f(1))] {
+        // No audit until the holds are gone: it counts pins, bases and entries, not these.
+        t.ft.hold_table(pa, level, &mut t.mem).unwrap();
+        assert_eq!(t.ty(pa), FrameType::PageTable(level));
+    }
+    assert_eq!(
+        t.info(f(3)).type_count,
+        2,
+        "its hold and its parent's entry"
+    );
+    t.ft.pin(f(0), 0, &mut t.mem).unwrap();
+    for pa in [f(1), f(2), f(3)] {
+        t.ft.release_table_hold(pa, &mut t.mem).unwrap();
+    }
+    t.check();
+    for k in 0..32 {
+        assert_eq!(t.info(f(k)), one.info(f(k)), "frame {k}");
+    }
+    // Nothing is left to release, and a hold on a table of another level is refused.
+    assert_eq!(
+        t.ft.release_table_hold(f(10), &mut t.mem),
+        Err(Errno::Inval)
+    );
+    assert_eq!(t.ft.hold_table(f(3), 2, &mut t.mem), Err(Errno::Busy));
+    assert_eq!(t.ft.hold_table(f(3), 4, &mut t.mem), Err(Errno::Inval));
+    assert_eq!(t.ft.hold_table(FOREIGN, 3, &mut t.mem), Err(Errno::Perm));
+    t.check();
+}
+
 #[test]
 fn writable_aliases_are_fine_a_writable_table_page_is_not() {
     let mut t = Env::new(32);
