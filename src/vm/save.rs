@@ -45,6 +45,14 @@ struct Restoring {
     /// Table pages written so far: (pfn, page type).
     tables: Vec<(u64, u64)>,
     vcpus: Vec<Option<VcpuState>>,
+    /// A bit per frame `RESTORE_PAGE` wrote; `RESTORE_END` zeroes the others (the save skips
+    /// zero pages), in slices, instead of `RESTORE_BEGIN` zeroing them all at once.
+    written: Vec<u64>,
+    /// `RESTORE_END`'s progress: the first frame it has not zeroed or found written yet.
+    zeroed: u64,
+    /// `RESTORE_END`'s progress: how many of the tables below level 0 (sorted bottom level
+    /// first on its first call) it has validated and holds.
+    held: Option<usize>,
 }
 
 static RESTORING: Mutex<BTreeMap<DomId, Restoring>> = Mutex::new(BTreeMap::new());
@@ -68,7 +76,7 @@ pub fn domctl(vm: &'static Vm, c: u64, frame: &mut TrapFrame) -> i64 {
         dc::SAVE_VCPU => save_vcpu(target, a).map(|s| write_pod(vm, b, &s)),
         dc::RESTORE_PAGE => restore_page(vm, target, a, b, frame.x[5]),
         dc::RESTORE_VCPU => restore_vcpu(vm, target, a, b),
-        dc::RESTORE_END => restore_end(target),
+        dc::RESTORE_END => restore_end(target, frame),
         _ => Err((errno::ENOSYS, String::new())),
     };
     r.unwrap_or_else(|(code, why)| {
@@ -97,6 +105,10 @@ fn save_begin(vm: &'static Vm) -> R<SaveHeader> {
     };
     if !lifecycle::is_paused(vm) || !super::is_running(vm) {
         return inval(format!("{} is not paused: pause it first", vm.name));
+    }
+    // Its frames are not all written or zeroed before RESTORE_END.
+    if restoring(vm.id) {
+        return inval(format!("{} is being restored", vm.name));
     }
     if !lifecycle::all_vcpus_off(vm) {
         return Err((errno::EBUSY, String::new()));
@@ -177,8 +189,8 @@ fn save_page(dom0: &Vm, vm: &'static Vm, pfn: u64, va: u64) -> R<i64> {
     let Some(pv) = vm.pv() else {
         return inval(String::from("dom0 cannot be saved"));
     };
-    if !lifecycle::is_paused(vm) {
-        return inval(format!("{} is not paused", vm.name));
+    if !lifecycle::is_paused(vm) || restoring(vm.id) {
+        return inval(format!("{} is not paused, or is being restored", vm.name));
     }
     let (base, pages) = region(vm);
     if pfn >= pages {
@@ -344,14 +356,21 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
         errno::ENOMEM,
         format!("{name}: no {} MiB of free memory for it", spec.mem >> 20),
     ))?;
-    // SAFETY: just allocated to this domain; RAM in Ferrite's identity map.
-    unsafe { cpu::zero_ram(base, spec.mem) };
+    // Not zeroed here: RESTORE_END zeroes what RESTORE_PAGE did not write, in slices. Until
+    // then the frames hold their last owner's data, which nothing can read: the domain does
+    // not run before RESTORE_END, and dom0 cannot save or map a domain being restored.
     let mut frames: Vec<u64> = Vec::new();
-    if frames.try_reserve_exact(h.nr_pages as usize).is_err() {
+    let mut written: Vec<u64> = Vec::new();
+    if frames.try_reserve_exact(h.nr_pages as usize).is_err()
+        || written
+            .try_reserve_exact(h.nr_pages.div_ceil(64) as usize)
+            .is_err()
+    {
         crate::boot::free_frames(base, h.nr_pages as usize);
         return Err((errno::ENOMEM, build_pv::no_records(&name, h.nr_pages)));
     }
     frames.extend((0..h.nr_pages).map(|i| base + i * 4096));
+    written.resize(h.nr_pages.div_ceil(64) as usize, 0);
     let fail = |e: String| {
         crate::boot::free_frames(base, h.nr_pages as usize);
         super::devbus::remove_domain(id);
@@ -432,6 +451,9 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
             header: h,
             tables: Vec::new(),
             vcpus: alloc::vec![None; nr_vcpus],
+            written,
+            zeroed: 0,
+            held: None,
         },
     );
     log::info!(
@@ -476,6 +498,7 @@ fn restore_page(dom0: &Vm, vm: &'static Vm, pfn: u64, va: u64, ty: u64) -> R<i64
     // SAFETY: one of the domain's own frames, not yet typed (nothing is validated before
     // RESTORE_END) and its vCPUs have never run; RAM in Ferrite's identity map.
     unsafe { core::ptr::copy_nonoverlapping(page.as_ptr(), (base + pfn * 4096) as *mut u64, 512) };
+    st.written[(pfn / 64) as usize] |= 1 << (pfn % 64);
     Ok(0)
 }
 
@@ -494,10 +517,29 @@ fn restore_vcpu(dom0: &Vm, vm: &'static Vm, v: u64, va: u64) -> R<i64> {
     Ok(0)
 }
 
-fn restore_end(vm: &'static Vm) -> R<i64> {
-    let Some(st) = RESTORING.lock().remove(&vm.id) else {
+/// `RESTORE_END`. Its tables are validated bottom-up, one table's 512 entries at a time and
+/// held (`FrameTable::hold_table`), in slices of `build_pv::SLICE_US`: between slices the call
+/// is rewound and continued when dom0's vCPU runs it again, as `CREATE` is. Then the roots are
+/// pinned, which costs a count per entry, and the holds are dropped.
+fn restore_end(vm: &'static Vm, frame: &mut TrapFrame) -> R<i64> {
+    let Some(mut st) = RESTORING.lock().remove(&vm.id) else {
         return inval(format!("{} is not being restored", vm.name));
     };
+    let deadline = timer::counter() + build_pv::SLICE_US * timer::frequency() / 1_000_000;
+    let done = zero_unwritten(vm, &mut st, deadline) && {
+        match hold_tables(vm, &mut st, deadline) {
+            Ok(done) => done,
+            Err(why) => {
+                let _ = lifecycle::destroy(vm);
+                return inval(why);
+            }
+        }
+    };
+    if !done {
+        RESTORING.lock().insert(vm.id, st);
+        frame.elr -= 4;
+        return Ok(super::domctl::CONTINUE);
+    }
     match finish(vm, &st) {
         Ok(()) => {
             crate::println!("ferrite: domain {} ({}) restored, paused", vm.id, vm.name);
@@ -511,6 +553,73 @@ fn restore_end(vm: &'static Vm) -> R<i64> {
     }
 }
 
+/// Zeroes the frames `RESTORE_PAGE` did not write, from where the last slice stopped, until
+/// `deadline` (a counter value): true when all are.
+fn zero_unwritten(vm: &'static Vm, st: &mut Restoring, deadline: u64) -> bool {
+    /// At most this much between looks at the clock: about 40 us.
+    const CHUNK: u64 = 512;
+    let (base, pages) = region(vm);
+    let written = |pfn: u64| st.written[(pfn / 64) as usize] >> (pfn % 64) & 1 != 0;
+    while st.zeroed < pages {
+        let first = st.zeroed;
+        if written(first) {
+            st.zeroed += 1;
+            continue;
+        }
+        let mut end = first + 1;
+        while end < pages && end - first < CHUNK && !written(end) {
+            end += 1;
+        }
+        // SAFETY: frames of the domain being restored, not yet typed and never run (its
+        // vCPUs start after RESTORE_END); RAM in Ferrite's identity map.
+        unsafe { cpu::zero_ram(base + first * 4096, (end - first) * 4096) };
+        st.zeroed = end;
+        if timer::counter() >= deadline {
+            return st.zeroed >= pages;
+        }
+    }
+    true
+}
+
+/// The tables below level 0 that are not held yet, bottom level first, until `deadline` (a
+/// counter value): true when all are.
+fn hold_tables(vm: &'static Vm, st: &mut Restoring, deadline: u64) -> Result<bool, String> {
+    let pv = vm.pv().expect("restored domains are PV");
+    let (base, _) = region(vm);
+    let held = match st.held {
+        Some(n) => n,
+        None => {
+            // Level 3 first: each table's entries then point at tables already validated.
+            st.tables.sort_unstable_by_key(|&(pfn, ty)| {
+                (core::cmp::Reverse(ty & !page_type::PINNED), pfn)
+            });
+            0
+        }
+    };
+    let below_root = |&(_, ty): &(u64, u64)| ty & !page_type::PINNED > page_type::TABLE_L0;
+    let mut ft = pv.frames.lock();
+    for (k, &(pfn, ty)) in st.tables.iter().enumerate().skip(held) {
+        if !below_root(&(pfn, ty)) {
+            continue;
+        }
+        let level = ((ty & !page_type::PINNED) - page_type::TABLE_L0) as u8;
+        ft.hold_table(base + pfn * 4096, level, &mut domu::Phys)
+            .map_err(|e| {
+                format!(
+                    "{}: frame {pfn}: its page table is refused ({})",
+                    vm.name,
+                    e.name()
+                )
+            })?;
+        st.held = Some(k + 1);
+        if timer::counter() >= deadline {
+            return Ok(st.tables[k + 1..].iter().all(|t| !below_root(t)));
+        }
+    }
+    st.held = Some(st.tables.len());
+    Ok(true)
+}
+
 /// Validates and pins the tables, loads the vCPUs, rewrites the start info: the domain is
 /// ready to be unpaused.
 fn finish(vm: &'static Vm, st: &Restoring) -> Result<(), String> {
@@ -520,7 +629,8 @@ fn finish(vm: &'static Vm, st: &Restoring) -> Result<(), String> {
     let name = &vm.name;
     let ma = |pfn: u64| base + pfn * 4096;
     let mut ft = pv.frames.lock();
-    // Roots first as a guest would: pinning validates each whole tree.
+    // Roots first as a guest would. The tables below them are validated and held already, so
+    // each pin costs a count per entry; then the holds go, and the trees hold what they link.
     for &(pfn, ty) in st.tables.iter().filter(|(_, t)| t & page_type::PINNED != 0) {
         let level = (ty & !page_type::PINNED) - page_type::TABLE_L0;
         let op = MmuextOp {
@@ -537,6 +647,12 @@ fn finish(vm: &'static Vm, st: &Restoring) -> Result<(), String> {
                 e.name()
             )
         })?;
+    }
+    for &(pfn, ty) in st.tables.iter() {
+        if ty & !page_type::PINNED > page_type::TABLE_L0 {
+            ft.release_table_hold(ma(pfn), &mut domu::Phys)
+                .map_err(|e| format!("{name}: frame {pfn}: its table's hold: {}", e.name()))?;
+        }
     }
     ft.acquire_writable(ma(h.shared_info_pfn), &mut domu::Phys)
         .map_err(|e| format!("{name}: shared-info page: {}", e.name()))?;
