@@ -392,10 +392,14 @@ impl Build {
             spec.weight,
             spec.cap,
             self.affinity,
-        )?;
-        // Installed: the domain's records are its own now.
-        self.done = true;
-        super::set_retiring(id, false);
+        );
+        // Installed (even when the scheduler then refused it: the record, crashed, holds the
+        // frames until it is destroyed): the domain's records are its own now.
+        if super::domain(id).is_some() {
+            self.done = true;
+            super::set_retiring(id, false);
+        }
+        let vm = vm?;
         vm.life
             .born
             .store(self.born, core::sync::atomic::Ordering::Relaxed);
