@@ -199,6 +199,57 @@ fn a_domain_larger_than_ferrites_boot_heap_is_created() -> Result<()> {
     )
 }
 
+/// A restore zeroes the pages the save skipped (zero pages are not in the file; `RESTORE_END`
+/// zeroes what `RESTORE_PAGE` did not write) on frames that held another domain's data: a
+/// `hello` domain saved before it ever ran is restored onto the frames of one that filled its
+/// free pages with 0xa5, and on unpause checks its free pages are zero.
+#[test]
+fn a_restored_domain_finds_its_zero_pages_zero() -> Result<()> {
+    let q = qemu(
+        "lifecycle-restore-zeroed",
+        "dom0.exec=\"create name=a mem=8M cmd=hello;save a f;\
+         create name=dirty mem=8M cmd=hello;unpause dirty;sleep 500;\
+         restore f;unpause a;sleep 500\" poweroff",
+    );
+    let out = q.spawn()?.wait_exit(TIMEOUT)?;
+    out.ensure_exit(Exit::Code(0))?;
+    check_clean(&out)?;
+    out.ensure(
+        out.console.contains("domU2: hello: ")
+            && out.console.contains("filled with 0xa5 for the next domain"),
+        "the dirtying domain did not fill its pages",
+    )?;
+    let dirty = out.console.find("dirty: domain 2, PV").and_then(|l| {
+        l.split(" MiB at ")
+            .nth(1)?
+            .split(',')
+            .next()
+            .map(str::to_string)
+    });
+    let restored = out
+        .console
+        .find("a: domain 3 is being restored")
+        .and_then(|l| {
+            l.split(" pages at ")
+                .nth(1)?
+                .split(')')
+                .next()
+                .map(str::to_string)
+        });
+    out.ensure(
+        dirty.is_some() && dirty == restored,
+        format!(
+            "the restore is not on the dirtied frames ({dirty:?}, {restored:?}): nothing to check"
+        ),
+    )?;
+    out.ensure(
+        out.console.lines().iter().any(|l| {
+            l.starts_with("domU3: hello: ") && l.contains(" free pages, all zero; filled with 0xa5")
+        }),
+        "the restored domain did not find its free memory zero",
+    )
+}
+
 /// A 512 MiB domain created, saved, restored and destroyed by dom0 on a pCPU shared with a
 /// `latency` domU (a timer wake-up every 2 ms, BOOSTed over dom0): the work of each step grows
 /// with the domain's memory, and Ferrite does it in slices of about 1 ms (`CREATE`,
