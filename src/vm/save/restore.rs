@@ -1,21 +1,9 @@
-//! Saving a paused PV domU into dom0's memory in canonical form, and restoring one from it on
-//! other machine frames (`DOMCTL SAVE_*`, `RESTORE_*`; dom0 writes the file).
-//!
-//! Canonical form: a frame is named by its pseudo-physical number (its index in the domain's
-//! allocation), so a page table's entries hold `pfn × 4096` where the machine had the frame's
-//! address, and so do the vCPUs' TTBRs. Restoring maps them to the new domain's frames and
-//! validates the page tables exactly as a new domain's (pinning its roots), so a doctored
-//! file gets no more than a guest's own page-table writes would. The start-info page and the
-//! frame list, which tell the guest its machine addresses, are rewritten with the new ones.
-//!
-//! What is not carried: event channels other than the console's, grant tables and device-bus
-//! entries (the guest sets them up again, as a Xen guest reconnects after a restore: the
-//! start info's `restores` count and `virq::RESTORED` tell it), and frames ballooned in beyond
-//! the initial allocation (such a domain is refused).
+//! Restoring a saved PV domU on fresh frames (`DOMCTL RESTORE_BEGIN`, `RESTORE_PAGE`,
+//! `RESTORE_VCPU`, `RESTORE_END`): the pages mapped to the new frames, the tables validated
+//! exactly as a new domain's, the vCPUs loaded, the start info rewritten. `RESTORE_END` works in
+//! slices (the call rewound and continued), so a large domain does not hold dom0's pCPU.
 
-use super::domctl::{read_config, read_pod, say, write_pod};
-use super::lifecycle::{self, Image, Life, Origin};
-use super::{Vcpu, Vm, build_pv, domain, domu, timers};
+use super::{R, TTBR_BADDR, inval, region, rewrite_table};
 use crate::arch::context::{Context, El2};
 use crate::arch::exceptions::TrapFrame;
 use crate::arch::{cpu, timer, vcpu};
@@ -24,20 +12,18 @@ use crate::domain::config::DomuSpec;
 use crate::domain::power::PowerTable;
 use crate::mm::region::Region;
 use crate::pv::{FrameTable, FrameType, Policy};
+use crate::vm::domctl::{read_config, read_pod, say};
+use crate::vm::lifecycle::{self, Image, Life, Origin};
+use crate::vm::{Vcpu, Vm, build_pv, domu, timers};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
-use ferrite_abi::call::domctl as dc;
-use ferrite_abi::ctl::{CreateArgs, SAVE_MAGIC, SaveHeader, VcpuState, page_type};
+use ferrite_abi::ctl::{CreateArgs, SaveHeader, VcpuState, page_type};
 use ferrite_abi::mmu::{MmuextOp, ext};
 use ferrite_abi::{StartInfo, errno};
 use spin::Mutex;
-
-/// Bits 47:12 of a descriptor: the output address (4 KiB granule).
-const OA: u64 = 0x0000_FFFF_FFFF_F000;
-const TTBR_BADDR: u64 = 0x0000_FFFF_FFFF_FFFE;
 
 /// Domains being restored: what `RESTORE_END` needs.
 struct Restoring {
@@ -62,238 +48,8 @@ pub fn restoring(id: DomId) -> bool {
     RESTORING.lock().contains_key(&id)
 }
 
-pub fn domctl(vm: &'static Vm, c: u64, frame: &mut TrapFrame) -> i64 {
-    let (dom, a, b) = (frame.x[2], frame.x[3], frame.x[4]);
-    if c == dc::RESTORE_BEGIN {
-        return restore_begin(vm, dom);
-    }
-    let Some(target) = u16::try_from(dom).ok().and_then(domain) else {
-        return errno::ENOENT;
-    };
-    let r = match c {
-        dc::SAVE_BEGIN => save_begin(target).map(|h| write_pod(vm, a, &h)),
-        dc::SAVE_PAGE => save_page(vm, target, a, b),
-        dc::SAVE_VCPU => save_vcpu(target, a).map(|s| write_pod(vm, b, &s)),
-        dc::RESTORE_PAGE => restore_page(vm, target, a, b, frame.x[5]),
-        dc::RESTORE_VCPU => restore_vcpu(vm, target, a, b),
-        dc::RESTORE_END => restore_end(target, frame),
-        _ => Err((errno::ENOSYS, String::new())),
-    };
-    r.unwrap_or_else(|(code, why)| {
-        if !why.is_empty() {
-            log::warn!("dom0: save/restore of domain {dom}: {why}");
-        }
-        code
-    })
-}
-
-type R<T> = Result<T, (i64, String)>;
-
-fn inval<T>(why: String) -> R<T> {
-    Err((errno::EINVAL, why))
-}
-
-/// The domain's one region of frames: (base, pages).
-fn region(vm: &Vm) -> (u64, u64) {
-    let r = vm.memory[0];
-    (r.start, r.size / 4096)
-}
-
-fn save_begin(vm: &'static Vm) -> R<SaveHeader> {
-    let Some(pv) = vm.pv() else {
-        return inval(String::from("dom0 cannot be saved"));
-    };
-    if !lifecycle::is_paused(vm) || !super::is_running(vm) {
-        return inval(format!("{} is not paused: pause it first", vm.name));
-    }
-    // Its frames are not all written or zeroed before RESTORE_END.
-    if restoring(vm.id) {
-        return inval(format!("{} is being restored", vm.name));
-    }
-    if !lifecycle::all_vcpus_off(vm) {
-        return Err((errno::EBUSY, String::new()));
-    }
-    let (base, pages) = region(vm);
-    let ft = pv.frames.lock();
-    if ft.nr_frames() as u64 != pages || ft.frames().any(|f| f < base || f >= base + pages * 4096) {
-        return Err((
-            errno::ENOSYS,
-            format!(
-                "{} ballooned its memory: saving it is not supported",
-                vm.name
-            ),
-        ));
-    }
-    drop(ft);
-    if super::grant::maps_of(vm.id) != 0 {
-        return Err((
-            errno::EBUSY,
-            format!(
-                "{} maps other domains' pages: it must unmap them first",
-                vm.name
-            ),
-        ));
-    }
-    let pfn = |ma: u64| (ma - base) / 4096;
-    let mut h = SaveHeader {
-        magic: SAVE_MAGIC,
-        nr_pages: pages,
-        nr_vcpus: vm.vcpus as u32,
-        max_pages: pv.max_pages,
-        virtual_count: timer::counter().wrapping_sub(vm.cntvoff),
-        shared_info_pfn: pfn(pv.shared_info),
-        start_info_pfn: pv.start_info_pfn,
-        console_pfn: match super::grant::console_page(vm.id) {
-            0 => u64::MAX,
-            ma => pfn(ma),
-        },
-        console_port: super::events::console_port(vm.id).unwrap_or(0),
-        weight: 256,
-        cap: 0,
-        ..SaveHeader::default()
-    };
-    if let Some(o) = &vm.life.origin {
-        h.weight = o.spec.weight;
-        h.cap = o.spec.cap;
-        h.on_crash = o.spec.on_crash.abi();
-    }
-    // The scheduler's values now (dom0 may have changed them since the build).
-    if let Some((w, c)) = super::sched::with(|s| (s.weight(vm.id), s.cap(vm.id))) {
-        h.weight = w.unwrap_or(h.weight);
-        h.cap = c.unwrap_or(h.cap);
-    }
-    let n = vm.name.len().min(31);
-    h.name[..n].copy_from_slice(&vm.name.as_bytes()[..n]);
-    if let Some((offset, size)) = super::devbus::disk_bytes(vm.id) {
-        h.disk_offset = offset;
-        h.disk_size = size;
-    }
-    Ok(h)
-}
-
-/// Rewrites a table page's valid entries: `to` maps an output address, or refuses it.
-fn rewrite_table(page: &mut [u64; 512], mut to: impl FnMut(u64) -> Option<u64>) -> bool {
-    for d in page.iter_mut() {
-        if *d & 1 == 0 {
-            continue;
-        }
-        match to(*d & OA) {
-            Some(oa) => *d = (*d & !OA) | (oa & OA),
-            None => return false,
-        }
-    }
-    true
-}
-
-fn save_page(dom0: &Vm, vm: &'static Vm, pfn: u64, va: u64) -> R<i64> {
-    let Some(pv) = vm.pv() else {
-        return inval(String::from("dom0 cannot be saved"));
-    };
-    if !lifecycle::is_paused(vm) || restoring(vm.id) {
-        return inval(format!("{} is not paused, or is being restored", vm.name));
-    }
-    let (base, pages) = region(vm);
-    if pfn >= pages {
-        return inval(format!("frame {pfn} is past {}'s {pages}", vm.name));
-    }
-    let ma = base + pfn * 4096;
-    let ft = pv.frames.lock();
-    let table = ft.info(ma).and_then(|i| match i.ty {
-        FrameType::PageTable(level) => Some((level, i.pinned)),
-        _ => None,
-    });
-    let Some((level, pinned)) = table else {
-        // A data page goes to dom0 as it is, straight from the frame: with a buffer between
-        // (zeroed, then copied into) a save cost twice the copies.
-        // SAFETY: one of the paused domain's own frames (RAM, identity-mapped, not dom0's);
-        // its vCPUs are off every CPU, and the frame-table lock keeps Ferrite's own writers
-        // out (a backend's writes through a grant only change the bytes copied).
-        let ok = unsafe { super::ctl::write_dom0_from(dom0, va, ma as *const u8, 4096) };
-        drop(ft);
-        return if ok {
-            Ok(page_type::DATA as i64)
-        } else {
-            Err((errno::EFAULT, String::new()))
-        };
-    };
-    let mut page = [0u64; 512];
-    // SAFETY: as above; a table page is copied first, to be put in canonical form.
-    unsafe { core::ptr::copy_nonoverlapping(ma as *const u64, page.as_mut_ptr(), 512) };
-    drop(ft);
-    let mut ty = page_type::TABLE_L0 + level as u64;
-    if pinned {
-        ty |= page_type::PINNED;
-    }
-    let end = base + pages * 4096;
-    if !rewrite_table(&mut page, |oa| (oa >= base && oa < end).then(|| oa - base)) {
-        return Err((
-            errno::EBUSY,
-            format!("{}: a page table maps a frame it does not own", vm.name),
-        ));
-    }
-    // SAFETY: `page` is 4096 bytes of integers.
-    let bytes = unsafe { core::slice::from_raw_parts(page.as_ptr().cast::<u8>(), 4096) };
-    if !super::ctl::write_dom0(dom0, va, bytes) {
-        return Err((errno::EFAULT, String::new()));
-    }
-    Ok(ty as i64)
-}
-
-fn save_vcpu(vm: &'static Vm, v: u64) -> R<VcpuState> {
-    if vm.pv().is_none() || !lifecycle::is_paused(vm) {
-        return inval(format!("{} is not a paused PV domU", vm.name));
-    }
-    let v = v as usize;
-    let Some(vc) = vm.vcpu.get(v) else {
-        return Err((errno::ENOENT, String::new()));
-    };
-    let (base, pages) = region(vm);
-    let canon = |t: u64| {
-        let b = t & TTBR_BADDR;
-        if b >= base && b < base + pages * 4096 {
-            (t & !TTBR_BADDR) | (b - base)
-        } else {
-            t & !TTBR_BADDR
-        }
-    };
-    let ctx = vc.ctx.lock();
-    let up = vm.power.lock().state(v) == Some(crate::domain::power::Power::On);
-    let deadline = vc.timer_deadline.load(Ordering::Acquire);
-    let s = VcpuState {
-        up: up as u64,
-        x: ctx.frame.x,
-        pc: ctx.frame.elr,
-        pstate: ctx.frame.spsr,
-        sp_el0: ctx.el1.sp_el0,
-        sp_el1: ctx.el1.sp_el1,
-        elr_el1: ctx.el1.elr_el1,
-        spsr_el1: ctx.el1.spsr_el1,
-        ttbr0: canon(ctx.el1.ttbr0),
-        ttbr1: canon(ctx.el1.ttbr1),
-        sctlr: ctx.el1.sctlr,
-        tcr: ctx.el1.tcr,
-        mair: ctx.el1.mair,
-        vbar: ctx.el1.vbar,
-        tpidr_el0: ctx.el1.tpidr_el0,
-        tpidr_el1: ctx.el1.tpidr_el1,
-        tpidrro_el0: ctx.el1.tpidrro_el0,
-        contextidr: ctx.el1.contextidr,
-        cntkctl: ctx.el1.cntkctl,
-        timer_deadline: if deadline == 0 {
-            0
-        } else {
-            deadline.wrapping_sub(vm.cntvoff)
-        },
-        virtual_count: timer::counter().wrapping_sub(ctx.el2.cntvoff),
-        fpsr: ctx.fp.fpsr,
-        fpcr: ctx.fp.fpcr,
-        v: ctx.fp.v,
-    };
-    Ok(s)
-}
-
 /// `RESTORE_BEGIN`: a new paused domain with fresh frames for the pages to come.
-fn restore_begin(dom0: &'static Vm, args: u64) -> i64 {
+pub(super) fn restore_begin(dom0: &'static Vm, args: u64) -> i64 {
     let Some(a) = read_pod::<CreateArgs>(dom0, args) else {
         return errno::EFAULT;
     };
@@ -350,7 +106,7 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
         spec.weight = h.weight.clamp(1, 65535);
         spec.cap = h.cap;
     }
-    let id = super::free_domid().ok_or((errno::ENOSPC, String::from("no free domain id")))?;
+    let id = crate::vm::free_domid().ok_or((errno::ENOSPC, String::from("no free domain id")))?;
     let name = spec.name.clone().unwrap_or_else(|| format!("domU{id}"));
     let base = crate::boot::alloc_frames_aligned(h.nr_pages as usize, 2 << 20).ok_or((
         errno::ENOMEM,
@@ -373,7 +129,7 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
     written.resize(h.nr_pages.div_ceil(64) as usize, 0);
     let fail = |e: String| {
         crate::boot::free_frames(base, h.nr_pages as usize);
-        super::devbus::remove_domain(id);
+        crate::vm::devbus::remove_domain(id);
         let code = if e.contains("free memory") {
             errno::ENOMEM
         } else {
@@ -387,13 +143,13 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
     if spec.disk.is_none() && h.disk_size != 0 {
         spec.disk = Some((h.disk_offset, h.disk_size));
     }
-    super::devbus::claim_disk(id, spec.disk).map_err(|e| fail(format!("{name}: {e}")))?;
+    crate::vm::devbus::claim_disk(id, spec.disk).map_err(|e| fail(format!("{name}: {e}")))?;
     let ft = FrameTable::with_grants(
         id,
         &frames,
         nr_vcpus,
         Policy::default(),
-        super::grant::PvGrants,
+        crate::vm::grant::PvGrants,
     )
     .map_err(|e| {
         fail(match e {
@@ -414,7 +170,7 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
             Vcpu::new(Context::reset(0, 0, el2))
         })
         .collect();
-    let cpus = super::sched::with(|s| s.config().pcpus).unwrap_or(1);
+    let cpus = crate::vm::sched::with(|s| s.config().pcpus).unwrap_or(1);
     let all = if cpus >= 64 {
         u64::MAX
     } else {
@@ -463,7 +219,7 @@ fn begin_inner(dom0: &'static Vm, a: &CreateArgs) -> R<DomId> {
     Ok(id)
 }
 
-fn restore_page(dom0: &Vm, vm: &'static Vm, pfn: u64, va: u64, ty: u64) -> R<i64> {
+pub(super) fn restore_page(dom0: &Vm, vm: &'static Vm, pfn: u64, va: u64, ty: u64) -> R<i64> {
     let mut r = RESTORING.lock();
     let Some(st) = r.get_mut(&vm.id) else {
         return inval(format!("{} is not being restored", vm.name));
@@ -502,7 +258,7 @@ fn restore_page(dom0: &Vm, vm: &'static Vm, pfn: u64, va: u64, ty: u64) -> R<i64
     Ok(0)
 }
 
-fn restore_vcpu(dom0: &Vm, vm: &'static Vm, v: u64, va: u64) -> R<i64> {
+pub(super) fn restore_vcpu(dom0: &Vm, vm: &'static Vm, v: u64, va: u64) -> R<i64> {
     let Some(s) = read_pod::<VcpuState>(dom0, va) else {
         return Err((errno::EFAULT, String::new()));
     };
@@ -521,7 +277,7 @@ fn restore_vcpu(dom0: &Vm, vm: &'static Vm, v: u64, va: u64) -> R<i64> {
 /// held (`FrameTable::hold_table`), in slices of `build_pv::SLICE_US`: between slices the call
 /// is rewound and continued when dom0's vCPU runs it again, as `CREATE` is. Then the roots are
 /// pinned, which costs a count per entry, and the holds are dropped.
-fn restore_end(vm: &'static Vm, frame: &mut TrapFrame) -> R<i64> {
+pub(super) fn restore_end(vm: &'static Vm, frame: &mut TrapFrame) -> R<i64> {
     let Some(mut st) = RESTORING.lock().remove(&vm.id) else {
         return inval(format!("{} is not being restored", vm.name));
     };
@@ -538,7 +294,7 @@ fn restore_end(vm: &'static Vm, frame: &mut TrapFrame) -> R<i64> {
     if !done {
         RESTORING.lock().insert(vm.id, st);
         frame.elr -= 4;
-        return Ok(super::domctl::CONTINUE);
+        return Ok(crate::vm::domctl::CONTINUE);
     }
     match finish(vm, &st) {
         Ok(()) => {
@@ -699,10 +455,10 @@ fn finish(vm: &'static Vm, st: &Restoring) -> Result<(), String> {
     drop(ft);
 
     // Event channels: the console's again, where the guest expects it if it can be.
-    let port = super::events::new_domu(vm.id, vm.vcpus)
+    let port = crate::vm::events::new_domu(vm.id, vm.vcpus)
         .map_err(|e| format!("{name}: console event channel: {}", e.name()))?;
     if h.console_pfn != u64::MAX {
-        super::grant::set_console_page(vm.id, ma(h.console_pfn));
+        crate::vm::grant::set_console_page(vm.id, ma(h.console_pfn));
     }
     // The start info and the frame list tell the guest its machine addresses: new ones now.
     let si_ma = ma(h.start_info_pfn);
