@@ -265,16 +265,21 @@ fn create(vm: &'static Vm, v: usize, frame: &mut TrapFrame) -> i64 {
         Err(e) => {
             // Dropping the build gives back what it took.
             drop(build);
-            let code = if e.contains("free memory") {
-                errno::ENOMEM
-            } else {
-                errno::EINVAL
-            };
             if let Some(a) = read_pod::<CreateArgs>(vm, args) {
                 say(vm, "create", &a, &e);
             }
-            code
+            build_errno(&e)
         }
+    }
+}
+
+/// A failed build's errno: `ENOMEM` when memory ran out (its message says "free memory"),
+/// `EINVAL` for anything about the image or configuration.
+fn build_errno(why: &str) -> i64 {
+    if why.contains("free memory") {
+        errno::ENOMEM
+    } else {
+        errno::EINVAL
     }
 }
 
@@ -306,14 +311,7 @@ fn start_create(vm: &'static Vm, args: u64) -> Result<Build, i64> {
             spec,
             image: Image::Copied(Arc::new(image)),
         };
-        Build::new(id, origin, cpus, vm.gic_v3, true).map_err(|e| {
-            let code = if e.contains("free memory") {
-                errno::ENOMEM
-            } else {
-                errno::EINVAL
-            };
-            (code, e)
-        })
+        Build::new(id, origin, cpus, vm.gic_v3, true).map_err(|e| (build_errno(&e), e))
     })();
     r.map_err(|(code, msg)| {
         say(vm, "create", &a, &msg);
