@@ -310,6 +310,13 @@ pub fn parse_gic_version(line: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// The `latency` test domU's report, `domU<N>: latency: n=<n> max=<us>us avg=<us>us`: its
+/// worst wake-up lateness in µs.
+pub fn parse_latency_max_us(line: &str) -> Option<u64> {
+    let rest = line.split("latency: n=").nth(1)?.split(" max=").nth(1)?;
+    rest.split("us").next()?.trim().parse().ok()
+}
+
 /// A whole console transcript, with the parsers above applied over all its lines.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transcript {
@@ -425,6 +432,18 @@ impl fmt::Display for Transcript {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_report() {
+        assert_eq!(
+            parse_latency_max_us("domU1: latency: n=1000 max=3806us avg=21us"),
+            Some(3806)
+        );
+        assert_eq!(
+            parse_latency_max_us("domU1: latency: FAIL: no upcall"),
+            None
+        );
+    }
 
     #[test]
     fn log_line() {

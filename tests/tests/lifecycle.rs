@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use ferrite_systests::console::parse_latency_max_us;
 use ferrite_systests::paths::dom0_image;
 use ferrite_systests::{ErrorKind, Exit, Outcome, Qemu, Result, Run};
 
@@ -301,12 +302,8 @@ fn a_large_domains_lifecycle_does_not_starve_its_pcpu() -> Result<()> {
         pos(destroyed) < pos(&done),
         "the probe ended before the domain was destroyed: not all was measured",
     )?;
-    let max_us: u64 = done
-        .split("max=")
-        .nth(1)
-        .and_then(|s| s.split("us").next())
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| out.fail(format!("cannot read `{done}`")))?;
+    let max_us =
+        parse_latency_max_us(&done).ok_or_else(|| out.fail(format!("cannot read `{done}`")))?;
     out.ensure(
         max_us < 10_000,
         format!("a wake-up was {max_us} us late during the domain's lifecycle"),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use ferrite_systests::console::parse_latency_max_us;
 use ferrite_systests::paths::dom0_image;
 use ferrite_systests::{Exit, Outcome, Qemu, Result};
 
@@ -200,12 +201,8 @@ fn a_woken_domain_preempts_cpu_hogs_within_a_tick() -> Result<()> {
         .find("domU3: latency: n=50 max=")
         .map(str::to_string)
         .ok_or_else(|| out.fail("the latency probe did not report"))?;
-    let max_us: u64 = line
-        .split("max=")
-        .nth(1)
-        .and_then(|s| s.split("us").next())
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| out.fail(format!("cannot read `{line}`")))?;
+    let max_us =
+        parse_latency_max_us(&line).ok_or_else(|| out.fail(format!("cannot read `{line}`")))?;
     out.ensure(
         max_us < 10_000,
         format!("worst wake-up latency {max_us} us, more than a 10 ms tick"),
