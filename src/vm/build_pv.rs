@@ -199,7 +199,7 @@ impl Build {
         loop {
             match &mut self.stage {
                 Stage::Zero(off) => {
-                    /// A chunk between looks at the clock: about 40 us.
+                    /// Zeroed between looks at the clock: about 75 us (`DC ZVA`, 37 instructions a KiB).
                     const CHUNK: u64 = 2 << 20;
                     while *off < mem {
                         let len = CHUNK.min(mem - *off);
